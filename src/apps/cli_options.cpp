@@ -1,0 +1,48 @@
+// Shared config options of the foldtron CLI (see cli_options.h).
+#include "apps/cli_options.h"
+
+#include <fmt/format.h>
+
+#include "core/text.h"
+
+namespace foldtron::cli {
+
+void ConfigOptions::add_to(CLI::App& app) {
+  app.add_option("--config", sources_.config_file, "YAML config file (sections model, moe, parallel, train, data, "
+                                                   "checkpoint, logging)");
+  app.add_option("--preset", sources_.preset, "start from a built-in preset: " + join(preset_names(), ", "));
+  app.add_option("--set", sources_.overrides, "override one key, e.g. --set model.num_layers=4 (repeatable)")
+      ->type_name("SECTION.KEY=VALUE");
+  // The parallel flags are --set parallel.<key>=<value> under another name.
+  parallel_values_ = {{"tp", ""}, {"cp", ""}, {"pp", ""}, {"vpp", ""}, {"ep", ""}, {"etp", ""}, {"order", ""}};
+  const char* docs[] = {"tensor-parallel size", "context-parallel size", "pipeline-parallel size",
+                        "virtual pipeline stages per rank", "expert-parallel size",
+                        "expert tensor-parallel size", "rank order of the axes, fastest first (tp-cp-ep-dp-pp)"};
+  for (size_t i = 0; i < parallel_values_.size(); ++i) {
+    auto& [key, value] = parallel_values_[i];
+    CLI::Option* option = app.add_option("--" + key, value, docs[i]);
+    option->type_name(key == "order" ? "ORDER" : "N");
+    if (key != "order") option->check(CLI::PositiveNumber);
+    parallel_flags_.emplace_back(key, option);
+  }
+  sequence_parallel_flag_ =
+      app.add_flag("--sequence-parallel", sequence_parallel_, "sequence parallelism over tp (parallel.sequence_parallel)");
+}
+
+Config ConfigOptions::load() const {
+  ConfigSources sources = sources_;
+  for (size_t i = 0; i < parallel_flags_.size(); ++i) {
+    if (parallel_flags_[i].second->count() > 0) {
+      sources.overrides.push_back(fmt::format("parallel.{}={}", parallel_values_[i].first, parallel_values_[i].second));
+    }
+  }
+  if (sequence_parallel_flag_->count() > 0) sources.overrides.push_back("parallel.sequence_parallel=true");
+  return load_config(sources);
+}
+
+std::string environment_help() {
+  return "Environment: foldtron itself reads no environment variables; MPI and NCCL read their own "
+         "(OMPI_*, NCCL_*, CUDA_VISIBLE_DEVICES).";
+}
+
+}  // namespace foldtron::cli

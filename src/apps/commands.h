@@ -1,0 +1,17 @@
+// The foldtron subcommands. Each register_* adds its CLI11 subcommand to the root app and returns
+// the function that runs it once parsing has succeeded (its return value is the exit code).
+#pragma once
+
+#include <functional>
+
+#include <CLI/CLI.hpp>
+
+namespace foldtron::cli {
+
+using Runner = std::function<int()>;
+
+Runner register_topology(CLI::App& root);
+Runner register_config(CLI::App& root);
+Runner register_info(CLI::App& root);
+
+}  // namespace foldtron::cli

@@ -1,0 +1,76 @@
+// foldtron: one binary, one subcommand per mode. Parses the command line, runs the subcommand,
+// and turns errors into messages: user errors (typed foldtron errors, bad flags) print the
+// message and a hint and exit 2; internal errors exit 1.
+#include <iostream>
+#include <map>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include "apps/commands.h"
+#include "core/errors.h"
+#include "core/log.h"
+#include "core/text.h"
+
+namespace {
+
+constexpr int kExitUserError = 2;
+constexpr int kExitInternalError = 1;
+
+int report(const foldtron::Error& error) {
+  std::cerr << fmt::format("foldtron: {}: {}\n", error.kind(), error.what());
+  if (!error.hint().empty()) std::cerr << fmt::format("  hint: {}\n", error.hint());
+  return error.user_error() ? kExitUserError : kExitInternalError;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace foldtron;
+  CLI::App app("foldtron: Mixture-of-Experts Transformer training with five-dimensional parallelism "
+               "and MoE Parallel Folding",
+               "foldtron");
+  app.require_subcommand(1);
+  app.set_version_flag("--version", FOLDTRON_VERSION);
+  std::string log_level = "info";
+  app.add_option("--log-level", log_level, "debug, info, warning or error")->capture_default_str();
+  std::map<std::string, cli::Runner> runners{
+      {"topology", cli::register_topology(app)},
+      {"config", cli::register_config(app)},
+      {"info", cli::register_info(app)},
+  };
+  app.footer("Run 'foldtron <command> --help' for a command's options.");
+
+  try {
+    // A misspelled subcommand gets a suggestion rather than CLI11's generic complaint.
+    if (argc > 1 && argv[1][0] != '-' && argv[1][0] != '\0' && runners.count(argv[1]) == 0) {
+      std::vector<std::string> names;
+      for (const auto& [name, runner] : runners) names.push_back(name);
+      throw UsageError(fmt::format("unknown command '{}'", argv[1]),
+                       suggest(argv[1], names) + " (run 'foldtron --help')");
+    }
+    try {
+      app.parse(argc, argv);
+    } catch (const CLI::CallForHelp&) {
+      std::cout << app.help();
+      return 0;
+    } catch (const CLI::CallForAllHelp&) {
+      std::cout << app.help("", CLI::AppFormatMode::All);
+      return 0;
+    } catch (const CLI::CallForVersion&) {
+      std::cout << FOLDTRON_VERSION << "\n";
+      return 0;
+    } catch (const CLI::ParseError& e) {
+      const std::vector<CLI::App*> parsed = app.get_subcommands();
+      const std::string command = parsed.empty() ? "foldtron" : "foldtron " + parsed.front()->get_name();
+      throw UsageError(e.what(), fmt::format("run '{} --help' for the valid options", command));
+    }
+    log::set_level(log::parse_level(log_level));
+    return runners.at(app.get_subcommands().front()->get_name())();
+  } catch (const Error& error) {
+    return report(error);
+  } catch (const std::exception& error) {
+    std::cerr << fmt::format("foldtron: internal error: {}\n", error.what());
+    return kExitInternalError;
+  }
+}

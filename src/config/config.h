@@ -1,0 +1,283 @@
+// Typed configuration: one struct per YAML section (model, moe, parallel, train, data,
+// checkpoint, logging). Each struct lists its keys once, in visit(), with the default and a
+// one-line description; the YAML reader, the YAML writer and `foldtron config --keys` are all
+// visitors over that list, so a key cannot be known to one and missing from another.
+//
+// Loading (config_load.h) composes: preset < --config file < --set overrides < parallel flags.
+// Validation (validate.h) checks the whole config against a world size and reports every problem.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/log.h"
+
+namespace foldtron {
+
+// ---- enumerations (spelled in YAML as the strings of enum_names) ----
+
+enum class Architecture { kLlama, kMixtral, kQwen2Moe };
+enum class Normalization { kRmsNorm, kLayerNorm };
+enum class Activation { kSwiglu, kGelu };
+enum class DType { kFloat32, kBfloat16 };
+enum class RouterScore { kSoftmax, kSigmoid };
+enum class LoadBalancing { kAuxLoss, kSeqAuxLoss, kSinkhorn, kNone };
+enum class DropPolicy { kProbs, kPosition };
+enum class Dispatcher { kAllToAll, kAllGather };
+enum class CpCommType { kP2P, kAllToAll, kAllGather };
+enum class LrDecay { kCosine, kLinear, kConstant };
+enum class Tokenizer { kByte, kSentencePiece };
+
+// Every enumeration's YAML spellings, in declaration order.
+template <typename E>
+const std::vector<std::string>& enum_names();
+
+template <typename E>
+const std::string& enum_name(E value) {
+  return enum_names<E>().at(static_cast<size_t>(value));
+}
+
+// ---- sections ----
+
+struct ModelConfig {
+  Architecture architecture = Architecture::kLlama;
+  int64_t num_layers = 4;
+  int64_t hidden_size = 64;
+  int64_t num_attention_heads = 8;
+  int64_t num_query_groups = 4;  // key/value heads (GQA); = num_attention_heads for MHA
+  int64_t head_dim = 0;          // 0: hidden_size / num_attention_heads
+  int64_t ffn_hidden_size = 256;
+  int64_t vocab_size = 256;
+  int64_t max_position_embeddings = 4096;
+  double rope_theta = 10000.0;
+  double norm_eps = 1e-5;
+  Normalization normalization = Normalization::kRmsNorm;
+  Activation activation = Activation::kSwiglu;
+  bool qkv_bias = false;
+  bool tie_embeddings = false;
+  DType params_dtype = DType::kFloat32;
+  double init_std = 0.02;
+  double hidden_dropout = 0.0;
+  double attention_dropout = 0.0;
+
+  int64_t kv_channels() const { return head_dim > 0 ? head_dim : hidden_size / num_attention_heads; }
+
+  template <typename V>
+  void visit(V& v) {
+    v("architecture", architecture, "model family: llama (dense), mixtral, qwen2_moe");
+    v("num_layers", num_layers, "transformer layers");
+    v("hidden_size", hidden_size, "model width h");
+    v("num_attention_heads", num_attention_heads, "query heads a");
+    v("num_query_groups", num_query_groups, "key/value heads (grouped-query attention)");
+    v("head_dim", head_dim, "channels per head; 0 means hidden_size / num_attention_heads");
+    v("ffn_hidden_size", ffn_hidden_size, "dense MLP width (dense layers)");
+    v("vocab_size", vocab_size, "vocabulary size V");
+    v("max_position_embeddings", max_position_embeddings, "longest sequence the rotary tables cover");
+    v("rope_theta", rope_theta, "rotary base frequency");
+    v("norm_eps", norm_eps, "epsilon of RMSNorm / LayerNorm");
+    v("normalization", normalization, "rmsnorm or layernorm");
+    v("activation", activation, "swiglu or gelu");
+    v("qkv_bias", qkv_bias, "bias on the query/key/value projections (Qwen2)");
+    v("tie_embeddings", tie_embeddings, "share the input embedding with the output layer");
+    v("params_dtype", params_dtype, "parameter dtype: fp32 or bf16 (bf16 keeps fp32 main weights)");
+    v("init_std", init_std, "standard deviation of the normal weight initialization");
+    v("hidden_dropout", hidden_dropout, "dropout after attention and MLP");
+    v("attention_dropout", attention_dropout, "dropout on attention probabilities");
+  }
+};
+
+struct MoEConfig {
+  int64_t num_experts = 0;  // 0: dense model
+  int64_t topk = 2;
+  int64_t expert_ffn_hidden_size = 0;         // 0: model.ffn_hidden_size
+  int64_t shared_expert_ffn_hidden_size = 0;  // 0: no shared expert
+  bool shared_expert_gate = false;            // sigmoid gate on the shared expert (Qwen2-MoE)
+  int64_t layer_step = 1;                     // an MoE layer every layer_step layers
+  std::vector<int64_t> dense_layers;          // layer indices that stay dense
+  RouterScore router_score = RouterScore::kSoftmax;
+  bool router_pre_softmax = true;  // softmax over all experts before top-k (Mixtral, Qwen)
+  bool normalize_topk = true;      // renormalize the k selected probabilities
+  bool router_fp32 = true;         // router logits and softmax in fp32
+  double router_scaling_factor = 1.0;
+  int64_t router_num_groups = 0;  // group-limited routing: 0 disables
+  int64_t router_group_topk = 0;
+  LoadBalancing load_balancing = LoadBalancing::kAuxLoss;
+  double aux_loss_coeff = 0.01;
+  double z_loss_coeff = 0.0;
+  bool expert_bias = false;  // aux-loss-free balancing bias
+  double expert_bias_update_rate = 1e-3;
+  double capacity_factor = 0.0;  // 0: dropless
+  DropPolicy drop_policy = DropPolicy::kProbs;
+  bool pad_to_capacity = false;
+  Dispatcher dispatcher = Dispatcher::kAllToAll;
+
+  bool enabled() const { return num_experts > 0; }
+  template <typename V>
+  void visit(V& v) {
+    v("num_experts", num_experts, "routed experts per MoE layer; 0 makes a dense model");
+    v("topk", topk, "experts each token is routed to");
+    v("expert_ffn_hidden_size", expert_ffn_hidden_size, "routed expert FFN width; 0 means model.ffn_hidden_size");
+    v("shared_expert_ffn_hidden_size", shared_expert_ffn_hidden_size, "shared expert FFN width; 0 means none");
+    v("shared_expert_gate", shared_expert_gate, "scale the shared expert by sigmoid(gate(x))");
+    v("layer_step", layer_step, "an MoE layer every layer_step layers (1: every layer)");
+    v("dense_layers", dense_layers, "indices of layers that keep a dense MLP");
+    v("router_score", router_score, "softmax or sigmoid scoring");
+    v("router_pre_softmax", router_pre_softmax, "softmax over all experts before top-k (else top-k on logits, then softmax)");
+    v("normalize_topk", normalize_topk, "renormalize the selected k probabilities to sum to 1");
+    v("router_fp32", router_fp32, "compute the router in fp32");
+    v("router_scaling_factor", router_scaling_factor, "scale applied to the routing weights");
+    v("router_num_groups", router_num_groups, "expert groups for group-limited routing (0: off)");
+    v("router_group_topk", router_group_topk, "groups each token may select from");
+    v("load_balancing", load_balancing, "aux_loss, seq_aux_loss, sinkhorn or none");
+    v("aux_loss_coeff", aux_loss_coeff, "load-balancing loss coefficient");
+    v("z_loss_coeff", z_loss_coeff, "router z-loss coefficient");
+    v("expert_bias", expert_bias, "aux-loss-free balancing with a per-expert selection bias");
+    v("expert_bias_update_rate", expert_bias_update_rate, "step of the expert-bias update");
+    v("capacity_factor", capacity_factor, "expert capacity factor; 0 means dropless");
+    v("drop_policy", drop_policy, "which tokens over capacity are dropped: probs or position");
+    v("pad_to_capacity", pad_to_capacity, "pad every expert to its capacity (static shapes)");
+    v("dispatcher", dispatcher, "token dispatcher: alltoall or allgather");
+  }
+};
+
+struct ParallelConfig {
+  int64_t tp = 1;
+  int64_t cp = 1;
+  int64_t pp = 1;
+  int64_t vpp = 1;
+  int64_t ep = 1;
+  int64_t etp = 0;  // 0: same as tp
+  std::string order = "tp-cp-ep-dp-pp";
+  bool sequence_parallel = false;
+  CpCommType cp_comm_type = CpCommType::kP2P;
+  std::vector<int64_t> pipeline_layers;  // explicit layers per stage; empty: even split
+  double timeout_s = 600.0;
+  int64_t devices_per_node = 0;  // 0: as many as CUDA reports
+
+  int64_t expert_tp() const { return etp > 0 ? etp : tp; }
+  template <typename V>
+  void visit(V& v) {
+    v("tp", tp, "tensor-parallel size (attention and dense layers)");
+    v("cp", cp, "context-parallel size");
+    v("pp", pp, "pipeline-parallel size");
+    v("vpp", vpp, "virtual pipeline stages per rank (interleaved 1F1B); 1 disables");
+    v("ep", ep, "expert-parallel size");
+    v("etp", etp, "expert tensor-parallel size; 0 means the same as tp");
+    v("order", order, "rank order of the parallel axes, fastest first");
+    v("sequence_parallel", sequence_parallel, "split norms and dropout over the sequence across tp");
+    v("cp_comm_type", cp_comm_type, "context-parallel attention: p2p (ring), a2a (Ulysses) or allgather");
+    v("pipeline_layers", pipeline_layers, "layers per pipeline stage; empty splits evenly");
+    v("timeout_s", timeout_s, "seconds a collective may stall before the job aborts naming it");
+    v("devices_per_node", devices_per_node, "GPUs per node for the rank -> device map; 0 means all visible");
+  }
+};
+
+struct TrainConfig {
+  int64_t train_iters = 100;
+  int64_t global_batch_size = 8;
+  int64_t micro_batch_size = 1;
+  int64_t seq_length = 64;
+  int64_t seed = 1234;
+  double lr = 3e-4;
+  double min_lr = 3e-5;
+  int64_t lr_warmup_iters = 0;
+  LrDecay lr_decay_style = LrDecay::kCosine;
+  int64_t lr_decay_iters = 0;  // 0: train_iters
+  double weight_decay = 0.1;
+  double adam_beta1 = 0.9;
+  double adam_beta2 = 0.95;
+  double adam_eps = 1e-8;
+  double clip_grad = 1.0;  // 0 disables clipping
+  int64_t max_bad_steps = 5;
+
+  template <typename V>
+  void visit(V& v) {
+    v("train_iters", train_iters, "optimizer steps to run");
+    v("global_batch_size", global_batch_size, "sequences per optimizer step, over all data-parallel ranks");
+    v("micro_batch_size", micro_batch_size, "sequences per forward/backward on one rank");
+    v("seq_length", seq_length, "tokens per sequence");
+    v("seed", seed, "seed of initialization, data order and dropout");
+    v("lr", lr, "peak learning rate");
+    v("min_lr", min_lr, "learning rate at the end of the decay");
+    v("lr_warmup_iters", lr_warmup_iters, "linear warmup steps");
+    v("lr_decay_style", lr_decay_style, "cosine, linear or constant");
+    v("lr_decay_iters", lr_decay_iters, "steps of the decay; 0 means train_iters");
+    v("weight_decay", weight_decay, "AdamW decoupled weight decay (not on norms and biases)");
+    v("adam_beta1", adam_beta1, "AdamW beta1");
+    v("adam_beta2", adam_beta2, "AdamW beta2");
+    v("adam_eps", adam_eps, "AdamW epsilon");
+    v("clip_grad", clip_grad, "global gradient-norm clip; 0 disables");
+    v("max_bad_steps", max_bad_steps, "consecutive NaN/Inf steps skipped before the run aborts");
+  }
+};
+
+struct DataConfig {
+  std::string path;  // empty: the embedded default corpus
+  Tokenizer tokenizer = Tokenizer::kByte;
+  std::string tokenizer_model;
+  bool mock = false;
+
+  template <typename V>
+  void visit(V& v) {
+    v("path", path, "token dataset prefix (.bin/.idx) or text corpus; empty uses /usr/share/common-licenses");
+    v("tokenizer", tokenizer, "byte or sentencepiece");
+    v("tokenizer_model", tokenizer_model, "sentencepiece model file (tokenizer: sentencepiece)");
+    v("mock", mock, "synthetic random tokens (benchmarks measure the model, not the loader)");
+  }
+};
+
+struct CheckpointConfig {
+  std::string save;
+  std::string load;
+  int64_t save_interval = 0;  // 0: only at the end when save is set
+  int64_t keep_last = 2;
+
+  template <typename V>
+  void visit(V& v) {
+    v("save", save, "directory to write checkpoints into; empty saves nothing");
+    v("load", load, "checkpoint directory to resume from; empty starts fresh");
+    v("save_interval", save_interval, "steps between checkpoints; 0 saves only at the end");
+    v("keep_last", keep_last, "checkpoints kept on disk (older ones are removed)");
+  }
+};
+
+struct LoggingConfig {
+  int64_t log_interval = 1;
+  std::string metrics_file;
+  log::Level level = log::Level::kInfo;
+  std::string run_dir;
+  double peak_tflops = 989.0;
+
+  template <typename V>
+  void visit(V& v) {
+    v("log_interval", log_interval, "steps between progress lines and metrics records");
+    v("metrics_file", metrics_file, "JSONL file with one record per logged step");
+    v("level", level, "debug, info, warning or error");
+    v("run_dir", run_dir, "directory for the resolved config and logs; empty: none");
+    v("peak_tflops", peak_tflops, "peak TFLOP/s per GPU for MFU (989: H100/H200 dense bf16)");
+  }
+};
+
+struct Config {
+  ModelConfig model;
+  MoEConfig moe;
+  ParallelConfig parallel;
+  TrainConfig train;
+  DataConfig data;
+  CheckpointConfig checkpoint;
+  LoggingConfig logging;
+
+  template <typename V>
+  void visit(V& v) {
+    v.section("model", model);
+    v.section("moe", moe);
+    v.section("parallel", parallel);
+    v.section("train", train);
+    v.section("data", data);
+    v.section("checkpoint", checkpoint);
+    v.section("logging", logging);
+  }
+};
+
+}  // namespace foldtron

@@ -1,0 +1,291 @@
+// Validation of a whole Config (see validate.h). Each check appends a ConfigProblem; nothing
+// throws until every section has been checked.
+#include "config/validate.h"
+
+#include <fmt/format.h>
+
+#include "config/layout.h"
+
+namespace foldtron {
+namespace {
+
+class Checker {
+ public:
+  explicit Checker(std::vector<ConfigProblem>& problems) : problems_(problems) {}
+
+  void add(std::string field, std::string message, std::string hint) {
+    problems_.push_back({std::move(field), std::move(message), std::move(hint)});
+  }
+  void positive(const std::string& field, int64_t value) {
+    if (value < 1) add(field, fmt::format("must be at least 1, got {}", value), "use a positive size");
+  }
+  void non_negative(const std::string& field, double value) {
+    if (value < 0) add(field, fmt::format("must not be negative, got {}", value), "use 0 or a positive value");
+  }
+  void positive_real(const std::string& field, double value) {
+    if (!(value > 0)) add(field, fmt::format("must be greater than 0, got {}", value), "use a positive value");
+  }
+  void probability(const std::string& field, double value) {
+    if (!(value >= 0 && value < 1)) add(field, fmt::format("must be in [0, 1), got {}", value), "use e.g. 0.1");
+  }
+  // `field` (value) must be divisible by `by_name` (by); both are named in the message.
+  void divisible(const std::string& field, int64_t value, const std::string& by_name, int64_t by,
+                 const std::string& hint) {
+    if (by > 0 && value % by != 0) {
+      add(field, fmt::format("{} ({}) must be divisible by {} ({})", field, value, by_name, by), hint);
+    }
+  }
+
+ private:
+  std::vector<ConfigProblem>& problems_;
+};
+
+bool has_dense_layer(const Config& c) {
+  if (!c.moe.enabled()) return true;
+  if (!c.moe.dense_layers.empty()) return true;
+  return c.moe.layer_step > 1;
+}
+
+void check_model(const Config& c, Checker& check) {
+  const ModelConfig& m = c.model;
+  check.positive("model.num_layers", m.num_layers);
+  check.positive("model.hidden_size", m.hidden_size);
+  check.positive("model.num_attention_heads", m.num_attention_heads);
+  check.positive("model.num_query_groups", m.num_query_groups);
+  check.positive("model.ffn_hidden_size", m.ffn_hidden_size);
+  check.positive("model.vocab_size", m.vocab_size);
+  check.positive("model.max_position_embeddings", m.max_position_embeddings);
+  check.non_negative("model.head_dim", static_cast<double>(m.head_dim));
+  check.positive_real("model.rope_theta", m.rope_theta);
+  check.positive_real("model.norm_eps", m.norm_eps);
+  check.positive_real("model.init_std", m.init_std);
+  check.probability("model.hidden_dropout", m.hidden_dropout);
+  check.probability("model.attention_dropout", m.attention_dropout);
+  if (m.num_attention_heads < 1 || m.num_query_groups < 1) return;
+  if (m.head_dim == 0) {
+    check.divisible("model.hidden_size", m.hidden_size, "model.num_attention_heads", m.num_attention_heads,
+                    "set model.head_dim explicitly or choose hidden_size = heads * head_dim");
+  }
+  check.divisible("model.num_attention_heads", m.num_attention_heads, "model.num_query_groups", m.num_query_groups,
+                  "each key/value head serves a whole number of query heads");
+  const bool moe_architecture = m.architecture != Architecture::kLlama;
+  if (moe_architecture && !c.moe.enabled()) {
+    check.add("model.architecture", fmt::format("'{}' is a Mixture-of-Experts family but moe.num_experts is 0",
+                                                enum_name(m.architecture)),
+              "set moe.num_experts, or use architecture: llama for a dense model");
+  }
+  if (!moe_architecture && c.moe.enabled()) {
+    check.add("model.architecture", fmt::format("'llama' is dense but moe.num_experts is {}", c.moe.num_experts),
+              "use architecture: mixtral or qwen2_moe for an MoE model, or set moe.num_experts: 0");
+  }
+}
+
+void check_moe(const Config& c, Checker& check) {
+  const MoEConfig& moe = c.moe;
+  check.non_negative("moe.num_experts", static_cast<double>(moe.num_experts));
+  if (!moe.enabled()) {
+    if (c.parallel.ep > 1) {
+      check.add("parallel.ep", fmt::format("ep ({}) > 1 needs an MoE model, but moe.num_experts is 0", c.parallel.ep),
+                "set parallel.ep: 1 for a dense model");
+    }
+    return;
+  }
+  check.positive("moe.topk", moe.topk);
+  if (moe.topk > moe.num_experts) {
+    check.add("moe.topk", fmt::format("topk ({}) must not exceed moe.num_experts ({})", moe.topk, moe.num_experts),
+              "route each token to at most num_experts experts");
+  }
+  check.non_negative("moe.expert_ffn_hidden_size", static_cast<double>(moe.expert_ffn_hidden_size));
+  check.non_negative("moe.shared_expert_ffn_hidden_size", static_cast<double>(moe.shared_expert_ffn_hidden_size));
+  check.positive("moe.layer_step", moe.layer_step);
+  for (int64_t layer : moe.dense_layers) {
+    if (layer < 0 || layer >= c.model.num_layers) {
+      check.add("moe.dense_layers", fmt::format("layer {} is outside 0..{}", layer, c.model.num_layers - 1),
+                "list layer indices counted from 0");
+    }
+  }
+  check.non_negative("moe.aux_loss_coeff", moe.aux_loss_coeff);
+  check.non_negative("moe.z_loss_coeff", moe.z_loss_coeff);
+  check.positive_real("moe.router_scaling_factor", moe.router_scaling_factor);
+  check.non_negative("moe.capacity_factor", moe.capacity_factor);
+  if (moe.capacity_factor > 0 && moe.load_balancing == LoadBalancing::kSinkhorn) {
+    check.add("moe.capacity_factor",
+              fmt::format("capacity_factor ({}) needs load_balancing aux_loss, seq_aux_loss or none, not sinkhorn",
+                          moe.capacity_factor),
+              "use load_balancing: aux_loss with token dropping, or capacity_factor: 0 (dropless) with sinkhorn");
+  }
+  if (moe.pad_to_capacity && moe.capacity_factor <= 0) {
+    check.add("moe.pad_to_capacity", "pad_to_capacity needs a capacity, but moe.capacity_factor is 0 (dropless)",
+              "set moe.capacity_factor (e.g. 1.0) or pad_to_capacity: false");
+  }
+  if (moe.router_num_groups > 0) {
+    check.divisible("moe.num_experts", moe.num_experts, "moe.router_num_groups", moe.router_num_groups,
+                    "experts are split into equal groups for group-limited routing");
+    if (moe.router_group_topk < 1 || moe.router_group_topk > moe.router_num_groups) {
+      check.add("moe.router_group_topk",
+                fmt::format("must be in 1..router_num_groups ({}), got {}", moe.router_num_groups, moe.router_group_topk),
+                "choose how many groups each token may select from");
+    } else if (moe.num_experts % moe.router_num_groups == 0 &&
+               moe.topk > moe.router_group_topk * (moe.num_experts / moe.router_num_groups)) {
+      check.add("moe.topk", fmt::format("topk ({}) exceeds the experts in {} selected groups of {}", moe.topk,
+                                        moe.router_group_topk, moe.num_experts / moe.router_num_groups),
+                "raise router_group_topk or lower topk");
+    }
+  }
+  const ParallelConfig& p = c.parallel;
+  if (p.ep >= 1) {
+    check.divisible("moe.num_experts", moe.num_experts, "parallel.ep", p.ep,
+                    "each expert-parallel rank holds num_experts/ep whole experts");
+  }
+  const int64_t expert_ffn = moe.expert_ffn_hidden_size > 0 ? moe.expert_ffn_hidden_size : c.model.ffn_hidden_size;
+  if (p.expert_tp() >= 1) {
+    check.divisible("moe.expert_ffn_hidden_size", expert_ffn, "parallel.etp", p.expert_tp(),
+                    "the expert FFN dimension is split over etp");
+  }
+  if (p.tp >= 1 && moe.shared_expert_ffn_hidden_size > 0) {
+    check.divisible("moe.shared_expert_ffn_hidden_size", moe.shared_expert_ffn_hidden_size, "parallel.tp", p.tp,
+                    "the shared expert is split over tp like a dense MLP");
+  }
+}
+
+void check_parallel(const Config& c, int64_t world, Checker& check, std::vector<ConfigProblem>& problems) {
+  const ParallelConfig& p = c.parallel;
+  const ModelConfig& m = c.model;
+  check.positive("parallel.vpp", p.vpp);
+  check.non_negative("parallel.etp", static_cast<double>(p.etp));
+  check.positive_real("parallel.timeout_s", p.timeout_s);
+  check.non_negative("parallel.devices_per_node", static_cast<double>(p.devices_per_node));
+  ParallelLayout layout = layout_of(p, world > 0 ? world : p.tp * p.cp * p.pp * p.ep * p.expert_tp());
+  const size_t before = problems.size();
+  if (world > 0) {
+    check_layout(layout, problems);
+  } else {
+    // Without a world size only the sizes and the order can be checked.
+    layout.world = 1;
+    std::vector<ConfigProblem> structural;
+    check_layout(layout, structural);
+    for (ConfigProblem& problem : structural) {
+      if (problem.field != "parallel") problems.push_back(std::move(problem));
+    }
+  }
+  if (problems.size() != before || p.tp < 1 || p.cp < 1 || p.pp < 1 || p.ep < 1 || p.vpp < 1) return;
+  if (world > 0) check_layout_trainable(layout, problems);
+
+  check.divisible("model.num_attention_heads", m.num_attention_heads, "parallel.tp", p.tp,
+                  "each tensor-parallel rank holds num_attention_heads/tp whole heads");
+  check.divisible("model.num_query_groups", m.num_query_groups, "parallel.tp", p.tp,
+                  "each tensor-parallel rank holds num_query_groups/tp whole key/value heads");
+  if (has_dense_layer(c)) {
+    check.divisible("model.ffn_hidden_size", m.ffn_hidden_size, "parallel.tp", p.tp,
+                    "the dense MLP is split over tp");
+  }
+  if (p.sequence_parallel) {
+    check.divisible("train.seq_length", c.train.seq_length, "parallel.tp", p.tp,
+                    "sequence parallelism splits the sequence over tp");
+  }
+  if (p.cp > 1) {
+    check.divisible("train.seq_length", c.train.seq_length, "2*parallel.cp", 2 * p.cp,
+                    "context parallelism splits each sequence into 2*cp load-balanced chunks");
+    if (p.cp_comm_type == CpCommType::kAllToAll) {
+      check.divisible("model.num_attention_heads", m.num_attention_heads, "tp*cp", p.tp * p.cp,
+                      "a2a (Ulysses) context parallelism scatters heads over tp*cp; use p2p or allgather otherwise");
+    }
+  }
+  if (p.vpp > 1 && p.pp == 1) {
+    check.add("parallel.vpp", fmt::format("vpp ({}) > 1 needs pipeline parallelism, but pp is 1", p.vpp),
+              "set parallel.pp > 1 or parallel.vpp: 1");
+  }
+  const int64_t stages = p.pp * p.vpp;
+  if (p.pipeline_layers.empty()) {
+    if (m.num_layers >= 1 && m.num_layers % stages != 0) {
+      check.add("model.num_layers",
+                fmt::format("num_layers ({}) must be divisible by pp*vpp = {} (pp {}, vpp {})", m.num_layers, stages,
+                            p.pp, p.vpp),
+                "change num_layers, pp or vpp, or give parallel.pipeline_layers explicitly");
+    }
+  } else {
+    int64_t total = 0;
+    bool all_positive = true;
+    for (int64_t n : p.pipeline_layers) {
+      total += n;
+      all_positive = all_positive && n >= 1;
+    }
+    if (static_cast<int64_t>(p.pipeline_layers.size()) != stages || total != m.num_layers || !all_positive) {
+      check.add("parallel.pipeline_layers",
+                fmt::format("must list {} positive layer counts (pp*vpp) summing to num_layers ({}); got {} entries "
+                            "summing to {}",
+                            stages, m.num_layers, p.pipeline_layers.size(), total),
+                "e.g. pp 2 with 6 layers: [3, 3]; or leave it empty for an even split");
+    }
+  }
+  if (world > 0 && c.train.micro_batch_size >= 1 && layout.tp * layout.cp * layout.pp <= world &&
+      world % (layout.tp * layout.cp * layout.pp) == 0) {
+    const int64_t per_step = c.train.micro_batch_size * layout.dp();
+    check.divisible("train.global_batch_size", c.train.global_batch_size, "micro_batch_size*dp", per_step,
+                    fmt::format("global batch = micro_batch_size ({}) x micro-batches x dp ({})",
+                                c.train.micro_batch_size, layout.dp()));
+  }
+}
+
+void check_train(const Config& c, Checker& check) {
+  const TrainConfig& t = c.train;
+  check.non_negative("train.train_iters", static_cast<double>(t.train_iters));
+  check.positive("train.global_batch_size", t.global_batch_size);
+  check.positive("train.micro_batch_size", t.micro_batch_size);
+  check.positive("train.seq_length", t.seq_length);
+  check.non_negative("train.lr", t.lr);
+  check.non_negative("train.min_lr", t.min_lr);
+  if (t.min_lr > t.lr) {
+    check.add("train.min_lr", fmt::format("min_lr ({}) must not exceed lr ({})", t.min_lr, t.lr),
+              "the schedule decays from lr down to min_lr");
+  }
+  check.non_negative("train.lr_warmup_iters", static_cast<double>(t.lr_warmup_iters));
+  check.non_negative("train.lr_decay_iters", static_cast<double>(t.lr_decay_iters));
+  check.non_negative("train.weight_decay", t.weight_decay);
+  check.probability("train.adam_beta1", t.adam_beta1);
+  check.probability("train.adam_beta2", t.adam_beta2);
+  check.positive_real("train.adam_eps", t.adam_eps);
+  check.non_negative("train.clip_grad", t.clip_grad);
+  check.positive("train.max_bad_steps", t.max_bad_steps);
+  if (t.seq_length > c.model.max_position_embeddings) {
+    check.add("train.seq_length",
+              fmt::format("seq_length ({}) exceeds model.max_position_embeddings ({})", t.seq_length,
+                          c.model.max_position_embeddings),
+              "raise model.max_position_embeddings or shorten the sequences");
+  }
+}
+
+void check_data_and_rest(const Config& c, Checker& check) {
+  if (c.data.tokenizer == Tokenizer::kSentencePiece && c.data.tokenizer_model.empty()) {
+    check.add("data.tokenizer_model", "tokenizer sentencepiece needs a model file, but tokenizer_model is empty",
+              "set data.tokenizer_model: path/to/spm.model");
+  }
+  if (c.data.tokenizer == Tokenizer::kByte && c.model.vocab_size < 256) {
+    check.add("model.vocab_size", fmt::format("the byte tokenizer needs vocab_size >= 256, got {}", c.model.vocab_size),
+              "set model.vocab_size: 256 or more");
+  }
+  check.non_negative("checkpoint.save_interval", static_cast<double>(c.checkpoint.save_interval));
+  check.positive("checkpoint.keep_last", c.checkpoint.keep_last);
+  check.positive("logging.log_interval", c.logging.log_interval);
+  check.positive_real("logging.peak_tflops", c.logging.peak_tflops);
+}
+
+}  // namespace
+
+std::vector<ConfigProblem> check_config(const Config& config, int64_t world) {
+  std::vector<ConfigProblem> problems;
+  Checker check(problems);
+  check_model(config, check);
+  check_moe(config, check);
+  check_parallel(config, world, check, problems);
+  check_train(config, check);
+  check_data_and_rest(config, check);
+  return problems;
+}
+
+void validate_config(const Config& config, int64_t world) {
+  std::vector<ConfigProblem> problems = check_config(config, world);
+  if (!problems.empty()) throw ConfigError(std::move(problems));
+}
+
+}  // namespace foldtron

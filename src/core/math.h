@@ -1,0 +1,24 @@
+// Integer helpers for shapes and partitions.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "core/errors.h"
+
+namespace foldtron {
+
+// numerator / denominator, which must divide exactly (an internal invariant: user-facing
+// divisibility is checked by config validation first, with a message naming the fields).
+inline int64_t divide_exact(int64_t numerator, int64_t denominator, const char* what = "") {
+  FT_CHECK(denominator != 0 && numerator % denominator == 0,
+           std::string(what) + ": " + std::to_string(numerator) + " is not divisible by " +
+               std::to_string(denominator));
+  return numerator / denominator;
+}
+
+inline int64_t ceil_div(int64_t numerator, int64_t denominator) {
+  return (numerator + denominator - 1) / denominator;
+}
+
+}  // namespace foldtron

@@ -1,0 +1,25 @@
+// The one place where LibTorch version differences live: Debian's libtorch 1.13 (CPU, CI) and
+// the torch 2.11 CUDA wheel (GPU machine). Later layers ask here whether SDPA, RMSNorm or
+// grouped GEMM exist instead of testing versions themselves.
+#pragma once
+
+#include <string>
+
+namespace foldtron::torch_compat {
+
+// "1.13.1", as compiled against.
+std::string torch_version();
+int torch_major();
+int torch_minor();
+
+// Fused kernels that appeared after 1.13.
+constexpr bool has_sdpa();        // at::scaled_dot_product_attention (torch >= 2.0)
+constexpr bool has_grouped_mm();  // at::_grouped_mm (torch >= 2.8, CUDA)
+
+// Built with the CUDA/NCCL paths, and how many CUDA devices this process sees (0 without).
+bool built_with_cuda();
+int cuda_device_count();
+
+}  // namespace foldtron::torch_compat
+
+#include "core/torch_compat_inl.h"

@@ -1,0 +1,81 @@
+// core: error formatting, close-match suggestions, string helpers, divide_exact.
+#include <gtest/gtest.h>
+
+#include "core/errors.h"
+#include "core/log.h"
+#include "core/math.h"
+#include "core/text.h"
+
+namespace foldtron {
+namespace {
+
+TEST(Text, EditDistance) {
+  EXPECT_EQ(edit_distance("", ""), 0);
+  EXPECT_EQ(edit_distance("kitten", "sitting"), 3);
+  EXPECT_EQ(edit_distance("hidden_size", "hiden_size"), 1);
+}
+
+TEST(Text, ClosestMatchAcceptsTyposOnly) {
+  const std::vector<std::string> keys{"hidden_size", "num_layers", "vocab_size"};
+  EXPECT_EQ(closest_match("hiden_size", keys), "hidden_size");
+  EXPECT_EQ(closest_match("num_layer", keys), "num_layers");
+  EXPECT_EQ(closest_match("learning_rate", keys), "");
+  EXPECT_EQ(suggest("vocab_sise", keys), "did you mean 'vocab_size'?");
+  EXPECT_EQ(suggest("zzz", keys), "valid names are: hidden_size, num_layers, vocab_size");
+}
+
+TEST(Text, SplitAndJoin) {
+  EXPECT_EQ(split("tp-cp-ep", '-'), (std::vector<std::string>{"tp", "cp", "ep"}));
+  EXPECT_EQ(split("", '-'), (std::vector<std::string>{""}));
+  EXPECT_EQ(join({"a", "b"}, ", "), "a, b");
+}
+
+TEST(Errors, ConfigErrorListsEveryProblem) {
+  const ConfigError one("parallel.tp", "must be at least 1, got 0", "use a positive size");
+  EXPECT_STREQ(one.what(), "parallel.tp: must be at least 1, got 0");
+  EXPECT_EQ(one.hint(), "use a positive size");
+  EXPECT_TRUE(one.user_error());
+  const ConfigError two({{"model.a", "bad a", "fix a"}, {"model.b", "bad b", "fix b"}});
+  const std::string text = two.what();
+  EXPECT_NE(text.find("2 problems"), std::string::npos);
+  EXPECT_NE(text.find("model.a: bad a"), std::string::npos);
+  EXPECT_NE(text.find("hint: fix b"), std::string::npos);
+}
+
+TEST(Errors, InternalCheckNamesFileAndCondition) {
+  try {
+    FT_CHECK(1 + 1 == 3, "arithmetic");
+    FAIL() << "FT_CHECK did not throw";
+  } catch (const InternalError& e) {
+    EXPECT_FALSE(e.user_error());
+    EXPECT_NE(std::string(e.what()).find("test_core.cpp"), std::string::npos);
+    EXPECT_NE(std::string(e.what()).find("1 + 1 == 3"), std::string::npos);
+  }
+}
+
+TEST(Math, DivideExact) {
+  EXPECT_EQ(divide_exact(12, 4), 3);
+  EXPECT_THROW(divide_exact(10, 4, "heads"), InternalError);
+  EXPECT_EQ(ceil_div(10, 4), 3);
+}
+
+TEST(Log, ParseLevel) {
+  EXPECT_EQ(log::parse_level("debug"), log::Level::kDebug);
+  EXPECT_THROW(log::parse_level("verbose"), UsageError);
+}
+
+TEST(Log, OnlyRankZeroPrintsInfo) {
+  log::set_level(log::Level::kInfo);
+  log::set_rank(3);
+  EXPECT_FALSE(log::enabled(log::Level::kInfo));
+  EXPECT_TRUE(log::enabled(log::Level::kWarning));
+  log::set_all_ranks(true);
+  EXPECT_TRUE(log::enabled(log::Level::kInfo));
+  EXPECT_FALSE(log::enabled(log::Level::kDebug));
+  log::set_all_ranks(false);
+  log::set_rank(0);
+  EXPECT_TRUE(log::enabled(log::Level::kInfo));
+}
+
+}  // namespace
+}  // namespace foldtron
