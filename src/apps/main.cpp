@@ -1,6 +1,6 @@
-// foldtron: one binary, one subcommand per mode. Parses the command line, runs the subcommand,
-// and turns errors into messages: user errors (typed foldtron errors, bad flags) print the
-// message and a hint and exit 2; internal errors exit 1.
+// foldtron: one binary, one subcommand per mode. Parses the command line and runs the
+// subcommand under run_guarded: user errors (typed foldtron errors, bad flags) print the message
+// and a hint and exit 2, internal errors exit 1, and under MPI a failing rank ends the job.
 #include <iostream>
 #include <map>
 
@@ -11,19 +11,7 @@
 #include "core/errors.h"
 #include "core/log.h"
 #include "core/text.h"
-
-namespace {
-
-constexpr int kExitUserError = 2;
-constexpr int kExitInternalError = 1;
-
-int report(const foldtron::Error& error) {
-  std::cerr << fmt::format("foldtron: {}: {}\n", error.kind(), error.what());
-  if (!error.hint().empty()) std::cerr << fmt::format("  hint: {}\n", error.hint());
-  return error.user_error() ? kExitUserError : kExitInternalError;
-}
-
-}  // namespace
+#include "parallel/mpi_runtime.h"
 
 int main(int argc, char** argv) {
   using namespace foldtron;
@@ -41,7 +29,7 @@ int main(int argc, char** argv) {
   };
   app.footer("Run 'foldtron <command> --help' for a command's options.");
 
-  try {
+  return run_guarded([&]() -> int {
     // A misspelled subcommand gets a suggestion rather than CLI11's generic complaint.
     if (argc > 1 && argv[1][0] != '-' && argv[1][0] != '\0' && runners.count(argv[1]) == 0) {
       std::vector<std::string> names;
@@ -67,10 +55,5 @@ int main(int argc, char** argv) {
     }
     log::set_level(log::parse_level(log_level));
     return runners.at(app.get_subcommands().front()->get_name())();
-  } catch (const Error& error) {
-    return report(error);
-  } catch (const std::exception& error) {
-    std::cerr << fmt::format("foldtron: internal error: {}\n", error.what());
-    return kExitInternalError;
-  }
+  });
 }
