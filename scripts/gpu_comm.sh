@@ -1,30 +1,37 @@
 #!/usr/bin/env bash
 # On the GPU machine, in one call: build with CUDA (scripts/gpu_build.sh, which also runs the CPU
-# tests), run the multi-rank communication tests with the NCCL backend on one GPU and on every
-# GPU, and measure all_reduce / all_to_all bus bandwidth from 1 MB to 1 GB.
+# unit tests), check that MPI starts, run the multi-rank communication tests with the NCCL
+# backend on one GPU and on every GPU, and measure all_reduce / all_to_all bus bandwidth from
+# 1 MB to 1 GB. Every step has a time limit, so a hang costs minutes, not the whole call.
 # Usage: scripts/gpu_comm.sh [output dir]
-set -euo pipefail
+set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-${OUT:-/tmp}}
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 NCCL_DEBUG=${NCCL_DEBUG:-WARN}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=4
-GPU_CMAKE_ARGS=-DFOLDTRON_BUILD_BENCH=ON scripts/gpu_build.sh -L unit 2>&1 | tail -5
+GPU_CMAKE_ARGS=-DFOLDTRON_BUILD_BENCH=ON scripts/gpu_build.sh -L unit 2>&1 | tail -3 || exit 1
 gpus=$(nvidia-smi -L | wc -l)
 site=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 export LD_LIBRARY_PATH=$site/nvidia/nccl/lib:$(python3 -c 'import torch, os; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
-mpi="mpirun --oversubscribe --bind-to none -x LD_LIBRARY_PATH -x NCCL_NVLS_ENABLE -x OMP_NUM_THREADS"
+mpi="mpirun --oversubscribe --bind-to none ${MPI_FLAGS:-} -x LD_LIBRARY_PATH -x NCCL_NVLS_ENABLE -x NCCL_DEBUG -x OMP_NUM_THREADS"
 status=0
+step() {  # step SECONDS COMMAND...: run with a limit, report its exit code
+  local limit=$1; shift
+  echo "== $* (limit ${limit}s)"
+  timeout -k 5 "$limit" "$@"
+  local rc=$?
+  echo "== rc=$rc"
+  [[ $rc -eq 0 ]] || status=1
+}
+step 30 $mpi -np 2 hostname
+step 90 $mpi -np 2 build-gpu/tests/parallel/test_comm --gtest_brief=1
 for np in 1 "$gpus"; do
   for t in test_comm test_mappings test_groups; do
-    echo "== $t np $np --device=cuda"
-    $mpi -np "$np" build-gpu/tests/parallel/$t --device=cuda --gtest_brief=1 2>&1 | tail -4 || status=1
+    step 120 $mpi -np "$np" build-gpu/tests/parallel/$t --device=cuda --gtest_brief=1
   done
 done
-echo "== MPI (CPU) tests on this machine"
-(cd build-gpu && ctest -L parallel 2>&1 | tail -4) || status=1
 if [[ $gpus -ge 2 ]]; then
-  echo "== bandwidth, $gpus GPUs"
-  $mpi -np "$gpus" build-gpu/bin/comm_bandwidth --device cuda --max-mb 1024 --iters 20 | tee "$out/comm_bandwidth.txt"
+  step 180 $mpi -np "$gpus" build-gpu/bin/comm_bandwidth --device cuda --max-mb 1024 --iters 20
 fi
 nvidia-smi topo -m || true
 exit $status
