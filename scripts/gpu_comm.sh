@@ -27,10 +27,11 @@ step 30 $mpi -np 2 hostname
 step 90 $mpi -np 2 build-gpu/tests/parallel/test_comm --gtest_brief=1
 for np in 1 "$gpus"; do
   for t in test_comm test_mappings test_groups; do
-    step 120 $mpi -np "$np" build-gpu/tests/parallel/$t --device=cuda --gtest_brief=1
+    step 90 $mpi -np "$np" build-gpu/tests/parallel/$t --device=cuda --gtest_brief=1
+    [[ $status -eq 0 ]] || break 2  # a failing NCCL run: stop here rather than time out again
   done
 done
-if [[ $gpus -ge 2 ]]; then
+if [[ $gpus -ge 2 && $status -eq 0 ]]; then
   step 180 $mpi -np "$gpus" build-gpu/bin/comm_bandwidth --device cuda --max-mb 1024 --iters 20
 fi
 nvidia-smi topo -m || true
