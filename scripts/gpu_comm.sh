@@ -25,6 +25,27 @@ step() {  # step SECONDS COMMAND...: run with a limit, report its exit code
 }
 step 30 $mpi -np 2 hostname
 step 90 $mpi -np 2 build-gpu/tests/parallel/test_comm --gtest_brief=1
+if [[ -n ${NCCL_PROBE:-} ]]; then
+  # Diagnosis of NCCL start-up: try each variant (a line of NCCL_PROBE, e.g. NCCL_SOCKET_IFNAME=lo)
+  # on one small test; the first that passes is used for the rest of the run.
+  ip -brief addr 2>/dev/null || cat /proc/net/dev
+  while read -r variant; do
+    [[ -z $variant ]] && continue
+    echo "== variant: $variant"
+    status=0
+    step 30 env $variant NCCL_DEBUG=INFO NCCL_DEBUG_SUBSYS=INIT,BOOTSTRAP,NET $mpi -x NCCL_DEBUG_SUBSYS \
+      $(for v in $variant; do echo "-x ${v%%=*}"; done) -np 2 build-gpu/tests/parallel/test_comm --device=cuda \
+      --gtest_brief=1 --gtest_filter=Comm.AllReduceEveryDtypeAndOp > "$out/probe.log" 2>&1
+    grep -vE "^\s*$" "$out/probe.log" | tail -12
+    if [[ $status -eq 0 ]]; then
+      export $variant
+      for v in $variant; do mpi="$mpi -x ${v%%=*}"; done
+      echo "== using $variant"
+      break
+    fi
+  done <<< "$NCCL_PROBE"
+  status=0
+fi
 for np in 1 "$gpus"; do
   for t in test_comm test_mappings test_groups; do
     step 90 $mpi -np "$np" build-gpu/tests/parallel/$t --device=cuda --gtest_brief=1

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <deque>
 #include <functional>
+#include <future>
 #include <mutex>
 #include <thread>
 
@@ -168,7 +169,21 @@ NcclBackend::NcclBackend(MPI_Comm comm, std::string group, double timeout_s, int
   ncclUniqueId id;
   if (s.rank == 0) s.check(ncclGetUniqueId(&id), "get_unique_id");
   mpi_check(MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, comm), "broadcast of the NCCL id", s.group);
-  s.check(ncclCommInitRank(&s.comm, s.size, id, s.rank), "comm_init_rank");
+  // Initialization blocks until every rank of the group joins; run it aside so a rank that never
+  // joins (or a bootstrap network that cannot connect) ends the job after the timeout.
+  auto init = std::async(std::launch::async, [&s, id, device] {
+    c10::cuda::CUDAGuard init_guard(static_cast<c10::DeviceIndex>(device));
+    return ncclCommInitRank(&s.comm, s.size, id, s.rank);
+  });
+  if (init.wait_for(std::chrono::duration<double>(s.timeout_s)) != std::future_status::ready) {
+    abort_job(fmt::format("foldtron: communication error: NCCL initialization of group '{}' did not finish within "
+                          "{} s on world rank {}\n  hint: every rank of the group must create it; if all did, NCCL's "
+                          "bootstrap may not reach the other ranks (NCCL_DEBUG=INFO shows it; NCCL_SOCKET_IFNAME "
+                          "chooses the network interface)\n",
+                          s.group, s.timeout_s, world_rank()),
+              2);
+  }
+  s.check(init.get(), "comm_init_rank");
   s.watchdog = std::thread([state = state_.get()] { state->watch(); });
 }
 
