@@ -41,12 +41,14 @@ if [[ -n ${NCCL_PROBE:-} ]]; then
       export $variant
       for v in $variant; do mpi="$mpi -x ${v%%=*}"; done
       echo "== using $variant"
+      nccl_ok=1
       break
     fi
   done <<< "$NCCL_PROBE"
   status=0
+  [[ -n ${nccl_ok:-} ]] || { echo "== no variant started NCCL on 2 ranks: one-GPU runs only"; gpus=1; status=1; }
 fi
-for np in 1 "$gpus"; do
+for np in $(echo 1 "$gpus" | tr ' ' '\n' | sort -un); do
   for t in test_comm test_mappings test_groups; do
     step 90 $mpi -np "$np" build-gpu/tests/parallel/$t --device=cuda --gtest_brief=1
     [[ $status -eq 0 ]] || break 2  # a failing NCCL run: stop here rather than time out again
