@@ -196,6 +196,20 @@ WorkPtr Communicator::recv_async(torch::Tensor tensor, int peer, int tag) {
   });
 }
 
+WorkPtr Communicator::send_recv_async(const torch::Tensor& send, int send_peer, torch::Tensor recv, int recv_peer,
+                                      int tag) {
+  check_peer(send_peer, "send_recv");
+  check_peer(recv_peer, "send_recv");
+  FT_CHECK(send.device() == recv.device(), "send_recv needs both tensors on one device");
+  if (recv.is_contiguous()) return backend_for(recv).send_recv(send.contiguous(), send_peer, recv, recv_peer, tag);
+  torch::Tensor buffer = torch::empty(recv.sizes(), recv.options());
+  return std::make_unique<ThenWork>(backend_for(recv).send_recv(send.contiguous(), send_peer, buffer, recv_peer, tag),
+                                    [recv](torch::Tensor received) mutable {
+                                      recv.copy_(received);
+                                      return recv;
+                                    });
+}
+
 void Communicator::barrier() {
   if (size() > 1) mpi_->barrier();
 }

@@ -47,6 +47,8 @@ class CommBackend {
                              const std::vector<int64_t>& output_rows) = 0;
   virtual WorkPtr send(torch::Tensor tensor, int peer, int tag) = 0;
   virtual WorkPtr recv(torch::Tensor tensor, int peer, int tag) = 0;
+  // A send and a receive posted together (they may cross: both peers send to each other).
+  virtual WorkPtr send_recv(torch::Tensor send, int send_peer, torch::Tensor recv, int recv_peer, int tag) = 0;
   virtual void barrier() = 0;
 };
 
@@ -88,6 +90,10 @@ class Communicator {
                            const std::vector<int64_t>& output_rows);
   WorkPtr send_async(const torch::Tensor& tensor, int peer, int tag = 0);
   WorkPtr recv_async(torch::Tensor tensor, int peer, int tag = 0);  // into `tensor`
+  // Send to one peer and receive from another (or the same) as one operation; returns `recv`.
+  // Use it whenever two ranks exchange in both directions: on NCCL, separate send and recv
+  // calls run in issue order on the group's stream, so crossing ones would wait on each other.
+  WorkPtr send_recv_async(const torch::Tensor& send, int send_peer, torch::Tensor recv, int recv_peer, int tag = 0);
 
   // ---- blocking ----
   void all_reduce(torch::Tensor tensor, ReduceOp op = ReduceOp::kSum) { all_reduce_async(tensor, op)->wait(); }

@@ -240,6 +240,19 @@ WorkPtr MpiBackend::recv(torch::Tensor tensor, int peer, int tag) {
   return work;
 }
 
+WorkPtr MpiBackend::send_recv(torch::Tensor send, int send_peer, torch::Tensor recv, int recv_peer, int tag) {
+  auto work = std::make_unique<MpiWork>("send_recv", group_, timeout_s_, recv);
+  work->staging = send;
+  work->requests.resize(2);
+  mpi_check(MPI_Irecv(recv.data_ptr(), to_count(recv.numel(), "send_recv", group_), mpi_type(recv.scalar_type()),
+                      recv_peer, tag, comm_, &work->requests[0]),
+            "send_recv", group_);
+  mpi_check(MPI_Isend(send.data_ptr(), to_count(send.numel(), "send_recv", group_), mpi_type(send.scalar_type()),
+                      send_peer, tag, comm_, &work->requests[1]),
+            "send_recv", group_);
+  return work;
+}
+
 void MpiBackend::barrier() {
   MpiWork work("barrier", group_, timeout_s_, torch::Tensor());
   work.requests.resize(1);

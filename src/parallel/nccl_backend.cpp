@@ -313,6 +313,20 @@ WorkPtr NcclBackend::recv(torch::Tensor tensor, int peer, int /*tag*/) {
   });
 }
 
+WorkPtr NcclBackend::send_recv(torch::Tensor send, int send_peer, torch::Tensor recv, int recv_peer, int /*tag*/) {
+  State& s = *state_;
+  return s.run("send_recv", {send, recv}, recv, [&](cudaStream_t stream) {
+    s.check(ncclGroupStart(), "group_start");
+    s.check(ncclSend(send.data_ptr(), static_cast<size_t>(send.numel()), nccl_type(send.scalar_type()), send_peer,
+                     s.comm, stream),
+            "send_recv (send)");
+    s.check(ncclRecv(recv.data_ptr(), static_cast<size_t>(recv.numel()), nccl_type(recv.scalar_type()), recv_peer,
+                     s.comm, stream),
+            "send_recv (recv)");
+    s.check(ncclGroupEnd(), "group_end");
+  });
+}
+
 void NcclBackend::barrier() {
   // A one-element all-reduce, then the host waits for it.
   torch::Tensor token = torch::zeros({1}, torch::TensorOptions().device(torch::kCUDA, state_->device));

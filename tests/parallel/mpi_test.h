@@ -14,7 +14,7 @@ namespace foldtron::testing {
 
 // The device of this rank's tensors: CPU (MPI backend) or this rank's GPU (NCCL backend).
 torch::Device device();
-// CommOptions for this run (timeout 120 s; the CUDA device when --device=cuda).
+// CommOptions for this run (timeout 45 s; the CUDA device when --device=cuda).
 CommOptions comm_options();
 int world_rank();
 int world_size();

@@ -39,7 +39,7 @@ torch::Device device() {
 
 CommOptions comm_options() {
   CommOptions options;
-  options.timeout_s = 120;
+  options.timeout_s = 45;
   options.cuda_device = use_cuda ? static_cast<int>(device().index()) : -1;
   return options;
 }

@@ -139,12 +139,23 @@ TEST(Comm, SendRecvRing) {
   const int prev = (world_rank() + n - 1) % n;
   torch::Tensor target = on_device(torch::zeros({3, 5}));
   torch::Tensor view = target.t();  // receive into a non-contiguous view
-  // Post the receive first, then send: no ordering deadlock on either backend.
-  WorkPtr receive = world().recv_async(view, prev, 7);
-  WorkPtr send = world().send_async(on_device(data(60 + world_rank(), {5, 3})), next, 7);
-  send->wait();
-  receive->wait();
+  // Every rank sends and receives at once: the exchange must be one operation (see send_recv).
+  world().send_recv_async(on_device(data(60 + world_rank(), {5, 3})), next, view, prev, 7)->wait();
   EXPECT_TRUE(close(view, data(60 + prev, {5, 3}), 0, 0));
+}
+
+TEST(Comm, SendRecvOneWayPairs) {
+  // Even ranks send to the next odd rank (as pipeline stages pass activations forward).
+  const int n = world_size();
+  if (n < 2) GTEST_SKIP() << "needs two ranks";
+  const int me = world_rank();
+  if (me % 2 == 0 && me + 1 < n) {
+    world().send(on_device(data(65 + me, {4, 2}, torch::kBFloat16)), me + 1, 3);
+  } else if (me % 2 == 1) {
+    torch::Tensor received = on_device(torch::zeros({4, 2}, torch::kBFloat16));
+    world().recv(received, me - 1, 3);
+    EXPECT_TRUE(close(received, data(65 + me - 1, {4, 2}, torch::kBFloat16), 0, 0));
+  }
 }
 
 TEST(Comm, AsyncOperationsCompleteInAnyWaitOrder) {
