@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
+#include "config/config.h"
 #include "core/errors.h"
 #include "core/log.h"
 #include "parallel/mpi_runtime.h"
@@ -53,6 +54,13 @@ ProcessGroups::ProcessGroups(const Topology& topology, CommOptions options) : to
   }
   log::debug("parallel", "rank {}: {} distinct communicators for {} group kinds", rank, owned_.size() + 1,
              kNumGroupKinds + 1);
+}
+
+CommOptions make_comm_options(const ParallelConfig& parallel, bool use_cuda) {
+  CommOptions options;
+  options.timeout_s = parallel.timeout_s;
+  options.cuda_device = use_cuda ? local_cuda_device(parallel.devices_per_node) : -1;
+  return options;
 }
 
 int local_cuda_device(int64_t devices_per_node) {

@@ -51,6 +51,10 @@ class ProcessGroups {
   std::shared_ptr<Communicator> world_;
 };
 
+// CommOptions from the config: parallel.timeout_s, and with `use_cuda` this rank's device by
+// local_cuda_device(parallel.devices_per_node). Collective over MPI_COMM_WORLD when use_cuda.
+CommOptions make_comm_options(const ParallelConfig& parallel, bool use_cuda);
+
 // The CUDA device of this rank: its index among the ranks of its node, modulo the devices per
 // node (0: all devices CUDA reports). Collective over MPI_COMM_WORLD.
 int local_cuda_device(int64_t devices_per_node);
