@@ -2,6 +2,7 @@
 // one-rank shortcuts, and the choice of backend by the tensor's device.
 #include "parallel/communicator.h"
 
+#include <functional>
 #include <numeric>
 
 #include <fmt/format.h>
@@ -48,6 +49,16 @@ class ThenWork : public Work {
   bool done_ = false;
 };
 
+// Runs an in-place operation on `tensor`: directly when contiguous, else on a contiguous copy
+// whose result is copied back into the strided tensor on completion.
+WorkPtr in_place(torch::Tensor tensor, const std::function<WorkPtr(torch::Tensor)>& launch) {
+  if (tensor.is_contiguous()) return launch(tensor);
+  return std::make_unique<ThenWork>(launch(tensor.contiguous()), [tensor](torch::Tensor result) mutable {
+    tensor.copy_(result);
+    return tensor;
+  });
+}
+
 std::vector<int64_t> with_rows(const torch::Tensor& like, int64_t rows) {
   std::vector<int64_t> shape = like.sizes().vec();
   shape[0] = rows;
@@ -57,6 +68,12 @@ std::vector<int64_t> with_rows(const torch::Tensor& like, int64_t rows) {
 int64_t total(const std::vector<int64_t>& rows) { return std::accumulate(rows.begin(), rows.end(), int64_t{0}); }
 
 }  // namespace
+
+int64_t row_elements(const torch::Tensor& tensor) {
+  int64_t n = 1;
+  for (int64_t d = 1; d < tensor.dim(); ++d) n *= tensor.size(d);
+  return n;
+}
 
 const char* reduce_op_name(ReduceOp op) {
   switch (op) {
@@ -108,23 +125,13 @@ void Communicator::check_peer(int peer, const char* operation) const {
 
 WorkPtr Communicator::all_reduce_async(torch::Tensor tensor, ReduceOp op) {
   if (size() == 1) return std::make_unique<ReadyWork>(tensor);
-  if (tensor.is_contiguous()) return backend_for(tensor).all_reduce(tensor, op);
-  torch::Tensor buffer = tensor.contiguous();
-  return std::make_unique<ThenWork>(backend_for(tensor).all_reduce(buffer, op), [tensor](torch::Tensor reduced) mutable {
-    tensor.copy_(reduced);
-    return tensor;
-  });
+  return in_place(tensor, [&](torch::Tensor t) { return backend_for(t).all_reduce(t, op); });
 }
 
 WorkPtr Communicator::broadcast_async(torch::Tensor tensor, int root) {
   FT_CHECK(root >= 0 && root < size(), fmt::format("broadcast root {} on group '{}' of {}", root, name_, size()));
   if (size() == 1) return std::make_unique<ReadyWork>(tensor);
-  if (tensor.is_contiguous()) return backend_for(tensor).broadcast(tensor, root);
-  torch::Tensor buffer = tensor.contiguous();
-  return std::make_unique<ThenWork>(backend_for(tensor).broadcast(buffer, root), [tensor](torch::Tensor received) mutable {
-    tensor.copy_(received);
-    return tensor;
-  });
+  return in_place(tensor, [&](torch::Tensor t) { return backend_for(t).broadcast(t, root); });
 }
 
 WorkPtr Communicator::all_gather_async(const torch::Tensor& input) {
@@ -188,12 +195,7 @@ WorkPtr Communicator::send_async(const torch::Tensor& tensor, int peer, int tag)
 
 WorkPtr Communicator::recv_async(torch::Tensor tensor, int peer, int tag) {
   check_peer(peer, "recv");
-  if (tensor.is_contiguous()) return backend_for(tensor).recv(tensor, peer, tag);
-  torch::Tensor buffer = torch::empty(tensor.sizes(), tensor.options());
-  return std::make_unique<ThenWork>(backend_for(tensor).recv(buffer, peer, tag), [tensor](torch::Tensor received) mutable {
-    tensor.copy_(received);
-    return tensor;
-  });
+  return in_place(tensor, [&](torch::Tensor t) { return backend_for(t).recv(t, peer, tag); });
 }
 
 WorkPtr Communicator::send_recv_async(const torch::Tensor& send, int send_peer, torch::Tensor recv, int recv_peer,
@@ -201,13 +203,9 @@ WorkPtr Communicator::send_recv_async(const torch::Tensor& send, int send_peer, 
   check_peer(send_peer, "send_recv");
   check_peer(recv_peer, "send_recv");
   FT_CHECK(send.device() == recv.device(), "send_recv needs both tensors on one device");
-  if (recv.is_contiguous()) return backend_for(recv).send_recv(send.contiguous(), send_peer, recv, recv_peer, tag);
-  torch::Tensor buffer = torch::empty(recv.sizes(), recv.options());
-  return std::make_unique<ThenWork>(backend_for(recv).send_recv(send.contiguous(), send_peer, buffer, recv_peer, tag),
-                                    [recv](torch::Tensor received) mutable {
-                                      recv.copy_(received);
-                                      return recv;
-                                    });
+  return in_place(recv, [&](torch::Tensor t) {
+    return backend_for(t).send_recv(send.contiguous(), send_peer, t, recv_peer, tag);
+  });
 }
 
 void Communicator::barrier() {

@@ -136,4 +136,7 @@ class Communicator {
 
 const char* reduce_op_name(ReduceOp op);
 
+// Elements per row of dim 0: the product of the trailing sizes (1 for a 1-d tensor).
+int64_t row_elements(const torch::Tensor& tensor);
+
 }  // namespace foldtron

@@ -56,11 +56,17 @@ int to_count(int64_t elements, const char* operation, const std::string& group) 
   return static_cast<int>(elements);
 }
 
-// Elements per row of dim 0: the product of the trailing sizes (1 for 1-d tensors).
-int64_t row_elements(const torch::Tensor& t) {
-  int64_t n = 1;
-  for (int64_t d = 1; d < t.dim(); ++d) n *= t.size(d);
-  return n;
+// Completes a reduction into `result` from the buffer MPI reduced into: divides for averages
+// (MPI has no average) and copies back when the buffer was an fp32 or separate staging copy.
+void finish_reduction(torch::Tensor result, torch::Tensor reduced, ReduceOp op, int size) {
+  if (op == ReduceOp::kAvg) {
+    if (reduced.is_floating_point()) {
+      reduced.div_(size);
+    } else {
+      reduced.div_(size, "trunc");
+    }
+  }
+  if (!reduced.is_same(result)) result.copy_(reduced);
 }
 
 class MpiWork : public Work {
@@ -147,16 +153,7 @@ WorkPtr MpiBackend::all_reduce(torch::Tensor tensor, ReduceOp op) {
                            mpi_type(buffer.scalar_type()), mpi_op(op), comm_, &work->requests[0]),
             "all_reduce", group_);
   const int size = size_;
-  work->on_complete = [tensor, buffer, op, size]() mutable {
-    if (op == ReduceOp::kAvg) {
-      if (buffer.is_floating_point()) {
-        buffer.div_(size);
-      } else {
-        buffer.div_(size, "trunc");
-      }
-    }
-    if (!buffer.is_same(tensor)) tensor.copy_(buffer);
-  };
+  work->on_complete = [tensor, buffer, op, size] { finish_reduction(tensor, buffer, op, size); };
   return work;
 }
 
@@ -195,16 +192,7 @@ WorkPtr MpiBackend::reduce_scatter(torch::Tensor input, torch::Tensor output, co
                                 mpi_type(send.scalar_type()), mpi_op(op), comm_, &work->requests[0]),
             "reduce_scatter", group_);
   const int size = size_;
-  work->on_complete = [output, receive, op, size]() mutable {
-    if (op == ReduceOp::kAvg) {
-      if (receive.is_floating_point()) {
-        receive.div_(size);
-      } else {
-        receive.div_(size, "trunc");
-      }
-    }
-    if (!receive.is_same(output)) output.copy_(receive);
-  };
+  work->on_complete = [output, receive, op, size] { finish_reduction(output, receive, op, size); };
   return work;
 }
 
