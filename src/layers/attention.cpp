@@ -1,0 +1,105 @@
+// Grouped-query self-attention with rotary embeddings (see attention.h).
+#include "layers/attention.h"
+
+#include <cmath>
+
+#include <torch/torch.h>
+
+#include "core/torch_compat.h"
+#include "parallel/rng.h"
+
+namespace foldtron {
+
+std::pair<torch::Tensor, torch::Tensor> rotary_tables(const torch::Tensor& positions, int64_t head_dim, double theta,
+                                                      torch::ScalarType dtype) {
+  const auto options = torch::TensorOptions().dtype(torch::kFloat).device(positions.device());
+  const torch::Tensor inv_freq =
+      1.0 / torch::pow(theta, torch::arange(0, head_dim, 2, options) / static_cast<double>(head_dim));  // [d/2]
+  const torch::Tensor freqs = torch::outer(positions.to(torch::kFloat), inv_freq);                      // [s, d/2]
+  const torch::Tensor emb = torch::cat({freqs, freqs}, -1);                                               // [s, d]
+  return {emb.cos().to(dtype), emb.sin().to(dtype)};
+}
+
+torch::Tensor apply_rotary(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
+  const int64_t half = x.size(-1) / 2;
+  const torch::Tensor rotated = torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+  // cos, sin [s, d] broadcast over [s, b, heads, d].
+  return x * cos.unsqueeze(1).unsqueeze(1) + rotated * sin.unsqueeze(1).unsqueeze(1);
+}
+
+torch::Tensor core_attention_reference(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                                       bool causal, double scale) {
+  const int64_t repeat = q.size(1) / k.size(1);
+  const torch::Tensor keys = k.repeat_interleave(repeat, 1);    // [b, hq, s, d]
+  const torch::Tensor values = v.repeat_interleave(repeat, 1);  // [b, hq, s, d]
+  torch::Tensor scores = torch::matmul(q, keys.transpose(-1, -2)).to(torch::kFloat) * scale;  // [b, hq, s, s]
+  if (causal) {
+    const int64_t s = q.size(2);
+    const torch::Tensor future = torch::ones({s, s}, torch::TensorOptions().dtype(torch::kBool).device(q.device()))
+                                     .triu(1);
+    scores = scores.masked_fill(future, -std::numeric_limits<float>::infinity());
+  }
+  return torch::matmul(torch::softmax(scores, -1).to(q.scalar_type()), values);  // [b, hq, s, d]
+}
+
+Attention::Attention(const LayerContext& ctx, const std::string& name, const ModelConfig& model)
+    : ctx_(ctx),
+      local_heads_(model.num_attention_heads / ctx.tp_size()),
+      local_groups_(model.num_query_groups / ctx.tp_size()),
+      head_dim_(model.kv_channels()),
+      rope_theta_(model.rope_theta),
+      dropout_(model.attention_dropout) {
+  const int64_t h = model.hidden_size;
+  const double std = model.init_std;
+  q_proj = register_module("q_proj", std::make_shared<ColumnParallelLinear>(
+                                         ctx, name + ".q_proj", h, model.num_attention_heads * head_dim_, model.qkv_bias, std));
+  k_proj = register_module("k_proj", std::make_shared<ColumnParallelLinear>(
+                                         ctx, name + ".k_proj", h, model.num_query_groups * head_dim_, model.qkv_bias, std));
+  v_proj = register_module("v_proj", std::make_shared<ColumnParallelLinear>(
+                                         ctx, name + ".v_proj", h, model.num_query_groups * head_dim_, model.qkv_bias, std));
+  o_proj = register_module("o_proj", std::make_shared<RowParallelLinear>(ctx, name + ".o_proj",
+                                                                        model.num_attention_heads * head_dim_, h, false, std));
+}
+
+torch::Tensor Attention::forward(const torch::Tensor& x, const torch::Tensor& positions) {
+  torch::Tensor q = q_proj->forward(x);  // [s, b, hq/tp * d]
+  torch::Tensor k = k_proj->forward(x);  // [s, b, hkv/tp * d]
+  torch::Tensor v = v_proj->forward(x);
+  const int64_t s = q.size(0), b = q.size(1);
+  q = q.view({s, b, local_heads_, head_dim_});
+  k = k.view({s, b, local_groups_, head_dim_});
+  v = v.view({s, b, local_groups_, head_dim_});
+  const auto [cos, sin] = rotary_tables(positions, head_dim_, rope_theta_, q.scalar_type());
+  q = apply_rotary(q, cos, sin).permute({1, 2, 0, 3});  // [b, hq, s, d]
+  k = apply_rotary(k, cos, sin).permute({1, 2, 0, 3});  // [b, hkv, s, d]
+  v = v.permute({1, 2, 0, 3});
+  const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim_));
+  torch::Tensor context;
+  const bool dropout = is_training() && dropout_ > 0;
+#if FOLDTRON_TORCH_AT_LEAST(2, 0)
+  if (!dropout) {
+    const int64_t repeat = local_heads_ / local_groups_;
+    context = at::scaled_dot_product_attention(q, k.repeat_interleave(repeat, 1), v.repeat_interleave(repeat, 1), {},
+                                               0.0, /*is_causal=*/true, scale);
+  }
+#endif
+  if (!context.defined()) {
+    if (dropout) {
+      // Explicit path with dropout on the probabilities from the model-parallel stream (heads
+      // are split over tp, so each rank drops its own heads differently).
+      const int64_t repeat = local_heads_ / local_groups_;
+      torch::Tensor scores = torch::matmul(q, k.repeat_interleave(repeat, 1).transpose(-1, -2)).to(torch::kFloat) * scale;
+      const torch::Tensor future =
+          torch::ones({s, s}, torch::TensorOptions().dtype(torch::kBool).device(q.device())).triu(1);
+      torch::Tensor probs = torch::softmax(scores.masked_fill(future, -std::numeric_limits<float>::infinity()), -1);
+      probs = ctx_.rng->dropout(probs, dropout_, RngStream::kModelParallel).to(q.scalar_type());
+      context = torch::matmul(probs, v.repeat_interleave(repeat, 1));
+    } else {
+      context = core_attention_reference(q, k, v, /*causal=*/true, scale);
+    }
+  }
+  context = context.permute({2, 0, 1, 3}).reshape({s, b, local_heads_ * head_dim_});  // [s, b, hq/tp * d]
+  return o_proj->forward(context);
+}
+
+}  // namespace foldtron

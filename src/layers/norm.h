@@ -1,0 +1,29 @@
+// RMSNorm (x * rsqrt(mean(x^2) + eps) * w, as Hugging Face computes it, in fp32) and LayerNorm.
+// Weights are replicated over tp; with sequence parallelism each rank normalizes only its
+// sequence chunk, so the weights are registered as sequence_parallel and their gradients are
+// summed over tp when gradients are finalized.
+#pragma once
+
+#include <string>
+
+#include <torch/nn/module.h>
+
+#include "config/config.h"
+#include "layers/context.h"
+
+namespace foldtron {
+
+class Norm : public torch::nn::Module {
+ public:
+  Norm(const LayerContext& ctx, Normalization kind, int64_t hidden, double eps);
+  torch::Tensor forward(const torch::Tensor& x);  // [..., h] -> [..., h]
+
+  torch::Tensor weight;  // [h]
+  torch::Tensor bias;    // [h] (LayerNorm only)
+
+ private:
+  Normalization kind_;
+  double eps_;
+};
+
+}  // namespace foldtron

@@ -1,0 +1,69 @@
+// Decoder-only language model (see decoder_lm.h).
+#include "models/decoder_lm.h"
+
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include "parallel/communicator.h"
+#include "parallel/mappings.h"
+#include "parallel/rng.h"
+
+namespace foldtron {
+
+DecoderLayer::DecoderLayer(const LayerContext& ctx, int64_t index, const ModelConfig& model)
+    : ctx_(ctx), dropout_(model.hidden_dropout) {
+  const std::string name = fmt::format("model.layers.{}", index);
+  input_layernorm = register_module("input_layernorm",
+                                    std::make_shared<Norm>(ctx, model.normalization, model.hidden_size, model.norm_eps));
+  self_attn = register_module("self_attn", std::make_shared<Attention>(ctx, name + ".self_attn", model));
+  post_attention_layernorm = register_module(
+      "post_attention_layernorm", std::make_shared<Norm>(ctx, model.normalization, model.hidden_size, model.norm_eps));
+  mlp = register_module("mlp", std::make_shared<Mlp>(ctx, name + ".mlp", model.hidden_size, model.ffn_hidden_size,
+                                                     model.activation, model.init_std));
+}
+
+torch::Tensor DecoderLayer::forward(const torch::Tensor& x, const torch::Tensor& positions) {
+  // With sequence parallelism the residual stream is split over tp, so its dropout differs per
+  // tp rank (model-parallel stream); otherwise it is replicated and drops alike (data stream).
+  const RngStream stream = ctx_.sequence_parallel ? RngStream::kModelParallel : RngStream::kData;
+  auto drop = [&](const torch::Tensor& t) {
+    return is_training() && dropout_ > 0 ? ctx_.rng->dropout(t, dropout_, stream) : t;
+  };
+  torch::Tensor h = x + drop(self_attn->forward(input_layernorm->forward(x), positions));  // [s(/tp), b, h]
+  return h + drop(mlp->forward(post_attention_layernorm->forward(h)));
+}
+
+DecoderLM::DecoderLM(const LayerContext& ctx, const ModelConfig& model) : ctx_(ctx), model_(model) {
+  embed_tokens = register_module("embed_tokens", std::make_shared<VocabParallelEmbedding>(
+                                                     ctx, "model.embed_tokens", model.vocab_size, model.hidden_size,
+                                                     model.init_std));
+  torch::nn::ModuleList stack = register_module("layers", torch::nn::ModuleList());  // names "layers.<i>."
+  for (int64_t i = 0; i < model.num_layers; ++i) {
+    layers.push_back(std::make_shared<DecoderLayer>(ctx, i, model));
+    stack->push_back(layers.back());
+  }
+  norm = register_module("norm", std::make_shared<Norm>(ctx, model.normalization, model.hidden_size, model.norm_eps));
+  if (!model.tie_embeddings) {
+    lm_head = register_module("lm_head", std::make_shared<ColumnParallelLinear>(ctx, "lm_head", model.hidden_size,
+                                                                               model.vocab_size, false, model.init_std));
+  }
+}
+
+torch::Tensor DecoderLM::logits(const torch::Tensor& ids) {
+  const int64_t s = ids.size(0);
+  const torch::Tensor positions = torch::arange(s, torch::TensorOptions().dtype(torch::kLong).device(ids.device()));
+  torch::Tensor x = embed_tokens->forward(ids);  // [s(/tp), b, h]
+  for (const auto& layer : layers) x = layer->forward(x, positions);
+  x = norm->forward(x);
+  // The output layer gathers the sequence (SP) and returns this rank's vocabulary shard.
+  if (lm_head) return lm_head->forward(x);  // [s, b, V/tp]
+  return ctx_.sequence_parallel
+             ? torch::nn::functional::linear(gather_from_sequence(x, *ctx_.tp), embed_tokens->weight)
+             : torch::nn::functional::linear(copy_to_group(x, *ctx_.tp), embed_tokens->weight);
+}
+
+torch::Tensor DecoderLM::token_losses(const torch::Tensor& ids, const torch::Tensor& targets) {
+  return vocab_parallel_cross_entropy(logits(ids), targets, *ctx_.tp);  // [s, b]
+}
+
+}  // namespace foldtron
