@@ -7,6 +7,7 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config
   libtorch-dev            # LibTorch (CPU) for tensors and autograd
+  libopenblas0-openmp     # an optimized BLAS for it (Debian defaults to the slow reference BLAS)
   libopenmpi-dev openmpi-bin  # processes and CPU collectives (mpirun)
   libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libfmt-dev
   libsentencepiece-dev

@@ -29,7 +29,7 @@ void ConfigOptions::add_to(CLI::App& app) {
       app.add_flag("--sequence-parallel", sequence_parallel_, "sequence parallelism over tp (parallel.sequence_parallel)");
 }
 
-Config ConfigOptions::load() const {
+Config ConfigOptions::load(const std::vector<std::string>& flag_overrides) const {
   ConfigSources sources = sources_;
   for (size_t i = 0; i < parallel_flags_.size(); ++i) {
     if (parallel_flags_[i].second->count() > 0) {
@@ -37,6 +37,7 @@ Config ConfigOptions::load() const {
     }
   }
   if (sequence_parallel_flag_->count() > 0) sources.overrides.push_back("parallel.sequence_parallel=true");
+  sources.overrides.insert(sources.overrides.end(), flag_overrides.begin(), flag_overrides.end());
   return load_config(sources);
 }
 

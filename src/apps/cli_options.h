@@ -17,8 +17,9 @@ class ConfigOptions {
  public:
   // Adds the options to `app`.
   void add_to(CLI::App& app);
-  // Loads the config: preset < --config < --set < parallel flags.
-  Config load() const;
+  // Loads the config: preset < --config < --set < parallel flags < `flag_overrides` (the
+  // subcommand's own flags, as section.key=value).
+  Config load(const std::vector<std::string>& flag_overrides = {}) const;
 
  private:
   ConfigSources sources_;

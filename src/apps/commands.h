@@ -13,5 +13,6 @@ using Runner = std::function<int()>;
 Runner register_topology(CLI::App& root);
 Runner register_config(CLI::App& root);
 Runner register_info(CLI::App& root);
+Runner register_train(CLI::App& root);
 
 }  // namespace foldtron::cli

@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
       {"topology", cli::register_topology(app)},
       {"config", cli::register_config(app)},
       {"info", cli::register_info(app)},
+      {"train", cli::register_train(app)},
   };
   app.footer("Run 'foldtron <command> --help' for a command's options.");
 

@@ -56,6 +56,7 @@ FOLDTRON_SIMPLE_ERROR(DataError, "data error")             // corpora, token fil
 FOLDTRON_SIMPLE_ERROR(CheckpointError, "checkpoint error") // checkpoints, HF model dirs
 FOLDTRON_SIMPLE_ERROR(CommError, "communication error")    // MPI / NCCL / CUDA failures
 FOLDTRON_SIMPLE_ERROR(IoError, "i/o error")                // files that cannot be read or written
+FOLDTRON_SIMPLE_ERROR(TrainingError, "training error")     // a run that cannot go on (diverged)
 #undef FOLDTRON_SIMPLE_ERROR
 
 // A broken invariant inside foldtron: a bug, not a user mistake.

@@ -13,11 +13,11 @@
 
 namespace foldtron {
 
-ProcessGroups::ProcessGroups(const Topology& topology, CommOptions options) : topology_(topology) {
+ProcessGroups::ProcessGroups(const Topology& topology, CommOptions options, MPI_Comm base) : topology_(topology) {
   int rank = 0;
   int size = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  MPI_Comm_rank(base, &rank);
+  MPI_Comm_size(base, &size);
   if (size != topology_.world()) {
     throw ConfigError("parallel", fmt::format("the layout is for {} ranks but the job has {}", topology_.world(), size),
                       "launch with mpirun -np equal to the layout's world size");
@@ -26,7 +26,7 @@ ProcessGroups::ProcessGroups(const Topology& topology, CommOptions options) : to
   coords_ = topology_.coords(rank);
 
   MPI_Comm world_copy;
-  mpi_check(MPI_Comm_dup(MPI_COMM_WORLD, &world_copy), "comm_dup", "world");
+  mpi_check(MPI_Comm_dup(base, &world_copy), "comm_dup", "world");
   std::vector<int64_t> all(static_cast<size_t>(size));
   for (int r = 0; r < size; ++r) all[static_cast<size_t>(r)] = r;
   world_ = std::make_shared<Communicator>("world", world_copy, all, options);
@@ -45,7 +45,7 @@ ProcessGroups::ProcessGroups(const Topology& topology, CommOptions options) : to
       const int key = static_cast<int>(std::find(mine.begin(), mine.end(), rank) - mine.begin());
       MPI_Comm comm;
       const std::string name = std::string(is_moe_group(kind) ? "moe." : "") + group_name(kind);
-      mpi_check(MPI_Comm_split(MPI_COMM_WORLD, color, key, &comm), "comm_split", name);
+      mpi_check(MPI_Comm_split(base, color, key, &comm), "comm_split", name);
       auto communicator = std::make_shared<Communicator>(name, comm, mine, options);
       found = by_partition.emplace(partition, communicator).first;
       owned_.push_back(communicator);

@@ -17,9 +17,10 @@ struct ParallelConfig;
 
 class ProcessGroups {
  public:
-  // Collective over MPI_COMM_WORLD, whose size must equal topology.world().
+  // Collective over `base` (MPI_COMM_WORLD; MPI_COMM_SELF gives a one-rank job, the
+  // single-process reference of the equivalence tests), whose size must equal topology.world().
   // options.cuda_device >= 0 also creates NCCL communicators on that device.
-  ProcessGroups(const Topology& topology, CommOptions options);
+  ProcessGroups(const Topology& topology, CommOptions options, MPI_Comm base = MPI_COMM_WORLD);
   ProcessGroups(const ProcessGroups&) = delete;
   ProcessGroups& operator=(const ProcessGroups&) = delete;
 

@@ -5,7 +5,9 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include "config/config_load.h"
+#include "layers/attention.h"
 #include "layers/context.h"
+#include "layers/embedding.h"
 #include "models/decoder_lm.h"
 #include "mpi_test.h"
 #include "optim/grad_reduce.h"
@@ -88,6 +90,82 @@ TEST(DenseEquivalence, TensorSequenceAndDataParallelMatchSingleProcess) {
       }
     }
   }
+}
+
+TEST(VocabParallelCrossEntropy, MatchesTorchWithIgnoredTargets) {
+  // Logits [s, b, V] split over the whole world as tp; some targets ignored.
+  const int n = world_size();
+  const int64_t vocab = 8 * n;
+  const torch::Tensor full = data(500, {5, 3, vocab}).to(torch::kDouble);
+  torch::Tensor targets = torch::randint(0, vocab, {5, 3}, at::detail::createCPUGenerator(501), torch::kLong);
+  targets[1][2] = kIgnoreIndex;
+  targets[4][0] = kIgnoreIndex;
+  const torch::Tensor upstream = data(502, {5, 3}).to(torch::kDouble);
+  // Reference: torch's cross-entropy per token.
+  torch::Tensor reference_logits = full.clone().requires_grad_(true);
+  torch::Tensor reference = torch::nn::functional::cross_entropy(
+      reference_logits.reshape({-1, vocab}), targets.reshape({-1}),
+      torch::nn::functional::CrossEntropyFuncOptions().ignore_index(kIgnoreIndex).reduction(torch::kNone));
+  (reference * upstream.reshape({-1})).sum().backward();
+  // Parallel: this rank's vocabulary shard.
+  torch::Tensor shard = full.chunk(n, -1)[world_rank()].to(torch::kFloat).to(device()).requires_grad_(true);
+  torch::Tensor losses = vocab_parallel_cross_entropy(shard, targets.to(device()), world());
+  EXPECT_TRUE(close(losses, reference.reshape({5, 3}), 1e-5, 1e-6));
+  EXPECT_EQ(losses[1][2].item<double>(), 0.0);
+  (losses * upstream.to(torch::kFloat).to(device())).sum().backward();
+  EXPECT_TRUE(close(shard.grad(), reference_logits.grad().chunk(n, -1)[world_rank()], 1e-5, 1e-6));
+}
+
+TEST(Attention, MatchesTheDirectFormula) {
+  // One rank's attention (tp 1) with GQA, rotary and QKV bias against a loop over heads and
+  // positions written from the definitions.
+  auto self = self_communicator();
+  ModelConfig m = tiny_model();
+  m.qkv_bias = true;
+  m.rope_theta = 500.0;
+  const LayerContext ctx{self.get(), false, 7, torch::kCPU, torch::kFloat, nullptr, nullptr};
+  Attention attention(ctx, "attn", m);
+  torch::NoGradGuard no_grad;
+  attention.q_proj->bias.copy_(data(600, {m.num_attention_heads * m.kv_channels()}) * 0.1);
+  attention.k_proj->bias.copy_(data(601, {m.num_query_groups * m.kv_channels()}) * 0.1);
+  const int64_t s = 6, d = m.kv_channels(), heads = m.num_attention_heads, groups = m.num_query_groups;
+  const torch::Tensor x = data(602, {s, 1, m.hidden_size});
+  const torch::Tensor out = attention.forward(x, torch::arange(s, torch::kLong));  // [s, 1, h]
+
+  const torch::Tensor xs = x.select(1, 0).to(torch::kDouble);  // [s, h]
+  auto project = [&](const ColumnParallelLinear& p) {
+    return torch::matmul(xs, p.weight.to(torch::kDouble).t()) + p.bias.to(torch::kDouble);
+  };
+  const torch::Tensor q = project(*attention.q_proj), k = project(*attention.k_proj), v = project(*attention.v_proj);
+  auto rope = [&](torch::Tensor vec, int64_t pos) {  // rotate-half convention, pairs (i, i + d/2)
+    torch::Tensor out_vec = vec.clone();
+    for (int64_t i = 0; i < d / 2; ++i) {
+      const double angle = static_cast<double>(pos) / std::pow(500.0, 2.0 * static_cast<double>(i) / d);
+      const double a = vec[i].item<double>(), b = vec[i + d / 2].item<double>();
+      out_vec[i] = a * std::cos(angle) - b * std::sin(angle);
+      out_vec[i + d / 2] = b * std::cos(angle) + a * std::sin(angle);
+    }
+    return out_vec;
+  };
+  torch::Tensor context = torch::zeros({s, heads * d}, torch::kDouble);
+  for (int64_t head = 0; head < heads; ++head) {
+    const int64_t group = head / (heads / groups);
+    for (int64_t i = 0; i < s; ++i) {
+      const torch::Tensor qi = rope(q[i].narrow(0, head * d, d), i);
+      std::vector<double> scores;
+      for (int64_t j = 0; j <= i; ++j) {  // causal
+        scores.push_back(torch::dot(qi, rope(k[j].narrow(0, group * d, d), j)).item<double>() / std::sqrt(d));
+      }
+      const double max = *std::max_element(scores.begin(), scores.end());
+      double total = 0;
+      for (double& sc : scores) total += (sc = std::exp(sc - max));
+      for (int64_t j = 0; j <= i; ++j) {
+        context[i].narrow(0, head * d, d) += scores[static_cast<size_t>(j)] / total * v[j].narrow(0, group * d, d);
+      }
+    }
+  }
+  const torch::Tensor expected = torch::matmul(context, attention.o_proj->weight.to(torch::kDouble).t());
+  EXPECT_TRUE(close(out.select(1, 0), expected, 1e-5, 1e-5));
 }
 
 }  // namespace

@@ -1,0 +1,107 @@
+// `foldtron train`: validate the config on every rank, start MPI and the process groups, train,
+// and (with --generate) print a greedy continuation of --prompt. Launched like any MPI job:
+//   mpirun -np 4 foldtron train --preset demo
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <memory>
+
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include "apps/cli_options.h"
+#include "apps/commands.h"
+#include "config/validate.h"
+#include "core/errors.h"
+#include "core/log.h"
+#include "core/torch_compat.h"
+#include "parallel/mpi_runtime.h"
+#include "parallel/process_groups.h"
+#include "training/trainer.h"
+
+namespace foldtron::cli {
+namespace {
+
+struct TrainFlags {
+  ConfigOptions config;
+  std::vector<std::pair<std::string, std::string>> values;  // (config key, flag value)
+  std::vector<CLI::Option*> options;
+  std::string device = "auto";
+  std::string prompt = "The license";
+  int64_t generate = 0;
+};
+
+}  // namespace
+
+Runner register_train(CLI::App& root) {
+  auto flags = std::make_shared<TrainFlags>();
+  CLI::App* app = root.add_subcommand("train", "train a model (launch with mpirun/srun for several ranks)");
+  flags->config.add_to(*app);
+  // The common training flags are --set train.<key> / logging.<key> under their usual names.
+  const std::vector<std::tuple<std::string, std::string, std::string>> table{
+      {"--train-iters", "train.train_iters", "optimizer steps"},
+      {"--global-batch-size", "train.global_batch_size", "sequences per step over all dp ranks"},
+      {"--micro-batch-size", "train.micro_batch_size", "sequences per forward/backward"},
+      {"--seq-length", "train.seq_length", "tokens per sequence"},
+      {"--seed", "train.seed", "seed of initialization, data order and dropout"},
+      {"--log-interval", "logging.log_interval", "steps between progress lines"},
+      {"--metrics-file", "logging.metrics_file", "JSONL file with one record per logged step"},
+  };
+  flags->values.reserve(table.size());
+  for (const auto& [flag, key, doc] : table) {
+    flags->values.emplace_back(key, "");
+    flags->options.push_back(app->add_option(flag, flags->values.back().second, doc));
+  }
+  app->add_option("--device", flags->device, "auto (CUDA when this build and machine have it), cpu or cuda")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
+      ->capture_default_str();
+  app->add_option("--prompt", flags->prompt, "prompt for the greedy continuation printed after training")
+      ->capture_default_str();
+  app->add_option("--generate", flags->generate, "bytes of greedy continuation to print after training (0: none)")
+      ->check(CLI::NonNegativeNumber);
+  app->footer(environment_help());
+  return [flags]() {
+    MpiRuntime mpi(nullptr, nullptr);
+    return run_guarded([&]() -> int {
+      std::vector<std::string> overrides;
+      for (size_t i = 0; i < flags->values.size(); ++i) {
+        if (flags->options[i]->count() > 0) {
+          overrides.push_back(flags->values[i].first + "=" + flags->values[i].second);
+        }
+      }
+      const Config config = flags->config.load(overrides);
+      validate_config(config, mpi.size());  // every rank, before any communicator exists
+      log::set_level(config.logging.level);
+      if (mpi.rank() == 0) {
+        log::info("train", "resolved configuration:\n{}", config_to_yaml(config));
+        if (!config.logging.run_dir.empty()) {
+          std::filesystem::create_directories(config.logging.run_dir);
+          std::ofstream(std::filesystem::path(config.logging.run_dir) / "config.yaml") << config_to_yaml(config);
+        }
+      }
+      const bool cuda = flags->device == "cuda" ||
+                        (flags->device == "auto" && torch_compat::built_with_cuda() && torch::cuda::is_available());
+      if (cuda && !(torch_compat::built_with_cuda() && torch::cuda::is_available())) {
+        throw UsageError("--device cuda, but this build or machine has no CUDA",
+                         "use --device cpu, or build with scripts/gpu_build.sh on a GPU machine");
+      }
+      const Topology topology(layout_of(config.parallel, mpi.size()));
+      ProcessGroups groups(topology, make_comm_options(config.parallel, cuda));
+      TrainOptions options;
+      options.device = cuda ? torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(
+                                                              local_cuda_device(config.parallel.devices_per_node)))
+                            : torch::Device(torch::kCPU);
+      if (!cuda) torch::set_num_threads(1);
+      options.prompt = flags->prompt;
+      options.generate_tokens = flags->generate;
+      const TrainResult result = train(config, groups, options);
+      if (mpi.rank() == 0 && !result.sample.empty()) {
+        std::cout << fmt::format("\n--- greedy continuation ---\n{}{}\n---------------------------\n", flags->prompt,
+                                 result.sample);
+      }
+      return 0;
+    });
+  };
+}
+
+}  // namespace foldtron::cli

@@ -1,0 +1,90 @@
+// AdamW, clipping norm and learning-rate schedule (see adamw.h).
+#include "optim/adamw.h"
+
+#include <cmath>
+
+#include <torch/torch.h>
+
+#include "parallel/process_groups.h"
+
+namespace foldtron {
+
+double learning_rate(const TrainConfig& train, int64_t step) {
+  if (train.lr_warmup_iters > 0 && step < train.lr_warmup_iters) {
+    return train.lr * static_cast<double>(step + 1) / static_cast<double>(train.lr_warmup_iters);
+  }
+  const int64_t decay_iters = (train.lr_decay_iters > 0 ? train.lr_decay_iters : train.train_iters);
+  const int64_t decay_steps = std::max<int64_t>(decay_iters - train.lr_warmup_iters, 1);
+  const double progress =
+      std::min(1.0, static_cast<double>(step - train.lr_warmup_iters) / static_cast<double>(decay_steps));
+  switch (train.lr_decay_style) {
+    case LrDecay::kConstant: return train.lr;
+    case LrDecay::kLinear: return train.min_lr + (train.lr - train.min_lr) * (1.0 - progress);
+    case LrDecay::kCosine: return train.min_lr + 0.5 * (train.lr - train.min_lr) * (1.0 + std::cos(M_PI * progress));
+  }
+  return train.lr;
+}
+
+double global_grad_norm(const std::vector<torch::Tensor>& params, const ParamRegistry& registry,
+                        const ProcessGroups& groups) {
+  const bool first_tp_rank = groups.coords().tp == 0;
+  double local = 0.0;
+  for (const torch::Tensor& param : params) {
+    const torch::Tensor& grad = param.grad();
+    if (!grad.defined()) continue;
+    if (registry.info(param).tp_split_dim < 0 && !first_tp_rank) continue;  // replicated: count once
+    local += grad.to(torch::kDouble).pow(2).sum().item<double>();
+  }
+  torch::Tensor total = torch::full({1}, local, torch::kDouble);
+  groups.tp_pp().all_reduce(total);  // model-parallel ranks hold disjoint parts of the model
+  return std::sqrt(total.item<double>());
+}
+
+AdamW::AdamW(std::vector<torch::Tensor> params, const TrainConfig& train) : train_(train) {
+  for (torch::Tensor& param : params) {
+    Slot slot;
+    slot.param = param;
+    slot.separate_main = param.scalar_type() != torch::kFloat;
+    slot.main = slot.separate_main ? param.detach().to(torch::kFloat).clone() : param.detach();
+    slot.exp_avg = torch::zeros_like(slot.main);
+    slot.exp_avg_sq = torch::zeros_like(slot.main);
+    slot.decay = param.dim() > 1;  // no decay on norm weights and biases
+    slots_.push_back(std::move(slot));
+  }
+}
+
+void AdamW::step(double lr, double grad_scale) {
+  torch::NoGradGuard no_grad;
+  ++steps_;
+  const double beta1 = train_.adam_beta1, beta2 = train_.adam_beta2;
+  const double bias1 = 1.0 - std::pow(beta1, static_cast<double>(steps_));
+  const double bias2 = 1.0 - std::pow(beta2, static_cast<double>(steps_));
+  for (Slot& slot : slots_) {
+    if (!slot.param.grad().defined()) continue;
+    torch::Tensor grad = slot.param.grad().to(torch::kFloat);
+    if (grad_scale != 1.0) grad = grad * grad_scale;
+    if (slot.decay && train_.weight_decay > 0) slot.main.mul_(1.0 - lr * train_.weight_decay);  // decoupled
+    slot.exp_avg.mul_(beta1).add_(grad, 1.0 - beta1);
+    slot.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1.0 - beta2);
+    const torch::Tensor denom = (slot.exp_avg_sq / bias2).sqrt_().add_(train_.adam_eps);
+    slot.main.addcdiv_(slot.exp_avg, denom, -lr / bias1);
+    if (slot.separate_main) slot.param.copy_(slot.main);  // refresh the bf16 weights
+  }
+}
+
+void AdamW::zero_grad() {
+  for (Slot& slot : slots_) {
+    if (slot.param.grad().defined()) slot.param.mutable_grad().zero_();
+  }
+}
+
+int64_t AdamW::state_bytes() const {
+  int64_t bytes = 0;
+  for (const Slot& slot : slots_) {
+    bytes += 2 * slot.exp_avg.numel() * 4;
+    if (slot.separate_main) bytes += slot.main.numel() * 4;
+  }
+  return bytes;
+}
+
+}  // namespace foldtron

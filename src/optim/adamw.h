@@ -1,0 +1,52 @@
+// AdamW with decoupled weight decay (none on 1-D parameters: norm weights and biases), fp32 main
+// parameters and moments for bf16/fp16 models (the model's parameters are refreshed from the
+// main copy after each step), global gradient-norm clipping, and the learning-rate schedule.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include <torch/types.h>
+
+#include "config/config.h"
+#include "layers/context.h"
+
+namespace foldtron {
+
+class ProcessGroups;
+
+// Linear warmup to lr over lr_warmup_iters, then cosine / linear decay to min_lr over the
+// decay steps (lr_decay_iters, or train_iters), constant afterwards; `step` counts from 0.
+double learning_rate(const TrainConfig& train, int64_t step);
+
+// The L2 norm of all gradients of the model, each element counted once: tp-split parameters
+// contribute their shard on every tp rank, replicated ones only on tp rank 0; summed over the
+// model-parallel group (tp_pp). Gradients must already be finalized (identical over dp).
+double global_grad_norm(const std::vector<torch::Tensor>& params, const ParamRegistry& registry,
+                        const ProcessGroups& groups);
+
+class AdamW {
+ public:
+  AdamW(std::vector<torch::Tensor> params, const TrainConfig& train);
+
+  // One update with learning rate `lr`, gradients scaled by `grad_scale` first (clipping).
+  void step(double lr, double grad_scale = 1.0);
+  void zero_grad();
+  int64_t steps() const { return steps_; }
+  // Bytes of optimizer state (main parameters and moments) on this rank.
+  int64_t state_bytes() const;
+
+ private:
+  struct Slot {
+    torch::Tensor param;  // the model's parameter
+    torch::Tensor main;   // fp32 main copy (the parameter itself when it is fp32)
+    torch::Tensor exp_avg, exp_avg_sq;
+    bool decay;
+    bool separate_main;  // main is an fp32 copy of a low-precision parameter
+  };
+  std::vector<Slot> slots_;
+  TrainConfig train_;
+  int64_t steps_ = 0;
+};
+
+}  // namespace foldtron

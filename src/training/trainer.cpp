@@ -1,0 +1,204 @@
+// The training loop (see trainer.h).
+#include "training/trainer.h"
+
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cmath>
+#include <fstream>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "core/errors.h"
+#include "core/log.h"
+#include "data/corpus.h"
+#include "models/decoder_lm.h"
+#include "optim/adamw.h"
+#include "optim/grad_reduce.h"
+#include "parallel/process_groups.h"
+#include "parallel/rng.h"
+#include "training/flops.h"
+
+namespace foldtron {
+namespace {
+
+double resident_memory_gb() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) / (1024.0 * 1024.0);  // ru_maxrss is in KiB
+}
+
+std::string format_duration(double seconds) {
+  const auto total = static_cast<int64_t>(seconds);
+  return total >= 3600 ? fmt::format("{}h{:02}m", total / 3600, (total % 3600) / 60)
+                       : fmt::format("{}m{:02}s", total / 60, total % 60);
+}
+
+// Greedy continuation of `prompt` (bytes): every rank runs the same forward passes, the
+// vocabulary shards of the last position are gathered over tp and the argmax appended.
+std::string generate(DecoderLM& model, const Config& config, ProcessGroups& groups, torch::Device device,
+                     const std::string& prompt, int64_t count) {
+  torch::NoGradGuard no_grad;
+  model.eval();
+  std::vector<int64_t> ids;
+  for (unsigned char c : prompt) ids.push_back(c);
+  std::string out;
+  const int64_t tp = groups.tp().size();
+  for (int64_t i = 0; i < count; ++i) {
+    int64_t window = std::min<int64_t>(static_cast<int64_t>(ids.size()), config.train.seq_length);
+    if (config.parallel.sequence_parallel) window -= window % tp;  // SP splits the sequence over tp
+    if (window < 1) break;
+    const torch::Tensor input =
+        torch::tensor(std::vector<int64_t>(ids.end() - window, ids.end()), torch::kLong).reshape({window, 1}).to(device);
+    const torch::Tensor last = model.logits(input)[window - 1][0].reshape({1, -1});  // [1, V/tp]
+    const torch::Tensor full = groups.tp().all_gather(last.contiguous()).reshape({-1});  // [V]
+    const int64_t next = full.argmax().item<int64_t>();
+    ids.push_back(next);
+    out.push_back(static_cast<char>(next));
+  }
+  model.train();
+  return out;
+}
+
+}  // namespace
+
+std::string metrics_json(const StepRecord& r) {
+  nlohmann::json j{{"step", r.step},
+                   {"loss", r.loss},
+                   {"lm_loss", r.lm_loss},
+                   {"aux_loss", r.aux_loss},
+                   {"grad_norm", r.grad_norm},
+                   {"lr", r.lr},
+                   {"tokens", r.tokens},
+                   {"step_time_s", r.step_time_s},
+                   {"tokens_per_s", r.tokens_per_s},
+                   {"tflops_per_gpu", r.tflops_per_gpu},
+                   {"mfu", r.mfu},
+                   {"mem_gb", r.mem_gb},
+                   {"skipped", r.skipped}};
+  return j.dump();
+}
+
+TrainResult train(const Config& config, ProcessGroups& groups, const TrainOptions& options) {
+  if (config.moe.enabled()) {
+    throw ConfigError("moe.num_experts",
+                      fmt::format("MoE layers are not built yet (num_experts {}); this build trains dense models",
+                                  config.moe.num_experts),
+                      "use a dense preset (tiny-dense, demo) until the MoE layers land");
+  }
+  if (groups.topology().layout().cp > 1 || groups.topology().layout().pp > 1) {
+    throw ConfigError("parallel", "context and pipeline parallelism are not built yet (cp and pp must be 1)",
+                      "train with tp and dp for now");
+  }
+  if (config.data.tokenizer != Tokenizer::kByte) {
+    throw ConfigError("data.tokenizer", "training reads byte-level corpora only so far",
+                      "set data.tokenizer: byte (sentencepiece corpora arrive with the data issue)");
+  }
+  const TrainConfig& t = config.train;
+  const int64_t dp = groups.dp().size();
+  const int64_t per_rank = t.global_batch_size / dp;  // validated: divisible by micro * dp
+  const int64_t micro_batches = per_rank / t.micro_batch_size;
+  const torch::ScalarType dtype = config.model.params_dtype == DType::kBfloat16 ? torch::kBFloat16 : torch::kFloat;
+
+  RngTracker rng(t.seed, groups.coords(), options.device);
+  ParamRegistry registry;
+  const LayerContext ctx{&groups.tp(), config.parallel.sequence_parallel && groups.tp().size() > 1, t.seed,
+                         options.device, dtype, &rng, &registry};
+  DecoderLM model(ctx, config.model);
+  model.train();
+  const std::vector<torch::Tensor> params = model.parameters();
+  AdamW optimizer(params, t);
+  const TokenDataset data(config.data, t.seq_length, config.model.vocab_size, t.seed);
+
+  int64_t local_params = 0;
+  for (const auto& p : params) local_params += p.numel();
+  log::info("train", "data: {}", data.describe());
+  log::info("train", "model: {} layers, hidden {}, {} parameters on rank 0; world {} = tp {} x dp {}",
+            config.model.num_layers, config.model.hidden_size, local_params, groups.world().size(),
+            groups.tp().size(), dp);
+  log::info("train", "global batch {} = micro-batch {} x {} micro-batches x dp {}; {} steps", t.global_batch_size,
+            t.micro_batch_size, micro_batches, dp, t.train_iters);
+
+  std::ofstream metrics;
+  if (groups.world_rank() == 0 && !config.logging.metrics_file.empty()) {
+    metrics.open(config.logging.metrics_file, std::ios::trunc);
+    if (!metrics) {
+      throw IoError(fmt::format("cannot write the metrics file '{}'", config.logging.metrics_file),
+                    "check that its folder exists and is writable");
+    }
+  }
+
+  const double step_flops = flops_per_step(config, t.global_batch_size, t.seq_length);
+  const double global_tokens = static_cast<double>(t.global_batch_size * t.seq_length);
+  TrainResult result;
+  int64_t bad_in_a_row = 0;
+  double elapsed = 0;
+  for (int64_t step = 0; step < t.train_iters; ++step) {
+    const auto start = std::chrono::steady_clock::now();
+    const double lr = learning_rate(t, step);
+    optimizer.zero_grad();
+    double local_loss = 0;
+    const int64_t first = step * t.global_batch_size + groups.coords().dp * per_rank;
+    for (int64_t micro = 0; micro < micro_batches; ++micro) {
+      const torch::Tensor tokens =
+          data.batch(first + micro * t.micro_batch_size, t.micro_batch_size).t().contiguous().to(options.device);
+      const torch::Tensor ids = tokens.narrow(0, 0, t.seq_length);      // [s, m]
+      const torch::Tensor targets = tokens.narrow(0, 1, t.seq_length);  // [s, m]
+      torch::Tensor loss = model.token_losses(ids, targets).sum() / global_tokens;
+      loss.backward();
+      local_loss += loss.item<double>();
+    }
+    finalize_grads(model, registry, groups);
+    torch::Tensor loss_sum = torch::full({1}, local_loss, torch::kDouble);
+    groups.dp().all_reduce(loss_sum);  // the global mean over all tokens
+    const double grad_norm = global_grad_norm(params, registry, groups);
+
+    StepRecord record;
+    record.step = step + 1;
+    record.loss = record.lm_loss = loss_sum.item<double>();
+    record.grad_norm = grad_norm;
+    record.lr = lr;
+    record.tokens = t.global_batch_size * t.seq_length;
+    if (!std::isfinite(record.loss) || !std::isfinite(grad_norm)) {
+      record.skipped = true;
+      ++bad_in_a_row;
+      log::warning("train", "step {}: loss {} / grad norm {} is not finite; skipping the update ({} in a row)",
+                   step + 1, record.loss, grad_norm, bad_in_a_row);
+      if (bad_in_a_row >= t.max_bad_steps) {
+        throw TrainingError(fmt::format("{} steps in a row had a non-finite loss or gradient", bad_in_a_row),
+                            "lower train.lr, raise lr_warmup_iters, or check the data; train.max_bad_steps sets "
+                            "how many are tolerated");
+      }
+    } else {
+      bad_in_a_row = 0;
+      const double scale = t.clip_grad > 0 ? std::min(1.0, t.clip_grad / (grad_norm + 1e-6)) : 1.0;
+      optimizer.step(lr, scale);
+    }
+    if (options.device.is_cuda()) torch::cuda::synchronize();
+    record.step_time_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    elapsed += record.step_time_s;
+    record.tokens_per_s = global_tokens / record.step_time_s;
+    record.tflops_per_gpu = step_flops / record.step_time_s / static_cast<double>(groups.world().size()) / 1e12;
+    record.mfu = record.tflops_per_gpu / config.logging.peak_tflops;
+    record.mem_gb = resident_memory_gb();
+    result.steps.push_back(record);
+
+    if ((step + 1) % config.logging.log_interval == 0 || step + 1 == t.train_iters) {
+      const double eta = elapsed / static_cast<double>(step + 1) * static_cast<double>(t.train_iters - step - 1);
+      log::info("train",
+                "step {}/{} | loss {:.4f} | lr {:.3e} | grad norm {:.3f} | {:.0f} tokens/s | {:.3f} TFLOP/s/gpu | "
+                "MFU {:.2f}% | mem {:.2f} GB | {:.3f} s/step | ETA {}",
+                step + 1, t.train_iters, record.loss, lr, grad_norm, record.tokens_per_s, record.tflops_per_gpu,
+                100.0 * record.mfu, record.mem_gb, record.step_time_s, format_duration(eta));
+      if (metrics.is_open()) metrics << metrics_json(record) << "\n" << std::flush;
+    }
+  }
+  if (!options.prompt.empty() && options.generate_tokens > 0) {
+    result.sample = generate(model, config, groups, options.device, options.prompt, options.generate_tokens);
+  }
+  return result;
+}
+
+}  // namespace foldtron
