@@ -8,4 +8,4 @@ build_dir=${BUILD_DIR:-build}
 # MPI tests run as root in CI and oversubscribe the 2 cores; one torch thread per rank.
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
 cd "$build_dir"
-ctest --output-on-failure --timeout 900 "$@"
+ctest --output-on-failure --timeout 900 -j "$(nproc)" "$@"

@@ -1,5 +1,5 @@
 // `foldtron train`: validate the config on every rank, start MPI and the process groups, train,
-// and (with --generate) print a greedy continuation of --prompt. Launched like any MPI job:
+// and (with --generate N) print a greedy continuation of --prompt. Launched like any MPI job:
 //   mpirun -np 4 foldtron train --preset demo
 #include <filesystem>
 #include <fstream>
@@ -27,8 +27,6 @@ struct TrainFlags {
   std::vector<std::pair<std::string, std::string>> values;  // (config key, flag value)
   std::vector<CLI::Option*> options;
   std::string device = "auto";
-  std::string prompt = "The license";
-  int64_t generate = 0;
 };
 
 }  // namespace
@@ -46,6 +44,8 @@ Runner register_train(CLI::App& root) {
       {"--seed", "train.seed", "seed of initialization, data order and dropout"},
       {"--log-interval", "logging.log_interval", "steps between progress lines"},
       {"--metrics-file", "logging.metrics_file", "JSONL file with one record per logged step"},
+      {"--prompt", "logging.sample_prompt", "prompt of the greedy continuation printed after training"},
+      {"--generate", "logging.sample_tokens", "bytes of greedy continuation to print after training (0: none)"},
   };
   flags->values.reserve(table.size());
   for (const auto& [flag, key, doc] : table) {
@@ -55,10 +55,6 @@ Runner register_train(CLI::App& root) {
   app->add_option("--device", flags->device, "auto (CUDA when this build and machine have it), cpu or cuda")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
       ->capture_default_str();
-  app->add_option("--prompt", flags->prompt, "prompt for the greedy continuation printed after training")
-      ->capture_default_str();
-  app->add_option("--generate", flags->generate, "bytes of greedy continuation to print after training (0: none)")
-      ->check(CLI::NonNegativeNumber);
   app->footer(environment_help());
   return [flags]() {
     MpiRuntime mpi(nullptr, nullptr);
@@ -66,7 +62,15 @@ Runner register_train(CLI::App& root) {
       std::vector<std::string> overrides;
       for (size_t i = 0; i < flags->values.size(); ++i) {
         if (flags->options[i]->count() > 0) {
-          overrides.push_back(flags->values[i].first + "=" + flags->values[i].second);
+          // Text values go in YAML single quotes, so a prompt like "Note: x" stays one string.
+          const std::string& key = flags->values[i].first;
+          std::string value = flags->values[i].second;
+          if (key == "logging.sample_prompt" || key == "logging.metrics_file") {
+            std::string quoted = "'";
+            for (char c : value) quoted += c == '\'' ? std::string("''") : std::string(1, c);
+            value = quoted + "'";
+          }
+          overrides.push_back(key + "=" + value);
         }
       }
       const Config config = flags->config.load(overrides);
@@ -92,12 +96,12 @@ Runner register_train(CLI::App& root) {
                                                               local_cuda_device(config.parallel.devices_per_node)))
                             : torch::Device(torch::kCPU);
       if (!cuda) torch::set_num_threads(1);
-      options.prompt = flags->prompt;
-      options.generate_tokens = flags->generate;
+      options.prompt = config.logging.sample_prompt;
+      options.generate_tokens = config.logging.sample_tokens;
       const TrainResult result = train(config, groups, options);
       if (mpi.rank() == 0 && !result.sample.empty()) {
-        std::cout << fmt::format("\n--- greedy continuation ---\n{}{}\n---------------------------\n", flags->prompt,
-                                 result.sample);
+        std::cout << fmt::format("\n--- greedy continuation ---\n{}{}\n---------------------------\n",
+                                 config.logging.sample_prompt, result.sample);
       }
       return 0;
     });

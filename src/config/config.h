@@ -248,6 +248,8 @@ struct LoggingConfig {
   log::Level level = log::Level::kInfo;
   std::string run_dir;
   double peak_tflops = 989.0;
+  std::string sample_prompt = "The license";
+  int64_t sample_tokens = 0;
 
   template <typename V>
   void visit(V& v) {
@@ -256,6 +258,8 @@ struct LoggingConfig {
     v("level", level, "debug, info, warning or error");
     v("run_dir", run_dir, "directory for the resolved config and logs; empty: none");
     v("peak_tflops", peak_tflops, "peak TFLOP/s per GPU for MFU (989: H100/H200 dense bf16)");
+    v("sample_prompt", sample_prompt, "prompt of the greedy continuation printed after training");
+    v("sample_tokens", sample_tokens, "tokens of that continuation (0: none)");
   }
 };
 

@@ -3,17 +3,66 @@
 
 #include <torch/torch.h>
 
+#include "core/errors.h"
 #include "parallel/process_groups.h"
 
 namespace foldtron {
+namespace {
 
-void finalize_grads(torch::nn::Module& model, const ParamRegistry& registry, const ProcessGroups& groups) {
+// Gradients packed into flat buckets of one dtype and device, each all-reduced as one message;
+// all buckets are in flight together and unpacked as they complete.
+void all_reduce_bucketed(const std::vector<torch::Tensor>& grads, Communicator& group, int64_t bucket_bytes) {
+  struct Bucket {
+    std::vector<torch::Tensor> grads;
+    int64_t bytes = 0;
+  };
+  std::vector<Bucket> buckets;
+  for (const torch::Tensor& grad : grads) {
+    const int64_t bytes = grad.numel() * grad.element_size();
+    if (buckets.empty() || buckets.back().bytes + bytes > bucket_bytes ||
+        buckets.back().grads.front().scalar_type() != grad.scalar_type() ||
+        buckets.back().grads.front().device() != grad.device()) {
+      buckets.emplace_back();
+    }
+    buckets.back().grads.push_back(grad);
+    buckets.back().bytes += bytes;
+  }
+  std::vector<torch::Tensor> flats;
+  std::vector<WorkPtr> works;
+  for (const Bucket& bucket : buckets) {
+    std::vector<torch::Tensor> pieces;
+    for (const torch::Tensor& grad : bucket.grads) pieces.push_back(grad.reshape({-1}));
+    flats.push_back(torch::cat(pieces));
+    works.push_back(group.all_reduce_async(flats.back()));
+  }
+  for (size_t b = 0; b < buckets.size(); ++b) {
+    works[b]->wait();
+    int64_t offset = 0;
+    for (const torch::Tensor& grad : buckets[b].grads) {
+      grad.view({-1}).copy_(flats[b].narrow(0, offset, grad.numel()));
+      offset += grad.numel();
+    }
+  }
+}
+
+}  // namespace
+
+void finalize_grads(torch::nn::Module& model, const ParamRegistry& registry, const ProcessGroups& groups,
+                    int64_t bucket_bytes) {
+  std::vector<torch::Tensor> all, sequence_parallel;
   for (const auto& param : model.parameters()) {
     torch::Tensor grad = param.mutable_grad();
     if (!grad.defined()) continue;
-    if (registry.info(param).sequence_parallel) groups.tp().all_reduce(grad);  // tp: SP-replicated weights
-    groups.dp_cp().all_reduce(grad);                                          // dp_cp: data-parallel sum
+    FT_CHECK(grad.is_contiguous(), "gradients are expected to be contiguous");
+    all.push_back(grad);
+    if (registry.info(param).sequence_parallel) sequence_parallel.push_back(grad);
   }
+  // tp: weights replicated under sequence parallelism saw only this rank's sequence chunk.
+  if (groups.tp().size() > 1 && !sequence_parallel.empty()) {
+    all_reduce_bucketed(sequence_parallel, groups.tp(), bucket_bytes);
+  }
+  // dp x cp: the same parameters, other data.
+  if (groups.dp_cp().size() > 1) all_reduce_bucketed(all, groups.dp_cp(), bucket_bytes);
 }
 
 }  // namespace foldtron

@@ -4,8 +4,11 @@
 //   2. every gradient is summed over dp_cp, the ranks that hold the same parameters but saw
 //      other data (losses are already scaled by the global token count, so a sum gives the
 //      gradient of the global mean).
-// Unbucketed and blocking; bucketing and overlap with backward come with the GPU path.
+// Gradients travel in flat buckets of up to `bucket_bytes` (all in flight at once); overlapping
+// the buckets with backward comes with the GPU path.
 #pragma once
+
+#include <cstdint>
 
 #include <torch/nn/module.h>
 
@@ -15,6 +18,7 @@ namespace foldtron {
 
 class ProcessGroups;
 
-void finalize_grads(torch::nn::Module& model, const ParamRegistry& registry, const ProcessGroups& groups);
+void finalize_grads(torch::nn::Module& model, const ParamRegistry& registry, const ProcessGroups& groups,
+                    int64_t bucket_bytes = int64_t{40} << 20);
 
 }  // namespace foldtron
