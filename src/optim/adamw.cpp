@@ -25,15 +25,14 @@ double learning_rate(const TrainConfig& train, int64_t step) {
   return train.lr;
 }
 
-double global_grad_norm(const std::vector<torch::Tensor>& params, const ParamRegistry& registry,
+double global_grad_norm(const std::vector<ParamGrad>& grads, const ParamRegistry& registry,
                         const ProcessGroups& groups) {
   const bool first_tp_rank = groups.coords().tp == 0;
   double local = 0.0;
-  for (const torch::Tensor& param : params) {
-    const torch::Tensor& grad = param.grad();
-    if (!grad.defined()) continue;
-    if (registry.info(param).tp_split_dim < 0 && !first_tp_rank) continue;  // replicated: count once
-    local += grad.to(torch::kDouble).pow(2).sum().item<double>();
+  for (const ParamGrad& item : grads) {
+    if (!item.grad.defined()) continue;
+    if (registry.info(item.param).tp_split_dim < 0 && !first_tp_rank) continue;  // replicated: count once
+    local += item.grad.to(torch::kDouble).pow(2).sum().item<double>();
   }
   torch::Tensor total = torch::full({1}, local, torch::kDouble);
   groups.tp_pp().all_reduce(total);  // model-parallel ranks hold disjoint parts of the model
@@ -46,11 +45,29 @@ AdamW::AdamW(std::vector<torch::Tensor> params, const TrainConfig& train) : trai
     slot.param = param;
     slot.separate_main = param.scalar_type() != torch::kFloat;
     slot.main = slot.separate_main ? param.detach().to(torch::kFloat).clone() : param.detach();
+    if (slot.separate_main) slot.main_grad = torch::zeros_like(slot.main);
     slot.exp_avg = torch::zeros_like(slot.main);
     slot.exp_avg_sq = torch::zeros_like(slot.main);
     slot.decay = param.dim() > 1;  // no decay on norm weights and biases
     slots_.push_back(std::move(slot));
   }
+}
+
+void AdamW::accumulate_grads() {
+  torch::NoGradGuard no_grad;
+  for (Slot& slot : slots_) {
+    if (!slot.separate_main || !slot.param.grad().defined()) continue;
+    slot.main_grad.add_(slot.param.grad().to(torch::kFloat));
+    slot.param.mutable_grad().zero_();
+  }
+}
+
+std::vector<ParamGrad> AdamW::grads() const {
+  std::vector<ParamGrad> out;
+  for (const Slot& slot : slots_) {
+    if (slot.grad().defined()) out.push_back({slot.param, slot.grad()});
+  }
+  return out;
 }
 
 void AdamW::step(double lr, double grad_scale) {
@@ -60,8 +77,8 @@ void AdamW::step(double lr, double grad_scale) {
   const double bias1 = 1.0 - std::pow(beta1, static_cast<double>(steps_));
   const double bias2 = 1.0 - std::pow(beta2, static_cast<double>(steps_));
   for (Slot& slot : slots_) {
-    if (!slot.param.grad().defined()) continue;
-    torch::Tensor grad = slot.param.grad().to(torch::kFloat);
+    if (!slot.grad().defined()) continue;
+    torch::Tensor grad = slot.grad().to(torch::kFloat);
     if (grad_scale != 1.0) grad = grad * grad_scale;
     if (slot.decay && train_.weight_decay > 0) slot.main.mul_(1.0 - lr * train_.weight_decay);  // decoupled
     slot.exp_avg.mul_(beta1).add_(grad, 1.0 - beta1);
@@ -75,6 +92,7 @@ void AdamW::step(double lr, double grad_scale) {
 void AdamW::zero_grad() {
   for (Slot& slot : slots_) {
     if (slot.param.grad().defined()) slot.param.mutable_grad().zero_();
+    if (slot.separate_main) slot.main_grad.zero_();
   }
 }
 
@@ -82,7 +100,7 @@ int64_t AdamW::state_bytes() const {
   int64_t bytes = 0;
   for (const Slot& slot : slots_) {
     bytes += 2 * slot.exp_avg.numel() * 4;
-    if (slot.separate_main) bytes += slot.main.numel() * 4;
+    if (slot.separate_main) bytes += 2 * slot.main.numel() * 4;  // main weights and main gradients
   }
   return bytes;
 }

@@ -10,6 +10,7 @@
 
 #include "config/config.h"
 #include "layers/context.h"
+#include "optim/grad_reduce.h"
 
 namespace foldtron {
 
@@ -22,27 +23,36 @@ double learning_rate(const TrainConfig& train, int64_t step);
 // The L2 norm of all gradients of the model, each element counted once: tp-split parameters
 // contribute their shard on every tp rank, replicated ones only on tp rank 0; summed over the
 // model-parallel group (tp_pp). Gradients must already be finalized (identical over dp).
-double global_grad_norm(const std::vector<torch::Tensor>& params, const ParamRegistry& registry,
+double global_grad_norm(const std::vector<ParamGrad>& grads, const ParamRegistry& registry,
                         const ProcessGroups& groups);
 
 class AdamW {
  public:
   AdamW(std::vector<torch::Tensor> params, const TrainConfig& train);
 
+  // After each micro-batch's backward: adds the gradients of bf16/fp16 parameters into their
+  // fp32 main gradients and clears them, so accumulation over micro-batches is in fp32.
+  // (fp32 parameters accumulate in .grad directly.)
+  void accumulate_grads();
+  // The gradients to finalize, clip and apply: the fp32 main gradient of a low-precision
+  // parameter, the .grad of an fp32 one.
+  std::vector<ParamGrad> grads() const;
   // One update with learning rate `lr`, gradients scaled by `grad_scale` first (clipping).
   void step(double lr, double grad_scale = 1.0);
   void zero_grad();
   int64_t steps() const { return steps_; }
-  // Bytes of optimizer state (main parameters and moments) on this rank.
+  // Bytes of optimizer state (main parameters, main gradients and moments) on this rank.
   int64_t state_bytes() const;
 
  private:
   struct Slot {
     torch::Tensor param;  // the model's parameter
-    torch::Tensor main;   // fp32 main copy (the parameter itself when it is fp32)
+    torch::Tensor main;       // fp32 main copy (the parameter itself when it is fp32)
+    torch::Tensor main_grad;  // fp32 main gradient of a low-precision parameter
     torch::Tensor exp_avg, exp_avg_sq;
     bool decay;
     bool separate_main;  // main is an fp32 copy of a low-precision parameter
+    torch::Tensor grad() const { return separate_main ? main_grad : param.grad(); }
   };
   std::vector<Slot> slots_;
   TrainConfig train_;

@@ -47,15 +47,21 @@ void all_reduce_bucketed(const std::vector<torch::Tensor>& grads, Communicator& 
 
 }  // namespace
 
-void finalize_grads(torch::nn::Module& model, const ParamRegistry& registry, const ProcessGroups& groups,
+std::vector<ParamGrad> model_grads(torch::nn::Module& model) {
+  std::vector<ParamGrad> out;
+  for (const auto& param : model.parameters()) {
+    if (param.grad().defined()) out.push_back({param, param.grad()});
+  }
+  return out;
+}
+
+void finalize_grads(const std::vector<ParamGrad>& grads, const ParamRegistry& registry, const ProcessGroups& groups,
                     int64_t bucket_bytes) {
   std::vector<torch::Tensor> all, sequence_parallel;
-  for (const auto& param : model.parameters()) {
-    torch::Tensor grad = param.mutable_grad();
-    if (!grad.defined()) continue;
-    FT_CHECK(grad.is_contiguous(), "gradients are expected to be contiguous");
-    all.push_back(grad);
-    if (registry.info(param).sequence_parallel) sequence_parallel.push_back(grad);
+  for (const ParamGrad& item : grads) {
+    FT_CHECK(item.grad.is_contiguous(), "gradients are expected to be contiguous");
+    all.push_back(item.grad);
+    if (registry.info(item.param).sequence_parallel) sequence_parallel.push_back(item.grad);
   }
   // tp: weights replicated under sequence parallelism saw only this rank's sequence chunk.
   if (groups.tp().size() > 1 && !sequence_parallel.empty()) {

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include <torch/nn/module.h>
 
@@ -18,7 +19,21 @@ namespace foldtron {
 
 class ProcessGroups;
 
-void finalize_grads(torch::nn::Module& model, const ParamRegistry& registry, const ProcessGroups& groups,
+// A parameter and the gradient the optimizer uses for it: its .grad, or the fp32 main gradient
+// of a bf16/fp16 parameter (see AdamW::accumulate_grads).
+struct ParamGrad {
+  torch::Tensor param;
+  torch::Tensor grad;
+};
+
+// Every parameter of `model` that has a .grad.
+std::vector<ParamGrad> model_grads(torch::nn::Module& model);
+
+void finalize_grads(const std::vector<ParamGrad>& grads, const ParamRegistry& registry, const ProcessGroups& groups,
                     int64_t bucket_bytes = int64_t{40} << 20);
+inline void finalize_grads(torch::nn::Module& model, const ParamRegistry& registry, const ProcessGroups& groups,
+                           int64_t bucket_bytes = int64_t{40} << 20) {
+  finalize_grads(model_grads(model), registry, groups, bucket_bytes);
+}
 
 }  // namespace foldtron

@@ -69,6 +69,9 @@ void finish_reduction(torch::Tensor result, torch::Tensor reduced, ReduceOp op, 
   if (!reduced.is_same(result)) result.copy_(reduced);
 }
 
+}  // namespace
+
+// A posted MPI operation (declared in mpi_backend.h for MpiBackend::post).
 class MpiWork : public Work {
  public:
   MpiWork(std::string operation, std::string group, double timeout_s, torch::Tensor result)
@@ -123,6 +126,8 @@ class MpiWork : public Work {
   torch::Tensor result_;
   bool done_ = false;
 };
+
+namespace {
 
 void displacements(const std::vector<int64_t>& rows, int64_t row_elems, const char* op, const std::string& group,
                    std::vector<int>& counts, std::vector<int>& displs) {
@@ -210,34 +215,32 @@ WorkPtr MpiBackend::all_to_all(torch::Tensor input, torch::Tensor output, const 
   return work;
 }
 
+void MpiBackend::post(MpiWork& work, bool send, const torch::Tensor& tensor, int peer, int tag, const char* op) {
+  work.requests.emplace_back();
+  const int count = to_count(tensor.numel(), op, group_);
+  const MPI_Datatype type = mpi_type(tensor.scalar_type());
+  mpi_check(send ? MPI_Isend(tensor.data_ptr(), count, type, peer, tag, comm_, &work.requests.back())
+                 : MPI_Irecv(tensor.data_ptr(), count, type, peer, tag, comm_, &work.requests.back()),
+            op, group_);
+}
+
 WorkPtr MpiBackend::send(torch::Tensor tensor, int peer, int tag) {
   auto work = std::make_unique<MpiWork>("send", group_, timeout_s_, tensor);
-  work->requests.resize(1);
-  mpi_check(MPI_Isend(tensor.data_ptr(), to_count(tensor.numel(), "send", group_), mpi_type(tensor.scalar_type()),
-                      peer, tag, comm_, &work->requests[0]),
-            "send", group_);
+  post(*work, true, tensor, peer, tag, "send");
   return work;
 }
 
 WorkPtr MpiBackend::recv(torch::Tensor tensor, int peer, int tag) {
   auto work = std::make_unique<MpiWork>("recv", group_, timeout_s_, tensor);
-  work->requests.resize(1);
-  mpi_check(MPI_Irecv(tensor.data_ptr(), to_count(tensor.numel(), "recv", group_), mpi_type(tensor.scalar_type()),
-                      peer, tag, comm_, &work->requests[0]),
-            "recv", group_);
+  post(*work, false, tensor, peer, tag, "recv");
   return work;
 }
 
 WorkPtr MpiBackend::send_recv(torch::Tensor send, int send_peer, torch::Tensor recv, int recv_peer, int tag) {
   auto work = std::make_unique<MpiWork>("send_recv", group_, timeout_s_, recv);
   work->staging = send;
-  work->requests.resize(2);
-  mpi_check(MPI_Irecv(recv.data_ptr(), to_count(recv.numel(), "send_recv", group_), mpi_type(recv.scalar_type()),
-                      recv_peer, tag, comm_, &work->requests[0]),
-            "send_recv", group_);
-  mpi_check(MPI_Isend(send.data_ptr(), to_count(send.numel(), "send_recv", group_), mpi_type(send.scalar_type()),
-                      send_peer, tag, comm_, &work->requests[1]),
-            "send_recv", group_);
+  post(*work, false, recv, recv_peer, tag, "send_recv");
+  post(*work, true, send, send_peer, tag, "send_recv");
   return work;
 }
 

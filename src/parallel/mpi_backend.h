@@ -7,6 +7,8 @@
 
 namespace foldtron {
 
+class MpiWork;
+
 class MpiBackend : public CommBackend {
  public:
   MpiBackend(MPI_Comm comm, std::string group, double timeout_s);
@@ -23,6 +25,9 @@ class MpiBackend : public CommBackend {
   void barrier() override;
 
  private:
+  // Posts one non-blocking send (or receive) of `tensor` into `work`.
+  void post(MpiWork& work, bool send, const torch::Tensor& tensor, int peer, int tag, const char* op);
+
   MPI_Comm comm_;
   std::string group_;
   double timeout_s_;

@@ -148,12 +148,14 @@ TrainResult train(const Config& config, ProcessGroups& groups, const TrainOption
       const torch::Tensor targets = tokens.narrow(0, 1, t.seq_length);  // [s, m]
       torch::Tensor loss = model.token_losses(ids, targets).sum() / global_tokens;
       loss.backward();
+      optimizer.accumulate_grads();  // bf16/fp16: into fp32 main gradients
       local_loss += loss.item<double>();
     }
-    finalize_grads(model, registry, groups);
+    const std::vector<ParamGrad> grads = optimizer.grads();
+    finalize_grads(grads, registry, groups);
     torch::Tensor loss_sum = torch::full({1}, local_loss, torch::kDouble);
     groups.dp().all_reduce(loss_sum);  // the global mean over all tokens
-    const double grad_norm = global_grad_norm(params, registry, groups);
+    const double grad_norm = global_grad_norm(grads, registry, groups);
 
     StepRecord record;
     record.step = step + 1;

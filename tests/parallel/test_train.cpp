@@ -68,7 +68,8 @@ TEST(Optim, GlobalGradNormCountsReplicatedParametersOnce) {
   split.mutable_grad() = split.detach().clone();
   replicated.mutable_grad() = torch::full({2}, 2.0);
   // Hand count: shards 3*1^2 + 3*2^2 = 15, replicated once 2*2^2 = 8.
-  EXPECT_NEAR(global_grad_norm({split, replicated}, registry, groups), std::sqrt(23.0), 1e-12);
+  EXPECT_NEAR(global_grad_norm({{split, split.grad()}, {replicated, replicated.grad()}}, registry, groups),
+              std::sqrt(23.0), 1e-12);
 }
 
 TEST(Optim, AdamWMatchesAHandComputation) {
@@ -98,6 +99,35 @@ TEST(Optim, AdamWMatchesAHandComputation) {
   EXPECT_NEAR(w[0][0].item<double>(), value, 1e-6);
   EXPECT_NEAR(b[0].item<double>(), bias_value, 1e-6);
   EXPECT_EQ(adam.state_bytes(), (2 + 1) * 2 * 4);
+}
+
+TEST(Optim, Bf16GradientsAccumulateInFp32MainGradients) {
+  TrainConfig t;
+  torch::Tensor w = torch::zeros({1, 1}, torch::kBFloat16).requires_grad_(true);
+  AdamW adam({w}, t);
+  // 256 + 1 is not representable in bf16 (8-bit mantissa): accumulated there it would stay 256.
+  for (double g : {256.0, 1.0}) {
+    w.mutable_grad() = torch::full({1, 1}, g, torch::kBFloat16);
+    adam.accumulate_grads();
+  }
+  const std::vector<ParamGrad> grads = adam.grads();
+  ASSERT_EQ(grads.size(), 1u);
+  EXPECT_EQ(grads[0].grad.scalar_type(), torch::kFloat);
+  EXPECT_EQ(grads[0].grad.item<double>(), 257.0);
+  EXPECT_EQ(w.grad().item<double>(), 0.0);
+  EXPECT_EQ(adam.state_bytes(), 4 * 4);  // main weight, main gradient and two moments, fp32
+}
+
+TEST(TrainEquivalence, Bf16TrainingFollowsFp32) {
+  // bf16 parameters with fp32 main weights and gradients stay close to the fp32 run.
+  const std::vector<StepRecord> fp32 = run(tiny_config({}), MPI_COMM_SELF, 1);
+  const std::vector<StepRecord> bf16 = run(tiny_config({"model.params_dtype=bf16"}), MPI_COMM_SELF, 1);
+  ASSERT_EQ(bf16.size(), fp32.size());
+  for (size_t i = 0; i < fp32.size(); ++i) {
+    EXPECT_NEAR(bf16[i].loss, fp32[i].loss, 2e-2 * fp32[i].loss) << "step " << i + 1;
+    EXPECT_FALSE(bf16[i].skipped);
+  }
+  EXPECT_LT(bf16.back().loss, bf16.front().loss);
 }
 
 TEST(Optim, LearningRateWarmsUpThenDecaysToMin) {
