@@ -175,6 +175,8 @@ void check_parallel(const Config& c, int64_t world, Checker& check, std::vector<
                   "each tensor-parallel rank holds num_attention_heads/tp whole heads");
   check.divisible("model.num_query_groups", m.num_query_groups, "parallel.tp", p.tp,
                   "each tensor-parallel rank holds num_query_groups/tp whole key/value heads");
+  check.divisible("model.vocab_size", m.vocab_size, "parallel.tp", p.tp,
+                  "the embedding and output layer split the vocabulary over tp; choose a tp that divides it");
   if (has_dense_layer(c)) {
     check.divisible("model.ffn_hidden_size", m.ffn_hidden_size, "parallel.tp", p.tp,
                     "the dense MLP is split over tp");

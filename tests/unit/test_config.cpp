@@ -263,6 +263,11 @@ TEST(Validate, FfnDivisibleByTpAndExpertFfnByEtp) {
   EXPECT_TRUE(has_problem(p, "moe.shared_expert_ffn_hidden_size", "(66) must be divisible by parallel.tp (4)"));
 }
 
+TEST(Validate, VocabularyDivisibleByTp) {
+  const auto p = problems_of({"model.vocab_size=260", "parallel.tp=8", "model.num_query_groups=8"}, 8, "tiny-dense");
+  EXPECT_TRUE(has_problem(p, "model.vocab_size", "(260) must be divisible by parallel.tp (8)"));
+}
+
 TEST(Validate, SequenceDivisibleByTpWithSequenceParallel) {
   auto p = problems_of({"train.seq_length=66", "parallel.tp=4", "parallel.sequence_parallel=true"}, 8);
   EXPECT_TRUE(has_problem(p, "train.seq_length", "(66) must be divisible by parallel.tp (4)"));
