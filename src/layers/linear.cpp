@@ -15,13 +15,12 @@ ColumnParallelLinear::ColumnParallelLinear(const LayerContext& ctx, const std::s
   if (bias_on) bias = register_parameter("bias", shard_param(ctx, torch::zeros({out}), 0));
 }
 
-torch::Tensor ColumnParallelLinear::forward(const torch::Tensor& x) { return forward_with(x, weight); }
+torch::Tensor enter_column_parallel(const torch::Tensor& x, const LayerContext& ctx) {
+  return ctx.sequence_parallel ? gather_from_sequence(x, *ctx.tp) : copy_to_group(x, *ctx.tp);
+}
 
-torch::Tensor ColumnParallelLinear::forward_with(const torch::Tensor& x, const torch::Tensor& w) {
-  // [s/tp, b, in] -> [s, b, in] (sequence parallel; backward reduce-scatters), or [s, b, in]
-  // replicated (backward all-reduces the input gradient over tp).
-  const torch::Tensor input = ctx_.sequence_parallel ? gather_from_sequence(x, *ctx_.tp) : copy_to_group(x, *ctx_.tp);
-  torch::Tensor y = torch::nn::functional::linear(input, w, bias);  // [s, b, out/tp]
+torch::Tensor ColumnParallelLinear::forward(const torch::Tensor& x) {
+  torch::Tensor y = torch::nn::functional::linear(enter_column_parallel(x, ctx_), weight, bias);  // [s, b, out/tp]
   return gather_output_ ? gather_last_dim(y, *ctx_.tp) : y;
 }
 

@@ -17,13 +17,16 @@
 
 namespace foldtron {
 
+// The input of a column-parallel product: [s/tp, b, in] all-gathered to [s, b, in] with
+// sequence parallelism (backward reduce-scatters), else [s, b, in] entering the tp region
+// (backward all-reduces the input gradient over tp).
+torch::Tensor enter_column_parallel(const torch::Tensor& x, const LayerContext& ctx);
+
 class ColumnParallelLinear : public torch::nn::Module {
  public:
   ColumnParallelLinear(const LayerContext& ctx, const std::string& name, int64_t in, int64_t out, bool bias,
                        double init_std, bool gather_output = false);
   torch::Tensor forward(const torch::Tensor& x);
-  // The same layer with another weight of the same sharding (tied output embedding).
-  torch::Tensor forward_with(const torch::Tensor& x, const torch::Tensor& weight);
 
   torch::Tensor weight;  // [out/tp, in]
   torch::Tensor bias;    // [out/tp] or undefined

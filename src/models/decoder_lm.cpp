@@ -5,7 +5,6 @@
 #include <torch/torch.h>
 
 #include "parallel/communicator.h"
-#include "parallel/mappings.h"
 #include "parallel/rng.h"
 
 namespace foldtron {
@@ -57,9 +56,7 @@ torch::Tensor DecoderLM::logits(const torch::Tensor& ids) {
   x = norm->forward(x);
   // The output layer gathers the sequence (SP) and returns this rank's vocabulary shard.
   if (lm_head) return lm_head->forward(x);  // [s, b, V/tp]
-  return ctx_.sequence_parallel
-             ? torch::nn::functional::linear(gather_from_sequence(x, *ctx_.tp), embed_tokens->weight)
-             : torch::nn::functional::linear(copy_to_group(x, *ctx_.tp), embed_tokens->weight);
+  return torch::nn::functional::linear(enter_column_parallel(x, ctx_), embed_tokens->weight);  // tied: [V/tp, h]
 }
 
 torch::Tensor DecoderLM::token_losses(const torch::Tensor& ids, const torch::Tensor& targets) {

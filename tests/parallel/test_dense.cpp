@@ -52,9 +52,19 @@ double run_step(DecoderLM& model, int64_t first, int64_t count) {
   return loss.item<double>();
 }
 
+void check_layouts(bool tied);
+
 TEST(DenseEquivalence, TensorSequenceAndDataParallelMatchSingleProcess) {
+  for (bool tied : {false, true}) {
+    SCOPED_TRACE(tied ? "tied embeddings" : "untied embeddings");
+    check_layouts(tied);
+  }
+}
+
+void check_layouts(bool tied) {
   const int world = world_size();
-  const ModelConfig model_config = tiny_model();
+  ModelConfig model_config = tiny_model();
+  model_config.tie_embeddings = tied;
   // Reference: one rank's model on the whole batch.
   auto self = self_communicator();
   ParamRegistry reference_registry;
