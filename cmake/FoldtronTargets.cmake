@@ -5,6 +5,11 @@
 # layers with few torch files (core) compile without it.
 
 set(FOLDTRON_WARNINGS -Wall -Wextra -Wpedantic -Wshadow=local -Wnon-virtual-dtor)
+if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU" AND CMAKE_CXX_COMPILER_VERSION VERSION_GREATER_EQUAL 13)
+  # GCC 13 at -O3 reports libstdc++'s own memmove inside std::vector as out of bounds (a known
+  # false positive, seen on the GPU image in layers/embedding.cpp); keep it a warning there.
+  list(APPEND FOLDTRON_WARNINGS -Wno-error=array-bounds -Wno-error=stringop-overflow)
+endif()
 if(FOLDTRON_WERROR)
   list(APPEND FOLDTRON_WARNINGS -Werror)
 endif()
