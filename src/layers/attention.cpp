@@ -28,7 +28,8 @@ torch::Tensor apply_rotary(const torch::Tensor& x, const torch::Tensor& cos, con
 }
 
 torch::Tensor core_attention_reference(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                                       bool causal, double scale) {
+                                       bool causal, double scale,
+                                       const std::function<torch::Tensor(const torch::Tensor&)>& on_probs) {
   const int64_t repeat = q.size(1) / k.size(1);
   const torch::Tensor keys = k.repeat_interleave(repeat, 1);    // [b, hq, s, d]
   const torch::Tensor values = v.repeat_interleave(repeat, 1);  // [b, hq, s, d]
@@ -39,7 +40,9 @@ torch::Tensor core_attention_reference(const torch::Tensor& q, const torch::Tens
                                      .triu(1);
     scores = scores.masked_fill(future, -std::numeric_limits<float>::infinity());
   }
-  return torch::matmul(torch::softmax(scores, -1).to(q.scalar_type()), values);  // [b, hq, s, d]
+  torch::Tensor probs = torch::softmax(scores, -1);
+  if (on_probs) probs = on_probs(probs);
+  return torch::matmul(probs.to(q.scalar_type()), values);  // [b, hq, s, d]
 }
 
 Attention::Attention(const LayerContext& ctx, const std::string& name, const ModelConfig& model)
@@ -84,19 +87,11 @@ torch::Tensor Attention::forward(const torch::Tensor& x, const torch::Tensor& po
   }
 #endif
   if (!context.defined()) {
-    if (dropout) {
-      // Explicit path with dropout on the probabilities from the model-parallel stream (heads
-      // are split over tp, so each rank drops its own heads differently).
-      const int64_t repeat = local_heads_ / local_groups_;
-      torch::Tensor scores = torch::matmul(q, k.repeat_interleave(repeat, 1).transpose(-1, -2)).to(torch::kFloat) * scale;
-      const torch::Tensor future =
-          torch::ones({s, s}, torch::TensorOptions().dtype(torch::kBool).device(q.device())).triu(1);
-      torch::Tensor probs = torch::softmax(scores.masked_fill(future, -std::numeric_limits<float>::infinity()), -1);
-      probs = ctx_.rng->dropout(probs, dropout_, RngStream::kModelParallel).to(q.scalar_type());
-      context = torch::matmul(probs, v.repeat_interleave(repeat, 1));
-    } else {
-      context = core_attention_reference(q, k, v, /*causal=*/true, scale);
-    }
+    // Explicit path; with dropout on the probabilities from the model-parallel stream (heads are
+    // split over tp, so each rank drops its own heads differently).
+    std::function<torch::Tensor(const torch::Tensor&)> drop;
+    if (dropout) drop = [&](const torch::Tensor& p) { return ctx_.rng->dropout(p, dropout_, RngStream::kModelParallel); };
+    context = core_attention_reference(q, k, v, /*causal=*/true, scale, drop);
   }
   context = context.permute({2, 0, 1, 3}).reshape({s, b, local_heads_ * head_dim_});  // [s, b, hq/tp * d]
   return o_proj->forward(context);

@@ -5,6 +5,7 @@
 // where SDPA is missing (torch 1.13) and SDPA (flash/cuDNN kernels) where present.
 #pragma once
 
+#include <functional>
 #include <memory>
 
 #include <torch/nn/module.h>
@@ -22,9 +23,11 @@ std::pair<torch::Tensor, torch::Tensor> rotary_tables(const torch::Tensor& posit
 torch::Tensor apply_rotary(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
 
 // Softmax attention of q [b, hq, s, d] over k, v [b, hkv, s, d] (hq a multiple of hkv), causal or
-// not, scaled by `scale`: the reference formula, used on torch 1.13 and by the tests.
+// not, scaled by `scale`: the explicit formula, used on torch 1.13, with dropout, and by the tests.
+// `on_probs`, when given, transforms the fp32 probabilities [b, hq, s, s] (dropout).
 torch::Tensor core_attention_reference(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                                       bool causal, double scale);
+                                       bool causal, double scale,
+                                       const std::function<torch::Tensor(const torch::Tensor&)>& on_probs = {});
 
 class Attention : public torch::nn::Module {
  public:

@@ -32,7 +32,7 @@ torch::Tensor DecoderLayer::forward(const torch::Tensor& x, const torch::Tensor&
   return h + drop(mlp->forward(post_attention_layernorm->forward(h)));
 }
 
-DecoderLM::DecoderLM(const LayerContext& ctx, const ModelConfig& model) : ctx_(ctx), model_(model) {
+DecoderLM::DecoderLM(const LayerContext& ctx, const ModelConfig& model) : ctx_(ctx) {
   embed_tokens = register_module("embed_tokens", std::make_shared<VocabParallelEmbedding>(
                                                      ctx, "model.embed_tokens", model.vocab_size, model.hidden_size,
                                                      model.init_std));

@@ -49,7 +49,6 @@ class DecoderLM : public torch::nn::Module {
 
  private:
   LayerContext ctx_;
-  ModelConfig model_;
 };
 
 }  // namespace foldtron
