@@ -3,7 +3,13 @@
 
 #include <fmt/format.h>
 
+#include <torch/cuda.h>
+#include <torch/utils.h>
+
+#include "core/errors.h"
 #include "core/text.h"
+#include "core/torch_compat.h"
+#include "parallel/process_groups.h"
 
 namespace foldtron::cli {
 
@@ -29,7 +35,15 @@ void ConfigOptions::add_to(CLI::App& app) {
       app.add_flag("--sequence-parallel", sequence_parallel_, "sequence parallelism over tp (parallel.sequence_parallel)");
 }
 
+Config ConfigOptions::load_over(const Config& base, const std::vector<std::string>& flag_overrides) const {
+  return load_config(with_flags(flag_overrides), config_to_yaml(base));
+}
+
 Config ConfigOptions::load(const std::vector<std::string>& flag_overrides) const {
+  return load_config(with_flags(flag_overrides));
+}
+
+ConfigSources ConfigOptions::with_flags(const std::vector<std::string>& flag_overrides) const {
   ConfigSources sources = sources_;
   for (size_t i = 0; i < parallel_flags_.size(); ++i) {
     if (parallel_flags_[i].second->count() > 0) {
@@ -38,7 +52,30 @@ Config ConfigOptions::load(const std::vector<std::string>& flag_overrides) const
   }
   if (sequence_parallel_flag_->count() > 0) sources.overrides.push_back("parallel.sequence_parallel=true");
   sources.overrides.insert(sources.overrides.end(), flag_overrides.begin(), flag_overrides.end());
-  return load_config(sources);
+  return sources;
+}
+
+void add_device_option(CLI::App& app, std::string& device) {
+  app.add_option("--device", device, "auto (CUDA when this build and machine have it), cpu or cuda")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
+      ->capture_default_str();
+}
+
+bool use_cuda(const std::string& device) {
+  const bool available = torch_compat::built_with_cuda() && torch::cuda::is_available();
+  if (device == "cuda" && !available) {
+    throw UsageError("--device cuda, but this build or machine has no CUDA",
+                     "use --device cpu, or build with scripts/gpu_build.sh on a GPU machine");
+  }
+  return device == "cuda" || (device == "auto" && available);
+}
+
+torch::Device rank_device(bool cuda, const ParallelConfig& parallel) {
+  if (!cuda) {
+    torch::set_num_threads(1);
+    return torch::kCPU;
+  }
+  return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(local_cuda_device(parallel.devices_per_node)));
 }
 
 std::string environment_help() {

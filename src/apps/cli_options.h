@@ -7,6 +7,7 @@
 #include <vector>
 
 #include <CLI/CLI.hpp>
+#include <torch/types.h>
 
 #include "config/config.h"
 #include "config/config_load.h"
@@ -20,14 +21,27 @@ class ConfigOptions {
   // Loads the config: preset < --config < --set < parallel flags < `flag_overrides` (the
   // subcommand's own flags, as section.key=value).
   Config load(const std::vector<std::string>& flag_overrides = {}) const;
+  // The same on top of `base` (e.g. a Hugging Face model's config), lowest of all.
+  Config load_over(const Config& base, const std::vector<std::string>& flag_overrides = {}) const;
 
  private:
+  ConfigSources with_flags(const std::vector<std::string>& flag_overrides) const;
+
   ConfigSources sources_;
   std::vector<std::pair<std::string, CLI::Option*>> parallel_flags_;  // (config key, option)
   std::vector<std::pair<std::string, std::string>> parallel_values_;  // bound storage, same order
   bool sequence_parallel_ = false;
   CLI::Option* sequence_parallel_flag_ = nullptr;
 };
+
+// --device auto|cpu|cuda bound to `device`.
+void add_device_option(CLI::App& app, std::string& device);
+// Whether the --device value asks for CUDA (auto: when this build and machine have it); a
+// UsageError for cuda without CUDA.
+bool use_cuda(const std::string& device);
+// This rank's device: its GPU (by local rank, parallel.devices_per_node), or the CPU with one
+// torch thread per rank. Collective over MPI_COMM_WORLD when cuda.
+torch::Device rank_device(bool cuda, const ParallelConfig& parallel);
 
 // The help footer listing the environment variables foldtron reads.
 std::string environment_help();

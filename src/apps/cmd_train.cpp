@@ -52,9 +52,7 @@ Runner register_train(CLI::App& root) {
     flags->values.emplace_back(key, "");
     flags->options.push_back(app->add_option(flag, flags->values.back().second, doc));
   }
-  app->add_option("--device", flags->device, "auto (CUDA when this build and machine have it), cpu or cuda")
-      ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
-      ->capture_default_str();
+  add_device_option(*app, flags->device);
   app->footer(environment_help());
   return [flags]() {
     MpiRuntime mpi(nullptr, nullptr);
@@ -83,19 +81,11 @@ Runner register_train(CLI::App& root) {
           std::ofstream(std::filesystem::path(config.logging.run_dir) / "config.yaml") << config_to_yaml(config);
         }
       }
-      const bool cuda = flags->device == "cuda" ||
-                        (flags->device == "auto" && torch_compat::built_with_cuda() && torch::cuda::is_available());
-      if (cuda && !(torch_compat::built_with_cuda() && torch::cuda::is_available())) {
-        throw UsageError("--device cuda, but this build or machine has no CUDA",
-                         "use --device cpu, or build with scripts/gpu_build.sh on a GPU machine");
-      }
+      const bool cuda = use_cuda(flags->device);
       const Topology topology(layout_of(config.parallel, mpi.size()));
       ProcessGroups groups(topology, make_comm_options(config.parallel, cuda));
       TrainOptions options;
-      options.device = cuda ? torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(
-                                                              local_cuda_device(config.parallel.devices_per_node)))
-                            : torch::Device(torch::kCPU);
-      if (!cuda) torch::set_num_threads(1);
+      options.device = rank_device(cuda, config.parallel);
       options.prompt = config.logging.sample_prompt;
       options.generate_tokens = config.logging.sample_tokens;
       const TrainResult result = train(config, groups, options);

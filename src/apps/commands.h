@@ -14,5 +14,6 @@ Runner register_topology(CLI::App& root);
 Runner register_config(CLI::App& root);
 Runner register_info(CLI::App& root);
 Runner register_train(CLI::App& root);
+Runner register_forward(CLI::App& root);
 
 }  // namespace foldtron::cli

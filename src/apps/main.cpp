@@ -27,6 +27,7 @@ int main(int argc, char** argv) {
       {"config", cli::register_config(app)},
       {"info", cli::register_info(app)},
       {"train", cli::register_train(app)},
+      {"forward", cli::register_forward(app)},
   };
   app.footer("Run 'foldtron <command> --help' for a command's options.");
 

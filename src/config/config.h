@@ -99,6 +99,7 @@ struct MoEConfig {
   bool router_pre_softmax = true;  // softmax over all experts before top-k (Mixtral, Qwen)
   bool normalize_topk = true;      // renormalize the k selected probabilities
   bool router_fp32 = true;         // router logits and softmax in fp32
+  bool router_fp64 = false;        // ... in fp64 (equivalence tests: near-ties never flip)
   double router_scaling_factor = 1.0;
   int64_t router_num_groups = 0;  // group-limited routing: 0 disables
   int64_t router_group_topk = 0;
@@ -111,8 +112,18 @@ struct MoEConfig {
   DropPolicy drop_policy = DropPolicy::kProbs;
   bool pad_to_capacity = false;
   Dispatcher dispatcher = Dispatcher::kAllToAll;
+  bool grouped_experts = true;  // one grouped GEMM over the local experts; false: sequential reference
 
+  int64_t expert_ffn(int64_t dense_ffn) const { return expert_ffn_hidden_size > 0 ? expert_ffn_hidden_size : dense_ffn; }
   bool enabled() const { return num_experts > 0; }
+  // Layer `layer` (0-based) is an MoE layer: layer % layer_step == 0 and not in dense_layers.
+  bool is_moe_layer(int64_t layer) const {
+    if (!enabled() || layer % layer_step != 0) return false;
+    for (int64_t dense : dense_layers) {
+      if (dense == layer) return false;
+    }
+    return true;
+  }
   template <typename V>
   void visit(V& v) {
     v("num_experts", num_experts, "routed experts per MoE layer; 0 makes a dense model");
@@ -126,6 +137,7 @@ struct MoEConfig {
     v("router_pre_softmax", router_pre_softmax, "softmax over all experts before top-k (else top-k on logits, then softmax)");
     v("normalize_topk", normalize_topk, "renormalize the selected k probabilities to sum to 1");
     v("router_fp32", router_fp32, "compute the router in fp32");
+    v("router_fp64", router_fp64, "compute the router in fp64 (layout-equivalence tests: ties never flip)");
     v("router_scaling_factor", router_scaling_factor, "scale applied to the routing weights");
     v("router_num_groups", router_num_groups, "expert groups for group-limited routing (0: off)");
     v("router_group_topk", router_group_topk, "groups each token may select from");
@@ -138,6 +150,7 @@ struct MoEConfig {
     v("drop_policy", drop_policy, "which tokens over capacity are dropped: probs or position");
     v("pad_to_capacity", pad_to_capacity, "pad every expert to its capacity (static shapes)");
     v("dispatcher", dispatcher, "token dispatcher: alltoall or allgather");
+    v("grouped_experts", grouped_experts, "grouped experts (one GEMM over local experts); false: sequential reference");
   }
 };
 

@@ -304,8 +304,9 @@ const std::string& preset_yaml(const std::string& name) {
   throw ConfigError("--preset", fmt::format("unknown preset '{}'", name), suggest(name, preset_names()));
 }
 
-Config load_config(const ConfigSources& sources) {
+Config load_config(const ConfigSources& sources, const std::string& base_yaml) {
   YAML::Node root(YAML::NodeType::Map);
+  if (!base_yaml.empty()) merge_into(root, parse_yaml(base_yaml, "the imported model config"));
   if (!sources.preset.empty()) {
     merge_into(root, parse_yaml(preset_yaml(sources.preset), "preset " + sources.preset));
   }

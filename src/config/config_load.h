@@ -19,7 +19,8 @@ struct ConfigSources {
   std::vector<std::string> overrides;  // "section.key=value", YAML value syntax
 };
 
-Config load_config(const ConfigSources& sources);
+// `base_yaml` (e.g. an imported Hugging Face model's config) is merged first, below the preset.
+Config load_config(const ConfigSources& sources, const std::string& base_yaml = "");
 
 // Embedded presets (configs/*.yaml, compiled into the binary).
 std::vector<std::string> preset_names();

@@ -63,4 +63,10 @@ std::vector<std::string> split(std::string_view text, char separator) {
   }
 }
 
+std::string shape_text(const std::vector<int64_t>& shape) {
+  std::vector<std::string> dims;
+  for (int64_t d : shape) dims.push_back(std::to_string(d));
+  return "[" + join(dims, ", ") + "]";
+}
+
 }  // namespace foldtron

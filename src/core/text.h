@@ -2,6 +2,7 @@
 // misspelled keys and subcommands, joining, and splitting.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -18,6 +19,8 @@ std::string closest_match(std::string_view word, const std::vector<std::string>&
 std::string suggest(std::string_view word, const std::vector<std::string>& candidates);
 
 std::string join(const std::vector<std::string>& parts, std::string_view separator);
+// A tensor shape as "[2, 24, 320]".
+std::string shape_text(const std::vector<int64_t>& shape);
 std::vector<std::string> split(std::string_view text, char separator);
 
 }  // namespace foldtron

@@ -34,18 +34,47 @@ torch::Tensor full_normal(const LayerContext& ctx, const std::string& name, at::
   return torch::randn(shape, generator, torch::kFloat) * std;
 }
 
-torch::Tensor shard_param(const LayerContext& ctx, const torch::Tensor& full, int64_t dim) {
-  const int64_t n = ctx.tp_size();
-  FT_CHECK(full.size(dim) % n == 0, "parameter dimension does not split over tp");
-  torch::Tensor param = as_param(ctx, full.chunk(n, dim)[ctx.tp_rank()]);
-  if (ctx.registry) ctx.registry->add(param, ParamInfo{dim, false});
+torch::Tensor shard_of(const torch::Tensor& full, const ParamInfo& info) {
+  if (info.tp_split_dim < 0 || info.split_size == 1) return full;
+  const int64_t dim = info.tp_split_dim;
+  FT_CHECK(full.size(dim) % (info.split_parts * info.split_size) == 0, "parameter dimension does not split");
+  std::vector<torch::Tensor> pieces;
+  for (const torch::Tensor& part : full.chunk(info.split_parts, dim)) {
+    pieces.push_back(part.chunk(info.split_size, dim)[info.split_rank]);
+  }
+  return pieces.size() == 1 ? pieces.front() : torch::cat(pieces, dim);
+}
+
+torch::Tensor unshard(const std::vector<torch::Tensor>& shards, const ParamInfo& info) {
+  if (info.tp_split_dim < 0 || shards.size() == 1) return shards.front();
+  const int64_t dim = info.tp_split_dim;
+  std::vector<torch::Tensor> parts;  // part p = cat over ranks of each rank's p-th block
+  for (int64_t p = 0; p < info.split_parts; ++p) {
+    std::vector<torch::Tensor> blocks;
+    for (const torch::Tensor& shard : shards) blocks.push_back(shard.chunk(info.split_parts, dim)[p]);
+    parts.push_back(torch::cat(blocks, dim));
+  }
+  return torch::cat(parts, dim);
+}
+
+torch::Tensor make_param(const LayerContext& ctx, const torch::Tensor& shard, const ParamInfo& info) {
+  torch::Tensor param = as_param(ctx, shard);
+  if (ctx.registry) ctx.registry->add(param, info);
   return param;
 }
 
+torch::Tensor shard_param(const LayerContext& ctx, const torch::Tensor& full, int64_t dim) {
+  ParamInfo info;
+  info.tp_split_dim = dim;
+  info.split_rank = ctx.tp_rank();
+  info.split_size = ctx.tp_size();
+  return make_param(ctx, shard_of(full, info), info);
+}
+
 torch::Tensor replicated_param(const LayerContext& ctx, const torch::Tensor& full, bool sequence_parallel) {
-  torch::Tensor param = as_param(ctx, full);
-  if (ctx.registry) ctx.registry->add(param, ParamInfo{-1, sequence_parallel});
-  return param;
+  ParamInfo info;
+  info.sequence_parallel = sequence_parallel;
+  return make_param(ctx, full, info);
 }
 
 }  // namespace foldtron

@@ -11,19 +11,29 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <vector>
 
 #include <torch/types.h>
 
 namespace foldtron {
 
 class Communicator;
+class ProcessGroups;
 class RngTracker;
 
-// How a parameter is laid out over the tensor-parallel group.
+// How a parameter is laid out. Dense parameters are split over tp (or replicated) and hold the
+// same values on every dp x cp rank; expert parameters hold experts
+// [expert_begin, expert_begin + size(0)) of their layer (split over ep), are split over etp, and
+// hold the same values on every edp rank.
 struct ParamInfo {
-  int64_t tp_split_dim = -1;       // dimension split over tp; -1: replicated on every tp rank
-  bool sequence_parallel = false;  // replicated, but fed only this rank's sequence chunk: its
-                                   // gradient must be summed over tp
+  int64_t tp_split_dim = -1;       // dimension split over tp (etp for experts); -1: replicated
+  bool sequence_parallel = false;  // replicated, but fed only this rank's tokens: its gradient
+                                   // must be summed over tp
+  int64_t split_parts = 1;         // the split dimension holds this many fused blocks (gate|up),
+                                   // each split on its own
+  int64_t split_rank = 0, split_size = 1;  // this rank's place in the group it is split over
+  bool expert = false;
+  int64_t expert_begin = 0;
 };
 
 class ParamRegistry {
@@ -47,6 +57,7 @@ struct LayerContext {
   torch::ScalarType dtype = torch::kFloat;
   RngTracker* rng = nullptr;          // dropout streams; may be null when dropout is 0
   ParamRegistry* registry = nullptr;  // may be null
+  ProcessGroups* groups = nullptr;    // every group of the layout; MoE layers need it
 
   int64_t tp_rank() const;
   int64_t tp_size() const;
@@ -59,6 +70,13 @@ torch::Tensor full_normal(const LayerContext& ctx, const std::string& name, at::
 // This rank's chunk of `full` along `dim` (tp must divide it), as a parameter in ctx's dtype and
 // device, registered with its split.
 torch::Tensor shard_param(const LayerContext& ctx, const torch::Tensor& full, int64_t dim);
+// This rank's chunk of `full` as `info` describes it (split_parts blocks of `tp_split_dim`, each
+// chunked split_size ways); `full` itself when replicated.
+torch::Tensor shard_of(const torch::Tensor& full, const ParamInfo& info);
+// The inverse: the full tensor from every rank's `shards` (in split-rank order).
+torch::Tensor unshard(const std::vector<torch::Tensor>& shards, const ParamInfo& info);
+// A parameter in ctx's dtype and device with its layout registered.
+torch::Tensor make_param(const LayerContext& ctx, const torch::Tensor& shard, const ParamInfo& info);
 // A replicated parameter (norm weights, row-parallel biases).
 torch::Tensor replicated_param(const LayerContext& ctx, const torch::Tensor& full, bool sequence_parallel);
 

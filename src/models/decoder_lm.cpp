@@ -9,7 +9,7 @@
 
 namespace foldtron {
 
-DecoderLayer::DecoderLayer(const LayerContext& ctx, int64_t index, const ModelConfig& model)
+DecoderLayer::DecoderLayer(const LayerContext& ctx, int64_t index, const ModelConfig& model, const MoEConfig& moe_config)
     : ctx_(ctx), dropout_(model.hidden_dropout) {
   const std::string name = fmt::format("model.layers.{}", index);
   input_layernorm = register_module("input_layernorm",
@@ -17,8 +17,12 @@ DecoderLayer::DecoderLayer(const LayerContext& ctx, int64_t index, const ModelCo
   self_attn = register_module("self_attn", std::make_shared<Attention>(ctx, name + ".self_attn", model));
   post_attention_layernorm = register_module(
       "post_attention_layernorm", std::make_shared<Norm>(ctx, model.normalization, model.hidden_size, model.norm_eps));
-  mlp = register_module("mlp", std::make_shared<Mlp>(ctx, name + ".mlp", model.hidden_size, model.ffn_hidden_size,
-                                                     model.activation, model.init_std));
+  if (moe_config.is_moe_layer(index)) {
+    moe = register_module("mlp", std::make_shared<MoELayer>(ctx, name + ".mlp", model, moe_config));
+  } else {
+    mlp = register_module("mlp", std::make_shared<Mlp>(ctx, name + ".mlp", model.hidden_size, model.ffn_hidden_size,
+                                                       model.activation, model.init_std));
+  }
 }
 
 torch::Tensor DecoderLayer::forward(const torch::Tensor& x, const torch::Tensor& positions) {
@@ -29,16 +33,17 @@ torch::Tensor DecoderLayer::forward(const torch::Tensor& x, const torch::Tensor&
     return is_training() && dropout_ > 0 ? ctx_.rng->dropout(t, dropout_, stream) : t;
   };
   torch::Tensor h = x + drop(self_attn->forward(input_layernorm->forward(x), positions));  // [s(/tp), b, h]
-  return h + drop(mlp->forward(post_attention_layernorm->forward(h)));
+  const torch::Tensor normed = post_attention_layernorm->forward(h);
+  return h + drop(moe ? moe->forward(normed) : mlp->forward(normed));
 }
 
-DecoderLM::DecoderLM(const LayerContext& ctx, const ModelConfig& model) : ctx_(ctx) {
+DecoderLM::DecoderLM(const LayerContext& ctx, const ModelConfig& model, const MoEConfig& moe) : ctx_(ctx) {
   embed_tokens = register_module("embed_tokens", std::make_shared<VocabParallelEmbedding>(
                                                      ctx, "model.embed_tokens", model.vocab_size, model.hidden_size,
                                                      model.init_std));
   torch::nn::ModuleList stack = register_module("layers", torch::nn::ModuleList());  // names "layers.<i>."
   for (int64_t i = 0; i < model.num_layers; ++i) {
-    layers.push_back(std::make_shared<DecoderLayer>(ctx, i, model));
+    layers.push_back(std::make_shared<DecoderLayer>(ctx, i, model, moe));
     stack->push_back(layers.back());
   }
   norm = register_module("norm", std::make_shared<Norm>(ctx, model.normalization, model.hidden_size, model.norm_eps));
@@ -48,15 +53,39 @@ DecoderLM::DecoderLM(const LayerContext& ctx, const ModelConfig& model) : ctx_(c
   }
 }
 
-torch::Tensor DecoderLM::logits(const torch::Tensor& ids) {
+torch::Tensor DecoderLM::logits(const torch::Tensor& ids, std::vector<torch::Tensor>* hidden_states) {
   const int64_t s = ids.size(0);
   const torch::Tensor positions = torch::arange(s, torch::TensorOptions().dtype(torch::kLong).device(ids.device()));
   torch::Tensor x = embed_tokens->forward(ids);  // [s(/tp), b, h]
-  for (const auto& layer : layers) x = layer->forward(x, positions);
+  for (const auto& layer : layers) {
+    if (hidden_states) hidden_states->push_back(x);
+    x = layer->forward(x, positions);
+  }
   x = norm->forward(x);
+  if (hidden_states) hidden_states->push_back(x);
   // The output layer gathers the sequence (SP) and returns this rank's vocabulary shard.
   if (lm_head) return lm_head->forward(x);  // [s, b, V/tp]
   return torch::nn::functional::linear(enter_column_parallel(x, ctx_), embed_tokens->weight);  // tied: [V/tp, h]
+}
+
+std::vector<std::shared_ptr<MoELayer>> DecoderLM::moe_layers() const {
+  std::vector<std::shared_ptr<MoELayer>> out;
+  for (const auto& layer : layers) {
+    if (layer->moe) out.push_back(layer->moe);
+  }
+  return out;
+}
+
+RouterLosses DecoderLM::router_losses() const {
+  RouterLosses total;
+  auto add = [](torch::Tensor& sum, const torch::Tensor& term) {
+    if (term.defined()) sum = sum.defined() ? sum + term : term;
+  };
+  for (const auto& layer : moe_layers()) {
+    add(total.load_balancing, layer->gate->losses().load_balancing);
+    add(total.z_loss, layer->gate->losses().z_loss);
+  }
+  return total;
 }
 
 torch::Tensor DecoderLM::token_losses(const torch::Tensor& ids, const torch::Tensor& targets) {

@@ -1,7 +1,8 @@
-// Decoder-only language model (Llama-style dense; the MoE issue adds MoE layers), assembled from
-// the tensor-parallel layers:
+// Decoder-only language model (Llama, Mixtral and Qwen2-MoE shapes), assembled from the
+// tensor-parallel layers and the MoE layer:
 //   ids [s, b] -> embedding -> L x (x + attn(norm(x)); x + mlp(norm(x))) -> norm -> output layer
 //   -> vocab-parallel logits [s, b, V/tp] -> per-token cross-entropy [s, b]
+// where `mlp` is a dense MLP or, on the layers moe.is_moe_layer() names, an MoE layer.
 // The residual stream is [s, b, h], or [s/tp, b, h] with sequence parallelism. Parameter names
 // (named_parameters()) follow Hugging Face's Llama names where they exist.
 #pragma once
@@ -16,17 +17,19 @@
 #include "layers/embedding.h"
 #include "layers/mlp.h"
 #include "layers/norm.h"
+#include "moe/moe_layer.h"
 
 namespace foldtron {
 
 class DecoderLayer : public torch::nn::Module {
  public:
-  DecoderLayer(const LayerContext& ctx, int64_t index, const ModelConfig& model);
+  DecoderLayer(const LayerContext& ctx, int64_t index, const ModelConfig& model, const MoEConfig& moe);
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& positions);
 
   std::shared_ptr<Norm> input_layernorm, post_attention_layernorm;
   std::shared_ptr<Attention> self_attn;
-  std::shared_ptr<Mlp> mlp;
+  std::shared_ptr<Mlp> mlp;       // dense layers
+  std::shared_ptr<MoELayer> moe;  // MoE layers (registered as "mlp" too)
 
  private:
   LayerContext ctx_;
@@ -35,12 +38,19 @@ class DecoderLayer : public torch::nn::Module {
 
 class DecoderLM : public torch::nn::Module {
  public:
-  DecoderLM(const LayerContext& ctx, const ModelConfig& model);
+  DecoderLM(const LayerContext& ctx, const ModelConfig& model, const MoEConfig& moe = MoEConfig{});
 
-  // ids [s, b] int64 -> vocab-parallel logits [s, b, V/tp].
-  torch::Tensor logits(const torch::Tensor& ids);
+  // ids [s, b] int64 -> vocab-parallel logits [s, b, V/tp]. With `hidden_states`, also the
+  // residual stream as Hugging Face lists it: the embedding output, the stream after each layer
+  // but the last, and the final norm's output (L + 1 tensors of [s(/tp), b, h]).
+  torch::Tensor logits(const torch::Tensor& ids, std::vector<torch::Tensor>* hidden_states = nullptr);
   // Per-token next-token losses [s, b] for ids [s, b] and targets [s, b] (kIgnoreIndex masks).
   torch::Tensor token_losses(const torch::Tensor& ids, const torch::Tensor& targets);
+
+  // The MoE layers, and the sum of their router losses from the last forward (this rank's
+  // shares; undefined when none apply).
+  std::vector<std::shared_ptr<MoELayer>> moe_layers() const;
+  RouterLosses router_losses() const;
 
   std::shared_ptr<VocabParallelEmbedding> embed_tokens;
   std::vector<std::shared_ptr<DecoderLayer>> layers;

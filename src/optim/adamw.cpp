@@ -27,20 +27,28 @@ double learning_rate(const TrainConfig& train, int64_t step) {
 
 double global_grad_norm(const std::vector<ParamGrad>& grads, const ParamRegistry& registry,
                         const ProcessGroups& groups) {
-  const bool first_tp_rank = groups.coords().tp == 0;
-  double local = 0.0;
+  // Dense parameters: tp x pp ranks hold disjoint parts (replicated ones counted on tp rank 0);
+  // experts: etp x ep x pp ranks do (replicated over etp: counted on etp rank 0).
+  double dense = 0.0, expert = 0.0;
   for (const ParamGrad& item : grads) {
     if (!item.grad.defined()) continue;
-    if (registry.info(item.param).tp_split_dim < 0 && !first_tp_rank) continue;  // replicated: count once
-    local += item.grad.to(torch::kDouble).pow(2).sum().item<double>();
+    const ParamInfo info = registry.info(item.param);
+    const bool replicated = info.tp_split_dim < 0;
+    if (replicated && (info.expert ? groups.coords().etp : groups.coords().tp) != 0) continue;
+    (info.expert ? expert : dense) += item.grad.to(torch::kDouble).pow(2).sum().item<double>();
   }
-  torch::Tensor total = torch::full({1}, local, torch::kDouble);
-  groups.tp_pp().all_reduce(total);  // model-parallel ranks hold disjoint parts of the model
-  return std::sqrt(total.item<double>());
+  torch::Tensor dense_total = torch::full({1}, dense, torch::kDouble);
+  groups.tp_pp().all_reduce(dense_total);
+  torch::Tensor expert_total = torch::full({1}, expert, torch::kDouble);
+  groups.get(GroupKind::kEtpEpPp).all_reduce(expert_total);
+  return std::sqrt(dense_total.item<double>() + expert_total.item<double>());
 }
 
 AdamW::AdamW(std::vector<torch::Tensor> params, const TrainConfig& train) : train_(train) {
   for (torch::Tensor& param : params) {
+    // Every gradient exists from the start (zeros), so that every rank reduces the same set of
+    // tensors even when a parameter took no part in a step (an expert that received no token).
+    if (!param.grad().defined()) param.mutable_grad() = torch::zeros_like(param);
     Slot slot;
     slot.param = param;
     slot.separate_main = param.scalar_type() != torch::kFloat;

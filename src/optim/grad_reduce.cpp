@@ -57,18 +57,21 @@ std::vector<ParamGrad> model_grads(torch::nn::Module& model) {
 
 void finalize_grads(const std::vector<ParamGrad>& grads, const ParamRegistry& registry, const ProcessGroups& groups,
                     int64_t bucket_bytes) {
-  std::vector<torch::Tensor> all, sequence_parallel;
+  std::vector<torch::Tensor> dense, expert, sequence_parallel;
   for (const ParamGrad& item : grads) {
     FT_CHECK(item.grad.is_contiguous(), "gradients are expected to be contiguous");
-    all.push_back(item.grad);
-    if (registry.info(item.param).sequence_parallel) sequence_parallel.push_back(item.grad);
+    const ParamInfo info = registry.info(item.param);
+    (info.expert ? expert : dense).push_back(item.grad);
+    if (info.sequence_parallel) sequence_parallel.push_back(item.grad);
   }
-  // tp: weights replicated under sequence parallelism saw only this rank's sequence chunk.
+  // tp: weights replicated under sequence parallelism saw only this rank's tokens.
   if (groups.tp().size() > 1 && !sequence_parallel.empty()) {
     all_reduce_bucketed(sequence_parallel, groups.tp(), bucket_bytes);
   }
-  // dp x cp: the same parameters, other data.
-  if (groups.dp_cp().size() > 1) all_reduce_bucketed(all, groups.dp_cp(), bucket_bytes);
+  // dp x cp: the same dense parameters, other data.
+  if (groups.dp_cp().size() > 1 && !dense.empty()) all_reduce_bucketed(dense, groups.dp_cp(), bucket_bytes);
+  // edp: the same experts, other tokens.
+  if (groups.edp().size() > 1 && !expert.empty()) all_reduce_bucketed(expert, groups.edp(), bucket_bytes);
 }
 
 }  // namespace foldtron

@@ -1,9 +1,9 @@
 // Gradient finalization after backward, before the optimizer step:
 //   1. parameters marked sequence_parallel (norm weights, row-parallel biases under SP) saw only
 //      this rank's sequence chunk: their gradients are summed over tp;
-//   2. every gradient is summed over dp_cp, the ranks that hold the same parameters but saw
-//      other data (losses are already scaled by the global token count, so a sum gives the
-//      gradient of the global mean).
+//   2. dense gradients are summed over dp_cp and expert gradients over edp: the ranks that hold
+//      the same parameters but saw other data (losses are already scaled by the global token
+//      count, so a sum gives the gradient of the global mean).
 // Gradients travel in flat buckets of up to `bucket_bytes` (all in flight at once); overlapping
 // the buckets with backward comes with the GPU path.
 #pragma once

@@ -129,14 +129,46 @@ struct AllToAll : torch::autograd::Function<AllToAll> {
 
 struct GatherRows : torch::autograd::Function<GatherRows> {
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, int64_t group,
-                               const std::vector<int64_t>& rows) {
+                               const std::vector<int64_t>& rows, bool reduce_grad) {
     ctx->saved_data["group"] = group;
     ctx->saved_data["rows"] = rows;
-    return reinterpret_cast<Communicator*>(group)->all_gather(x, rows);
+    ctx->saved_data["reduce_grad"] = reduce_grad;
+    return reinterpret_cast<Communicator*>(group)->all_gather(x.contiguous(), rows);
   }
   static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
     const std::vector<int64_t> rows = ctx->saved_data["rows"].toIntVector();
-    return {saved_group(ctx).reduce_scatter(grads[0].contiguous(), rows), torch::Tensor(), torch::Tensor()};
+    Communicator& group = saved_group(ctx);
+    torch::Tensor g = ctx->saved_data["reduce_grad"].toBool()
+                          ? group.reduce_scatter(grads[0].contiguous(), rows)
+                          : grads[0].narrow(0, rows_before(rows, group.rank()), rows[group.rank()]).contiguous();
+    return {g, torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+struct SplitRows : torch::autograd::Function<SplitRows> {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, int64_t group,
+                               const std::vector<int64_t>& rows) {
+    ctx->saved_data["group"] = group;
+    ctx->saved_data["rows"] = rows;
+    const int rank = reinterpret_cast<Communicator*>(group)->rank();
+    return x.narrow(0, rows_before(rows, rank), rows[rank]).contiguous();
+  }
+  static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
+    const std::vector<int64_t> rows = ctx->saved_data["rows"].toIntVector();
+    return {saved_group(ctx).all_gather(grads[0].contiguous(), rows), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+struct ReduceScatterRows : torch::autograd::Function<ReduceScatterRows> {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, int64_t group,
+                               const std::vector<int64_t>& rows) {
+    ctx->saved_data["group"] = group;
+    ctx->saved_data["rows"] = rows;
+    return reinterpret_cast<Communicator*>(group)->reduce_scatter(x.contiguous(), rows);
+  }
+  static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
+    const std::vector<int64_t> rows = ctx->saved_data["rows"].toIntVector();
+    return {saved_group(ctx).all_gather(grads[0].contiguous(), rows), torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -169,8 +201,21 @@ torch::Tensor all_to_all(const torch::Tensor& x, Communicator& group, const std:
                          const std::vector<int64_t>& input_rows) {
   return group.size() == 1 ? x : AllToAll::apply(x, handle(group), output_rows, input_rows);
 }
-torch::Tensor gather_rows(const torch::Tensor& x, Communicator& group, const std::vector<int64_t>& rows) {
-  return group.size() == 1 ? x : GatherRows::apply(x, handle(group), rows);
+torch::Tensor gather_rows(const torch::Tensor& x, Communicator& group, const std::vector<int64_t>& rows,
+                          bool reduce_grad) {
+  return group.size() == 1 ? x : GatherRows::apply(x, handle(group), rows, reduce_grad);
+}
+torch::Tensor split_rows(const torch::Tensor& x, Communicator& group, const std::vector<int64_t>& rows) {
+  return group.size() == 1 ? x : SplitRows::apply(x, handle(group), rows);
+}
+torch::Tensor reduce_scatter_rows(const torch::Tensor& x, Communicator& group, const std::vector<int64_t>& rows) {
+  return group.size() == 1 ? x : ReduceScatterRows::apply(x, handle(group), rows);
+}
+
+int64_t rows_before(const std::vector<int64_t>& rows, int64_t rank) {
+  int64_t offset = 0;
+  for (int64_t r = 0; r < rank; ++r) offset += rows[static_cast<size_t>(r)];
+  return offset;
 }
 
 }  // namespace foldtron

@@ -13,6 +13,9 @@
 //   scatter_last_dim             keep my chunk           all-gather last dim  tp
 //   all_to_all                   all-to-all, splits      all-to-all, swapped  ep (token dispatch)
 //   gather_rows                  variable all-gather     variable reduce-scat etp_ep (all-gather dispatcher)
+//                                                        (or keep my rows)    tp (MoE tokens without SP)
+//   split_rows                   keep my rows            variable all-gather  tp (MoE tokens without SP)
+//   reduce_scatter_rows          variable reduce-scat    variable all-gather  etp_ep / etp (combine)
 #pragma once
 
 #include <vector>
@@ -43,7 +46,17 @@ torch::Tensor scatter_last_dim(const torch::Tensor& x, Communicator& group);
 torch::Tensor all_to_all(const torch::Tensor& x, Communicator& group, const std::vector<int64_t>& output_rows,
                          const std::vector<int64_t>& input_rows);
 // [rows[rank], ...] -> [sum(rows), ...] concatenated in rank order; the gradient is summed over
-// the group and each rank keeps its rows.
-torch::Tensor gather_rows(const torch::Tensor& x, Communicator& group, const std::vector<int64_t>& rows);
+// the group and each rank keeps its rows, or (reduce_grad false: the consumer was replicated)
+// each rank only keeps its rows.
+torch::Tensor gather_rows(const torch::Tensor& x, Communicator& group, const std::vector<int64_t>& rows,
+                          bool reduce_grad = true);
+// [sum(rows), ...] -> [rows[rank], ...] this rank's rows; the gradient is all-gathered.
+torch::Tensor split_rows(const torch::Tensor& x, Communicator& group, const std::vector<int64_t>& rows);
+// [sum(rows), ...] partial sums -> [rows[rank], ...] summed over the group; the gradient is
+// all-gathered.
+torch::Tensor reduce_scatter_rows(const torch::Tensor& x, Communicator& group, const std::vector<int64_t>& rows);
+
+// The first row of `rank` when the ranks hold rows[0], rows[1], ... in order.
+int64_t rows_before(const std::vector<int64_t>& rows, int64_t rank);
 
 }  // namespace foldtron

@@ -6,13 +6,8 @@
 namespace foldtron {
 
 int64_t num_moe_layers(const Config& config) {
-  if (!config.moe.enabled()) return 0;
   int64_t count = 0;
-  for (int64_t layer = 0; layer < config.model.num_layers; ++layer) {
-    const bool listed_dense = std::find(config.moe.dense_layers.begin(), config.moe.dense_layers.end(), layer) !=
-                              config.moe.dense_layers.end();
-    if (!listed_dense && layer % config.moe.layer_step == 0) ++count;
-  }
+  for (int64_t layer = 0; layer < config.model.num_layers; ++layer) count += config.moe.is_moe_layer(layer) ? 1 : 0;
   return count;
 }
 

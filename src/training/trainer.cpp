@@ -82,12 +82,6 @@ std::string metrics_json(const StepRecord& r) {
 }
 
 TrainResult train(const Config& config, ProcessGroups& groups, const TrainOptions& options) {
-  if (config.moe.enabled()) {
-    throw ConfigError("moe.num_experts",
-                      fmt::format("MoE layers are not built yet (num_experts {}); this build trains dense models",
-                                  config.moe.num_experts),
-                      "use a dense preset (tiny-dense, demo) until the MoE layers land");
-  }
   if (groups.topology().layout().cp > 1 || groups.topology().layout().pp > 1) {
     throw ConfigError("parallel", "context and pipeline parallelism are not built yet (cp and pp must be 1)",
                       "train with tp and dp for now");
@@ -105,8 +99,8 @@ TrainResult train(const Config& config, ProcessGroups& groups, const TrainOption
   RngTracker rng(t.seed, groups.coords(), options.device);
   ParamRegistry registry;
   const LayerContext ctx{&groups.tp(), config.parallel.sequence_parallel && groups.tp().size() > 1, t.seed,
-                         options.device, dtype, &rng, &registry};
-  DecoderLM model(ctx, config.model);
+                         options.device, dtype, &rng, &registry, &groups};
+  DecoderLM model(ctx, config.model, config.moe);
   model.train();
   const std::vector<torch::Tensor> params = model.parameters();
   AdamW optimizer(params, t);
@@ -115,9 +109,13 @@ TrainResult train(const Config& config, ProcessGroups& groups, const TrainOption
   int64_t local_params = 0;
   for (const auto& p : params) local_params += p.numel();
   log::info("train", "data: {}", data.describe());
-  log::info("train", "model: {} layers, hidden {}, {} parameters on rank 0; world {} = tp {} x dp {}",
+  log::info("train", "model: {} layers, hidden {}, {} parameters on rank 0; world {} = tp {} x dp {}{}",
             config.model.num_layers, config.model.hidden_size, local_params, groups.world().size(),
-            groups.tp().size(), dp);
+            groups.tp().size(), dp,
+            config.moe.enabled() ? fmt::format("; experts: {} MoE layers of {} experts top-{}, etp {} x ep {} x edp {}",
+                                               num_moe_layers(config), config.moe.num_experts, config.moe.topk,
+                                               groups.etp().size(), groups.ep().size(), groups.edp().size())
+                                 : std::string());
   log::info("train", "global batch {} = micro-batch {} x {} micro-batches x dp {}; {} steps", t.global_batch_size,
             t.micro_batch_size, micro_batches, dp, t.train_iters);
 
@@ -139,27 +137,39 @@ TrainResult train(const Config& config, ProcessGroups& groups, const TrainOption
     const auto start = std::chrono::steady_clock::now();
     const double lr = learning_rate(t, step);
     optimizer.zero_grad();
-    double local_loss = 0;
+    double local_loss = 0, local_aux = 0;
     const int64_t first = step * t.global_batch_size + groups.coords().dp * per_rank;
+    // Router losses are per micro-batch (each rank holds a share): averaged over all of them.
+    const double aux_scale = 1.0 / static_cast<double>(micro_batches * dp);
     for (int64_t micro = 0; micro < micro_batches; ++micro) {
       const torch::Tensor tokens =
           data.batch(first + micro * t.micro_batch_size, t.micro_batch_size).t().contiguous().to(options.device);
       const torch::Tensor ids = tokens.narrow(0, 0, t.seq_length);      // [s, m]
       const torch::Tensor targets = tokens.narrow(0, 1, t.seq_length);  // [s, m]
       torch::Tensor loss = model.token_losses(ids, targets).sum() / global_tokens;
+      local_loss += loss.item<double>();
+      const RouterLosses router = model.router_losses();
+      for (const torch::Tensor& term : {router.load_balancing, router.z_loss}) {
+        if (!term.defined()) continue;
+        loss = loss + term * aux_scale;
+        local_aux += term.item<double>() * aux_scale;
+      }
       loss.backward();
       optimizer.accumulate_grads();  // bf16/fp16: into fp32 main gradients
-      local_loss += loss.item<double>();
     }
     const std::vector<ParamGrad> grads = optimizer.grads();
     finalize_grads(grads, registry, groups);
     torch::Tensor loss_sum = torch::full({1}, local_loss, torch::kDouble);
     groups.dp().all_reduce(loss_sum);  // the global mean over all tokens
+    torch::Tensor aux_sum = torch::full({1}, local_aux, torch::kDouble);
+    groups.get(GroupKind::kTpDpCp).all_reduce(aux_sum);  // shares over tp_cp, micro-batches over dp
     const double grad_norm = global_grad_norm(grads, registry, groups);
 
     StepRecord record;
     record.step = step + 1;
-    record.loss = record.lm_loss = loss_sum.item<double>();
+    record.lm_loss = loss_sum.item<double>();
+    record.aux_loss = aux_sum.item<double>();
+    record.loss = record.lm_loss + record.aux_loss;
     record.grad_norm = grad_norm;
     record.lr = lr;
     record.tokens = t.global_batch_size * t.seq_length;
@@ -178,6 +188,7 @@ TrainResult train(const Config& config, ProcessGroups& groups, const TrainOption
       const double scale = t.clip_grad > 0 ? std::min(1.0, t.clip_grad / (grad_norm + 1e-6)) : 1.0;
       optimizer.step(lr, scale);
     }
+    for (const auto& layer : model.moe_layers()) layer->gate->update_expert_bias();
     if (options.device.is_cuda()) torch::cuda::synchronize();
     record.step_time_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     elapsed += record.step_time_s;
@@ -190,9 +201,10 @@ TrainResult train(const Config& config, ProcessGroups& groups, const TrainOption
     if ((step + 1) % config.logging.log_interval == 0 || step + 1 == t.train_iters) {
       const double eta = elapsed / static_cast<double>(step + 1) * static_cast<double>(t.train_iters - step - 1);
       log::info("train",
-                "step {}/{} | loss {:.4f} | lr {:.3e} | grad norm {:.3f} | {:.0f} tokens/s | {:.3f} TFLOP/s/gpu | "
+                "step {}/{} | loss {:.4f}{} | lr {:.3e} | grad norm {:.3f} | {:.0f} tokens/s | {:.3f} TFLOP/s/gpu | "
                 "MFU {:.2f}% | mem {:.2f} GB | {:.3f} s/step | ETA {}",
-                step + 1, t.train_iters, record.loss, lr, grad_norm, record.tokens_per_s, record.tflops_per_gpu,
+                step + 1, t.train_iters, record.loss,
+                config.moe.enabled() ? fmt::format(" (lm {:.4f} + aux {:.4f})", record.lm_loss, record.aux_loss) : "", lr, grad_norm, record.tokens_per_s, record.tflops_per_gpu,
                 100.0 * record.mfu, record.mem_gb, record.step_time_s, format_duration(eta));
       if (metrics.is_open()) metrics << metrics_json(record) << "\n" << std::flush;
     }

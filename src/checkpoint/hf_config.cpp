@@ -1,0 +1,257 @@
+// Hugging Face config.json -> Config (see hf_config.h). The key names and defaults follow
+// transformers' LlamaConfig, MixtralConfig and Qwen2MoeConfig; keys that change the network's
+// shape are required (save_pretrained always writes them) rather than silently defaulted.
+#include "checkpoint/hf_config.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "core/errors.h"
+
+namespace foldtron {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+// Typed access to one JSON object of config.json; `prefix` spells nested keys in messages
+// ("rope_parameters.").
+class Keys {
+ public:
+  Keys(const json& object, std::string file, std::string prefix = "")
+      : object_(object), file_(std::move(file)), prefix_(std::move(prefix)) {}
+
+  // Present and not null.
+  bool has(const std::string& key) const { return object_.contains(key) && !object_.at(key).is_null(); }
+
+  template <typename T>
+  T required(const std::string& key) const {
+    if (!has(key)) {
+      throw CheckpointError(fmt::format("'{}': the required key '{}{}' is missing", file_, prefix_, key),
+                            "a config.json written by transformers' save_pretrained has it; add it or export the "
+                            "config again");
+    }
+    return convert<T>(key);
+  }
+
+  template <typename T>
+  T optional(const std::string& key, T fallback) const {
+    return has(key) ? convert<T>(key) : fallback;
+  }
+
+  const std::string& file() const { return file_; }
+
+ private:
+  template <typename T>
+  T convert(const std::string& key) const {
+    const json& v = object_.at(key);
+    bool ok = false;
+    const char* expected = "";
+    if constexpr (std::is_same_v<T, int64_t>) {
+      ok = v.is_number_integer(), expected = "an integer";
+    } else if constexpr (std::is_same_v<T, double>) {
+      ok = v.is_number(), expected = "a number";
+    } else if constexpr (std::is_same_v<T, bool>) {
+      ok = v.is_boolean(), expected = "true or false";
+    } else if constexpr (std::is_same_v<T, std::string>) {
+      ok = v.is_string(), expected = "a string";
+    } else if constexpr (std::is_same_v<T, std::vector<int64_t>>) {
+      ok = v.is_array() && std::all_of(v.begin(), v.end(), [](const json& x) { return x.is_number_integer(); });
+      expected = "a list of integers";
+    } else if constexpr (std::is_same_v<T, json>) {
+      ok = v.is_object(), expected = "an object";
+    } else {
+      static_assert(!sizeof(T), "unsupported config.json value type");
+    }
+    if (!ok) {
+      throw CheckpointError(fmt::format("'{}': the key '{}{}' is {} ({}), expected {}", file_, prefix_, key,
+                                        v.type_name(), v.dump(), expected),
+                            "fix the value in config.json or export the config again with transformers");
+    }
+    return v.get<T>();
+  }
+
+  const json& object_;
+  std::string file_;
+  std::string prefix_;
+};
+
+CheckpointError unsupported(const std::string& file, const std::string& what, const std::string& hint) {
+  return CheckpointError(fmt::format("'{}': {}", file, what), hint);
+}
+
+// Rotary base from rope_parameters (transformers >= 5), rope_scaling (older) or rope_theta;
+// scaled variants (linear, dynamic, yarn, llama3, ...) are refused.
+double read_rope_theta(const Keys& keys, const json& root) {
+  double theta = keys.optional<double>("rope_theta", 10000.0);
+  for (const char* section : {"rope_parameters", "rope_scaling"}) {
+    if (!keys.has(section)) continue;
+    keys.required<json>(section);  // throws unless an object
+    const json& object = root.at(section);
+    const Keys sub(object, keys.file(), std::string(section) + ".");
+    std::string type = sub.optional<std::string>("rope_type", sub.optional<std::string>("type", ""));
+    if (type.empty() && std::string(section) == "rope_scaling") type = "(unnamed)";
+    if (!type.empty() && type != "default") {
+      throw unsupported(keys.file(), fmt::format("{}.rope_type '{}' (scaled rotary embeddings) is not supported", section, type),
+                        "foldtron implements plain rotary embeddings only (rope_type: default); use a model "
+                        "without rope scaling");
+    }
+    if (object.contains("rope_theta")) theta = sub.required<double>("rope_theta");
+  }
+  return theta;
+}
+
+}  // namespace
+
+const std::vector<std::string>& hf_supported_model_types() {
+  static const std::vector<std::string> types = {"llama", "mixtral", "qwen2_moe"};
+  return types;
+}
+
+Config hf_model_config(const std::string& dir) {
+  const std::string file = (fs::path(dir) / "config.json").string();
+  std::error_code error;
+  if (!fs::is_regular_file(file, error)) {
+    throw CheckpointError(fmt::format("the model config '{}' does not exist", file),
+                          "pass a Hugging Face model directory (config.json plus safetensors weights)");
+  }
+  json root;
+  try {
+    std::ifstream in(file);
+    root = json::parse(in);
+  } catch (const json::parse_error& e) {
+    throw CheckpointError(fmt::format("'{}' is not valid JSON ({})", file, e.what()),
+                          "copy or download config.json again");
+  }
+  if (!root.is_object()) {
+    throw CheckpointError(fmt::format("'{}' holds JSON {}, not an object", file, root.type_name()),
+                          "copy or download config.json again");
+  }
+  const Keys keys(root, file);
+
+  Config config;
+  ModelConfig& m = config.model;
+  MoEConfig& moe = config.moe;
+
+  const std::string type = keys.required<std::string>("model_type");
+  if (type == "llama") {
+    m.architecture = Architecture::kLlama;
+  } else if (type == "mixtral") {
+    m.architecture = Architecture::kMixtral;
+  } else if (type == "qwen2_moe") {
+    m.architecture = Architecture::kQwen2Moe;
+  } else {
+    throw unsupported(file,
+                      fmt::format("model_type '{}' is not supported (supported: {})", type,
+                                  fmt::join(hf_supported_model_types(), ", ")),
+                      type == "qwen3_moe" ? "Qwen3-MoE normalizes each head's queries and keys (q_norm, k_norm), "
+                                            "which foldtron does not implement yet"
+                                          : "import a Llama, Mixtral or Qwen2-MoE checkpoint");
+  }
+
+  // ---- the dense transformer ----
+  m.hidden_size = keys.required<int64_t>("hidden_size");
+  m.num_layers = keys.required<int64_t>("num_hidden_layers");
+  m.num_attention_heads = keys.required<int64_t>("num_attention_heads");
+  m.num_query_groups = keys.optional<int64_t>("num_key_value_heads", m.num_attention_heads);
+  m.head_dim = keys.optional<int64_t>("head_dim", 0);
+  m.ffn_hidden_size = keys.required<int64_t>("intermediate_size");
+  m.vocab_size = keys.required<int64_t>("vocab_size");
+  m.max_position_embeddings = keys.required<int64_t>("max_position_embeddings");
+  m.norm_eps = keys.required<double>("rms_norm_eps");
+  m.normalization = Normalization::kRmsNorm;
+  m.tie_embeddings = keys.optional<bool>("tie_word_embeddings", false);
+  m.rope_theta = read_rope_theta(keys, root);
+  m.params_dtype = DType::kFloat32;
+  m.init_std = keys.optional<double>("initializer_range", m.init_std);
+  m.attention_dropout = keys.optional<double>("attention_dropout", 0.0);
+
+  const std::string act = keys.optional<std::string>("hidden_act", "silu");
+  if (act != "silu" && act != "swish") {  // transformers maps both to SiLU
+    throw unsupported(file, fmt::format("hidden_act '{}' is not supported", act),
+                      "foldtron's gated MLP is SwiGLU (hidden_act: silu); other activations cannot be imported");
+  }
+  m.activation = Activation::kSwiglu;
+
+  if (keys.optional<bool>("mlp_bias", false)) {
+    throw unsupported(file, "mlp_bias: true (biases on the MLP projections) is not supported",
+                      "foldtron's MLP has no biases; import a model with mlp_bias: false");
+  }
+
+  // ---- per architecture: attention biases, sliding windows, experts ----
+  if (m.architecture == Architecture::kLlama) {
+    // LlamaAttention's attention_bias puts a bias on o_proj as well as q/k/v; foldtron's output
+    // projection has none, so only the default (false) can be reproduced.
+    if (keys.optional<bool>("attention_bias", false)) {
+      throw unsupported(file, "attention_bias: true (biases on q/k/v and o_proj) is not supported",
+                        "foldtron has q/k/v biases (qkv_bias) but no output-projection bias; import a model with "
+                        "attention_bias: false");
+    }
+    m.qkv_bias = false;
+    moe.num_experts = 0;
+    return config;
+  }
+
+  if (m.architecture == Architecture::kMixtral) {
+    if (keys.has("sliding_window")) {
+      throw unsupported(file,
+                        fmt::format("sliding_window {} (sliding-window attention) is not supported",
+                                    root.at("sliding_window").dump()),
+                        "foldtron attends over the whole sequence; set sliding_window to null only if every "
+                        "sequence is shorter than the window");
+    }
+    m.qkv_bias = false;
+    moe.num_experts = keys.required<int64_t>("num_local_experts");
+    moe.topk = keys.required<int64_t>("num_experts_per_tok");
+    moe.expert_ffn_hidden_size = m.ffn_hidden_size;
+    moe.shared_expert_ffn_hidden_size = 0;
+    moe.shared_expert_gate = false;
+    moe.router_score = RouterScore::kSoftmax;
+    moe.router_pre_softmax = true;  // softmax over all experts, top-k, renormalize
+    moe.normalize_topk = true;
+    moe.layer_step = 1;
+    moe.dense_layers.clear();
+    moe.aux_loss_coeff = keys.optional<double>("router_aux_loss_coef", 0.001);
+    return config;
+  }
+
+  // Qwen2-MoE: q/k/v always carry biases (transformers 5 spells it qkv_bias), o_proj none.
+  if (keys.optional<bool>("use_sliding_window", false)) {
+    throw unsupported(file, "use_sliding_window: true (sliding-window attention) is not supported",
+                      "foldtron attends over the whole sequence; import a model with use_sliding_window: false");
+  }
+  m.qkv_bias = keys.optional<bool>("qkv_bias", true);
+  moe.num_experts = keys.has("num_experts") ? keys.required<int64_t>("num_experts")
+                                            : keys.required<int64_t>("num_local_experts");
+  if (moe.num_experts == 0) return config;  // transformers builds every layer dense
+  moe.topk = keys.required<int64_t>("num_experts_per_tok");
+  moe.expert_ffn_hidden_size = keys.required<int64_t>("moe_intermediate_size");
+  moe.shared_expert_ffn_hidden_size = keys.required<int64_t>("shared_expert_intermediate_size");
+  moe.shared_expert_gate = moe.shared_expert_ffn_hidden_size > 0;
+  moe.router_score = RouterScore::kSoftmax;
+  moe.router_pre_softmax = true;
+  moe.normalize_topk = keys.optional<bool>("norm_topk_prob", false);
+  moe.aux_loss_coeff = keys.optional<double>("router_aux_loss_coef", 0.001);
+  // transformers makes layer i sparse when i is not in mlp_only_layers and (i + 1) % step == 0;
+  // foldtron's layer_step counts from layer 0 (i % step == 0), so spell the dense layers out.
+  const int64_t step = keys.optional<int64_t>("decoder_sparse_step", 1);
+  if (step < 1) {
+    throw unsupported(file, fmt::format("decoder_sparse_step {} must be at least 1", step),
+                      "set decoder_sparse_step to 1 (every layer has experts) or more");
+  }
+  const std::vector<int64_t> mlp_only = keys.optional<std::vector<int64_t>>("mlp_only_layers", {});
+  const std::set<int64_t> listed(mlp_only.begin(), mlp_only.end());
+  moe.layer_step = 1;
+  moe.dense_layers.clear();
+  for (int64_t layer = 0; layer < m.num_layers; ++layer) {
+    if (listed.count(layer) > 0 || (layer + 1) % step != 0) moe.dense_layers.push_back(layer);
+  }
+  return config;
+}
+
+}  // namespace foldtron

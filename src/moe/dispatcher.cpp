@@ -1,0 +1,202 @@
+// Token dispatchers (see dispatcher.h).
+#include "moe/dispatcher.h"
+
+#include <numeric>
+
+#include <torch/torch.h>
+
+#include "core/errors.h"
+#include "parallel/mappings.h"
+#include "parallel/process_groups.h"
+
+namespace foldtron {
+namespace {
+
+int64_t sum(const std::vector<int64_t>& values) { return std::accumulate(values.begin(), values.end(), int64_t{0}); }
+
+// Weighted expert outputs [P, h] summed into the rows of their tokens: [rows, h].
+torch::Tensor unpermute(const torch::Tensor& output, const Permutation& perm, int64_t rows) {
+  const torch::Tensor weighted = output * perm.weights.to(output.scalar_type()).unsqueeze(1);
+  return torch::zeros({rows, output.size(1)}, output.options()).index_add(0, perm.token_index, weighted);
+}
+
+// Reorders row chunks: chunk sizes `sizes` laid out in `order` (a permutation of chunk indices).
+torch::Tensor reorder_chunks(const torch::Tensor& x, const std::vector<int64_t>& sizes, const std::vector<size_t>& order) {
+  std::vector<int64_t> starts(sizes.size());
+  std::exclusive_scan(sizes.begin(), sizes.end(), starts.begin(), int64_t{0});
+  std::vector<torch::Tensor> pieces;
+  for (size_t c : order) {
+    if (sizes[c] > 0) pieces.push_back(x.narrow(0, starts[c], sizes[c]));
+  }
+  return pieces.empty() ? x.narrow(0, 0, 0) : torch::cat(pieces, 0);
+}
+
+class AllGatherDispatcher : public TokenDispatcher {
+ public:
+  AllGatherDispatcher(ProcessGroups& groups, const ExpertShard& shard) : group_(groups.etp_ep()), shard_(shard) {}
+
+  Dispatched dispatch(const torch::Tensor& hidden, const Routing& routing) override {
+    const int64_t n = hidden.size(0), first = shard_.first_expert, local = shard_.local_experts;
+    const int64_t experts = routing.probs.size(1);
+    // Host: tokens and capacity of every rank of the group.
+    rows_.clear();
+    std::vector<int64_t> capacities;
+    for (const auto& r : group_.all_gather_ints({n, routing.capacity})) {
+      rows_.push_back(r[0]);
+      capacities.push_back(r[1]);
+    }
+    total_ = sum(rows_);
+    // The whole group's tokens and routing weights; backward reduce-scatters their gradients.
+    const torch::Tensor tokens = gather_rows(hidden, group_, rows_);                              // [N, h]
+    const torch::Tensor probs = gather_rows(routing.probs, group_, rows_).narrow(1, first, local);  // [N, E/ep]
+    if (routing.slots.defined()) {
+      // Fixed slots: every rank's [E, cap_r] slots of the local experts, shifted to its rows.
+      std::vector<int64_t> slot_rows;
+      for (int64_t cap : capacities) slot_rows.push_back(experts * cap);
+      const torch::Tensor slots = group_.all_gather(routing.slots.reshape({-1}).contiguous(), slot_rows);
+      const torch::Tensor valid = group_.all_gather(routing.slot_valid.reshape({-1}).to(torch::kInt).contiguous(), slot_rows);
+      std::vector<torch::Tensor> slot_parts, valid_parts;
+      int64_t slot_offset = 0, row_offset = 0;
+      for (size_t r = 0; r < rows_.size(); ++r) {
+        const int64_t cap = capacities[r];
+        slot_parts.push_back(slots.narrow(0, slot_offset, experts * cap).reshape({experts, cap}).narrow(0, first, local) +
+                             row_offset);
+        valid_parts.push_back(valid.narrow(0, slot_offset, experts * cap).reshape({experts, cap}).narrow(0, first, local));
+        slot_offset += experts * cap;
+        row_offset += rows_[r];
+      }
+      perm_ = permute_by_slots(torch::cat(slot_parts, 1), torch::cat(valid_parts, 1).to(torch::kBool), probs);
+    } else {
+      const torch::Tensor map = group_.all_gather(routing.routing_map.to(torch::kInt).contiguous(), rows_);  // [N, E]
+      perm_ = permute_by_map(map.narrow(1, first, local).to(torch::kBool), probs);
+    }
+    return {tokens.index_select(0, perm_.token_index), perm_.counts};
+  }
+
+  torch::Tensor combine(const torch::Tensor& expert_output) override {
+    return reduce_scatter_rows(unpermute(expert_output, perm_, total_), group_, rows_);  // [n, h]
+  }
+
+ private:
+  Communicator& group_;
+  ExpertShard shard_;
+  std::vector<int64_t> rows_;
+  int64_t total_ = 0;
+  Permutation perm_;
+};
+
+class AllToAllDispatcher : public TokenDispatcher {
+ public:
+  AllToAllDispatcher(ProcessGroups& groups, const ExpertShard& shard)
+      : group_(groups.etp_ep()), ep_(groups.ep()), etp_(groups.etp()), shard_(shard) {
+    FT_CHECK(ep_.rank() == groups.coords().ep && etp_.rank() == groups.coords().etp,
+             "ep/etp group ranks must follow the ep/etp coordinates");
+  }
+
+  Dispatched dispatch(const torch::Tensor& hidden, const Routing& routing) override {
+    n_ = hidden.size(0);
+    perm_ = routing.slots.defined() ? permute_by_slots(routing.slots, routing.slot_valid, routing.probs)
+                                    : permute_by_map(routing.routing_map, routing.probs);
+    const torch::Tensor permuted = hidden.index_select(0, perm_.token_index);  // [P, h] by expert
+    // Every rank's coordinates and per-expert counts (host).
+    std::vector<int64_t> mine{etp_.rank(), ep_.rank()};
+    mine.insert(mine.end(), perm_.counts.begin(), perm_.counts.end());
+    const int64_t ep = ep_.size(), etp = etp_.size(), local = shard_.local_experts;
+    // counts[t][q][e]: copies rank (etp t, ep q) routed to my local expert e.
+    std::vector<std::vector<std::vector<int64_t>>> counts(
+        static_cast<size_t>(etp), std::vector<std::vector<int64_t>>(static_cast<size_t>(ep)));
+    for (const auto& peer : group_.all_gather_ints(mine)) {
+      const auto begin = peer.begin() + 2 + shard_.first_expert;
+      counts[static_cast<size_t>(peer[0])][static_cast<size_t>(peer[1])].assign(begin, begin + local);
+    }
+    const size_t t_me = static_cast<size_t>(etp_.rank());
+    send_rows_.assign(static_cast<size_t>(ep), 0);
+    recv_rows_.assign(static_cast<size_t>(ep), 0);
+    for (int64_t q = 0; q < ep; ++q) {
+      for (int64_t e = 0; e < local; ++e) send_rows_[q] += perm_.counts[static_cast<size_t>(q * local + e)];
+      recv_rows_[q] = sum(counts[t_me][static_cast<size_t>(q)]);
+    }
+    // Over ep: my copies to the ranks holding their experts; [sum(recv_rows), h] by (q, e).
+    const torch::Tensor received = all_to_all(permuted, ep_, recv_rows_, send_rows_);
+    // Over etp: the copies my etp peers received for the same experts; [R, h] by (t, q, e).
+    etp_rows_.assign(static_cast<size_t>(etp), 0);
+    chunk_sizes_.clear();
+    for (int64_t t = 0; t < etp; ++t) {
+      for (int64_t q = 0; q < ep; ++q) {
+        for (int64_t e = 0; e < local; ++e) {
+          const int64_t c = counts[static_cast<size_t>(t)][static_cast<size_t>(q)][static_cast<size_t>(e)];
+          etp_rows_[t] += c;
+          chunk_sizes_.push_back(c);
+        }
+      }
+    }
+    const torch::Tensor gathered = gather_rows(received, etp_, etp_rows_);
+    // Chunks (t, q, e) sorted by e: the experts' rows become contiguous.
+    by_expert_.clear();
+    std::vector<int64_t> expert_counts(static_cast<size_t>(local), 0);
+    for (int64_t e = 0; e < local; ++e) {
+      for (int64_t tq = 0; tq < etp * ep; ++tq) {
+        const size_t chunk = static_cast<size_t>(tq * local + e);
+        by_expert_.push_back(chunk);
+        expert_counts[static_cast<size_t>(e)] += chunk_sizes_[chunk];
+      }
+    }
+    return {reorder_chunks(gathered, chunk_sizes_, by_expert_), expert_counts};
+  }
+
+  torch::Tensor combine(const torch::Tensor& expert_output) override {
+    // Back to (t, q, e) order: the inverse of by_expert_.
+    std::vector<int64_t> sorted_sizes;
+    for (size_t chunk : by_expert_) sorted_sizes.push_back(chunk_sizes_[chunk]);
+    std::vector<size_t> inverse(by_expert_.size());
+    for (size_t i = 0; i < by_expert_.size(); ++i) inverse[by_expert_[i]] = i;
+    const torch::Tensor unsorted = reorder_chunks(expert_output, sorted_sizes, inverse);  // [R, h]
+    // Over etp: sum the partial outputs, keep the rows this rank received.
+    const torch::Tensor mine = reduce_scatter_rows(unsorted, etp_, etp_rows_);  // [sum(recv_rows), h]
+    // Over ep: back to the ranks that routed them.
+    const torch::Tensor back = all_to_all(mine, ep_, send_rows_, recv_rows_);  // [P, h]
+    return unpermute(back, perm_, n_);
+  }
+
+ private:
+  Communicator& group_;
+  Communicator& ep_;
+  Communicator& etp_;
+  ExpertShard shard_;
+  int64_t n_ = 0;
+  Permutation perm_;
+  std::vector<int64_t> send_rows_, recv_rows_, etp_rows_, chunk_sizes_;
+  std::vector<size_t> by_expert_;
+};
+
+}  // namespace
+
+Permutation permute_by_map(const torch::Tensor& routing_map, const torch::Tensor& probs) {
+  const int64_t n = routing_map.size(0), experts = routing_map.size(1);
+  Permutation perm;
+  const torch::Tensor counts = routing_map.sum(0).to(torch::kCPU);  // the one host sync
+  perm.counts.assign(counts.data_ptr<int64_t>(), counts.data_ptr<int64_t>() + experts);
+  const int64_t total = sum(perm.counts);
+  // Expert-major flat mask; a stable descending sort lists the routed copies first, in
+  // (expert, token) order.
+  const torch::Tensor flat = routing_map.t().reshape({-1}).to(torch::kByte);  // [E' * n]
+  const torch::Tensor order = std::get<1>(flat.sort(/*stable=*/true, /*dim=*/0, /*descending=*/true)).narrow(0, 0, total);
+  perm.token_index = order.remainder(std::max<int64_t>(n, 1));
+  perm.weights = probs.t().reshape({-1}).index_select(0, order);
+  return perm;
+}
+
+Permutation permute_by_slots(const torch::Tensor& slots, const torch::Tensor& valid, const torch::Tensor& probs) {
+  Permutation perm;
+  perm.token_index = slots.reshape({-1});
+  perm.weights = (probs.t().gather(1, slots) * valid.to(probs.scalar_type())).reshape({-1});
+  perm.counts.assign(static_cast<size_t>(slots.size(0)), slots.size(1));
+  return perm;
+}
+
+std::unique_ptr<TokenDispatcher> make_dispatcher(Dispatcher kind, ProcessGroups& groups, const ExpertShard& shard) {
+  if (kind == Dispatcher::kAllGather) return std::make_unique<AllGatherDispatcher>(groups, shard);
+  return std::make_unique<AllToAllDispatcher>(groups, shard);
+}
+
+}  // namespace foldtron

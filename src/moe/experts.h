@@ -1,0 +1,77 @@
+// The routed experts of one MoE layer on this rank: experts [ep_rank * E/ep, (ep_rank+1) * E/ep)
+// of the layer, each a SwiGLU FFN down(silu(gate(x)) * up(x)) whose FFN dimension F is split
+// over etp (every etp rank holds F/etp columns of gate/up and rows of down; the outputs are
+// partial sums over etp, reduced by the dispatcher's combine).
+//
+// Input: the tokens of each local expert one after another, [R, h] with counts[e] rows for local
+// expert e; output [R, h] in the same order.
+//
+// GroupedExperts holds the weights stacked like Hugging Face's fused experts (names are the
+// checkpoint keys):
+//   gate_up_proj [E/ep, 2F/etp, h]  rows: this rank's F/etp gate rows, then its F/etp up rows
+//   down_proj    [E/ep, h, F/etp]
+// and runs one grouped GEMM per projection (at::_grouped_mm for bf16 on CUDA with torch >= 2.8),
+// else a loop over the experts. SequentialExperts is the simple reference: one gate/up/down
+// weight per expert (experts.<e>.{gate,up,down}_proj), a loop, nothing fused. Both draw
+// the same initial weights (per expert, from the expert's global index), so they agree.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <torch/nn/module.h>
+
+#include "layers/context.h"
+
+namespace foldtron {
+
+// Where this rank's experts sit: the experts and their FFN shard.
+struct ExpertShard {
+  int64_t num_experts = 0;  // E (the layer's routed experts)
+  int64_t local_experts = 0;  // E/ep
+  int64_t first_expert = 0;   // ep_rank * E/ep
+  int64_t etp_rank = 0, etp_size = 1;
+};
+
+class Experts : public torch::nn::Module {
+ public:
+  // x [R, h], counts [E/ep] rows per local expert -> [R, h] partial over etp.
+  virtual torch::Tensor forward(const torch::Tensor& x, const std::vector<int64_t>& counts) = 0;
+};
+
+class GroupedExperts : public Experts {
+ public:
+  GroupedExperts(const LayerContext& ctx, const std::string& name, const ExpertShard& shard, int64_t hidden,
+                 int64_t ffn, double init_std);
+  torch::Tensor forward(const torch::Tensor& x, const std::vector<int64_t>& counts) override;
+
+  torch::Tensor gate_up_proj;  // [E/ep, 2F/etp, h]
+  torch::Tensor down_proj;     // [E/ep, h, F/etp]
+};
+
+class SequentialExperts : public Experts {
+ public:
+  SequentialExperts(const LayerContext& ctx, const std::string& name, const ExpertShard& shard, int64_t hidden,
+                    int64_t ffn, double init_std);
+  torch::Tensor forward(const torch::Tensor& x, const std::vector<int64_t>& counts) override;
+
+  struct Weights {
+    torch::Tensor gate, up, down;  // [F/etp, h], [F/etp, h], [h, F/etp]
+  };
+  std::vector<Weights> experts;
+};
+
+// The full (unsplit) initial weights of expert `e` of layer `name`: gate [F, h], up [F, h],
+// down [h, F], the same in every layout.
+struct ExpertInit {
+  torch::Tensor gate, up, down;
+};
+ExpertInit expert_init(const LayerContext& ctx, const std::string& name, int64_t e, int64_t hidden, int64_t ffn,
+                       double init_std);
+
+// The layout of the stacked parameters (tp_split_dim 1 with 2 parts for gate_up, 2 for down).
+ParamInfo gate_up_info(const ExpertShard& shard);
+ParamInfo down_info(const ExpertShard& shard);
+
+}  // namespace foldtron

@@ -1,0 +1,331 @@
+// MoE layer pieces: capacity and dropping on a hand-checked example, expert selection for every
+// scoring mode, the load-balancing, per-sequence and z losses and the expert-bias update against
+// hand computations, and the distributed layer (both dispatchers, dropless, dropping and
+// pad-to-capacity, ranks and experts with zero tokens) against the single-process layer: outputs,
+// input gradients and every parameter gradient, for every folded layout of the job's world size.
+#include <cmath>
+
+#include "layers/context.h"
+#include "moe/moe_layer.h"
+#include "mpi_test.h"
+#include "optim/grad_reduce.h"
+#include "parallel/process_groups.h"
+
+namespace foldtron::testing {
+namespace {
+
+std::unique_ptr<ProcessGroups> single_process_groups() {
+  return std::make_unique<ProcessGroups>(Topology(ParallelLayout{}), comm_options(), MPI_COMM_SELF);
+}
+
+LayerContext context(ProcessGroups& groups, ParamRegistry* registry, bool sequence_parallel) {
+  LayerContext ctx;
+  ctx.tp = &groups.tp();
+  ctx.sequence_parallel = sequence_parallel && groups.tp().size() > 1;
+  ctx.seed = 7;
+  ctx.device = device();
+  ctx.registry = registry;
+  ctx.groups = &groups;
+  return ctx;
+}
+
+TEST(MoeCapacity, FormulaAndHandCheckedDropping) {
+  EXPECT_EQ(expert_capacity(10, 2, 4, 1.0), 5);  // ceil(10*2/4 * 1.0)
+  EXPECT_EQ(expert_capacity(7, 2, 4, 1.0), 4);   // ceil(3.5)
+  EXPECT_EQ(expert_capacity(6, 1, 4, 1.5), 3);   // ceil(2.25)
+  EXPECT_EQ(expert_capacity(0, 2, 4, 1.0), 0);
+
+  // Five tokens, top-1: tokens 0..3 chose expert 0 with weights .6 .9 .7 .8, token 4 expert 1.
+  auto example = [] {
+    Routing r;
+    r.probs = torch::tensor({0.6, 0.0, 0.9, 0.0, 0.7, 0.0, 0.8, 0.0, 0.0, 0.55}, torch::kDouble).reshape({5, 2});
+    r.routing_map = r.probs > 0;
+    return r;
+  };
+  auto kept = [](const Routing& r, int64_t expert) {
+    std::vector<int64_t> tokens;
+    for (int64_t t = 0; t < 5; ++t) {
+      if (r.routing_map[t][expert].item<bool>()) tokens.push_back(t);
+    }
+    return tokens;
+  };
+  Routing by_probs = example();
+  apply_capacity(by_probs, 2, DropPolicy::kProbs, false);
+  EXPECT_EQ(kept(by_probs, 0), (std::vector<int64_t>{1, 3}));  // the two highest weights
+  EXPECT_EQ(kept(by_probs, 1), (std::vector<int64_t>{4}));
+  EXPECT_EQ(by_probs.probs[0][0].item<double>(), 0.0);        // dropped: weight 0
+  EXPECT_EQ(by_probs.probs[1][0].item<double>(), 0.9);
+
+  Routing by_position = example();
+  apply_capacity(by_position, 2, DropPolicy::kPosition, false);
+  EXPECT_EQ(kept(by_position, 0), (std::vector<int64_t>{0, 1}));  // the two earliest
+
+  Routing padded = example();
+  apply_capacity(padded, 2, DropPolicy::kProbs, true);
+  ASSERT_EQ(padded.slots.sizes(), (std::vector<int64_t>{2, 2}));
+  EXPECT_EQ(padded.slots[0][0].item<int64_t>(), 1);
+  EXPECT_EQ(padded.slots[0][1].item<int64_t>(), 3);
+  EXPECT_EQ(padded.slots[1][0].item<int64_t>(), 4);
+  EXPECT_TRUE(padded.slot_valid[0][1].item<bool>());
+  EXPECT_FALSE(padded.slot_valid[1][1].item<bool>());  // expert 1 has one token: one padding slot
+
+  // Capacity above the token count: the extra slots are padding.
+  Routing wide = example();
+  apply_capacity(wide, 7, DropPolicy::kProbs, true);
+  EXPECT_EQ(wide.slots.size(1), 7);
+  EXPECT_EQ(wide.slot_valid.sum().item<int64_t>(), 5);
+}
+
+TEST(MoeRouter, SelectionForEveryScoringMode) {
+  const torch::Tensor logits = torch::tensor({1.0, 2.0, 3.0, 0.5}, torch::kDouble).reshape({1, 4});
+  const double e1 = std::exp(1.0), e2 = std::exp(2.0), e3 = std::exp(3.0), e05 = std::exp(0.5);
+  auto run = [&](MoEConfig moe, const torch::Tensor& bias = torch::Tensor()) {
+    moe.num_experts = 4;
+    moe.topk = 2;
+    auto [w, e] = select_experts(logits, moe, bias);
+    return std::make_pair(std::vector<double>{w[0][0].item<double>(), w[0][1].item<double>()},
+                          std::vector<int64_t>{e[0][0].item<int64_t>(), e[0][1].item<int64_t>()});
+  };
+  MoEConfig pre;  // softmax over all, top-k, renormalize (Mixtral)
+  auto [w, e] = run(pre);
+  EXPECT_EQ(e, (std::vector<int64_t>{2, 1}));
+  EXPECT_NEAR(w[0], e3 / (e3 + e2), 1e-12);
+  EXPECT_NEAR(w[1], e2 / (e3 + e2), 1e-12);
+
+  MoEConfig unnormalized = pre;  // Qwen2-MoE without norm_topk_prob
+  unnormalized.normalize_topk = false;
+  std::tie(w, e) = run(unnormalized);
+  EXPECT_NEAR(w[0], e3 / (e1 + e2 + e3 + e05), 1e-12);
+
+  MoEConfig post = pre;  // top-k on logits, softmax over the k
+  post.router_pre_softmax = false;
+  post.router_scaling_factor = 2.5;
+  std::tie(w, e) = run(post);
+  EXPECT_NEAR(w[0], 2.5 * e3 / (e3 + e2), 1e-12);
+
+  MoEConfig sigmoid = pre;
+  sigmoid.router_score = RouterScore::kSigmoid;
+  auto sig = [](double x) { return 1.0 / (1.0 + std::exp(-x)); };
+  std::tie(w, e) = run(sigmoid);
+  EXPECT_EQ(e, (std::vector<int64_t>{2, 1}));
+  EXPECT_NEAR(w[0], sig(3) / (sig(3) + sig(2)), 1e-12);
+  // The bias changes the selection (expert 3 now first), never the weights.
+  std::tie(w, e) = run(sigmoid, torch::tensor({0.0, 0.0, 0.0, 5.0}, torch::kFloat));
+  EXPECT_EQ(e, (std::vector<int64_t>{3, 2}));
+  EXPECT_NEAR(w[0], sig(0.5) / (sig(0.5) + sig(3)), 1e-12);
+
+  MoEConfig grouped = pre;  // groups {0,1} and {2,3}: scores 3.7+... ; only the best group
+  grouped.router_num_groups = 2;
+  grouped.router_group_topk = 1;
+  std::tie(w, e) = run(grouped);
+  EXPECT_EQ(e, (std::vector<int64_t>{2, 3}));  // group {2,3} sums e3+e05 > e1+e2
+  EXPECT_NEAR(w[1], e05 / (e3 + e05), 1e-12);
+}
+
+// Losses of one forward against loops over the definition (one rank, 6 tokens of 2 sequences).
+TEST(MoeRouter, LossesAndBiasUpdateMatchHandComputations) {
+  auto groups = single_process_groups();
+  const int64_t n = 6, h = 4, experts = 4, k = 2;
+  MoEConfig moe;
+  moe.num_experts = experts;
+  moe.topk = k;
+  moe.aux_loss_coeff = 0.1;
+  moe.z_loss_coeff = 0.01;
+  moe.router_fp64 = true;
+  const torch::Tensor x = data(11, {n, h}).to(torch::kDouble).to(device());
+  const torch::Tensor sequence = torch::arange(n, torch::kLong).remainder(2).to(device());  // row r: sequence r % 2
+  Router router(context(*groups, nullptr, false), "gate", h, moe, 0.5);
+  router.train();
+  router.forward(x.to(torch::kFloat), sequence, 2);
+  const torch::Tensor logits = torch::matmul(x, router.weight.detach().to(torch::kDouble).t()).cpu();  // [n, E]
+  const torch::Tensor p = torch::softmax(logits, -1);
+  const torch::Tensor chosen = std::get<1>(p.topk(k, -1));
+  // Switch loss: E * coeff / (k T^2) * sum_e P_e f_e.
+  std::vector<double> f(experts, 0), f_seq(2 * experts, 0);
+  for (int64_t t = 0; t < n; ++t) {
+    for (int64_t j = 0; j < k; ++j) {
+      const int64_t e = chosen[t][j].item<int64_t>();
+      f[e] += 1;
+      f_seq[(t % 2) * experts + e] += 1;
+    }
+  }
+  double aux = 0, z = 0;
+  for (int64_t e = 0; e < experts; ++e) aux += p.select(1, e).sum().item<double>() * f[e];
+  aux *= experts * moe.aux_loss_coeff / (k * n * n);
+  for (int64_t t = 0; t < n; ++t) z += std::pow(torch::logsumexp(logits[t], 0).item<double>(), 2);
+  z *= moe.z_loss_coeff / n;
+  EXPECT_NEAR(router.losses().load_balancing.item<double>(), aux, 1e-12);
+  EXPECT_NEAR(router.losses().z_loss.item<double>(), z, 1e-12);
+
+  // Per sequence (3 tokens each): mean over sequences of E/(k S^2) sum_e P_be f_be.
+  moe.load_balancing = LoadBalancing::kSeqAuxLoss;
+  Router seq_router(context(*groups, nullptr, false), "gate", h, moe, 0.5);
+  seq_router.train();
+  seq_router.forward(x.to(torch::kFloat), sequence, 2);
+  double seq_aux = 0;
+  for (int64_t b = 0; b < 2; ++b) {
+    for (int64_t e = 0; e < experts; ++e) {
+      double p_sum = 0;
+      for (int64_t t = b; t < n; t += 2) p_sum += p[t][e].item<double>();
+      seq_aux += p_sum * f_seq[b * experts + e] * experts / (k * 9.0);
+    }
+  }
+  EXPECT_NEAR(seq_router.losses().load_balancing.item<double>(), moe.aux_loss_coeff * seq_aux / 2, 1e-12);
+}
+
+TEST(MoeRouter, ExpertBiasUpdateUsesCountsOverAllRanks) {
+  // World groups (tp 1: dp = world); rank r routes one token to expert r % 4 (top-1).
+  ProcessGroups groups(Topology(ParallelLayout{world_size()}), comm_options());
+  MoEConfig moe;
+  moe.num_experts = 4;
+  moe.topk = 1;
+  moe.expert_bias = true;
+  moe.expert_bias_update_rate = 0.01;
+  moe.aux_loss_coeff = 0;
+  Router router(context(groups, nullptr, false), "gate", 4, moe, 0.02);
+  {
+    torch::NoGradGuard no_grad;
+    router.weight.copy_(torch::eye(4) * 10);
+  }
+  router.train();
+  const torch::Tensor x = torch::zeros({1, 4}).index_fill_(1, torch::tensor({world_rank() % 4}), 1.0).to(device());
+  router.forward(x, torch::zeros({1}, torch::kLong).to(device()), 1);
+  router.update_expert_bias();
+  std::vector<double> counts(4, 0);
+  for (int r = 0; r < world_size(); ++r) counts[r % 4] += 1;
+  const double mean = world_size() / 4.0;
+  for (int64_t e = 0; e < 4; ++e) {
+    const double expected = 0.01 * (mean > counts[e] ? 1 : mean < counts[e] ? -1 : 0);
+    EXPECT_NEAR(router.expert_bias[e].item<double>(), expected, 1e-7) << "expert " << e;
+  }
+}
+
+struct LayerCase {
+  int64_t tp, ep, etp;
+  Dispatcher dispatcher;
+  double capacity_factor;
+  bool pad;
+  bool grouped = true;
+};
+
+// Within 1e-5 of the reference, relative to the reference's largest entry (sums over ranks run
+// in another order: single entries that nearly cancel differ by fp32 rounding only).
+::testing::AssertionResult near(const torch::Tensor& a, const torch::Tensor& b) {
+  return close(a, b, 1e-5, 1e-5 * std::max(b.numel() ? b.abs().max().item<double>() : 0.0, 1e-3));
+}
+
+// Rank r's tokens: some ranks have none.
+int64_t tokens_of(int64_t rank) { return rank % 3 == 1 ? 0 : 5 + rank; }
+
+MoEConfig layer_moe(const LayerCase& c) {
+  MoEConfig moe;
+  moe.num_experts = 8;
+  moe.topk = 2;
+  moe.expert_ffn_hidden_size = 8;
+  moe.aux_loss_coeff = 0;
+  moe.router_fp64 = true;
+  moe.expert_bias = true;  // used to keep experts 5..7 empty
+  moe.capacity_factor = c.capacity_factor;
+  moe.pad_to_capacity = c.pad;
+  moe.dispatcher = c.dispatcher;
+  moe.grouped_experts = c.grouped;
+  return moe;
+}
+
+ModelConfig layer_model() {
+  ModelConfig model;
+  model.hidden_size = 16;
+  model.ffn_hidden_size = 8;
+  model.init_std = 0.3;
+  return model;
+}
+
+void starve_experts(MoELayer& layer) {
+  torch::NoGradGuard no_grad;
+  layer.gate->expert_bias.narrow(0, 5, 3).fill_(-1e4);
+}
+
+// Full (single-process) gradient of every parameter of the reference layer, by name.
+std::map<std::string, torch::Tensor> grads_by_name(torch::nn::Module& module) {
+  std::map<std::string, torch::Tensor> out;
+  for (const auto& item : module.named_parameters()) {
+    const torch::Tensor grad = item.value().grad();
+    out[item.key()] = grad.defined() ? grad.cpu() : torch::zeros_like(item.value()).cpu();
+  }
+  return out;
+}
+
+void check_layer(const LayerCase& c) {
+  const int world = world_size();
+  const ModelConfig model = layer_model();
+  const MoEConfig moe = layer_moe(c);
+  // Reference: one process, every rank's tokens in turn, loss sum(out * weight_r).
+  auto self = single_process_groups();
+  MoELayer reference(context(*self, nullptr, false), "mlp", model, moe);
+  starve_experts(reference);
+  torch::Tensor my_ref_out, my_ref_grad;
+  for (int r = 0; r < world; ++r) {
+    const torch::Tensor x = data(100 + r, {tokens_of(r), 1, 16}).to(device()).requires_grad_(true);
+    const torch::Tensor out = reference.forward(x);
+    (out * data(200 + r, out.sizes()).to(device())).sum().backward();
+    if (r == world_rank()) {
+      my_ref_out = out.detach();
+      my_ref_grad = x.grad();
+    }
+  }
+  const auto ref_grads = grads_by_name(reference);
+
+  ProcessGroups groups(Topology(ParallelLayout{world, c.tp, 1, 1, c.ep, c.etp}), comm_options());
+  ParamRegistry registry;
+  MoELayer layer(context(groups, &registry, true), "mlp", model, moe);
+  starve_experts(layer);
+  const torch::Tensor x = data(100 + world_rank(), {tokens_of(world_rank()), 1, 16}).to(device()).requires_grad_(true);
+  const torch::Tensor out = layer.forward(x);
+  (out * data(200 + world_rank(), out.sizes()).to(device())).sum().backward();
+  EXPECT_TRUE(near(out, my_ref_out)) << "output";
+  EXPECT_TRUE(near(x.grad(), my_ref_grad)) << "input gradient";
+
+  std::vector<ParamGrad> grads;
+  for (const auto& p : layer.parameters()) {
+    if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
+    grads.push_back({p, p.grad()});
+  }
+  finalize_grads(grads, registry, groups);
+  for (const auto& item : layer.named_parameters()) {
+    const ParamInfo info = registry.info(item.value());
+    torch::Tensor expected;
+    if (info.expert && c.grouped) {  // experts.{gate_up_proj,down_proj}: [E/ep, ...] of the stack
+      expected = shard_of(ref_grads.at(item.key()).narrow(0, info.expert_begin, item.value().size(0)), info);
+    } else if (info.expert) {  // experts.<local e>.<weight> is expert expert_begin of the reference
+      const std::string weight = item.key().substr(item.key().rfind('.') + 1);
+      expected = shard_of(ref_grads.at(fmt::format("experts.{}.{}", info.expert_begin, weight)), info);
+    } else {
+      expected = ref_grads.at(item.key());
+    }
+    EXPECT_TRUE(near(item.value().grad(), expected)) << item.key();
+  }
+}
+
+TEST(MoeLayer, FoldedLayoutsAndBothDispatchersMatchSingleProcess) {
+  const int world = world_size();
+  std::vector<LayerCase> cases;
+  for (const auto& [tp, ep, etp] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
+           {1, 1, 1}, {1, 2, 1}, {2, 1, 2}, {2, 2, 1}, {1, 8, 1}, {2, 4, 1}, {2, 2, 2}, {4, 2, 1}, {2, 4, 2}, {1, 4, 2}}) {
+    if (world % tp != 0 || world % (ep * etp) != 0) continue;
+    for (Dispatcher d : {Dispatcher::kAllToAll, Dispatcher::kAllGather}) {
+      cases.push_back({tp, ep, etp, d, 0.0, false});  // dropless
+      cases.push_back({tp, ep, etp, d, 1.0, true});   // dropping, padded to capacity
+      cases.push_back({tp, ep, etp, d, 0.75, false});  // dropping, not padded
+    }
+  }
+  cases.push_back({1, world >= 2 ? 2 : 1, 1, Dispatcher::kAllToAll, 0.0, false, false});  // sequential experts
+  for (const LayerCase& c : cases) {
+    SCOPED_TRACE(fmt::format("world {} tp {} ep {} etp {} {} capacity {} pad {} {}", world, c.tp, c.ep, c.etp,
+                             c.dispatcher == Dispatcher::kAllGather ? "allgather" : "alltoall", c.capacity_factor,
+                             c.pad, c.grouped ? "grouped" : "sequential"));
+    check_layer(c);
+  }
+}
+
+}  // namespace
+}  // namespace foldtron::testing

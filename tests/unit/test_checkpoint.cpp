@@ -1,0 +1,609 @@
+// checkpoint: safetensors reading (the reference tiny Hugging Face models: names, shapes, dtypes,
+// and the stored cross-entropy recomputed from the stored logits), write/read round trips of every
+// dtype, sharded model directories, config.json import for Llama / Mixtral / Qwen2-MoE, and one
+// test per error message.
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "checkpoint/hf_config.h"
+#include "checkpoint/safetensors.h"
+#include "core/errors.h"
+
+namespace foldtron {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+std::string hf_dir(const std::string& model) { return std::string(FOLDTRON_REFERENCE_DIR) + "/hf/" + model; }
+
+#define SKIP_WITHOUT_REFERENCE(dir) \
+  if (!fs::is_directory(dir)) GTEST_SKIP() << "reference model not found at " << (dir) << " (FOLDTRON_REFERENCE_DIR)"
+
+// A fresh, empty directory for one test.
+fs::path fresh_dir(const std::string& name) {
+  const fs::path dir = fs::path(::testing::TempDir()) / ("foldtron_test_checkpoint_" + name);
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir;
+}
+
+// The error `f` throws (a test failure when it throws none or another type).
+template <typename E>
+E error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const E& e) {
+    return e;
+  }
+  ADD_FAILURE() << "expected an error, none was thrown";
+  return E("(no error)", "");
+}
+
+void expect_mentions(const Error& e, std::initializer_list<std::string> parts) {
+  const std::string message = e.what();
+  for (const std::string& part : parts) EXPECT_NE(message.find(part), std::string::npos) << message << "\n  lacks: " << part;
+  EXPECT_FALSE(e.hint().empty()) << message;
+}
+
+// A file of: 8-byte little-endian `length` (default: the header's size), `header`, `data`.
+std::string write_raw(const fs::path& path, const std::string& header, const std::string& data, int64_t length = -1) {
+  std::ofstream out(path, std::ios::binary);
+  const uint64_t n = length < 0 ? header.size() : static_cast<uint64_t>(length);
+  for (int i = 0; i < 8; ++i) out.put(static_cast<char>((n >> (8 * i)) & 0xff));
+  out << header << data;
+  return path.string();
+}
+
+void write_json(const fs::path& path, const json& j) { std::ofstream(path) << j.dump(2); }
+
+// ---- the reference models ----
+
+TEST(Safetensors, ReadsMixtralTinyWeights) {
+  const std::string dir = hf_dir("mixtral-tiny");
+  SKIP_WITHOUT_REFERENCE(dir);
+  const SafetensorsFile file(dir + "/model.safetensors");
+  const std::vector<std::string> names = file.names();
+  // embed, lm_head, final norm + 2 layers x (4 experts x 3 + gate + 2 norms + q/k/v/o)
+  ASSERT_EQ(names.size(), 3u + 2u * 19u);
+  EXPECT_TRUE(std::is_sorted(names.begin(), names.end()));
+  EXPECT_EQ(names.front(), "lm_head.weight");
+  EXPECT_EQ(names.back(), "model.norm.weight");
+  EXPECT_EQ(file.metadata().at("format"), "pt");
+  EXPECT_EQ(file.shape("model.embed_tokens.weight"), (std::vector<int64_t>{320, 64}));
+  EXPECT_EQ(file.shape("model.layers.1.block_sparse_moe.experts.3.w2.weight"), (std::vector<int64_t>{64, 96}));
+  EXPECT_EQ(file.shape("model.layers.0.block_sparse_moe.gate.weight"), (std::vector<int64_t>{4, 64}));
+  EXPECT_EQ(file.shape("model.layers.0.self_attn.k_proj.weight"), (std::vector<int64_t>{32, 64}));
+  EXPECT_EQ(file.shape("model.norm.weight"), (std::vector<int64_t>{64}));
+  for (const std::string& name : names) {
+    EXPECT_EQ(file.dtype(name), torch::kFloat32) << name;
+    const torch::Tensor t = file.load(name);
+    EXPECT_EQ(t.sizes().vec(), file.shape(name)) << name;
+    EXPECT_EQ(t.scalar_type(), torch::kFloat32) << name;
+    EXPECT_TRUE(torch::isfinite(t).all().item<bool>()) << name;
+    EXPECT_GT(t.abs().sum().item<double>(), 0.0) << name;
+  }
+}
+
+TEST(Safetensors, ReadsMixtralTinyReferenceOutputs) {
+  const std::string dir = hf_dir("mixtral-tiny");
+  SKIP_WITHOUT_REFERENCE(dir);
+  const SafetensorsFile file(dir + "/reference.safetensors");
+  EXPECT_TRUE(file.metadata().empty());
+  EXPECT_TRUE(file.has("input_ids"));
+  EXPECT_FALSE(file.has("nope"));
+  EXPECT_EQ(file.dtype("input_ids"), torch::kInt64);
+  EXPECT_EQ(file.shape("input_ids"), (std::vector<int64_t>{2, 24}));
+  EXPECT_EQ(file.dtype("logits"), torch::kFloat32);
+  EXPECT_EQ(file.shape("logits"), (std::vector<int64_t>{2, 24, 320}));
+  EXPECT_EQ(file.shape("hidden_states.2"), (std::vector<int64_t>{2, 24, 64}));
+  EXPECT_EQ(file.shape("ce_loss"), (std::vector<int64_t>{1}));
+  EXPECT_EQ(file.shape("grad.model.layers.0.mlp.experts.gate_up_proj"), (std::vector<int64_t>{4, 192, 64}));
+
+  const torch::Tensor ids = file.load("input_ids");  // [b=2, s=24] int64
+  EXPECT_GE(ids.min().item<int64_t>(), 0);
+  EXPECT_LT(ids.max().item<int64_t>(), 320);
+  // The stored next-token cross-entropy, recomputed from the stored logits: both tensors (I64
+  // and F32, at different offsets) were read from the right bytes.
+  const torch::Tensor logits = file.load("logits");  // [b, s, V]
+  const torch::Tensor loss = torch::nn::functional::cross_entropy(
+      logits.slice(1, 0, -1).reshape({-1, 320}), ids.slice(1, 1).reshape({-1}));
+  EXPECT_NEAR(loss.item<double>(), file.load("ce_loss").item<double>(), 1e-5);
+}
+
+TEST(Safetensors, ReadsEveryReferenceModel) {
+  for (const std::string model : {"llama-tiny", "mixtral-tiny", "qwen2moe-tiny", "qwen3moe-tiny"}) {
+    const std::string dir = hf_dir(model);
+    SKIP_WITHOUT_REFERENCE(dir);
+    const HfCheckpoint checkpoint(dir);
+    EXPECT_TRUE(checkpoint.has("model.embed_tokens.weight")) << model;
+    EXPECT_EQ(checkpoint.shape("model.embed_tokens.weight"), (std::vector<int64_t>{320, 64})) << model;
+    const SafetensorsFile reference(dir + "/reference.safetensors");
+    EXPECT_EQ(reference.shape("logits"), (std::vector<int64_t>{2, 24, 320})) << model;
+    EXPECT_EQ(reference.dtype("input_ids"), torch::kInt64) << model;
+  }
+  // Llama ties its embeddings: no separate output layer in the file.
+  EXPECT_FALSE(HfCheckpoint(hf_dir("llama-tiny")).has("lm_head.weight"));
+  EXPECT_TRUE(HfCheckpoint(hf_dir("qwen2moe-tiny")).has("model.layers.1.mlp.shared_expert_gate.weight"));
+}
+
+TEST(HfCheckpoint, SingleFileDirectoryMatchesTheFile) {
+  const std::string dir = hf_dir("mixtral-tiny");
+  SKIP_WITHOUT_REFERENCE(dir);
+  const HfCheckpoint checkpoint(dir);
+  const SafetensorsFile file(dir + "/model.safetensors");
+  EXPECT_EQ(checkpoint.names(), file.names());
+  const std::string name = "model.layers.1.self_attn.q_proj.weight";
+  EXPECT_EQ(checkpoint.shape(name), (std::vector<int64_t>{64, 64}));
+  EXPECT_TRUE(torch::equal(checkpoint.load(name), file.load(name)));
+}
+
+// ---- writing ----
+
+std::vector<std::pair<std::string, torch::Tensor>> every_dtype() {
+  torch::manual_seed(7);
+  const torch::Tensor base = torch::randn({3, 5});  // [3, 5]
+  return {
+      {"f64", base.to(torch::kFloat64)},
+      {"f32", base},
+      {"f16", base.to(torch::kFloat16)},
+      {"bf16", base.to(torch::kBFloat16)},
+      {"i64", torch::arange(-6, 6, torch::kInt64).reshape({2, 2, 3})},
+      {"i32", torch::tensor({-2147483647 - 1, 0, 2147483647}, torch::kInt32)},
+      {"i16", torch::tensor({-32768, 1, 32767}, torch::kInt16)},
+      {"i8", torch::tensor({-128, 0, 127}, torch::kInt8)},
+      {"u8", torch::tensor({0, 1, 255}, torch::kUInt8)},
+      {"bool", base.gt(0)},
+      {"scalar", torch::tensor(3.5)},                     // shape []
+      {"empty", torch::zeros({0, 4})},                    // no bytes
+      {"transposed", base.t()},                           // non-contiguous [5, 3]
+      {"bf16.slice", base.to(torch::kBFloat16).slice(1, 1, 4)},
+  };
+}
+
+TEST(Safetensors, RoundTripsEveryDtype) {
+  const fs::path dir = fresh_dir("round_trip");
+  const std::string path = (dir / "t.safetensors").string();
+  const auto tensors = every_dtype();
+  write_safetensors(path, tensors, {{"format", "pt"}, {"step", "12"}});
+  EXPECT_FALSE(fs::exists(path + ".tmp"));
+
+  const SafetensorsFile file(path);
+  std::vector<std::string> expected_names;
+  for (const auto& [name, t] : tensors) expected_names.push_back(name);
+  std::sort(expected_names.begin(), expected_names.end());
+  EXPECT_EQ(file.names(), expected_names);
+  EXPECT_EQ(file.metadata(), (std::map<std::string, std::string>{{"format", "pt"}, {"step", "12"}}));
+  for (const auto& [name, t] : tensors) {
+    EXPECT_EQ(file.dtype(name), t.scalar_type()) << name;
+    EXPECT_EQ(file.shape(name), t.sizes().vec()) << name;
+    const torch::Tensor back = file.load(name);
+    EXPECT_EQ(back.scalar_type(), t.scalar_type()) << name;
+    EXPECT_TRUE(torch::equal(back, t)) << name;
+  }
+
+  // The header is padded to 8 bytes and every tensor starts aligned to its element size.
+  std::ifstream in(path, std::ios::binary);
+  unsigned char bytes[8];
+  in.read(reinterpret_cast<char*>(bytes), 8);
+  uint64_t length = 0;
+  for (int i = 7; i >= 0; --i) length = (length << 8) | bytes[i];
+  EXPECT_EQ(length % 8, 0u);
+  std::string header(length, '\0');
+  in.read(header.data(), static_cast<std::streamsize>(length));
+  const json h = json::parse(header);
+  EXPECT_EQ(h.at("__metadata__").at("step"), "12");
+  for (const auto& [name, t] : tensors) {
+    EXPECT_EQ(h.at(name).at("data_offsets")[0].get<uint64_t>() % t.element_size(), 0u) << name;
+  }
+
+  // Writing again replaces the file.
+  write_safetensors(path, {{"only", torch::ones({2})}});
+  EXPECT_EQ(SafetensorsFile(path).names(), std::vector<std::string>{"only"});
+  EXPECT_TRUE(SafetensorsFile(path).metadata().empty());
+}
+
+TEST(HfCheckpoint, LoadsAShardedDirectory) {
+  const fs::path dir = fresh_dir("sharded");
+  const auto tensors = every_dtype();
+  std::vector<std::pair<std::string, torch::Tensor>> first(tensors.begin(), tensors.begin() + 6);
+  std::vector<std::pair<std::string, torch::Tensor>> second(tensors.begin() + 6, tensors.end());
+  write_safetensors((dir / "model-00001-of-00002.safetensors").string(), first);
+  write_safetensors((dir / "model-00002-of-00002.safetensors").string(), second);
+  json index = {{"metadata", {{"total_size", 1234}}}, {"weight_map", json::object()}};
+  for (const auto& [name, t] : first) index["weight_map"][name] = "model-00001-of-00002.safetensors";
+  for (const auto& [name, t] : second) index["weight_map"][name] = "model-00002-of-00002.safetensors";
+  write_json(dir / "model.safetensors.index.json", index);
+
+  const HfCheckpoint checkpoint(dir.string());
+  const std::vector<std::string> names = checkpoint.names();
+  EXPECT_EQ(names.size(), tensors.size());
+  EXPECT_TRUE(std::is_sorted(names.begin(), names.end()));
+  for (const auto& [name, t] : tensors) {
+    ASSERT_TRUE(checkpoint.has(name)) << name;
+    EXPECT_EQ(checkpoint.shape(name), t.sizes().vec()) << name;
+    EXPECT_EQ(checkpoint.dtype(name), t.scalar_type()) << name;
+    EXPECT_TRUE(torch::equal(checkpoint.load(name), t)) << name;
+  }
+  EXPECT_FALSE(checkpoint.has("missing"));
+}
+
+// ---- config.json import ----
+
+TEST(HfConfig, MixtralTiny) {
+  const std::string dir = hf_dir("mixtral-tiny");
+  SKIP_WITHOUT_REFERENCE(dir);
+  const Config c = hf_model_config(dir);
+  const ModelConfig& m = c.model;
+  EXPECT_EQ(m.architecture, Architecture::kMixtral);
+  EXPECT_EQ(m.hidden_size, 64);
+  EXPECT_EQ(m.num_layers, 2);
+  EXPECT_EQ(m.num_attention_heads, 4);
+  EXPECT_EQ(m.num_query_groups, 2);
+  EXPECT_EQ(m.head_dim, 0);  // null
+  EXPECT_EQ(m.kv_channels(), 16);
+  EXPECT_EQ(m.ffn_hidden_size, 96);
+  EXPECT_EQ(m.vocab_size, 320);
+  EXPECT_EQ(m.max_position_embeddings, 256);
+  EXPECT_DOUBLE_EQ(m.norm_eps, 1e-6);
+  EXPECT_DOUBLE_EQ(m.rope_theta, 10000.0);
+  EXPECT_DOUBLE_EQ(m.init_std, 0.02);
+  EXPECT_EQ(m.normalization, Normalization::kRmsNorm);
+  EXPECT_EQ(m.activation, Activation::kSwiglu);
+  EXPECT_FALSE(m.qkv_bias);
+  EXPECT_FALSE(m.tie_embeddings);
+  EXPECT_EQ(m.params_dtype, DType::kFloat32);
+  const MoEConfig& moe = c.moe;
+  EXPECT_EQ(moe.num_experts, 4);
+  EXPECT_EQ(moe.topk, 2);
+  EXPECT_EQ(moe.expert_ffn_hidden_size, 96);
+  EXPECT_EQ(moe.shared_expert_ffn_hidden_size, 0);
+  EXPECT_FALSE(moe.shared_expert_gate);
+  EXPECT_EQ(moe.router_score, RouterScore::kSoftmax);
+  EXPECT_TRUE(moe.router_pre_softmax);
+  EXPECT_TRUE(moe.normalize_topk);
+  EXPECT_EQ(moe.layer_step, 1);
+  EXPECT_TRUE(moe.dense_layers.empty());
+  EXPECT_DOUBLE_EQ(moe.aux_loss_coeff, 0.02);
+}
+
+TEST(HfConfig, Qwen2MoeTiny) {
+  const std::string dir = hf_dir("qwen2moe-tiny");
+  SKIP_WITHOUT_REFERENCE(dir);
+  const Config c = hf_model_config(dir);
+  const ModelConfig& m = c.model;
+  EXPECT_EQ(m.architecture, Architecture::kQwen2Moe);
+  EXPECT_EQ(m.hidden_size, 64);
+  EXPECT_EQ(m.num_layers, 2);
+  EXPECT_EQ(m.num_attention_heads, 4);
+  EXPECT_EQ(m.num_query_groups, 2);
+  EXPECT_EQ(m.head_dim, 0);  // absent
+  EXPECT_EQ(m.ffn_hidden_size, 96);
+  EXPECT_EQ(m.vocab_size, 320);
+  EXPECT_DOUBLE_EQ(m.norm_eps, 1e-6);
+  EXPECT_DOUBLE_EQ(m.rope_theta, 10000.0);
+  EXPECT_TRUE(m.qkv_bias);
+  EXPECT_FALSE(m.tie_embeddings);
+  const MoEConfig& moe = c.moe;
+  EXPECT_EQ(moe.num_experts, 6);
+  EXPECT_EQ(moe.topk, 2);
+  EXPECT_EQ(moe.expert_ffn_hidden_size, 48);
+  EXPECT_EQ(moe.shared_expert_ffn_hidden_size, 80);
+  EXPECT_TRUE(moe.shared_expert_gate);
+  EXPECT_TRUE(moe.router_pre_softmax);
+  EXPECT_FALSE(moe.normalize_topk);
+  EXPECT_EQ(moe.layer_step, 1);
+  EXPECT_TRUE(moe.dense_layers.empty());
+  EXPECT_DOUBLE_EQ(moe.aux_loss_coeff, 0.01);
+}
+
+TEST(HfConfig, LlamaTiny) {
+  const std::string dir = hf_dir("llama-tiny");
+  SKIP_WITHOUT_REFERENCE(dir);
+  const Config c = hf_model_config(dir);
+  const ModelConfig& m = c.model;
+  EXPECT_EQ(m.architecture, Architecture::kLlama);
+  EXPECT_EQ(m.hidden_size, 64);
+  EXPECT_EQ(m.num_layers, 2);
+  EXPECT_EQ(m.num_attention_heads, 4);
+  EXPECT_EQ(m.num_query_groups, 2);
+  EXPECT_EQ(m.head_dim, 16);
+  EXPECT_EQ(m.ffn_hidden_size, 160);
+  EXPECT_EQ(m.vocab_size, 320);
+  EXPECT_EQ(m.max_position_embeddings, 256);
+  EXPECT_DOUBLE_EQ(m.norm_eps, 1e-6);
+  EXPECT_TRUE(m.tie_embeddings);
+  EXPECT_FALSE(m.qkv_bias);
+  EXPECT_EQ(c.moe.num_experts, 0);
+  EXPECT_FALSE(c.moe.enabled());
+}
+
+TEST(HfConfig, Qwen3MoeIsRefused) {
+  const std::string dir = hf_dir("qwen3moe-tiny");
+  SKIP_WITHOUT_REFERENCE(dir);
+  const auto e = error_of<CheckpointError>([&] { hf_model_config(dir); });
+  expect_mentions(e, {"qwen3_moe", "llama, mixtral, qwen2_moe", "config.json"});
+  EXPECT_NE(e.hint().find("q_norm"), std::string::npos) << e.hint();
+}
+
+// Minimal configs written by save_pretrained, independent of the reference folder.
+json llama_config() {
+  return {{"model_type", "llama"}, {"hidden_size", 32}, {"num_hidden_layers", 3}, {"num_attention_heads", 4},
+          {"intermediate_size", 48}, {"vocab_size", 100}, {"max_position_embeddings", 128},
+          {"rms_norm_eps", 1e-5}, {"hidden_act", "silu"}};
+}
+
+json qwen2_moe_config() {
+  json j = llama_config();
+  j["model_type"] = "qwen2_moe";
+  j["num_hidden_layers"] = 6;
+  j["num_experts"] = 8;
+  j["num_experts_per_tok"] = 2;
+  j["moe_intermediate_size"] = 16;
+  j["shared_expert_intermediate_size"] = 0;
+  return j;
+}
+
+Config config_of(const std::string& name, const json& j) {
+  const fs::path dir = fresh_dir(name);
+  write_json(dir / "config.json", j);
+  return hf_model_config(dir.string());
+}
+
+CheckpointError config_error(const std::string& name, const json& j) {
+  return error_of<CheckpointError>([&] { config_of(name, j); });
+}
+
+TEST(HfConfig, DefaultsOfOptionalKeys) {
+  const Config c = config_of("defaults", llama_config());
+  EXPECT_EQ(c.model.num_query_groups, 4);  // num_key_value_heads absent: MHA
+  EXPECT_EQ(c.model.head_dim, 0);
+  EXPECT_DOUBLE_EQ(c.model.rope_theta, 10000.0);
+  EXPECT_FALSE(c.model.tie_embeddings);
+  EXPECT_EQ(c.moe.num_experts, 0);
+
+  json j = llama_config();
+  j["rope_theta"] = 500000.0;  // transformers 4 spelling
+  j["rope_scaling"] = nullptr;
+  EXPECT_DOUBLE_EQ(config_of("top_level_theta", j).model.rope_theta, 500000.0);
+  j["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 1e6}};  // transformers 5 wins
+  EXPECT_DOUBLE_EQ(config_of("nested_theta", j).model.rope_theta, 1e6);
+}
+
+TEST(HfConfig, Qwen2MoeSparseStepAndDenseLayers) {
+  json j = qwen2_moe_config();
+  j["decoder_sparse_step"] = 2;  // transformers: layer i sparse when (i + 1) % 2 == 0
+  j["mlp_only_layers"] = {3};
+  j["norm_topk_prob"] = true;
+  j["num_key_value_heads"] = 2;
+  const Config c = config_of("sparse_step", j);
+  EXPECT_TRUE(c.model.qkv_bias);  // Qwen2-MoE always has q/k/v biases
+  EXPECT_EQ(c.model.num_query_groups, 2);
+  EXPECT_EQ(c.moe.num_experts, 8);
+  EXPECT_TRUE(c.moe.normalize_topk);
+  EXPECT_EQ(c.moe.shared_expert_ffn_hidden_size, 0);
+  EXPECT_FALSE(c.moe.shared_expert_gate);
+  EXPECT_EQ(c.moe.layer_step, 1);
+  EXPECT_EQ(c.moe.dense_layers, (std::vector<int64_t>{0, 2, 3, 4}));  // sparse: 1, 5
+
+  j = qwen2_moe_config();
+  j.erase("num_experts");
+  j["num_local_experts"] = 4;  // the other spelling
+  j["qkv_bias"] = false;
+  const Config other = config_of("local_experts", j);
+  EXPECT_EQ(other.moe.num_experts, 4);
+  EXPECT_FALSE(other.model.qkv_bias);
+}
+
+// ---- one test per error message ----
+
+TEST(SafetensorsErrors, MissingFile) {
+  const fs::path dir = fresh_dir("err_missing_file");
+  const auto e = error_of<CheckpointError>([&] { SafetensorsFile((dir / "nope.safetensors").string()); });
+  expect_mentions(e, {"nope.safetensors", "does not exist"});
+}
+
+TEST(SafetensorsErrors, TruncatedFile) {
+  const fs::path path = fresh_dir("err_truncated") / "t.safetensors";
+  std::ofstream(path, std::ios::binary) << "abc";
+  const auto e = error_of<CheckpointError>([&] { SafetensorsFile(path.string()); });
+  expect_mentions(e, {path.string(), "too short", "3 bytes"});
+}
+
+TEST(SafetensorsErrors, HeaderLengthLargerThanFile) {
+  const std::string path = write_raw(fresh_dir("err_length") / "t.safetensors", "{}", "", 1000);
+  const auto e = error_of<CheckpointError>([&] { SafetensorsFile{path}; });
+  expect_mentions(e, {path, "header length 1000", "larger than the 2 bytes"});
+}
+
+TEST(SafetensorsErrors, HeaderIsNotJson) {
+  const std::string path = write_raw(fresh_dir("err_json") / "t.safetensors", "{\"a\": [1, ", "");
+  const auto e = error_of<CheckpointError>([&] { SafetensorsFile{path}; });
+  expect_mentions(e, {path, "not valid JSON"});
+}
+
+TEST(SafetensorsErrors, UnknownDtype) {
+  const std::string path = write_raw(fresh_dir("err_dtype") / "t.safetensors",
+                                     R"({"w": {"dtype": "F8_E4M3", "shape": [2], "data_offsets": [0, 2]}})", "ab");
+  const auto e = error_of<CheckpointError>([&] { SafetensorsFile{path}; });
+  expect_mentions(e, {path, "'w'", "unknown dtype 'F8_E4M3'", "BF16"});
+}
+
+TEST(SafetensorsErrors, OffsetsDoNotMatchShape) {
+  const std::string path = write_raw(fresh_dir("err_size") / "t.safetensors",
+                                     R"({"w": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 20]}})",
+                                     std::string(24, '\0'));
+  const auto e = error_of<CheckpointError>([&] { SafetensorsFile{path}; });
+  expect_mentions(e, {path, "'w'", "hold 20 bytes", "[2, 3]", "needs 24"});
+}
+
+TEST(SafetensorsErrors, OffsetsOutsideTheData) {
+  const std::string path = write_raw(fresh_dir("err_range") / "t.safetensors",
+                                     R"({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}})",
+                                     std::string(8, '\0'));
+  const auto e = error_of<CheckpointError>([&] { SafetensorsFile{path}; });
+  expect_mentions(e, {path, "'w'", "[0, 16]", "outside the 8 data bytes"});
+}
+
+TEST(SafetensorsErrors, MalformedEntry) {
+  const std::string path =
+      write_raw(fresh_dir("err_entry") / "t.safetensors", R"({"w": {"dtype": "F32", "shape": [1]}})", "");
+  const auto e = error_of<CheckpointError>([&] { SafetensorsFile{path}; });
+  expect_mentions(e, {path, "'w'", "no 'data_offsets'"});
+}
+
+TEST(SafetensorsErrors, MissingTensor) {
+  const std::string path = (fresh_dir("err_missing_tensor") / "t.safetensors").string();
+  write_safetensors(path, {{"a", torch::ones({2})}});
+  const auto e = error_of<CheckpointError>([&] { SafetensorsFile(path).load("b"); });
+  expect_mentions(e, {path, "'b'"});
+}
+
+TEST(SafetensorsErrors, WriteIntoMissingDirectory) {
+  const std::string path = (fresh_dir("err_write") / "no" / "such" / "t.safetensors").string();
+  const auto e = error_of<IoError>([&] { write_safetensors(path, {{"a", torch::ones({2})}}); });
+  expect_mentions(e, {path + ".tmp", "cannot create"});
+  EXPECT_FALSE(fs::exists(path));
+}
+
+TEST(SafetensorsErrors, WriteDuplicateNameOrUnsupportedDtype) {
+  const std::string path = (fresh_dir("err_write_names") / "t.safetensors").string();
+  auto e = error_of<CheckpointError>([&] { write_safetensors(path, {{"a", torch::ones({1})}, {"a", torch::ones({1})}}); });
+  expect_mentions(e, {path, "'a' appears twice"});
+  e = error_of<CheckpointError>([&] { write_safetensors(path, {{"c", torch::ones({1}, torch::kComplexFloat)}}); });
+  expect_mentions(e, {"ComplexFloat", "cannot be stored"});
+  EXPECT_FALSE(fs::exists(path));
+  EXPECT_FALSE(fs::exists(path + ".tmp"));
+}
+
+TEST(HfCheckpointErrors, MissingTensorNamesTensorAndDirectory) {
+  const fs::path dir = fresh_dir("err_hf_tensor");
+  write_safetensors((dir / "model.safetensors").string(), {{"a", torch::ones({2})}});
+  const HfCheckpoint checkpoint(dir.string());
+  const auto e = error_of<CheckpointError>([&] { checkpoint.load("model.layers.9.mlp.weight"); });
+  expect_mentions(e, {"'model.layers.9.mlp.weight'", dir.string()});
+}
+
+TEST(HfCheckpointErrors, DirectoryWithoutWeights) {
+  const fs::path dir = fresh_dir("err_hf_empty");
+  auto e = error_of<CheckpointError>([&] { HfCheckpoint{dir.string()}; });
+  expect_mentions(e, {dir.string(), "neither model.safetensors nor model.safetensors.index.json"});
+  e = error_of<CheckpointError>([&] { HfCheckpoint{(dir / "absent").string()}; });
+  expect_mentions(e, {(dir / "absent").string(), "does not exist"});
+}
+
+TEST(HfCheckpointErrors, MissingShard) {
+  const fs::path dir = fresh_dir("err_hf_shard");
+  write_safetensors((dir / "model-00001-of-00002.safetensors").string(), {{"a", torch::ones({2})}});
+  write_json(dir / "model.safetensors.index.json",
+             {{"weight_map",
+               {{"a", "model-00001-of-00002.safetensors"}, {"b", "model-00002-of-00002.safetensors"}}}});
+  const auto e = error_of<CheckpointError>([&] { HfCheckpoint{dir.string()}; });
+  expect_mentions(e, {"model-00002-of-00002.safetensors", "missing", dir.string()});
+}
+
+TEST(HfCheckpointErrors, InvalidIndex) {
+  const fs::path dir = fresh_dir("err_hf_index");
+  std::ofstream(dir / "model.safetensors.index.json") << R"({"metadata": {}})";
+  const auto e = error_of<CheckpointError>([&] { HfCheckpoint{dir.string()}; });
+  expect_mentions(e, {"model.safetensors.index.json", "no 'weight_map'"});
+}
+
+TEST(HfCheckpointErrors, IndexPointsAtTheWrongShard) {
+  const fs::path dir = fresh_dir("err_hf_wrong_shard");
+  write_safetensors((dir / "s1.safetensors").string(), {{"a", torch::ones({2})}});
+  write_json(dir / "model.safetensors.index.json", {{"weight_map", {{"a", "s1.safetensors"}, {"b", "s1.safetensors"}}}});
+  const HfCheckpoint checkpoint(dir.string());
+  const auto e = error_of<CheckpointError>([&] { checkpoint.load("b"); });
+  expect_mentions(e, {"'b'", "s1.safetensors", "does not hold it"});
+}
+
+TEST(HfConfigErrors, MissingConfigFile) {
+  const fs::path dir = fresh_dir("err_cfg_missing");
+  const auto e = error_of<CheckpointError>([&] { hf_model_config(dir.string()); });
+  expect_mentions(e, {(dir / "config.json").string(), "does not exist"});
+}
+
+TEST(HfConfigErrors, InvalidJson) {
+  const fs::path dir = fresh_dir("err_cfg_json");
+  std::ofstream(dir / "config.json") << "{\"model_type\": ";
+  const auto e = error_of<CheckpointError>([&] { hf_model_config(dir.string()); });
+  expect_mentions(e, {(dir / "config.json").string(), "not valid JSON"});
+}
+
+TEST(HfConfigErrors, MissingKey) {
+  json j = llama_config();
+  j.erase("hidden_size");
+  expect_mentions(config_error("err_cfg_key", j), {"config.json", "required key 'hidden_size' is missing"});
+  j = qwen2_moe_config();
+  j.erase("moe_intermediate_size");
+  expect_mentions(config_error("err_cfg_moe_key", j), {"'moe_intermediate_size' is missing"});
+}
+
+TEST(HfConfigErrors, WrongType) {
+  json j = llama_config();
+  j["num_attention_heads"] = "4";
+  expect_mentions(config_error("err_cfg_type", j), {"config.json", "'num_attention_heads'", "expected an integer"});
+  j = llama_config();
+  j["rope_parameters"] = {{"rope_theta", "big"}};
+  expect_mentions(config_error("err_cfg_nested_type", j), {"'rope_parameters.rope_theta'", "expected a number"});
+}
+
+TEST(HfConfigErrors, UnsupportedModelType) {
+  json j = llama_config();
+  j["model_type"] = "gpt2";
+  expect_mentions(config_error("err_cfg_type_name", j), {"config.json", "model_type 'gpt2'", "llama, mixtral, qwen2_moe"});
+}
+
+TEST(HfConfigErrors, UnsupportedActivation) {
+  json j = llama_config();
+  j["hidden_act"] = "gelu";
+  expect_mentions(config_error("err_cfg_act", j), {"config.json", "hidden_act 'gelu'"});
+}
+
+TEST(HfConfigErrors, ScaledRotary) {
+  json j = llama_config();
+  j["rope_parameters"] = {{"rope_type", "yarn"}, {"rope_theta", 10000.0}, {"factor", 4.0}};
+  expect_mentions(config_error("err_cfg_yarn", j), {"rope_parameters.rope_type 'yarn'", "not supported"});
+  j = llama_config();
+  j["rope_scaling"] = {{"type", "linear"}, {"factor", 2.0}};
+  expect_mentions(config_error("err_cfg_linear", j), {"rope_scaling.rope_type 'linear'"});
+}
+
+TEST(HfConfigErrors, UnsupportedBiases) {
+  json j = llama_config();
+  j["mlp_bias"] = true;
+  expect_mentions(config_error("err_cfg_mlp_bias", j), {"mlp_bias: true"});
+  j = llama_config();
+  j["attention_bias"] = true;
+  expect_mentions(config_error("err_cfg_attn_bias", j), {"attention_bias: true", "o_proj"});
+}
+
+TEST(HfConfigErrors, SlidingWindow) {
+  json j = qwen2_moe_config();
+  j["use_sliding_window"] = true;
+  expect_mentions(config_error("err_cfg_qwen_window", j), {"use_sliding_window: true"});
+  j = llama_config();
+  j["model_type"] = "mixtral";
+  j["num_local_experts"] = 4;
+  j["num_experts_per_tok"] = 2;
+  j["sliding_window"] = 4096;
+  expect_mentions(config_error("err_cfg_mixtral_window", j), {"sliding_window 4096"});
+  j["sliding_window"] = nullptr;
+  EXPECT_EQ(config_of("mixtral_no_window", j).moe.num_experts, 4);
+}
+
+TEST(HfConfigErrors, BadSparseStep) {
+  json j = qwen2_moe_config();
+  j["decoder_sparse_step"] = 0;
+  expect_mentions(config_error("err_cfg_step", j), {"decoder_sparse_step 0"});
+}
+
+}  // namespace
+}  // namespace foldtron
