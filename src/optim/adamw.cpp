@@ -46,12 +46,13 @@ double global_grad_norm(const std::vector<ParamGrad>& grads, const ParamRegistry
 
 AdamW::AdamW(std::vector<torch::Tensor> params, const TrainConfig& train) : train_(train) {
   for (torch::Tensor& param : params) {
-    // Every gradient exists from the start (zeros), so that every rank reduces the same set of
-    // tensors even when a parameter took no part in a step (an expert that received no token).
-    if (!param.grad().defined()) param.mutable_grad() = torch::zeros_like(param);
+    // Every gradient exists from the start (zeros; for 16-bit parameters the fp32 main
+    // gradient), so that every rank reduces the same set of tensors even when a parameter took
+    // no part in a step (an expert that received no token).
     Slot slot;
     slot.param = param;
     slot.separate_main = param.scalar_type() != torch::kFloat;
+    if (!slot.separate_main && !param.grad().defined()) param.mutable_grad() = torch::zeros_like(param);
     slot.main = slot.separate_main ? param.detach().to(torch::kFloat).clone() : param.detach();
     if (slot.separate_main) slot.main_grad = torch::zeros_like(slot.main);
     slot.exp_avg = torch::zeros_like(slot.main);
@@ -66,7 +67,7 @@ void AdamW::accumulate_grads() {
   for (Slot& slot : slots_) {
     if (!slot.separate_main || !slot.param.grad().defined()) continue;
     slot.main_grad.add_(slot.param.grad().to(torch::kFloat));
-    slot.param.mutable_grad().zero_();
+    slot.param.mutable_grad() = torch::Tensor();  // the fp32 main gradient holds it; free the 16-bit copy
   }
 }
 

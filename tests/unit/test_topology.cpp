@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "parallel/topology.h"
+#include "run_command.h"
 
 namespace foldtron {
 namespace {
@@ -33,16 +34,7 @@ ParallelLayout layout_from(const json& config) {
                         config["ep"], config["etp"], config["order"]};
 }
 
-std::string run_command(const std::string& command, int* exit_code) {
-  std::unique_ptr<FILE, int (*)(FILE*)> pipe(popen(command.c_str(), "r"), pclose);
-  std::string out;
-  std::array<char, 4096> buffer;
-  size_t n;
-  while ((n = fread(buffer.data(), 1, buffer.size(), pipe.get())) > 0) out.append(buffer.data(), n);
-  const int status = pclose(pipe.release());
-  *exit_code = WEXITSTATUS(status);
-  return out;
-}
+using testing::run_command;
 
 TEST(Topology, MatchesMegatronReferenceForEveryCase) {
   const json reference = load_reference();

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# On the GPU machine, in one call: build with CUDA, run the MoE correctness tests on the GPU
+# (dispatchers and layouts against the single-process layer, Hugging Face parity in fp32 with
+# NCCL), then the first performance baseline of issue 7: foldtron's trainer and the PyTorch-native
+# step (bench/torch_native_moe.py, eager and torch.compile) on the reference config, mixtral-8x7b
+# truncated to 4 layers, sequence 4096, micro-batch 2, bf16, dropless, one GPU.
+# Every step has a time limit. The reference vectors travel in .gpu/reference (carry it).
+# Usage: scripts/gpu_moe.sh [output dir]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-${OUT:-/tmp}}
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 NCCL_DEBUG=${NCCL_DEBUG:-WARN}
+export NCCL_SOCKET_IFNAME=${NCCL_SOCKET_IFNAME:-lo}
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=8
+GPU_CMAKE_ARGS="-DFOLDTRON_REFERENCE_DIR=$PWD/.gpu/reference" scripts/gpu_build.sh -L unit > "$out/build.log" 2>&1 \
+  || { tail -40 "$out/build.log"; exit 1; }
+tail -3 "$out/build.log"
+gpus=$(nvidia-smi -L | wc -l)
+site=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+export LD_LIBRARY_PATH=$site/nvidia/nccl/lib:$(python3 -c 'import torch, os; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
+mpi="mpirun --oversubscribe --bind-to none -x LD_LIBRARY_PATH -x NCCL_NVLS_ENABLE -x NCCL_DEBUG -x OMP_NUM_THREADS -x NCCL_SOCKET_IFNAME"
+status=0
+step() {  # step SECONDS COMMAND...: run with a limit, report its exit code
+  local limit=$1; shift
+  echo "== $* (limit ${limit}s)"
+  timeout -k 5 "$limit" "$@"
+  local rc=$?
+  echo "== rc=$rc"
+  [[ $rc -eq 0 ]] || status=1
+}
+for np in 1 $gpus; do
+  step 120 $mpi -np "$np" build-gpu/tests/parallel/test_moe --device=cuda --gtest_brief=1
+  step 120 $mpi -np "$np" build-gpu/tests/parallel/test_hf_parity --device=cuda --gtest_brief=1
+  [[ $gpus -eq 1 ]] && break
+done
+# The reference config on one GPU: 15 steps, median of the last 10 in the metrics file.
+bench_flags=(--preset mixtral-8x7b --set model.num_layers=4 --seq-length 4096 --micro-batch-size 2
+  --global-batch-size 2 --train-iters 15 --log-interval 1 --set data.mock=true --device cuda)
+step 420 build-gpu/bin/foldtron train "${bench_flags[@]}" --metrics-file "$out/foldtron_ref.jsonl" > "$out/foldtron_ref.log" 2>&1
+grep -E "step (1|5|10|15)/|error|Error" "$out/foldtron_ref.log" | cut -c1-260
+step 300 python3 bench/torch_native_moe.py > "$out/torch_eager.log" 2>&1
+grep RESULT "$out/torch_eager.log" || tail -20 "$out/torch_eager.log"
+step 400 python3 bench/torch_native_moe.py --compile > "$out/torch_compile.log" 2>&1
+grep RESULT "$out/torch_compile.log" || tail -20 "$out/torch_compile.log"
+exit $status

@@ -1,0 +1,81 @@
+// `foldtron forward` end to end (DESIGN.md's contract): the binary, alone and under mpirun with a
+// folded layout, reads a Hugging Face directory and input_ids and writes logits and loss that
+// match transformers' (../shared/reference/hf); and one test per input error it reports.
+#include <unistd.h>
+
+#include <filesystem>
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "checkpoint/safetensors.h"
+#include "run_command.h"
+
+namespace foldtron::testing {
+namespace {
+
+const std::string kModel = FOLDTRON_REFERENCE_DIR "/hf/mixtral-tiny";
+const std::string kMpirun =
+    "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 mpirun --oversubscribe ";
+
+std::string temp_path(const std::string& name) {
+  const auto dir = std::filesystem::temp_directory_path() / fmt::format("foldtron_forward_{}", getpid());
+  std::filesystem::create_directories(dir);
+  return (dir / name).string();
+}
+
+std::string forward(const std::string& launcher, const std::string& input, const std::string& output,
+                    const std::string& flags, int* exit_code) {
+  return run_command(fmt::format("{}{} forward --model-dir {} --input {} --output {} {} 2>&1", launcher,
+                                 FOLDTRON_BINARY, kModel, input, output, flags),
+                     exit_code);
+}
+
+TEST(ForwardCli, AloneAndFoldedUnderMpirunMatchTransformers) {
+  if (!std::filesystem::exists(kModel)) GTEST_SKIP() << "no reference model at " << kModel;
+  const SafetensorsFile reference(kModel + "/reference.safetensors");
+  const torch::Tensor logits = reference.load("logits");
+  const double loss = reference.load("ce_loss").item<double>();
+  for (const auto& [launcher, flags] : std::vector<std::pair<std::string, std::string>>{
+           {"", ""}, {kMpirun + "-np 4 ", "--tp 2 --ep 4 --etp 1 --sequence-parallel"}}) {
+    SCOPED_TRACE(launcher + flags);
+    const std::string out = temp_path("out.safetensors");
+    int code = -1;
+    const std::string log = forward(launcher, kModel + "/reference.safetensors", out, flags, &code);
+    ASSERT_EQ(code, 0) << log;
+    const SafetensorsFile result(out);
+    const torch::Tensor got = result.load("logits");
+    ASSERT_EQ(got.sizes(), logits.sizes());
+    EXPECT_TRUE(torch::allclose(got, logits, 1e-4, 1e-4 * logits.abs().max().item<double>()));
+    EXPECT_NEAR(result.load("loss").item<double>(), loss, 1e-4 * loss);
+    EXPECT_EQ(result.load("loss").sizes(), (std::vector<int64_t>{1}));
+  }
+}
+
+TEST(ForwardCli, InputErrorsNameTheProblem) {
+  if (!std::filesystem::exists(kModel)) GTEST_SKIP() << "no reference model at " << kModel;
+  struct Case {
+    std::string name;
+    torch::Tensor tensor;
+    std::string expect;
+  };
+  const std::vector<Case> cases{
+      {"ids", torch::zeros({2, 8}, torch::kLong), "has no tensor 'input_ids'"},
+      {"input_ids", torch::zeros({2, 8}, torch::kInt), "must be int64 [batch >= 1, sequence >= 2], got I32 [2, 8]"},
+      {"input_ids", torch::full({1, 8}, 999, torch::kLong), "outside the vocabulary [0, 320)"},
+  };
+  for (const Case& c : cases) {
+    const std::string input = temp_path("bad_input.safetensors");
+    write_safetensors(input, {{c.name, c.tensor}});
+    int code = -1;
+    const std::string log = forward("", input, temp_path("unused.safetensors"), "", &code);
+    EXPECT_EQ(code, 2) << log;
+    EXPECT_NE(log.find("data error"), std::string::npos) << log;
+    EXPECT_NE(log.find(c.expect), std::string::npos) << log;
+    EXPECT_NE(log.find("hint:"), std::string::npos) << log;
+  }
+}
+
+}  // namespace
+}  // namespace foldtron::testing
