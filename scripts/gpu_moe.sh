@@ -12,9 +12,10 @@ out=${1:-${OUT:-/tmp}}
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 NCCL_DEBUG=${NCCL_DEBUG:-WARN}
 export NCCL_SOCKET_IFNAME=${NCCL_SOCKET_IFNAME:-lo}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=8
-GPU_CMAKE_ARGS="-DFOLDTRON_REFERENCE_DIR=$PWD/.gpu/reference" scripts/gpu_build.sh -L unit > "$out/build.log" 2>&1 \
-  || { tail -40 "$out/build.log"; exit 1; }
-tail -3 "$out/build.log"
+GPU_CMAKE_ARGS="-DFOLDTRON_REFERENCE_DIR=$PWD/.gpu/reference" scripts/gpu_build.sh -L unit > "$out/build.log" 2>&1
+echo "== build and unit tests: rc=$?"
+[[ -x build-gpu/bin/foldtron ]] || { tail -40 "$out/build.log"; exit 1; }
+grep -E "tests passed|FAILED" "$out/build.log"
 gpus=$(nvidia-smi -L | wc -l)
 site=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 export LD_LIBRARY_PATH=$site/nvidia/nccl/lib:$(python3 -c 'import torch, os; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')

@@ -67,13 +67,22 @@ int local_cuda_device(int64_t devices_per_node) {
   MPI_Comm node;
   mpi_check(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node), "comm_split_type",
             "node");
-  int local_rank = 0;
+  int local_rank = 0, local_size = 1;
   MPI_Comm_rank(node, &local_rank);
+  MPI_Comm_size(node, &local_size);
   MPI_Comm_free(&node);
   const int64_t visible = static_cast<int64_t>(torch::cuda::device_count());
   const int64_t per_node = devices_per_node > 0 ? devices_per_node : visible;
   if (per_node < 1) {
     throw CommError("no CUDA device is visible to this rank", "check CUDA_VISIBLE_DEVICES and the GPU allocation");
+  }
+  if (local_size > per_node) {
+    throw UsageError(fmt::format("{} ranks run on this node but it has {} GPUs; the NCCL backend needs a GPU of its "
+                                 "own for every rank",
+                                 local_size, per_node),
+                     fmt::format("start at most {} ranks per node (mpirun -np, srun --ntasks-per-node), or run on the "
+                                 "CPU with --device cpu",
+                                 per_node));
   }
   return static_cast<int>(local_rank % per_node);
 }

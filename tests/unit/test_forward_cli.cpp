@@ -27,7 +27,7 @@ std::string temp_path(const std::string& name) {
 
 std::string forward(const std::string& launcher, const std::string& input, const std::string& output,
                     const std::string& flags, int* exit_code) {
-  return run_command(fmt::format("{}{} forward --model-dir {} --input {} --output {} {} 2>&1", launcher,
+  return run_command(fmt::format("{}{} forward --device cpu --model-dir {} --input {} --output {} {} 2>&1", launcher,
                                  FOLDTRON_BINARY, kModel, input, output, flags),
                      exit_code);
 }
