@@ -2,6 +2,9 @@
 #include "core/torch_compat.h"
 
 #include <torch/torch.h>
+#ifdef FOLDTRON_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
 
 namespace foldtron::torch_compat {
 
@@ -18,5 +21,16 @@ bool built_with_cuda() {
 }
 
 int cuda_device_count() { return torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0; }
+
+double cuda_peak_memory_gb(int device) {
+#ifdef FOLDTRON_WITH_CUDA
+  // Index 0 of the per-pool statistics is the aggregate over all pools.
+  const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(static_cast<c10::DeviceIndex>(device));
+  return static_cast<double>(stats.allocated_bytes[0].peak) / (1024.0 * 1024.0 * 1024.0);
+#else
+  (void)device;
+  return 0.0;
+#endif
+}
 
 }  // namespace foldtron::torch_compat

@@ -19,6 +19,8 @@ constexpr bool has_grouped_mm();  // at::_grouped_mm (torch >= 2.8, CUDA)
 // Built with the CUDA/NCCL paths, and how many CUDA devices this process sees (0 without).
 bool built_with_cuda();
 int cuda_device_count();
+// Peak bytes the CUDA caching allocator has handed out on `device` (GiB); 0 without CUDA.
+double cuda_peak_memory_gb(int device);
 
 }  // namespace foldtron::torch_compat
 

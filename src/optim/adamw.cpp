@@ -5,6 +5,8 @@
 
 #include <torch/torch.h>
 
+#include "core/torch_compat.h"
+
 #include "parallel/process_groups.h"
 
 namespace foldtron {
@@ -29,19 +31,26 @@ double global_grad_norm(const std::vector<ParamGrad>& grads, const ParamRegistry
                         const ProcessGroups& groups) {
   // Dense parameters: tp x pp ranks hold disjoint parts (replicated ones counted on tp rank 0);
   // experts: etp x ep x pp ranks do (replicated over etp: counted on etp rank 0).
-  double dense = 0.0, expert = 0.0;
+  // Sums of squares accumulate on the gradients' device in fp64; one host read at the end.
+  torch::Tensor sums;  // [2]: dense, expert
   for (const ParamGrad& item : grads) {
     if (!item.grad.defined()) continue;
     const ParamInfo info = registry.info(item.param);
     const bool replicated = info.tp_split_dim < 0;
     if (replicated && (info.expert ? groups.coords().etp : groups.coords().tp) != 0) continue;
-    (info.expert ? expert : dense) += item.grad.to(torch::kDouble).pow(2).sum().item<double>();
+    if (!sums.defined()) sums = torch::zeros({2}, item.grad.options().dtype(torch::kDouble));
+    const torch::Tensor norm = at::linalg_vector_norm(item.grad, 2, c10::nullopt, false, torch::kDouble);
+    sums[info.expert ? 1 : 0] += norm * norm;
   }
-  torch::Tensor dense_total = torch::full({1}, dense, torch::kDouble);
-  groups.tp_pp().all_reduce(dense_total);
-  torch::Tensor expert_total = torch::full({1}, expert, torch::kDouble);
-  groups.get(GroupKind::kEtpEpPp).all_reduce(expert_total);
-  return std::sqrt(dense_total.item<double>() + expert_total.item<double>());
+  torch::Tensor dense = torch::zeros({1}, torch::kDouble), expert = torch::zeros({1}, torch::kDouble);
+  if (sums.defined()) {
+    const torch::Tensor host = sums.cpu();
+    dense[0] = host[0];
+    expert[0] = host[1];
+  }
+  groups.tp_pp().all_reduce(dense);
+  groups.get(GroupKind::kEtpEpPp).all_reduce(expert);
+  return std::sqrt(dense.item<double>() + expert.item<double>());
 }
 
 AdamW::AdamW(std::vector<torch::Tensor> params, const TrainConfig& train) : train_(train) {
@@ -82,6 +91,12 @@ std::vector<ParamGrad> AdamW::grads() const {
 void AdamW::step(double lr, double grad_scale) {
   torch::NoGradGuard no_grad;
   ++steps_;
+#if FOLDTRON_TORCH_AT_LEAST(2, 1)
+  if (!slots_.empty() && slots_.front().main.is_cuda()) {
+    step_fused(lr, grad_scale);
+    return;
+  }
+#endif
   const double beta1 = train_.adam_beta1, beta2 = train_.adam_beta2;
   const double bias1 = 1.0 - std::pow(beta1, static_cast<double>(steps_));
   const double bias2 = 1.0 - std::pow(beta2, static_cast<double>(steps_));
@@ -97,6 +112,35 @@ void AdamW::step(double lr, double grad_scale) {
     if (slot.separate_main) slot.param.copy_(slot.main);  // refresh the bf16 weights
   }
 }
+
+#if FOLDTRON_TORCH_AT_LEAST(2, 1)
+// The same update through torch's fused multi-tensor AdamW kernel (CUDA): one launch per group
+// of tensors instead of eight element-wise passes per parameter.
+void AdamW::step_fused(double lr, double grad_scale) {
+  for (const bool decay : {true, false}) {
+    std::vector<torch::Tensor> mains, grads, exp_avgs, exp_avg_sqs, steps, params, refreshed;
+    for (Slot& slot : slots_) {
+      if (slot.decay != decay || !slot.grad().defined()) continue;
+      if (!slot.step.defined()) slot.step = torch::zeros({}, slot.main.options());
+      mains.push_back(slot.main);
+      grads.push_back(slot.grad());
+      exp_avgs.push_back(slot.exp_avg);
+      exp_avg_sqs.push_back(slot.exp_avg_sq);
+      steps.push_back(slot.step);
+      if (slot.separate_main) {
+        params.push_back(slot.param);
+        refreshed.push_back(slot.main);
+      }
+    }
+    if (mains.empty()) continue;
+    if (grad_scale != 1.0) at::_foreach_mul_(grads, grad_scale);
+    at::_foreach_add_(steps, 1.0);
+    at::_fused_adamw_(mains, grads, exp_avgs, exp_avg_sqs, {}, steps, lr, train_.adam_beta1, train_.adam_beta2,
+                      decay ? train_.weight_decay : 0.0, train_.adam_eps, false, false, c10::nullopt, c10::nullopt);
+    for (size_t i = 0; i < params.size(); ++i) params[i].copy_(refreshed[i]);  // refresh the bf16 weights
+  }
+}
+#endif
 
 void AdamW::zero_grad() {
   for (Slot& slot : slots_) {

@@ -45,11 +45,14 @@ class AdamW {
   int64_t state_bytes() const;
 
  private:
+  void step_fused(double lr, double grad_scale);
+
   struct Slot {
     torch::Tensor param;  // the model's parameter
     torch::Tensor main;       // fp32 main copy (the parameter itself when it is fp32)
     torch::Tensor main_grad;  // fp32 main gradient of a low-precision parameter
     torch::Tensor exp_avg, exp_avg_sq;
+    torch::Tensor step;  // fp32 step count on the device (fused kernel only)
     bool decay;
     bool separate_main;  // main is an fp32 copy of a low-precision parameter
     torch::Tensor grad() const { return separate_main ? main_grad : param.grad(); }

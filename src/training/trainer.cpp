@@ -13,6 +13,7 @@
 
 #include "core/errors.h"
 #include "core/log.h"
+#include "core/torch_compat.h"
 #include "data/corpus.h"
 #include "models/decoder_lm.h"
 #include "optim/adamw.h"
@@ -77,6 +78,9 @@ std::string metrics_json(const StepRecord& r) {
                    {"tflops_per_gpu", r.tflops_per_gpu},
                    {"mfu", r.mfu},
                    {"mem_gb", r.mem_gb},
+                   {"fwd_bwd_s", r.fwd_bwd_s},
+                   {"grad_reduce_s", r.grad_reduce_s},
+                   {"optimizer_s", r.optimizer_s},
                    {"skipped", r.skipped}};
   return j.dump();
 }
@@ -157,6 +161,11 @@ TrainResult train(const Config& config, ProcessGroups& groups, const TrainOption
       loss.backward();
       optimizer.accumulate_grads();  // bf16/fp16: into fp32 main gradients
     }
+    const auto phase_end = [&] {
+      if (options.device.is_cuda()) torch::cuda::synchronize();
+      return std::chrono::steady_clock::now();
+    };
+    const auto computed = phase_end();
     const std::vector<ParamGrad> grads = optimizer.grads();
     finalize_grads(grads, registry, groups);
     torch::Tensor loss_sum = torch::full({1}, local_loss, torch::kDouble);
@@ -164,6 +173,7 @@ TrainResult train(const Config& config, ProcessGroups& groups, const TrainOption
     torch::Tensor aux_sum = torch::full({1}, local_aux, torch::kDouble);
     groups.get(GroupKind::kTpDpCp).all_reduce(aux_sum);  // shares over tp_cp, micro-batches over dp
     const double grad_norm = global_grad_norm(grads, registry, groups);
+    const auto reduced = phase_end();
 
     StepRecord record;
     record.step = step + 1;
@@ -189,13 +199,17 @@ TrainResult train(const Config& config, ProcessGroups& groups, const TrainOption
       optimizer.step(lr, scale);
     }
     for (const auto& layer : model.moe_layers()) layer->gate->update_expert_bias();
-    if (options.device.is_cuda()) torch::cuda::synchronize();
-    record.step_time_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const auto end = phase_end();
+    record.step_time_s = std::chrono::duration<double>(end - start).count();
+    record.fwd_bwd_s = std::chrono::duration<double>(computed - start).count();
+    record.grad_reduce_s = std::chrono::duration<double>(reduced - computed).count();
+    record.optimizer_s = std::chrono::duration<double>(end - reduced).count();
     elapsed += record.step_time_s;
     record.tokens_per_s = global_tokens / record.step_time_s;
     record.tflops_per_gpu = step_flops / record.step_time_s / static_cast<double>(groups.world().size()) / 1e12;
     record.mfu = record.tflops_per_gpu / config.logging.peak_tflops;
-    record.mem_gb = resident_memory_gb();
+    record.mem_gb = options.device.is_cuda() ? torch_compat::cuda_peak_memory_gb(options.device.index())
+                                             : resident_memory_gb();
     result.steps.push_back(record);
 
     if ((step + 1) % config.logging.log_interval == 0 || step + 1 == t.train_iters) {
@@ -208,6 +222,20 @@ TrainResult train(const Config& config, ProcessGroups& groups, const TrainOption
                 100.0 * record.mfu, record.mem_gb, record.step_time_s, format_duration(eta));
       if (metrics.is_open()) metrics << metrics_json(record) << "\n" << std::flush;
     }
+  }
+  if (result.steps.size() > 1) {
+    // Where the time went, without the first step (start-up).
+    double total = 0, compute = 0, reduce = 0, update = 0;
+    for (size_t i = 1; i < result.steps.size(); ++i) {
+      total += result.steps[i].step_time_s;
+      compute += result.steps[i].fwd_bwd_s;
+      reduce += result.steps[i].grad_reduce_s;
+      update += result.steps[i].optimizer_s;
+    }
+    const double n = static_cast<double>(result.steps.size() - 1);
+    log::info("train", "mean step after the first: {:.4f} s = forward+backward {:.4f} s + gradient reduction and norm "
+                       "{:.4f} s + optimizer {:.4f} s",
+              total / n, compute / n, reduce / n, update / n);
   }
   if (!options.prompt.empty() && options.generate_tokens > 0) {
     result.sample = generate(model, config, groups, options.device, options.prompt, options.generate_tokens);

@@ -25,6 +25,7 @@ struct StepRecord {
   double loss = 0, lm_loss = 0, aux_loss = 0, grad_norm = 0, lr = 0;
   int64_t tokens = 0;
   double step_time_s = 0, tokens_per_s = 0, tflops_per_gpu = 0, mfu = 0, mem_gb = 0;
+  double fwd_bwd_s = 0, grad_reduce_s = 0, optimizer_s = 0;  // parts of step_time_s
   bool skipped = false;
 };
 

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <functional>
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
@@ -147,8 +148,10 @@ TEST(HfCheckpoint, SingleFileDirectoryMatchesTheFile) {
 // ---- writing ----
 
 std::vector<std::pair<std::string, torch::Tensor>> every_dtype() {
-  torch::manual_seed(7);
-  const torch::Tensor base = torch::randn({3, 5});  // [3, 5]
+  // A CPU generator of our own rather than torch::manual_seed, which also seeds CUDA: this binary
+  // crashed in this test on the GPU image (the seeding is the suspect).
+  at::Generator generator = at::detail::createCPUGenerator(7);
+  const torch::Tensor base = torch::randn({3, 5}, generator, torch::kFloat);  // [3, 5]
   return {
       {"f64", base.to(torch::kFloat64)},
       {"f32", base},
