@@ -5,7 +5,7 @@
 # step (bench/torch_native_moe.py, eager and torch.compile) on the reference config, mixtral-8x7b
 # truncated to 4 layers, sequence 4096, micro-batch 2, bf16, dropless, one GPU.
 # Every step has a time limit. The reference vectors travel in .gpu/reference (carry it).
-# Usage: scripts/gpu_moe.sh [output dir]
+# Usage: scripts/gpu_moe.sh [output dir]; PARTS="tests one torch two" (the default) picks what runs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-${OUT:-/tmp}}
@@ -29,7 +29,9 @@ step() {  # step SECONDS COMMAND...: run with a limit, report its exit code
   echo "== rc=$rc"
   [[ $rc -eq 0 ]] || status=1
 }
-for np in 1 $gpus; do
+parts=${PARTS:-tests one torch two}
+has() { [[ " $parts " == *" $1 "* ]]; }
+has tests && for np in 1 $gpus; do
   step 120 $mpi -np "$np" build-gpu/tests/parallel/test_moe --device=cuda --gtest_brief=1
   step 120 $mpi -np "$np" build-gpu/tests/parallel/test_hf_parity --device=cuda --gtest_brief=1
   [[ $gpus -eq 1 ]] && break
@@ -43,13 +45,15 @@ run_train() {  # run_train NAME RANKS SECONDS FLAGS...
   step "$limit" $mpi -np "$np" build-gpu/bin/foldtron train "$@" --metrics-file "$out/$name.jsonl" > "$out/$name.log" 2>&1
   grep -E "step (1|15)/|mean step|error" "$out/$name.log" | cut -c1-250
 }
-run_train mixtral4_mb2 1 300 "${ref[@]}" --micro-batch-size 2 --global-batch-size 2
-run_train mixtral4_mb1 1 300 "${ref[@]}" --micro-batch-size 1 --global-batch-size 1
-step 300 python3 bench/torch_native_moe.py > "$out/torch_eager.log" 2>&1
-grep RESULT "$out/torch_eager.log" || tail -20 "$out/torch_eager.log"
-step 400 python3 bench/torch_native_moe.py --compile > "$out/torch_compile.log" 2>&1
-grep RESULT "$out/torch_compile.log" || tail -20 "$out/torch_compile.log"
-if [[ $gpus -ge 2 ]]; then
+has one && run_train mixtral4_mb2 1 300 "${ref[@]}" --micro-batch-size 2 --global-batch-size 2
+has one && run_train mixtral4_mb1 1 300 "${ref[@]}" --micro-batch-size 1 --global-batch-size 1
+if has torch; then
+  step 300 python3 bench/torch_native_moe.py > "$out/torch_eager.log" 2>&1
+  grep RESULT "$out/torch_eager.log" || tail -20 "$out/torch_eager.log"
+  step 400 python3 bench/torch_native_moe.py --compile > "$out/torch_compile.log" 2>&1
+  grep RESULT "$out/torch_compile.log" || tail -20 "$out/torch_compile.log"
+fi
+if has two && [[ $gpus -ge 2 ]]; then
   # Two GPUs: expert parallel, tensor parallel, and folded (attention tp 2, experts ep 2 x etp 1).
   run_train mixtral4_ep2 2 300 "${ref[@]}" --micro-batch-size 2 --global-batch-size 4 --ep 2
   run_train mixtral4_tp2 2 300 "${ref[@]}" --micro-batch-size 2 --global-batch-size 2 --tp 2 --sequence-parallel
