@@ -148,8 +148,8 @@ Routing Router::forward(const torch::Tensor& x, const torch::Tensor& sequence, i
                   (moe_.load_balancing == LoadBalancing::kAuxLoss || moe_.load_balancing == LoadBalancing::kSeqAuxLoss);
   const bool z = training && moe_.z_loss_coeff > 0;
   if (lb || z) {
-    // One all-reduce carries the per-(sequence, expert) counts, the per-sequence token counts
-    // and the token total: [b * E + b + 1].
+    // One all-reduce carries the per-(sequence, expert) counts and the per-sequence token
+    // counts: [b * E + b].
     torch::Tensor stats;
     {
       torch::NoGradGuard no_grad;
@@ -157,12 +157,14 @@ Routing Router::forward(const torch::Tensor& x, const torch::Tensor& sequence, i
           torch::zeros({batch, num_experts}, logits.options()).index_add(0, sequence, routing.routing_map.to(dtype));
       const torch::Tensor seq_tokens =
           torch::zeros({batch}, logits.options()).index_add(0, sequence, torch::ones({n}, logits.options()));
-      stats = torch::cat({per_seq.reshape({-1}), seq_tokens, torch::full({1}, static_cast<double>(n), logits.options())});
+      stats = torch::cat({per_seq.reshape({-1}), seq_tokens});
       tp_cp.all_reduce(stats);
     }
     const torch::Tensor counts = stats.narrow(0, 0, batch * num_experts).reshape({batch, num_experts});  // [b, E]
     const torch::Tensor seq_tokens = stats.narrow(0, batch * num_experts, batch);                        // [b]
-    const double total = stats[batch * num_experts + batch].item<double>();
+    // The token total is a shape: summed on the host, so the device never waits here.
+    double total = 0;
+    for (const auto& r : tp_cp.all_gather_ints({n})) total += static_cast<double>(r[0]);
     if (lb && total > 0) {
       // Probabilities over all experts, as the losses see them.
       torch::Tensor p = moe_.router_score == RouterScore::kSigmoid ? torch::sigmoid(logits) : torch::softmax(logits, -1);

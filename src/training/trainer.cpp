@@ -70,6 +70,7 @@ std::string metrics_json(const StepRecord& r) {
                    {"loss", r.loss},
                    {"lm_loss", r.lm_loss},
                    {"aux_loss", r.aux_loss},
+                   {"z_loss", r.z_loss},
                    {"grad_norm", r.grad_norm},
                    {"lr", r.lr},
                    {"tokens", r.tokens},
@@ -141,7 +142,7 @@ TrainResult train(const Config& config, ProcessGroups& groups, const TrainOption
     const auto start = std::chrono::steady_clock::now();
     const double lr = learning_rate(t, step);
     optimizer.zero_grad();
-    double local_loss = 0, local_aux = 0;
+    std::vector<torch::Tensor> lm_terms, aux_terms, z_terms;  // this rank's shares, [1] each
     const int64_t first = step * t.global_batch_size + groups.coords().dp * per_rank;
     // Router losses are per micro-batch (each rank holds a share): averaged over all of them.
     const double aux_scale = 1.0 / static_cast<double>(micro_batches * dp);
@@ -151,12 +152,16 @@ TrainResult train(const Config& config, ProcessGroups& groups, const TrainOption
       const torch::Tensor ids = tokens.narrow(0, 0, t.seq_length);      // [s, m]
       const torch::Tensor targets = tokens.narrow(0, 1, t.seq_length);  // [s, m]
       torch::Tensor loss = model.token_losses(ids, targets).sum() / global_tokens;
-      local_loss += loss.item<double>();
+      lm_terms.push_back(loss.detach().to(torch::kDouble).reshape({1}));
+      // The router losses stay on the device until the step ends (no host read per micro-batch).
       const RouterLosses router = model.router_losses();
-      for (const torch::Tensor& term : {router.load_balancing, router.z_loss}) {
-        if (!term.defined()) continue;
-        loss = loss + term * aux_scale;
-        local_aux += term.item<double>() * aux_scale;
+      if (router.load_balancing.defined()) {
+        loss = loss + router.load_balancing * aux_scale;
+        aux_terms.push_back(router.load_balancing.detach().reshape({1}) * aux_scale);
+      }
+      if (router.z_loss.defined()) {
+        loss = loss + router.z_loss * aux_scale;
+        z_terms.push_back(router.z_loss.detach().reshape({1}) * aux_scale);
       }
       loss.backward();
       optimizer.accumulate_grads();  // bf16/fp16: into fp32 main gradients
@@ -168,18 +173,23 @@ TrainResult train(const Config& config, ProcessGroups& groups, const TrainOption
     const auto computed = phase_end();
     const std::vector<ParamGrad> grads = optimizer.grads();
     finalize_grads(grads, registry, groups);
-    torch::Tensor loss_sum = torch::full({1}, local_loss, torch::kDouble);
+    torch::Tensor loss_sum = torch::full({1}, torch::cat(lm_terms).sum().item<double>(), torch::kDouble);
     groups.dp().all_reduce(loss_sum);  // the global mean over all tokens
-    torch::Tensor aux_sum = torch::full({1}, local_aux, torch::kDouble);
-    groups.get(GroupKind::kTpDpCp).all_reduce(aux_sum);  // shares over tp_cp, micro-batches over dp
+    // [load balancing, z]: shares summed over tp_cp, micro-batch means over dp.
+    const auto total_of = [](const std::vector<torch::Tensor>& terms) {
+      return terms.empty() ? 0.0 : torch::cat(terms).sum().item<double>();
+    };
+    torch::Tensor router_sums = torch::tensor({total_of(aux_terms), total_of(z_terms)}, torch::kDouble);
+    groups.get(GroupKind::kTpDpCp).all_reduce(router_sums);
     const double grad_norm = global_grad_norm(grads, registry, groups);
     const auto reduced = phase_end();
 
     StepRecord record;
     record.step = step + 1;
     record.lm_loss = loss_sum.item<double>();
-    record.aux_loss = aux_sum.item<double>();
-    record.loss = record.lm_loss + record.aux_loss;
+    record.aux_loss = router_sums[0].item<double>();
+    record.z_loss = router_sums[1].item<double>();
+    record.loss = record.lm_loss + record.aux_loss + record.z_loss;
     record.grad_norm = grad_norm;
     record.lr = lr;
     record.tokens = t.global_batch_size * t.seq_length;
@@ -218,7 +228,9 @@ TrainResult train(const Config& config, ProcessGroups& groups, const TrainOption
                 "step {}/{} | loss {:.4f}{} | lr {:.3e} | grad norm {:.3f} | {:.0f} tokens/s | {:.3f} TFLOP/s/gpu | "
                 "MFU {:.2f}% | mem {:.2f} GB | {:.3f} s/step | ETA {}",
                 step + 1, t.train_iters, record.loss,
-                config.moe.enabled() ? fmt::format(" (lm {:.4f} + aux {:.4f})", record.lm_loss, record.aux_loss) : "", lr, grad_norm, record.tokens_per_s, record.tflops_per_gpu,
+                config.moe.enabled() ? fmt::format(" (lm {:.4f} + aux {:.4f}{})", record.lm_loss, record.aux_loss,
+                                                   config.moe.z_loss_coeff > 0 ? fmt::format(" + z {:.4f}", record.z_loss) : "")
+                                     : "", lr, grad_norm, record.tokens_per_s, record.tflops_per_gpu,
                 100.0 * record.mfu, record.mem_gb, record.step_time_s, format_duration(eta));
       if (metrics.is_open()) metrics << metrics_json(record) << "\n" << std::flush;
     }

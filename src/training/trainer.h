@@ -22,7 +22,7 @@ class ProcessGroups;
 
 struct StepRecord {
   int64_t step = 0;  // 1-based
-  double loss = 0, lm_loss = 0, aux_loss = 0, grad_norm = 0, lr = 0;
+  double loss = 0, lm_loss = 0, aux_loss = 0, z_loss = 0, grad_norm = 0, lr = 0;  // loss = lm + aux + z
   int64_t tokens = 0;
   double step_time_s = 0, tokens_per_s = 0, tflops_per_gpu = 0, mfu = 0, mem_gb = 0;
   double fwd_bwd_s = 0, grad_reduce_s = 0, optimizer_s = 0;  // parts of step_time_s

@@ -1,6 +1,6 @@
 // MoE training equivalence over five optimizer steps: for folded layouts of the job's world size
 // (attention tp x dp, experts etp x ep x edp), both dispatchers, dropless, dropping and
-// pad-to-capacity, the per-step losses (LM + load-balancing + z-loss) and gradient norms equal
+// pad-to-capacity, the per-step losses (LM, load-balancing and z-loss) and gradient norms equal
 // those of the single-process run (router in fp64, so near-ties never flip a choice).
 #include <fmt/ranges.h>
 
@@ -74,6 +74,7 @@ TEST(MoeTrainEquivalence, FoldedLayoutsMatchSingleProcessOverFiveSteps) {
     for (size_t i = 0; i < steps.size(); ++i) {
       EXPECT_NEAR(steps[i].loss, reference[i].loss, 1e-5 * reference[i].loss) << "step " << i + 1;
       EXPECT_NEAR(steps[i].aux_loss, reference[i].aux_loss, 1e-5 * reference[i].aux_loss) << "step " << i + 1;
+      EXPECT_NEAR(steps[i].z_loss, reference[i].z_loss, 1e-5 * reference[i].z_loss) << "step " << i + 1;
       EXPECT_NEAR(steps[i].grad_norm, reference[i].grad_norm, 1e-5 * reference[i].grad_norm) << "step " << i + 1;
     }
     ++checked;
