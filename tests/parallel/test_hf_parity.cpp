@@ -24,8 +24,14 @@ namespace {
 
 const std::string kReference = FOLDTRON_REFERENCE_DIR "/hf/";
 
+double worst_error = 0;  // largest max|a-b| / max|b| seen, printed at the end
+
 ::testing::AssertionResult near(const torch::Tensor& a, const torch::Tensor& b) {
-  return close(a, b, 1e-4, 1e-4 * std::max(b.abs().max().item<double>(), 1e-6));
+  const double scale = std::max(b.abs().max().item<double>(), 1e-6);
+  if (a.sizes() == b.sizes()) {
+    worst_error = std::max(worst_error, (a.detach().cpu().to(torch::kDouble) - b.to(torch::kDouble)).abs().max().item<double>() / scale);
+  }
+  return close(a, b, 1e-4, 1e-4 * scale);
 }
 
 // The full gradient of a parameter from every rank's shard: gathered over its split group
@@ -80,6 +86,7 @@ bool check_model(const std::string& model_name, const Layout& layout) {
   EXPECT_TRUE(near(result.logits, reference.load("logits"))) << "logits";
   const double ce = reference.load("ce_loss").item<double>();
   EXPECT_NEAR(result.loss_value, ce, 1e-4 * ce) << "loss";
+  worst_error = std::max(worst_error, std::abs(result.loss_value - ce) / ce);
   EXPECT_EQ(static_cast<int64_t>(result.hidden_states.size()), config.model.num_layers + 1);
   for (size_t i = 0; i < result.hidden_states.size(); ++i) {
     EXPECT_TRUE(near(result.hidden_states[i], reference.load(fmt::format("hidden_states.{}", i)))) << "hidden state " << i;
@@ -123,6 +130,7 @@ TEST(HfParity, EveryLayoutMatchesTransformers) {
     EXPECT_FALSE(checked.empty()) << model;
     if (world_rank() == 0) std::cout << model << " matched in: " << fmt::format("{}", fmt::join(checked, "; ")) << "\n";
   }
+  if (world_rank() == 0) std::cout << fmt::format("worst relative error (max|a-b| / max|ref|): {:.3g}\n", worst_error);
 }
 
 }  // namespace
