@@ -5,14 +5,15 @@
 # step (bench/torch_native_moe.py, eager and torch.compile) on the reference config, mixtral-8x7b
 # truncated to 4 layers, sequence 4096, micro-batch 2, bf16, dropless, one GPU.
 # Every step has a time limit. The reference vectors travel in .gpu/reference (carry it).
-# Usage: scripts/gpu_moe.sh [output dir]; PARTS="tests one torch two" (the default) picks what runs.
+# Usage: scripts/gpu_moe.sh [output dir]; PARTS="tests one mb1 torch two" (the default) picks what
+# runs; CTEST_ARGS replaces the build's "-L unit" (e.g. "-R ^$" runs no test).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-${OUT:-/tmp}}
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 NCCL_DEBUG=${NCCL_DEBUG:-WARN}
 export NCCL_SOCKET_IFNAME=${NCCL_SOCKET_IFNAME:-lo}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=8
-GPU_CMAKE_ARGS="-DFOLDTRON_REFERENCE_DIR=$PWD/.gpu/reference" scripts/gpu_build.sh -L unit > "$out/build.log" 2>&1
+GPU_CMAKE_ARGS="-DFOLDTRON_REFERENCE_DIR=$PWD/.gpu/reference" scripts/gpu_build.sh ${CTEST_ARGS:--L unit} > "$out/build.log" 2>&1
 echo "== build and unit tests: rc=$?"
 [[ -x build-gpu/bin/foldtron ]] || { tail -40 "$out/build.log"; exit 1; }
 grep -E "tests passed|FAILED" "$out/build.log"
@@ -29,7 +30,7 @@ step() {  # step SECONDS COMMAND...: run with a limit, report its exit code
   echo "== rc=$rc"
   [[ $rc -eq 0 ]] || status=1
 }
-parts=${PARTS:-tests one torch two}
+parts=${PARTS:-tests one mb1 torch two}
 has() { [[ " $parts " == *" $1 "* ]]; }
 has tests && for np in 1 $gpus; do
   step 120 $mpi -np "$np" build-gpu/tests/parallel/test_moe --device=cuda --gtest_brief=1
@@ -46,7 +47,7 @@ run_train() {  # run_train NAME RANKS SECONDS FLAGS...
   grep -E "step (1|15)/|mean step|error" "$out/$name.log" | cut -c1-250
 }
 has one && run_train mixtral4_mb2 1 300 "${ref[@]}" --micro-batch-size 2 --global-batch-size 2
-has one && run_train mixtral4_mb1 1 300 "${ref[@]}" --micro-batch-size 1 --global-batch-size 1
+has mb1 && run_train mixtral4_mb1 1 300 "${ref[@]}" --micro-batch-size 1 --global-batch-size 1
 if has torch; then
   step 300 python3 bench/torch_native_moe.py > "$out/torch_eager.log" 2>&1
   grep RESULT "$out/torch_eager.log" || tail -20 "$out/torch_eager.log"

@@ -31,16 +31,31 @@ double global_grad_norm(const std::vector<ParamGrad>& grads, const ParamRegistry
                         const ProcessGroups& groups) {
   // Dense parameters: tp x pp ranks hold disjoint parts (replicated ones counted on tp rank 0);
   // experts: etp x ep x pp ranks do (replicated over etp: counted on etp rank 0).
-  // Sums of squares accumulate on the gradients' device in fp64; one host read at the end.
-  torch::Tensor sums;  // [2]: dense, expert
+  std::vector<torch::Tensor> counted[2];  // dense, expert
   for (const ParamGrad& item : grads) {
     if (!item.grad.defined()) continue;
     const ParamInfo info = registry.info(item.param);
     const bool replicated = info.tp_split_dim < 0;
     if (replicated && (info.expert ? groups.coords().etp : groups.coords().tp) != 0) continue;
-    if (!sums.defined()) sums = torch::zeros({2}, item.grad.options().dtype(torch::kDouble));
-    const torch::Tensor norm = at::linalg_vector_norm(item.grad, 2, c10::nullopt, false, torch::kDouble);
-    sums[info.expert ? 1 : 0] += norm * norm;
+    counted[info.expert ? 1 : 0].push_back(item.grad);
+  }
+  // Sums of squares on the gradients' device; one host read at the end. On CUDA one fused
+  // multi-tensor norm per kind (in the gradients' dtype, fp32); elsewhere fp64 per tensor.
+  torch::Tensor sums;  // [2]: dense, expert
+  for (int kind = 0; kind < 2; ++kind) {
+    if (counted[kind].empty()) continue;
+    const torch::Tensor& first = counted[kind].front();
+    if (!sums.defined()) sums = torch::zeros({2}, first.options().dtype(torch::kDouble));
+#if FOLDTRON_TORCH_AT_LEAST(2, 1)
+    if (first.is_cuda()) {
+      sums[kind] += torch::stack(at::_foreach_norm(counted[kind], 2)).to(torch::kDouble).pow(2).sum();
+      continue;
+    }
+#endif
+    for (const torch::Tensor& grad : counted[kind]) {
+      const torch::Tensor norm = at::linalg_vector_norm(grad, 2, c10::nullopt, false, torch::kDouble);
+      sums[kind] += norm * norm;
+    }
   }
   torch::Tensor dense = torch::zeros({1}, torch::kDouble), expert = torch::zeros({1}, torch::kDouble);
   if (sums.defined()) {
