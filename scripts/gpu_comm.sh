@@ -7,24 +7,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-${OUT:-/tmp}}
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 NCCL_DEBUG=${NCCL_DEBUG:-WARN}
-# One machine: NCCL's bootstrap over loopback (the default eth0 of the GPU VM does not connect).
-export NCCL_SOCKET_IFNAME=${NCCL_SOCKET_IFNAME:-lo}
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=4
+OMP_NUM_THREADS=4 source scripts/gpu_env.sh
 GPU_CMAKE_ARGS=-DFOLDTRON_BUILD_BENCH=ON scripts/gpu_build.sh -L unit 2>&1 | tail -3 || exit 1
-gpus=$(nvidia-smi -L | wc -l)
-site=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-export LD_LIBRARY_PATH=$site/nvidia/nccl/lib:$(python3 -c 'import torch, os; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
-mpi="mpirun --oversubscribe --bind-to none ${MPI_FLAGS:-} -x LD_LIBRARY_PATH -x NCCL_NVLS_ENABLE -x NCCL_DEBUG -x OMP_NUM_THREADS -x NCCL_SOCKET_IFNAME"
-status=0
-step() {  # step SECONDS COMMAND...: run with a limit, report its exit code
-  local limit=$1; shift
-  echo "== $* (limit ${limit}s)"
-  timeout -k 5 "$limit" "$@"
-  local rc=$?
-  echo "== rc=$rc"
-  [[ $rc -eq 0 ]] || status=1
-}
 step 30 $mpi -np 2 hostname
 step 90 $mpi -np 2 build-gpu/tests/parallel/test_comm --gtest_brief=1
 if [[ -n ${NCCL_PROBE:-} ]]; then

@@ -10,26 +10,11 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-${OUT:-/tmp}}
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 NCCL_DEBUG=${NCCL_DEBUG:-WARN}
-export NCCL_SOCKET_IFNAME=${NCCL_SOCKET_IFNAME:-lo}
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=8
+OMP_NUM_THREADS=8 source scripts/gpu_env.sh
 GPU_CMAKE_ARGS="-DFOLDTRON_REFERENCE_DIR=$PWD/.gpu/reference" scripts/gpu_build.sh ${CTEST_ARGS:--L unit} > "$out/build.log" 2>&1
 echo "== build and unit tests: rc=$?"
 [[ -x build-gpu/bin/foldtron ]] || { tail -40 "$out/build.log"; exit 1; }
 grep -E "tests passed|FAILED" "$out/build.log"
-gpus=$(nvidia-smi -L | wc -l)
-site=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-export LD_LIBRARY_PATH=$site/nvidia/nccl/lib:$(python3 -c 'import torch, os; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
-mpi="mpirun --oversubscribe --bind-to none -x LD_LIBRARY_PATH -x NCCL_NVLS_ENABLE -x NCCL_DEBUG -x OMP_NUM_THREADS -x NCCL_SOCKET_IFNAME"
-status=0
-step() {  # step SECONDS COMMAND...: run with a limit, report its exit code
-  local limit=$1; shift
-  echo "== $* (limit ${limit}s)"
-  timeout -k 5 "$limit" "$@"
-  local rc=$?
-  echo "== rc=$rc"
-  [[ $rc -eq 0 ]] || status=1
-}
 parts=${PARTS:-tests one mb1 torch two}
 has() { [[ " $parts " == *" $1 "* ]]; }
 has tests && for np in 1 $gpus; do

@@ -28,7 +28,6 @@ namespace foldtron {
 
 // Where this rank's experts sit: the experts and their FFN shard.
 struct ExpertShard {
-  int64_t num_experts = 0;  // E (the layer's routed experts)
   int64_t local_experts = 0;  // E/ep
   int64_t first_expert = 0;   // ep_rank * E/ep
   int64_t etp_rank = 0, etp_size = 1;

@@ -13,7 +13,6 @@ MoELayer::MoELayer(const LayerContext& ctx, const std::string& name, const Model
     : ctx_(ctx) {
   FT_CHECK(ctx.groups != nullptr, "the MoE layer needs the process groups");
   const ProcessGroups& groups = *ctx.groups;
-  shard_.num_experts = moe.num_experts;
   shard_.local_experts = moe.num_experts / groups.ep().size();
   shard_.first_expert = groups.coords().ep * shard_.local_experts;
   shard_.etp_rank = groups.etp().rank();

@@ -7,10 +7,8 @@
 #include <fmt/ranges.h>
 
 #include "config/config_load.h"
-#include "config/validate.h"
 #include "mpi_test.h"
-#include "parallel/process_groups.h"
-#include "training/trainer.h"
+#include "train_test.h"
 
 namespace foldtron::testing {
 namespace {
@@ -22,15 +20,6 @@ Config moe_config(std::vector<std::string> overrides) {
                                "moe.aux_loss_coeff=0.01"};
   all.insert(all.end(), overrides.begin(), overrides.end());
   return load_config({"tiny-moe", "", all});
-}
-
-std::vector<StepRecord> run(const Config& config, MPI_Comm base, int world) {
-  validate_config(config, world);
-  const Topology topology(layout_of(config.parallel, world));
-  ProcessGroups groups(topology, comm_options(), base);
-  TrainOptions options;
-  options.device = device();
-  return train(config, groups, options).steps;
 }
 
 struct Case {
@@ -62,7 +51,7 @@ TEST(MoeTrainEquivalence, FoldedLayoutsMatchSingleProcessOverFiveSteps) {
     SCOPED_TRACE(fmt::format("world {} tp {} ep {} etp {} sp {} {} {}", world, c.tp, c.ep, c.etp, c.sp, c.dispatcher,
                              fmt::join(c.moe, " ")));
     if (!references.count(c.moe)) {
-      references[c.moe] = run(moe_config(c.moe), MPI_COMM_SELF, 1);
+      references[c.moe] = run_training(moe_config(c.moe), MPI_COMM_SELF, 1);
       EXPECT_LT(references[c.moe].back().lm_loss, references[c.moe].front().lm_loss) << "the loss should fall";
     }
     const std::vector<StepRecord>& reference = references[c.moe];
@@ -72,7 +61,7 @@ TEST(MoeTrainEquivalence, FoldedLayoutsMatchSingleProcessOverFiveSteps) {
           fmt::format("parallel.sequence_parallel={}", c.sp), "moe.dispatcher=" + c.dispatcher}) {
       overrides.push_back(o);
     }
-    const std::vector<StepRecord> steps = run(moe_config(overrides), MPI_COMM_WORLD, world);
+    const std::vector<StepRecord> steps = run_training(moe_config(overrides), MPI_COMM_WORLD, world);
     ASSERT_EQ(steps.size(), reference.size());
     for (size_t i = 0; i < steps.size(); ++i) {
       for (const auto& [got, want] : {std::pair{steps[i].loss, reference[i].loss}, std::pair{steps[i].grad_norm, reference[i].grad_norm}}) {

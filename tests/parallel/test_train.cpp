@@ -3,11 +3,9 @@
 // larger micro-batch) equal those of the single-process run (a one-rank job over MPI_COMM_SELF
 // on every rank). Also: clipping norm and AdamW against hand computations.
 #include "config/config_load.h"
-#include "config/validate.h"
 #include "mpi_test.h"
 #include "optim/adamw.h"
-#include "parallel/process_groups.h"
-#include "training/trainer.h"
+#include "train_test.h"
 
 namespace foldtron::testing {
 namespace {
@@ -20,18 +18,9 @@ Config tiny_config(std::vector<std::string> overrides) {
   return load_config({"tiny-dense", "", all});
 }
 
-std::vector<StepRecord> run(const Config& config, MPI_Comm base, int world) {
-  validate_config(config, world);
-  const Topology topology(layout_of(config.parallel, world));
-  ProcessGroups groups(topology, comm_options(), base);
-  TrainOptions options;
-  options.device = device();
-  return train(config, groups, options).steps;
-}
-
 TEST(TrainEquivalence, LayoutsAndAccumulationMatchSingleProcessOverFiveSteps) {
   const int world = world_size();
-  const std::vector<StepRecord> reference = run(tiny_config({"train.micro_batch_size=1"}), MPI_COMM_SELF, 1);
+  const std::vector<StepRecord> reference = run_training(tiny_config({"train.micro_batch_size=1"}), MPI_COMM_SELF, 1);
   ASSERT_EQ(reference.size(), 5u);
   EXPECT_LT(reference.back().loss, reference.front().loss) << "the loss should fall";
   struct Case {
@@ -46,7 +35,7 @@ TEST(TrainEquivalence, LayoutsAndAccumulationMatchSingleProcessOverFiveSteps) {
     const Config config = tiny_config({fmt::format("parallel.tp={}", c.tp),
                                        fmt::format("parallel.sequence_parallel={}", c.sp ? "true" : "false"),
                                        fmt::format("train.micro_batch_size={}", c.micro)});
-    const std::vector<StepRecord> steps = run(config, MPI_COMM_WORLD, world);
+    const std::vector<StepRecord> steps = run_training(config, MPI_COMM_WORLD, world);
     ASSERT_EQ(steps.size(), reference.size());
     for (size_t i = 0; i < steps.size(); ++i) {
       EXPECT_NEAR(steps[i].loss, reference[i].loss, 1e-5 * reference[i].loss) << "step " << i + 1;
@@ -120,8 +109,8 @@ TEST(Optim, Bf16GradientsAccumulateInFp32MainGradients) {
 
 TEST(TrainEquivalence, Bf16TrainingFollowsFp32) {
   // bf16 parameters with fp32 main weights and gradients stay close to the fp32 run.
-  const std::vector<StepRecord> fp32 = run(tiny_config({}), MPI_COMM_SELF, 1);
-  const std::vector<StepRecord> bf16 = run(tiny_config({"model.params_dtype=bf16"}), MPI_COMM_SELF, 1);
+  const std::vector<StepRecord> fp32 = run_training(tiny_config({}), MPI_COMM_SELF, 1);
+  const std::vector<StepRecord> bf16 = run_training(tiny_config({"model.params_dtype=bf16"}), MPI_COMM_SELF, 1);
   ASSERT_EQ(bf16.size(), fp32.size());
   for (size_t i = 0; i < fp32.size(); ++i) {
     EXPECT_NEAR(bf16[i].loss, fp32[i].loss, 2e-2 * fp32[i].loss) << "step " << i + 1;
