@@ -165,6 +165,9 @@ struct ParallelConfig {
   bool sequence_parallel = false;
   CpCommType cp_comm_type = CpCommType::kP2P;
   std::vector<int64_t> pipeline_layers;  // explicit layers per stage; empty: even split
+  bool distributed_optimizer = false;
+  bool overlap_grad_reduce = true;
+  double grad_bucket_mb = 40.0;
   double timeout_s = 600.0;
   int64_t devices_per_node = 0;  // 0: as many as CUDA reports
 
@@ -181,6 +184,11 @@ struct ParallelConfig {
     v("sequence_parallel", sequence_parallel, "split norms and dropout over the sequence across tp");
     v("cp_comm_type", cp_comm_type, "context-parallel attention: p2p (ring), a2a (Ulysses) or allgather");
     v("pipeline_layers", pipeline_layers, "layers per pipeline stage; empty splits evenly");
+    v("distributed_optimizer", distributed_optimizer,
+      "shard fp32 main weights and Adam moments over dp_cp (dense) and edp (experts): reduce-scatter gradients, "
+      "all-gather parameters");
+    v("overlap_grad_reduce", overlap_grad_reduce, "reduce gradient buckets during backward as they complete");
+    v("grad_bucket_mb", grad_bucket_mb, "MiB of fp32 gradients per reduction bucket");
     v("timeout_s", timeout_s, "seconds a collective may stall before the job aborts naming it");
     v("devices_per_node", devices_per_node, "GPUs per node for the rank -> device map; 0 means all visible");
   }

@@ -154,6 +154,7 @@ void check_parallel(const Config& c, int64_t world, Checker& check, std::vector<
   check.positive("parallel.vpp", p.vpp);
   check.non_negative("parallel.etp", static_cast<double>(p.etp));
   check.positive_real("parallel.timeout_s", p.timeout_s);
+  check.positive_real("parallel.grad_bucket_mb", p.grad_bucket_mb);
   check.non_negative("parallel.devices_per_node", static_cast<double>(p.devices_per_node));
   ParallelLayout layout = layout_of(p, world > 0 ? world : p.tp * p.cp * p.pp * p.ep * p.expert_tp());
   const size_t before = problems.size();

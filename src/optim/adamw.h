@@ -1,6 +1,6 @@
 // AdamW with decoupled weight decay (none on 1-D parameters: norm weights and biases), fp32 main
-// parameters and moments for bf16/fp16 models (the model's parameters are refreshed from the
-// main copy after each step), global gradient-norm clipping, and the learning-rate schedule.
+// parameters and moments (sharded over dp_cp / edp with the distributed optimizer), global
+// gradient-norm clipping, and the learning-rate schedule.
 #pragma once
 
 #include <cstdint>
@@ -10,7 +10,7 @@
 
 #include "config/config.h"
 #include "layers/context.h"
-#include "optim/grad_reduce.h"
+#include "optim/param_buffer.h"
 
 namespace foldtron {
 
@@ -21,43 +21,37 @@ class ProcessGroups;
 double learning_rate(const TrainConfig& train, int64_t step);
 
 // The L2 norm of all gradients of the model, each element counted once: tp-split parameters
-// contribute their shard on every tp rank, replicated ones only on tp rank 0; summed over the
-// model-parallel group (tp_pp). Gradients must already be finalized (identical over dp).
-double global_grad_norm(const std::vector<ParamGrad>& grads, const ParamRegistry& registry,
-                        const ProcessGroups& groups);
+// contribute their shard on every tp rank, replicated ones only on tp rank 0 (etp for experts);
+// summed over the model-parallel groups (tp_pp, etp_ep_pp), and with sharded buffers over the
+// shards too. Gradients must be finalized (finish_grad_sync).
+double global_grad_norm(const ParamBuffers& buffers, const ParamRegistry& registry, const ProcessGroups& groups);
 
+// AdamW over the shard of `buffers` this rank owns (every element without sharding): fp32 main
+// parameters and moments for that shard only; after the update the parameters are refreshed
+// from the main copy and gathered (ParamBuffers::gather_params).
 class AdamW {
  public:
-  AdamW(std::vector<torch::Tensor> params, const TrainConfig& train);
+  AdamW(ParamBuffers& buffers, const TrainConfig& train);
 
-  // After each micro-batch's backward: adds the gradients of bf16/fp16 parameters into their
-  // fp32 main gradients and clears them, so accumulation over micro-batches is in fp32.
-  // (fp32 parameters accumulate in .grad directly.)
-  void accumulate_grads();
-  // The gradients to finalize, clip and apply: the fp32 main gradient of a low-precision
-  // parameter, the .grad of an fp32 one.
-  std::vector<ParamGrad> grads() const;
   // One update with learning rate `lr`, gradients scaled by `grad_scale` first (clipping).
   void step(double lr, double grad_scale = 1.0);
-  void zero_grad();
   int64_t steps() const { return steps_; }
-  // Bytes of optimizer state (main parameters, main gradients and moments) on this rank.
+  // Bytes of optimizer state on this rank: fp32 main parameters and the two moments of its
+  // shard (gradients live in the buffers: ParamBuffers::grad_bytes).
   int64_t state_bytes() const;
+  int64_t state_bytes(bool expert) const;  // of the dense or the expert parameters
 
  private:
   void step_fused(double lr, double grad_scale);
 
-  struct Slot {
-    torch::Tensor param;  // the model's parameter
-    torch::Tensor main;       // fp32 main copy (the parameter itself when it is fp32)
-    torch::Tensor main_grad;  // fp32 main gradient of a low-precision parameter
-    torch::Tensor exp_avg, exp_avg_sq;
+  struct Segment {
+    torch::Tensor main, grad, exp_avg, exp_avg_sq;
     torch::Tensor step;  // fp32 step count on the device (fused kernel only)
     bool decay;
-    bool separate_main;  // main is an fp32 copy of a low-precision parameter
-    torch::Tensor grad() const { return separate_main ? main_grad : param.grad(); }
   };
-  std::vector<Slot> slots_;
+  ParamBuffers& buffers_;
+  std::vector<torch::Tensor> main_, exp_avg_, exp_avg_sq_;  // per buffer group, this rank's shard
+  std::vector<Segment> segments_;
   TrainConfig train_;
   int64_t steps_ = 0;
 };

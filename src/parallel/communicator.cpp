@@ -150,6 +150,19 @@ WorkPtr Communicator::all_gather_async(const torch::Tensor& input, const std::ve
   return backend_for(input).all_gather(input.contiguous(), output, rows);
 }
 
+WorkPtr Communicator::all_gather_into_async(const torch::Tensor& input, torch::Tensor output) {
+  FT_CHECK(input.dim() >= 1 && output.is_contiguous() && output.dim() == input.dim() &&
+               output.size(0) == input.size(0) * size() && output.numel() == input.numel() * size(),
+           fmt::format("all_gather_into on group '{}': output of {} elements for {} ranks of {}", name_,
+                       output.numel(), size(), input.numel()));
+  if (size() == 1) {
+    output.copy_(input);
+    return std::make_unique<ReadyWork>(output);
+  }
+  return backend_for(input).all_gather(input.contiguous(), output,
+                                       std::vector<int64_t>(static_cast<size_t>(size()), input.size(0)));
+}
+
 torch::Tensor Communicator::all_gather_v(const torch::Tensor& input) {
   std::vector<int64_t> rows;
   for (const auto& r : all_gather_ints({input.size(0)})) rows.push_back(r.at(0));

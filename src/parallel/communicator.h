@@ -80,6 +80,8 @@ class Communicator {
   WorkPtr all_gather_async(const torch::Tensor& input);
   // Same with rank i contributing rows[i] rows (rows[rank()] == input.size(0)).
   WorkPtr all_gather_async(const torch::Tensor& input, const std::vector<int64_t>& rows);
+  // Equal shapes, into `output` (contiguous, size() x input's rows; it must not overlap input).
+  WorkPtr all_gather_into_async(const torch::Tensor& input, torch::Tensor output);
   // Reduction of every rank's input, of which this rank keeps rows [offset, offset+rows[rank()]).
   WorkPtr reduce_scatter_async(const torch::Tensor& input, ReduceOp op = ReduceOp::kSum);  // equal split
   WorkPtr reduce_scatter_async(const torch::Tensor& input, const std::vector<int64_t>& rows,

@@ -17,7 +17,7 @@
 #include "data/corpus.h"
 #include "models/decoder_lm.h"
 #include "optim/adamw.h"
-#include "optim/grad_reduce.h"
+#include "optim/param_buffer.h"
 #include "parallel/process_groups.h"
 #include "parallel/rng.h"
 #include "training/flops.h"
@@ -108,7 +108,12 @@ TrainResult train(const Config& config, ProcessGroups& groups, const TrainOption
   DecoderLM model(ctx, config.model, config.moe);
   model.train();
   const std::vector<torch::Tensor> params = model.parameters();
-  AdamW optimizer(params, t);
+  BufferOptions buffer_options;
+  buffer_options.bucket_bytes = static_cast<int64_t>(config.parallel.grad_bucket_mb * (1 << 20));
+  buffer_options.shard = config.parallel.distributed_optimizer;
+  buffer_options.overlap = config.parallel.overlap_grad_reduce;
+  ParamBuffers buffers(params, registry, groups, buffer_options);
+  AdamW optimizer(buffers, t);
   const TokenDataset data(config.data, t.seq_length, config.model.vocab_size, t.seed);
 
   int64_t local_params = 0;
@@ -121,6 +126,12 @@ TrainResult train(const Config& config, ProcessGroups& groups, const TrainOption
                                                num_moe_layers(config), config.moe.num_experts, config.moe.topk,
                                                groups.etp().size(), groups.ep().size(), groups.edp().size())
                                  : std::string());
+  log::info("train", "optimizer: AdamW, {:.3f} GiB of fp32 state on this rank{}; {:.3f} GiB of gradient buffers in {} "
+                     "buckets, reduced {}",
+            static_cast<double>(optimizer.state_bytes()) / (1 << 30),
+            buffers.sharded() ? " (distributed: sharded over dp_cp / edp)" : "",
+            static_cast<double>(buffers.grad_bytes()) / (1 << 30), buffers.num_buckets(),
+            buffer_options.overlap ? "during backward" : "after backward");
   log::info("train", "global batch {} = micro-batch {} x {} micro-batches x dp {}; {} steps", t.global_batch_size,
             t.micro_batch_size, micro_batches, dp, t.train_iters);
 
@@ -136,12 +147,14 @@ TrainResult train(const Config& config, ProcessGroups& groups, const TrainOption
   const double step_flops = flops_per_step(config, t.global_batch_size, t.seq_length);
   const double global_tokens = static_cast<double>(t.global_batch_size * t.seq_length);
   TrainResult result;
+  result.dense_state_bytes = optimizer.state_bytes(false);
+  result.expert_state_bytes = optimizer.state_bytes(true);
   int64_t bad_in_a_row = 0;
   double elapsed = 0;
   for (int64_t step = 0; step < t.train_iters; ++step) {
     const auto start = std::chrono::steady_clock::now();
     const double lr = learning_rate(t, step);
-    optimizer.zero_grad();
+    buffers.zero_grads();
     std::vector<torch::Tensor> lm_terms, aux_terms, z_terms;  // this rank's shares, [1] each
     const int64_t first = step * t.global_batch_size + groups.coords().dp * per_rank;
     // Router losses are per micro-batch (each rank holds a share): averaged over all of them.
@@ -163,16 +176,15 @@ TrainResult train(const Config& config, ProcessGroups& groups, const TrainOption
         loss = loss + router.z_loss * aux_scale;
         z_terms.push_back(router.z_loss.detach().reshape({1}) * aux_scale);
       }
+      buffers.set_sync(micro + 1 == micro_batches);  // the last backward reduces buckets as they fill
       loss.backward();
-      optimizer.accumulate_grads();  // bf16/fp16: into fp32 main gradients
     }
     const auto phase_end = [&] {
       if (options.device.is_cuda()) torch::cuda::synchronize();
       return std::chrono::steady_clock::now();
     };
     const auto computed = phase_end();
-    const std::vector<ParamGrad> grads = optimizer.grads();
-    finalize_grads(grads, registry, groups);
+    buffers.finish_grad_sync();
     torch::Tensor loss_sum = torch::full({1}, torch::cat(lm_terms).sum().item<double>(), torch::kDouble);
     groups.dp().all_reduce(loss_sum);  // the global mean over all tokens
     // [load balancing, z]: shares summed over tp_cp, micro-batch means over dp.
@@ -181,7 +193,7 @@ TrainResult train(const Config& config, ProcessGroups& groups, const TrainOption
     };
     torch::Tensor router_sums = torch::tensor({total_of(aux_terms), total_of(z_terms)}, torch::kDouble);
     groups.get(GroupKind::kTpDpCp).all_reduce(router_sums);
-    const double grad_norm = global_grad_norm(grads, registry, groups);
+    const double grad_norm = global_grad_norm(buffers, registry, groups);
     const auto reduced = phase_end();
 
     StepRecord record;

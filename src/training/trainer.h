@@ -1,7 +1,9 @@
 // The training loop: for each step, the global batch (the same samples on every layout for the
 // same seed) is split over dp ranks and into micro-batches (gradient accumulation); losses are
 // scaled by the global token count so summed gradients are those of the global mean; gradients
-// are finalized over tp (SP) and dp_cp, clipped by the global norm, and applied by AdamW. A step
+// are reduced in buckets during the last micro-batch's backward (ParamBuffers: over dp_cp for
+// dense parameters, edp for experts; reduce-scattered with the distributed optimizer), clipped
+// by the global norm, and applied by AdamW. A step
 // whose loss or gradient norm is not finite is skipped with a warning; max_bad_steps in a row
 // abort the run. Rank 0 logs progress (step/total, ETA, loss, lr, grad norm, tokens/s, TFLOP/s
 // per GPU, MFU, memory) and writes one JSON record per logged step to logging.metrics_file.
@@ -32,6 +34,8 @@ struct StepRecord {
 struct TrainResult {
   std::vector<StepRecord> steps;
   std::string sample;  // greedy continuation of the prompt (empty when not asked)
+  // Bytes of optimizer state (fp32 main weights and moments) on this rank, dense and expert.
+  int64_t dense_state_bytes = 0, expert_state_bytes = 0;
 };
 
 struct TrainOptions {

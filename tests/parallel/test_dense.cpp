@@ -10,7 +10,7 @@
 #include "layers/embedding.h"
 #include "models/decoder_lm.h"
 #include "mpi_test.h"
-#include "optim/grad_reduce.h"
+#include "optim/param_buffer.h"
 #include "parallel/process_groups.h"
 
 namespace foldtron::testing {
@@ -86,8 +86,14 @@ void check_layouts(bool tied) {
       DecoderLM model(ctx, model_config);
       const int64_t dp = groups.dp().size();
       const int64_t per_rank = kBatch / dp;
+      BufferOptions options;
+      options.bucket_bytes = 4096;  // many small buckets
+      ParamBuffers buffers(model.parameters(), registry, groups, options);
       torch::Tensor loss = torch::full({1}, run_step(model, groups.coords().dp * per_rank, per_rank), torch::kDouble);
-      finalize_grads(model, registry, groups, /*bucket_bytes=*/4096);  // many small buckets
+      // Every parameter got its gradient, so every bucket started while backward ran.
+      EXPECT_GT(buffers.num_buckets(), 10);
+      EXPECT_EQ(buffers.buckets_started_in_backward(), buffers.num_buckets());
+      buffers.finish_grad_sync();
       groups.dp().all_reduce(loss);
       EXPECT_NEAR(loss.item<double>(), reference_loss, 1e-5 * std::abs(reference_loss));
       for (const auto& item : model.named_parameters()) {

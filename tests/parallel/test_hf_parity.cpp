@@ -14,7 +14,7 @@
 #include "config/validate.h"
 #include "models/decoder_lm.h"
 #include "mpi_test.h"
-#include "optim/grad_reduce.h"
+#include "optim/param_buffer.h"
 #include "parallel/process_groups.h"
 #include "parallel/rng.h"
 #include "training/forward.h"
@@ -80,6 +80,7 @@ bool check_model(const std::string& model_name, const Layout& layout) {
   DecoderLM model(ctx, config.model, config.moe);
   model.eval();  // no dropout, no router losses: the stored gradients are those of ce_loss alone
   load_hf_weights(model, registry, HfCheckpoint(dir));
+  ParamBuffers buffers(model.parameters(), registry, groups);
 
   const SafetensorsFile reference(dir + "/reference.safetensors");
   const ForwardResult result = forward_batch(model, groups, reference.load("input_ids"), device(), sp, true);
@@ -93,12 +94,7 @@ bool check_model(const std::string& model_name, const Layout& layout) {
   }
 
   result.loss.backward();
-  std::vector<ParamGrad> grads;
-  for (const auto& p : model.parameters()) {
-    if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
-    grads.push_back({p, p.grad()});
-  }
-  finalize_grads(grads, registry, groups);
+  buffers.finish_grad_sync();
   // The reference stores the gradients of some parameters (layer 0, embeddings, output layer):
   // every one of them must be compared.
   size_t stored = 0, compared = 0;

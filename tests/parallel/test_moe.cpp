@@ -8,7 +8,7 @@
 #include "layers/context.h"
 #include "moe/moe_layer.h"
 #include "mpi_test.h"
-#include "optim/grad_reduce.h"
+#include "optim/param_buffer.h"
 #include "parallel/process_groups.h"
 
 namespace foldtron::testing {
@@ -279,18 +279,14 @@ void check_layer(const LayerCase& c) {
   ParamRegistry registry;
   MoELayer layer(context(groups, &registry, true), "mlp", model, moe);
   starve_experts(layer);
+  ParamBuffers buffers(layer.parameters(), registry, groups);
   const torch::Tensor x = data(100 + world_rank(), {tokens_of(world_rank()), 1, 16}).to(device()).requires_grad_(true);
   const torch::Tensor out = layer.forward(x);
   (out * data(200 + world_rank(), out.sizes()).to(device())).sum().backward();
   EXPECT_TRUE(near(out, my_ref_out)) << "output";
   EXPECT_TRUE(near(x.grad(), my_ref_grad)) << "input gradient";
 
-  std::vector<ParamGrad> grads;
-  for (const auto& p : layer.parameters()) {
-    if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
-    grads.push_back({p, p.grad()});
-  }
-  finalize_grads(grads, registry, groups);
+  buffers.finish_grad_sync();
   for (const auto& item : layer.named_parameters()) {
     const ParamInfo info = registry.info(item.value());
     torch::Tensor expected;

@@ -27,6 +27,7 @@ struct Case {
   bool sp;
   std::string dispatcher;
   std::vector<std::string> moe;  // extra moe.* overrides (also given to the reference)
+  std::vector<std::string> layout = {};  // extra overrides of this layout only
 };
 
 TEST(MoeTrainEquivalence, FoldedLayoutsMatchSingleProcessOverFiveSteps) {
@@ -36,26 +37,31 @@ TEST(MoeTrainEquivalence, FoldedLayoutsMatchSingleProcessOverFiveSteps) {
   // keeping the highest weights (drop_policy probs, exact in test_moe's single step) would let
   // fp32 rounding of other summation orders flip near-equal weights after a few updates.
   const std::vector<std::string> drop{"moe.capacity_factor=1", "moe.pad_to_capacity=true", "moe.drop_policy=position"};
+  const std::string distributed = "parallel.distributed_optimizer=true";
   const std::vector<std::string> bias{"moe.expert_bias=true", "moe.expert_bias_update_rate=0.01"};
   const std::vector<Case> cases{
       {1, 8, 1, false, "alltoall", {}},     {2, 4, 1, true, "alltoall", {}},   {2, 2, 2, true, "allgather", {}},
       {4, 2, 1, false, "alltoall", {}},     {2, 4, 2, true, "allgather", {}},  {2, 4, 2, false, "alltoall", {}},
       {2, 2, 1, true, "alltoall", bias},    {2, 4, 1, true, "alltoall", pad},  {2, 2, 2, true, "allgather", pad},
       {1, 8, 1, false, "alltoall", drop},   {1, 4, 2, false, "allgather", drop}, {1, 4, 1, false, "alltoall", {}},
-      {2, 2, 1, true, "allgather", {}},     {4, 4, 1, true, "alltoall", {}}};
+      {2, 2, 1, true, "allgather", {}},     {4, 4, 1, true, "alltoall", {}},
+      // The distributed optimizer (dense state over dp_cp, expert state over edp), tiny buckets.
+      {2, 4, 1, true, "alltoall", {}, {distributed}}, {1, 4, 2, false, "allgather", {}, {distributed}},
+      {2, 2, 2, true, "allgather", {}, {distributed, "parallel.grad_bucket_mb=0.001"}}};
   std::map<std::vector<std::string>, std::vector<StepRecord>> references;
   int checked = 0;
   double worst = 0;  // largest relative difference of a loss or gradient norm
   for (const Case& c : cases) {
     if (world % c.tp != 0 || world % (c.ep * c.etp) != 0) continue;
-    SCOPED_TRACE(fmt::format("world {} tp {} ep {} etp {} sp {} {} {}", world, c.tp, c.ep, c.etp, c.sp, c.dispatcher,
-                             fmt::join(c.moe, " ")));
+    SCOPED_TRACE(fmt::format("world {} tp {} ep {} etp {} sp {} {} {} {}", world, c.tp, c.ep, c.etp, c.sp,
+                             c.dispatcher, fmt::join(c.moe, " "), fmt::join(c.layout, " ")));
     if (!references.count(c.moe)) {
       references[c.moe] = run_training(moe_config(c.moe), MPI_COMM_SELF, 1);
       EXPECT_LT(references[c.moe].back().lm_loss, references[c.moe].front().lm_loss) << "the loss should fall";
     }
     const std::vector<StepRecord>& reference = references[c.moe];
     std::vector<std::string> overrides = c.moe;
+    overrides.insert(overrides.end(), c.layout.begin(), c.layout.end());
     for (const std::string& o :
          {fmt::format("parallel.tp={}", c.tp), fmt::format("parallel.ep={}", c.ep), fmt::format("parallel.etp={}", c.etp),
           fmt::format("parallel.sequence_parallel={}", c.sp), "moe.dispatcher=" + c.dispatcher}) {
@@ -80,6 +86,22 @@ TEST(MoeTrainEquivalence, FoldedLayoutsMatchSingleProcessOverFiveSteps) {
   if (world_rank() == 0) {
     std::cout << fmt::format("{} layouts; worst relative difference of a loss or gradient norm: {:.3g}\n", checked, worst);
   }
+}
+
+TEST(DistributedOptimizer, StateShrinksByDpForDenseAndEdpForExperts) {
+  const int world = world_size();
+  // Attention tp 2 x dp world/2; experts ep 2 x etp 1 x edp world/2.
+  const std::vector<std::string> layout{"parallel.tp=2", "parallel.ep=2", "parallel.etp=1", "train.train_iters=1"};
+  std::vector<std::string> sharded = layout;
+  sharded.push_back("parallel.distributed_optimizer=true");
+  const TrainResult plain = train_on(moe_config(layout), MPI_COMM_WORLD, world);
+  const TrainResult distributed = train_on(moe_config(sharded), MPI_COMM_WORLD, world);
+  const int64_t dp = world / 2, edp = world / 2;
+  EXPECT_GT(plain.dense_state_bytes, 0);
+  EXPECT_GT(plain.expert_state_bytes, 0);
+  EXPECT_EQ(distributed.dense_state_bytes * dp, plain.dense_state_bytes);
+  EXPECT_EQ(distributed.expert_state_bytes * edp, plain.expert_state_bytes);
+  EXPECT_NEAR(distributed.steps[0].loss, plain.steps[0].loss, 1e-6 * plain.steps[0].loss);
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include "config/config_load.h"
 #include "mpi_test.h"
 #include "optim/adamw.h"
+#include "parallel/process_groups.h"
 #include "train_test.h"
 
 namespace foldtron::testing {
@@ -27,14 +28,17 @@ TEST(TrainEquivalence, LayoutsAndAccumulationMatchSingleProcessOverFiveSteps) {
     int64_t tp;
     bool sp;
     int64_t micro;
+    std::string extra = "logging.level=info";  // one more override
   };
+  const std::string distributed = "parallel.distributed_optimizer=true";
   for (const Case& c : {Case{1, false, 1}, Case{1, false, 2}, Case{2, false, 1}, Case{2, true, 1}, Case{4, false, 1},
-                        Case{4, true, 2}}) {
+                        Case{4, true, 2}, Case{1, false, 1, distributed}, Case{2, true, 2, distributed},
+                        Case{1, false, 2, "parallel.overlap_grad_reduce=false"}, Case{2, true, 1, "parallel.grad_bucket_mb=0.001"}}) {
     if (world % c.tp != 0 || 8 % (c.micro * (world / c.tp)) != 0) continue;
-    SCOPED_TRACE(fmt::format("world {} tp {} sp {} micro-batch {}", world, c.tp, c.sp, c.micro));
+    SCOPED_TRACE(fmt::format("world {} tp {} sp {} micro-batch {} {}", world, c.tp, c.sp, c.micro, c.extra));
     const Config config = tiny_config({fmt::format("parallel.tp={}", c.tp),
                                        fmt::format("parallel.sequence_parallel={}", c.sp ? "true" : "false"),
-                                       fmt::format("train.micro_batch_size={}", c.micro)});
+                                       fmt::format("train.micro_batch_size={}", c.micro), c.extra});
     const std::vector<StepRecord> steps = run_training(config, MPI_COMM_WORLD, world);
     ASSERT_EQ(steps.size(), reference.size());
     for (size_t i = 0; i < steps.size(); ++i) {
@@ -48,17 +52,22 @@ TEST(Optim, GlobalGradNormCountsReplicatedParametersOnce) {
   if (world_size() % 2 != 0) GTEST_SKIP() << "needs tp 2";
   const Topology topology(ParallelLayout{world_size(), 2, 1, 1, 1, 1, "tp-cp-ep-dp-pp"});
   ProcessGroups groups(topology, comm_options());
-  ParamRegistry registry;
-  // A tp-split parameter whose shard on tp rank r is filled with (r + 1), and a replicated one.
-  torch::Tensor split = torch::full({3}, static_cast<double>(groups.coords().tp + 1)).requires_grad_(true);
-  torch::Tensor replicated = torch::full({2}, 1.0).requires_grad_(true);
-  registry.add(split, ParamInfo{0, false});
-  registry.add(replicated, ParamInfo{-1, false});
-  split.mutable_grad() = split.detach().clone();
-  replicated.mutable_grad() = torch::full({2}, 2.0);
-  // Hand count: shards 3*1^2 + 3*2^2 = 15, replicated once 2*2^2 = 8.
-  EXPECT_NEAR(global_grad_norm({{split, split.grad()}, {replicated, replicated.grad()}}, registry, groups),
-              std::sqrt(23.0), 1e-12);
+  for (const bool shard : {false, true}) {
+    SCOPED_TRACE(shard ? "sharded over dp" : "whole gradients");
+    ParamRegistry registry;
+    // A tp-split parameter whose shard on tp rank r is filled with (r + 1), and a replicated one.
+    torch::Tensor split = torch::zeros({3}).requires_grad_(true);
+    torch::Tensor replicated = torch::zeros({2}).requires_grad_(true);
+    registry.add(split, ParamInfo{0, false});
+    registry.add(replicated, ParamInfo{-1, false});
+    BufferOptions options;
+    options.shard = shard;
+    ParamBuffers buffers({split, replicated}, registry, groups, options);
+    buffers.main_grad(split).fill_(static_cast<double>(groups.coords().tp + 1));
+    buffers.main_grad(replicated).fill_(2.0);
+    // Hand count: shards 3*1^2 + 3*2^2 = 15, replicated once 2*2^2 = 8.
+    EXPECT_NEAR(global_grad_norm(buffers, registry, groups), std::sqrt(23.0), 1e-12);
+  }
 }
 
 TEST(Optim, AdamWMatchesAHandComputation) {
@@ -67,44 +76,54 @@ TEST(Optim, AdamWMatchesAHandComputation) {
   t.adam_beta2 = 0.95;
   t.adam_eps = 1e-8;
   t.weight_decay = 0.1;
-  torch::Tensor w = torch::tensor({{1.0, -2.0}}, torch::kDouble).to(torch::kFloat).requires_grad_(true);  // 2-D: decayed
-  torch::Tensor b = torch::tensor({0.5}, torch::kFloat).requires_grad_(true);                            // 1-D: not
-  AdamW adam({w, b}, t);
-  const double lr = 0.01;
-  double m = 0, v = 0, value = 1.0, bias_value = 0.5, mb = 0, vb = 0;
-  for (int step = 1; step <= 3; ++step) {
-    const double g = 0.3 * step, gb = -0.2 * step;
-    w.mutable_grad() = torch::tensor({{g, g}}, torch::kFloat);
-    b.mutable_grad() = torch::tensor({gb}, torch::kFloat);
-    adam.step(lr, /*grad_scale=*/0.5);
-    const double gs = 0.5 * g, gbs = 0.5 * gb;
-    m = 0.9 * m + 0.1 * gs;
-    v = 0.95 * v + 0.05 * gs * gs;
-    value = value * (1 - lr * 0.1) - lr * (m / (1 - std::pow(0.9, step))) / (std::sqrt(v / (1 - std::pow(0.95, step))) + 1e-8);
-    mb = 0.9 * mb + 0.1 * gbs;
-    vb = 0.95 * vb + 0.05 * gbs * gbs;
-    bias_value -= lr * (mb / (1 - std::pow(0.9, step))) / (std::sqrt(vb / (1 - std::pow(0.95, step))) + 1e-8);
+  // Every rank a dp rank: sharded, rank 0 owns these few elements and the others gather them.
+  ProcessGroups groups(Topology(ParallelLayout{world_size(), 1, 1, 1, 1, 1, "tp-cp-ep-dp-pp"}), comm_options());
+  for (const bool shard : {false, true}) {
+    SCOPED_TRACE(shard ? "distributed optimizer" : "plain");
+    torch::Tensor w = torch::tensor({{1.0, -2.0}}, torch::kFloat).requires_grad_(true);  // 2-D: decayed
+    torch::Tensor b = torch::tensor({0.5}, torch::kFloat).requires_grad_(true);          // 1-D: not
+    ParamRegistry registry;
+    BufferOptions options;
+    options.shard = shard;
+    ParamBuffers buffers({w, b}, registry, groups, options);
+    AdamW adam(buffers, t);
+    const double lr = 0.01;
+    double m = 0, v = 0, value = 1.0, bias_value = 0.5, mb = 0, vb = 0;
+    for (int step = 1; step <= 3; ++step) {
+      const double g = 0.3 * step, gb = -0.2 * step;
+      buffers.main_grad(w).fill_(g);
+      buffers.main_grad(b).fill_(gb);
+      adam.step(lr, /*grad_scale=*/0.5);
+      const double gs = 0.5 * g, gbs = 0.5 * gb;
+      m = 0.9 * m + 0.1 * gs;
+      v = 0.95 * v + 0.05 * gs * gs;
+      value = value * (1 - lr * 0.1) - lr * (m / (1 - std::pow(0.9, step))) / (std::sqrt(v / (1 - std::pow(0.95, step))) + 1e-8);
+      mb = 0.9 * mb + 0.1 * gbs;
+      vb = 0.95 * vb + 0.05 * gbs * gbs;
+      bias_value -= lr * (mb / (1 - std::pow(0.9, step))) / (std::sqrt(vb / (1 - std::pow(0.95, step))) + 1e-8);
+    }
+    EXPECT_NEAR(w[0][0].item<double>(), value, 1e-6);
+    EXPECT_NEAR(b[0].item<double>(), bias_value, 1e-6);
+    // Main weights and two moments in fp32 for this rank's shard: the buffer (padded) split dp ways.
+    const int64_t padded = buffers.grad_bytes() / 4;
+    EXPECT_EQ(adam.state_bytes(), 3 * 4 * (shard ? padded / world_size() : padded));
   }
-  EXPECT_NEAR(w[0][0].item<double>(), value, 1e-6);
-  EXPECT_NEAR(b[0].item<double>(), bias_value, 1e-6);
-  EXPECT_EQ(adam.state_bytes(), (2 + 1) * 2 * 4);
 }
 
 TEST(Optim, Bf16GradientsAccumulateInFp32MainGradients) {
-  TrainConfig t;
+  ProcessGroups groups(Topology(ParallelLayout{1, 1, 1, 1, 1, 1, "tp-cp-ep-dp-pp"}), comm_options(), MPI_COMM_SELF);
   torch::Tensor w = torch::zeros({1, 1}, torch::kBFloat16).requires_grad_(true);
-  AdamW adam({w}, t);
+  ParamRegistry registry;
+  ParamBuffers buffers({w}, registry, groups);
   // 256 + 1 is not representable in bf16 (8-bit mantissa): accumulated there it would stay 256.
+  buffers.set_sync(false);
   for (double g : {256.0, 1.0}) {
-    w.mutable_grad() = torch::full({1, 1}, g, torch::kBFloat16);
-    adam.accumulate_grads();
+    (w * torch::full({1, 1}, g, torch::kBFloat16)).sum().backward();
+    EXPECT_FALSE(w.grad().defined()) << "the bf16 gradient is freed once it is in the main gradient";
   }
-  const std::vector<ParamGrad> grads = adam.grads();
-  ASSERT_EQ(grads.size(), 1u);
-  EXPECT_EQ(grads[0].grad.scalar_type(), torch::kFloat);
-  EXPECT_EQ(grads[0].grad.item<double>(), 257.0);
-  EXPECT_FALSE(w.grad().defined()) << "the bf16 gradient is freed once it is in the main gradient";
-  EXPECT_EQ(adam.state_bytes(), 4 * 4);  // main weight, main gradient and two moments, fp32
+  buffers.finish_grad_sync();
+  EXPECT_EQ(buffers.main_grad(w).scalar_type(), torch::kFloat);
+  EXPECT_EQ(buffers.main_grad(w).item<double>(), 257.0);
 }
 
 TEST(TrainEquivalence, Bf16TrainingFollowsFp32) {

@@ -1,5 +1,5 @@
 // Runs `foldtron train`'s loop for a config on the ranks of `base` (the whole job, or
-// MPI_COMM_SELF for the single-process reference) and returns its per-step records.
+// MPI_COMM_SELF for the single-process reference) and returns its result (or its per-step records).
 #pragma once
 
 #include <vector>
@@ -14,13 +14,17 @@
 
 namespace foldtron::testing {
 
-inline std::vector<StepRecord> run_training(const Config& config, MPI_Comm base, int world) {
+inline TrainResult train_on(const Config& config, MPI_Comm base, int world) {
   validate_config(config, world);
   const Topology topology(layout_of(config.parallel, world));
   ProcessGroups groups(topology, comm_options(), base);
   TrainOptions options;
   options.device = device();
-  return train(config, groups, options).steps;
+  return train(config, groups, options);
+}
+
+inline std::vector<StepRecord> run_training(const Config& config, MPI_Comm base, int world) {
+  return train_on(config, base, world).steps;
 }
 
 }  // namespace foldtron::testing

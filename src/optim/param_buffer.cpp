@@ -1,0 +1,308 @@
+// Parameter and gradient buffers with overlapped, bucketed reduction (see param_buffer.h).
+#include "optim/param_buffer.h"
+
+#include <map>
+#include <tuple>
+
+#include <fmt/format.h>
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/function_hook.h>
+#include <torch/csrc/autograd/variable.h>
+#include <torch/torch.h>
+
+#include "core/errors.h"
+#include "parallel/process_groups.h"
+
+namespace foldtron {
+namespace {
+
+// Parameters start at multiples of this many elements (aligned vector loads), and buckets span
+// multiples of it times the group size.
+constexpr int64_t kAlign = 64;
+
+int64_t round_up(int64_t n, int64_t multiple) { return (n + multiple - 1) / multiple * multiple; }
+
+// `tensors` all-reduced over `group` in flat messages of up to `bucket_bytes`, all in flight
+// together, and copied back as they complete.
+void all_reduce_packed(const std::vector<torch::Tensor>& tensors, Communicator& group, int64_t bucket_bytes) {
+  std::vector<std::vector<torch::Tensor>> packs;
+  int64_t bytes = bucket_bytes;
+  for (const torch::Tensor& t : tensors) {
+    const int64_t size = t.numel() * t.element_size();
+    if (packs.empty() || bytes + size > bucket_bytes) {
+      packs.emplace_back();
+      bytes = 0;
+    }
+    packs.back().push_back(t);
+    bytes += size;
+  }
+  std::vector<torch::Tensor> flats;
+  std::vector<WorkPtr> works;
+  for (const auto& pack : packs) {
+    std::vector<torch::Tensor> pieces;
+    for (const torch::Tensor& t : pack) pieces.push_back(t.reshape({-1}));
+    flats.push_back(torch::cat(pieces));
+    works.push_back(group.all_reduce_async(flats.back()));
+  }
+  for (size_t p = 0; p < packs.size(); ++p) {
+    works[p]->wait();
+    int64_t offset = 0;
+    for (const torch::Tensor& t : packs[p]) {
+      t.view({-1}).copy_(flats[p].narrow(0, offset, t.numel()));
+      offset += t.numel();
+    }
+  }
+}
+
+}  // namespace
+
+struct ParamBuffers::Entry {
+  torch::Tensor param;
+  torch::Tensor grad;  // fp32 main gradient, shaped like the parameter (view of the buffer)
+  size_t buffer = 0, bucket = 0;
+  int64_t offset = 0;  // in the buffer
+  bool low_precision = false;
+  bool ready = false;  // its gradient of the synced backward is in
+  std::shared_ptr<torch::autograd::Node> accumulator;
+  uintptr_t hook_key = 0;
+};
+
+struct ParamBuffers::Bucket {
+  size_t buffer = 0;
+  int64_t begin = 0, size = 0;  // elements of the buffer, padded
+  std::vector<size_t> entries;
+  size_t pending = 0;  // entries whose gradient has not arrived in the synced backward
+  bool started = false;
+  WorkPtr work;
+};
+
+struct ParamBuffers::Buffer {
+  bool expert = false;
+  torch::ScalarType dtype = torch::kFloat;
+  Communicator* group = nullptr;  // dp_cp or edp
+  torch::Tensor values, grads;    // flat: parameter dtype, fp32
+  int64_t numel = 0, shard_numel = 0;
+  int64_t open_bucket = -1, open_bytes = 0;
+};
+
+// Runs after a parameter's gradient accumulator: its gradient of this backward is complete.
+class ParamBuffers::Hook : public torch::autograd::FunctionPostHook {
+ public:
+  Hook(ParamBuffers* owner, size_t entry) : owner_(owner), entry_(entry) {}
+  torch::autograd::variable_list operator()(const torch::autograd::variable_list& outputs,
+                                            const torch::autograd::variable_list& /*inputs*/) override {
+    owner_->on_grad_ready(entry_);
+    return outputs;
+  }
+
+ private:
+  ParamBuffers* owner_;
+  size_t entry_;
+};
+
+ParamBuffers::ParamBuffers(const std::vector<torch::Tensor>& params, const ParamRegistry& registry,
+                           ProcessGroups& groups, BufferOptions options)
+    : options_(options), groups_(groups) {
+  // Buckets in reverse registration order, per (kind, dtype, device) group.
+  std::map<std::tuple<bool, int, std::string>, size_t> by_key;
+  const auto close_bucket = [&](Buffer& buffer) {
+    if (buffer.open_bucket < 0) return;
+    Bucket& bucket = buckets_[static_cast<size_t>(buffer.open_bucket)];
+    bucket.size = round_up(buffer.numel - bucket.begin, kAlign * buffer.group->size());
+    buffer.numel = bucket.begin + bucket.size;
+    buffer.open_bucket = -1;
+  };
+  for (auto it = params.rbegin(); it != params.rend(); ++it) {
+    const torch::Tensor& param = *it;
+    FT_CHECK(param.is_contiguous() && param.is_leaf(), "parameters must be contiguous leaves");
+    const ParamInfo info = registry.info(param);
+    const auto key = std::make_tuple(info.expert, static_cast<int>(param.scalar_type()), param.device().str());
+    auto found = by_key.find(key);
+    if (found == by_key.end()) {
+      found = by_key.emplace(key, buffers_.size()).first;
+      Buffer buffer;
+      buffer.expert = info.expert;
+      buffer.dtype = param.scalar_type();
+      buffer.group = info.expert ? &groups.edp() : &groups.dp_cp();
+      buffers_.push_back(std::move(buffer));
+    }
+    Buffer& buffer = buffers_[found->second];
+    const int64_t bytes = param.numel() * 4;
+    if (buffer.open_bucket >= 0 && buffer.open_bytes + bytes > options_.bucket_bytes) close_bucket(buffer);
+    if (buffer.open_bucket < 0) {
+      buffer.open_bucket = static_cast<int64_t>(buckets_.size());
+      buffer.open_bytes = 0;
+      Bucket bucket;
+      bucket.buffer = found->second;
+      bucket.begin = buffer.numel;
+      buckets_.push_back(std::move(bucket));
+    }
+    Entry entry;
+    entry.param = param;
+    entry.buffer = found->second;
+    entry.bucket = static_cast<size_t>(buffer.open_bucket);
+    entry.offset = round_up(buffer.numel, kAlign);
+    entry.low_precision = param.scalar_type() != torch::kFloat;
+    buffer.numel = entry.offset + param.numel();
+    buffer.open_bytes += bytes;
+    buckets_[entry.bucket].entries.push_back(entries_.size());
+    entries_.push_back(std::move(entry));
+  }
+  for (Buffer& buffer : buffers_) close_bucket(buffer);
+
+  // The buffers; parameters become views of theirs, fp32 ones get their gradient view as .grad.
+  torch::NoGradGuard no_grad;
+  for (size_t b = 0; b < buffers_.size(); ++b) {
+    Buffer& buffer = buffers_[b];
+    torch::Device device(torch::kCPU);
+    for (const Entry& entry : entries_) {
+      if (entry.buffer == b) device = entry.param.device();
+    }
+    buffer.values = torch::zeros({buffer.numel}, torch::TensorOptions().dtype(buffer.dtype).device(device));
+    buffer.grads = torch::zeros({buffer.numel}, torch::TensorOptions().dtype(torch::kFloat).device(device));
+  }
+  for (size_t e = 0; e < entries_.size(); ++e) {
+    Entry& entry = entries_[e];
+    Buffer& buffer = buffers_[entry.buffer];
+    torch::Tensor& param = entry.param;
+    buffer.values.narrow(0, entry.offset, param.numel()).copy_(param.reshape({-1}));
+    param.set_(buffer.values.storage(), buffer.values.storage_offset() + entry.offset, param.sizes(),
+               param.strides());
+    entry.grad = buffer.grads.narrow(0, entry.offset, param.numel()).view(param.sizes());
+    if (!entry.low_precision) param.mutable_grad() = entry.grad;
+    entry.accumulator = torch::autograd::impl::grad_accumulator(param);
+    FT_CHECK(entry.accumulator != nullptr, "a parameter without a gradient accumulator (requires_grad off?)");
+    entry.hook_key = entry.accumulator->add_post_hook(std::make_unique<Hook>(this, e));
+    if (registry.info(param).sequence_parallel && groups.tp().size() > 1) sequence_parallel_grads_.push_back(entry.grad);
+  }
+
+  // This rank's shard: rank r of the group owns the r-th 1/size of every bucket (the whole bucket
+  // without sharding).
+  for (Bucket& bucket : buckets_) {
+    Buffer& buffer = buffers_[bucket.buffer];
+    const int64_t parts = options_.shard ? buffer.group->size() : 1;
+    const int64_t chunk = bucket.size / parts;
+    const int64_t begin = bucket.begin + (options_.shard ? buffer.group->rank() : 0) * chunk;
+    chunks_.push_back({buffer.grads.narrow(0, begin, chunk), buffer.values.narrow(0, begin, chunk), static_cast<int64_t>(bucket.buffer),
+                       buffer.shard_numel});
+    for (size_t e : bucket.entries) {
+      const Entry& entry = entries_[e];
+      const int64_t lo = std::max(entry.offset, begin);
+      const int64_t hi = std::min(entry.offset + entry.param.numel(), begin + chunk);
+      if (hi <= lo) continue;
+      segments_.push_back({entry.param, buffer.grads.narrow(0, lo, hi - lo), buffer.values.narrow(0, lo, hi - lo),
+                           static_cast<int64_t>(bucket.buffer), buffer.shard_numel + (lo - begin)});
+    }
+    buffer.shard_numel += chunk;
+  }
+  zero_grads();
+}
+
+ParamBuffers::~ParamBuffers() {
+  for (Entry& entry : entries_) {
+    if (entry.accumulator) entry.accumulator->del_post_hook(entry.hook_key);
+  }
+}
+
+int64_t ParamBuffers::num_buffers() const { return static_cast<int64_t>(buffers_.size()); }
+int64_t ParamBuffers::num_buckets() const { return static_cast<int64_t>(buckets_.size()); }
+bool ParamBuffers::buffer_is_expert(int64_t buffer) const { return buffers_.at(static_cast<size_t>(buffer)).expert; }
+int64_t ParamBuffers::shard_numel(int64_t buffer) const { return buffers_.at(static_cast<size_t>(buffer)).shard_numel; }
+
+int64_t ParamBuffers::grad_bytes() const {
+  int64_t bytes = 0;
+  for (const Buffer& buffer : buffers_) bytes += buffer.numel * 4;
+  return bytes;
+}
+
+torch::Tensor ParamBuffers::main_grad(const torch::Tensor& param) const {
+  for (const Entry& entry : entries_) {
+    if (entry.param.unsafeGetTensorImpl() == param.unsafeGetTensorImpl()) return entry.grad;
+  }
+  throw InternalError("main_grad: the parameter is not in these buffers");
+}
+
+void ParamBuffers::zero_grads() {
+  FT_CHECK(next_bucket_ == 0 || next_bucket_ == buckets_.size(), "zero_grads while gradients are being reduced");
+  for (Buffer& buffer : buffers_) buffer.grads.zero_();
+  for (Entry& entry : entries_) {
+    entry.ready = false;
+    // fp32 parameters accumulate into their buffer view; someone may have replaced it.
+    if (!entry.low_precision && !entry.param.grad().is_same(entry.grad)) entry.param.mutable_grad() = entry.grad;
+    if (entry.low_precision) entry.param.mutable_grad() = torch::Tensor();
+  }
+  for (Bucket& bucket : buckets_) {
+    bucket.pending = bucket.entries.size();
+    bucket.started = false;
+    bucket.work.reset();
+  }
+  next_bucket_ = 0;
+  started_in_backward_ = 0;
+}
+
+void ParamBuffers::on_grad_ready(size_t e) {
+  Entry& entry = entries_[e];
+  const torch::Tensor grad = entry.param.grad();
+  if (grad.defined() && !grad.is_same(entry.grad)) {
+    // A 16-bit gradient of this backward: added into the fp32 buffer, then freed. (An fp32
+    // gradient that autograd accumulated out of place already holds the earlier sum.)
+    torch::NoGradGuard no_grad;
+    if (entry.low_precision) {
+      entry.grad.add_(grad);
+    } else {
+      entry.grad.copy_(grad);
+    }
+    entry.param.mutable_grad() = entry.low_precision ? torch::Tensor() : entry.grad;
+  }
+  if (!sync_ || !options_.overlap || entry.ready) return;
+  Bucket& bucket = buckets_[entry.bucket];
+  FT_CHECK(!bucket.started,
+           fmt::format("the gradient of a parameter of bucket {} arrived after the bucket was reduced", entry.bucket));
+  entry.ready = true;
+  if (--bucket.pending == 0) start_ready_buckets(false);
+}
+
+void ParamBuffers::start_ready_buckets(bool all) {
+  while (next_bucket_ < buckets_.size() && (all || buckets_[next_bucket_].pending == 0)) {
+    start_bucket(buckets_[next_bucket_++]);
+    if (!all) ++started_in_backward_;
+  }
+}
+
+void ParamBuffers::start_bucket(Bucket& bucket) {
+  Buffer& buffer = buffers_[bucket.buffer];
+  bucket.started = true;
+  if (buffer.group->size() == 1) return;
+  const torch::Tensor region = buffer.grads.narrow(0, bucket.begin, bucket.size);
+  bucket.work = options_.shard ? buffer.group->reduce_scatter_async(region) : buffer.group->all_reduce_async(region);
+}
+
+void ParamBuffers::finish_grad_sync() {
+  start_ready_buckets(true);
+  torch::NoGradGuard no_grad;
+  for (size_t b = 0; b < buckets_.size(); ++b) {
+    Bucket& bucket = buckets_[b];
+    if (!bucket.work) continue;
+    const torch::Tensor result = bucket.work->wait();
+    if (options_.shard) chunks_[b].grad.copy_(result);  // the reduced chunk, into this rank's shard
+    bucket.work.reset();
+  }
+  // Replicated parameters fed only this rank's sequence chunk: summed over tp (after the dp
+  // reduction; both are sums, so the order does not matter).
+  if (!sequence_parallel_grads_.empty()) all_reduce_packed(sequence_parallel_grads_, groups_.tp(), options_.bucket_bytes);
+}
+
+void ParamBuffers::gather_params() {
+  if (!options_.shard) return;
+  std::vector<WorkPtr> works;
+  for (size_t b = 0; b < buckets_.size(); ++b) {
+    const Bucket& bucket = buckets_[b];
+    Buffer& buffer = buffers_[bucket.buffer];
+    if (buffer.group->size() == 1) continue;
+    works.push_back(buffer.group->all_gather_into_async(chunks_[b].value.clone(),
+                                                        buffer.values.narrow(0, bucket.begin, bucket.size)));
+  }
+  for (WorkPtr& work : works) work->wait();
+}
+
+}  // namespace foldtron
