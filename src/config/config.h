@@ -271,6 +271,8 @@ struct LoggingConfig {
   double peak_tflops = 989.0;
   std::string sample_prompt = "The license";
   int64_t sample_tokens = 0;
+  int64_t profile_step = 0;
+  std::string profile_file = "trace.json";
 
   template <typename V>
   void visit(V& v) {
@@ -281,6 +283,8 @@ struct LoggingConfig {
     v("peak_tflops", peak_tflops, "peak TFLOP/s per GPU for MFU (989: H100/H200 dense bf16)");
     v("sample_prompt", sample_prompt, "prompt of the greedy continuation printed after training");
     v("sample_tokens", sample_tokens, "tokens of that continuation (0: none)");
+    v("profile_step", profile_step, "step (1-based) traced with the torch profiler on rank 0; 0: none");
+    v("profile_file", profile_file, "Chrome trace JSON file of that step");
   }
 };
 

@@ -272,6 +272,7 @@ void check_data_and_rest(const Config& c, Checker& check) {
   check.positive("logging.log_interval", c.logging.log_interval);
   check.positive_real("logging.peak_tflops", c.logging.peak_tflops);
   check.non_negative("logging.sample_tokens", static_cast<double>(c.logging.sample_tokens));
+  check.non_negative("logging.profile_step", static_cast<double>(c.logging.profile_step));
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // Version queries of torch_compat.h.
 #include "core/torch_compat.h"
 
+#include <torch/csrc/autograd/profiler_kineto.h>
 #include <torch/torch.h>
 #ifdef FOLDTRON_WITH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
@@ -32,5 +33,16 @@ double cuda_peak_memory_gb(int device) {
   return 0.0;
 #endif
 }
+
+void start_trace(bool cuda) {
+  using torch::profiler::impl::ActivityType;
+  const torch::profiler::impl::ProfilerConfig config(torch::profiler::impl::ProfilerState::KINETO);
+  std::set<ActivityType> activities{ActivityType::CPU};
+  if (cuda) activities.insert(ActivityType::CUDA);
+  torch::autograd::profiler::prepareProfiler(config, activities);
+  torch::autograd::profiler::enableProfiler(config, activities);
+}
+
+void stop_trace(const std::string& path) { torch::autograd::profiler::disableProfiler()->save(path); }
 
 }  // namespace foldtron::torch_compat

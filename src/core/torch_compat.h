@@ -22,6 +22,11 @@ int cuda_device_count();
 // Peak bytes the CUDA caching allocator has handed out on `device` (GiB); 0 without CUDA.
 double cuda_peak_memory_gb(int device);
 
+// A Kineto trace (CPU ops, and CUDA kernels and copies when `cuda`) from start_trace() to
+// stop_trace(), written as a Chrome trace JSON file to `path`.
+void start_trace(bool cuda);
+void stop_trace(const std::string& path);
+
 }  // namespace foldtron::torch_compat
 
 #include "core/torch_compat_inl.h"

@@ -63,6 +63,17 @@ std::string generate(DecoderLM& model, const Config& config, ProcessGroups& grou
   return out;
 }
 
+// Whether this LibTorch can write a trace (Kineto is in the CUDA wheels, not in Debian's build).
+bool trace_supported() {
+  try {
+    torch_compat::start_trace(false);
+    torch_compat::stop_trace("/dev/null");
+    return true;
+  } catch (const c10::Error&) {
+    return false;
+  }
+}
+
 }  // namespace
 
 std::string metrics_json(const StepRecord& r) {
@@ -94,6 +105,11 @@ TrainResult train(const Config& config, ProcessGroups& groups, const TrainOption
   if (config.data.tokenizer != Tokenizer::kByte) {
     throw ConfigError("data.tokenizer", "training reads byte-level corpora only so far",
                       "set data.tokenizer: byte (sentencepiece corpora arrive with the data issue)");
+  }
+  if (config.logging.profile_step > 0 && groups.world_rank() == 0 && !trace_supported()) {
+    throw ConfigError("logging.profile_step", "this LibTorch was built without Kineto, so no trace can be written",
+                      "profile with a torch build that has it (the CUDA wheel: scripts/gpu_build.sh), or set "
+                      "logging.profile_step: 0");
   }
   const TrainConfig& t = config.train;
   const int64_t dp = groups.dp().size();
@@ -152,6 +168,11 @@ TrainResult train(const Config& config, ProcessGroups& groups, const TrainOption
   int64_t bad_in_a_row = 0;
   double elapsed = 0;
   for (int64_t step = 0; step < t.train_iters; ++step) {
+    const bool traced = groups.world_rank() == 0 && step + 1 == config.logging.profile_step;
+    if (traced) {
+      if (options.device.is_cuda()) torch::cuda::synchronize();
+      torch_compat::start_trace(options.device.is_cuda());
+    }
     const auto start = std::chrono::steady_clock::now();
     const double lr = learning_rate(t, step);
     buffers.zero_grads();
@@ -222,6 +243,10 @@ TrainResult train(const Config& config, ProcessGroups& groups, const TrainOption
     }
     for (const auto& layer : model.moe_layers()) layer->gate->update_expert_bias();
     const auto end = phase_end();
+    if (traced) {
+      torch_compat::stop_trace(config.logging.profile_file);
+      log::info("train", "step {} traced into {}", step + 1, config.logging.profile_file);
+    }
     record.step_time_s = std::chrono::duration<double>(end - start).count();
     record.fwd_bwd_s = std::chrono::duration<double>(computed - start).count();
     record.grad_reduce_s = std::chrono::duration<double>(reduced - computed).count();

@@ -2,7 +2,13 @@
 // every tensor/sequence/data-parallel layout of the job (and of gradient accumulation against a
 // larger micro-batch) equal those of the single-process run (a one-rank job over MPI_COMM_SELF
 // on every rank). Also: clipping norm and AdamW against hand computations.
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+
 #include "config/config_load.h"
+#include "core/errors.h"
 #include "mpi_test.h"
 #include "optim/adamw.h"
 #include "parallel/process_groups.h"
@@ -136,6 +142,24 @@ TEST(TrainEquivalence, Bf16TrainingFollowsFp32) {
     EXPECT_FALSE(bf16[i].skipped);
   }
   EXPECT_LT(bf16.back().loss, bf16.front().loss);
+}
+
+TEST(Profile, TracesTheChosenStepOrNamesWhyNot) {
+  // Debian's LibTorch has no Kineto: a clear error naming the key; the CUDA wheel writes a trace.
+  const std::string path = fmt::format("/tmp/foldtron_trace_{}.json", ::getpid());
+  const Config config = tiny_config({"train.train_iters=2", "logging.profile_step=2", "logging.profile_file=" + path});
+  try {
+    run_training(config, MPI_COMM_SELF, 1);
+  } catch (const ConfigError& e) {
+    ASSERT_EQ(e.problems().size(), 1u);
+    EXPECT_EQ(e.problems()[0].field, "logging.profile_step");
+    EXPECT_NE(e.problems()[0].message.find("without Kineto"), std::string::npos) << e.what();
+    return;
+  }
+  std::ifstream trace(path);
+  const std::string text((std::istreambuf_iterator<char>(trace)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("traceEvents"), std::string::npos) << "no trace in " << path;
+  std::remove(path.c_str());
 }
 
 TEST(Optim, LearningRateWarmsUpThenDecaysToMin) {
