@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# On the GPU machine, in one call: build with CUDA, run the MoE correctness tests on the GPU
-# (dispatchers and layouts against the single-process layer, Hugging Face parity in fp32 with
-# NCCL), then the first performance baseline of issue 7: foldtron's trainer and the PyTorch-native
-# step (bench/torch_native_moe.py, eager and torch.compile) on the reference config, mixtral-8x7b
-# truncated to 4 layers, sequence 4096, micro-batch 2, bf16, dropless, one GPU.
+# On the GPU machine, in one call: build with CUDA, run the correctness tests on the GPU (MoE
+# dispatchers and layouts against the single-process layer, Hugging Face parity in fp32 with
+# NCCL, dense layouts, training with the distributed optimizer and recomputation), then the
+# performance baseline of issue 7: foldtron's trainer (with a traced step, summarized by
+# bench/trace_summary.py) and the PyTorch-native step (bench/torch_native_moe.py, eager and
+# torch.compile) on the reference config, mixtral-8x7b truncated to 4 layers, sequence 4096,
+# micro-batch 2, bf16, dropless, one GPU; then two-GPU layouts.
 # Every step has a time limit. The reference vectors travel in .gpu/reference (carry it).
 # Usage: scripts/gpu_moe.sh [output dir]; PARTS="tests one mb1 torch two" (the default) picks what
 # runs; CTEST_ARGS replaces the build's "-L unit" (e.g. "-R ^$" runs no test).
@@ -18,8 +20,10 @@ grep -E "tests passed|FAILED" "$out/build.log"
 parts=${PARTS:-tests one mb1 torch two}
 has() { [[ " $parts " == *" $1 "* ]]; }
 has tests && for np in 1 $gpus; do
-  step 120 $mpi -np "$np" build-gpu/tests/parallel/test_moe --device=cuda --gtest_brief=1
-  step 120 $mpi -np "$np" build-gpu/tests/parallel/test_hf_parity --device=cuda --gtest_brief=1
+  for t in test_moe test_hf_parity test_dense test_train; do
+    step 120 $mpi -np "$np" build-gpu/tests/parallel/$t --device=cuda --gtest_brief=1 > "$out/${t}_np$np.log" 2>&1
+    grep -E "PASSED|FAILED|worst|layouts" "$out/${t}_np$np.log" | head -8
+  done
   [[ $gpus -eq 1 ]] && break
 done
 # The reference config on one GPU: 15 steps (the metrics file has each; docs take the median of
@@ -31,7 +35,14 @@ run_train() {  # run_train NAME RANKS SECONDS FLAGS...
   step "$limit" $mpi -np "$np" build-gpu/bin/foldtron train "$@" --metrics-file "$out/$name.jsonl" > "$out/$name.log" 2>&1
   grep -E "step (1|15)/|mean step|error" "$out/$name.log" | cut -c1-250
 }
-has one && run_train mixtral4_mb2 1 300 "${ref[@]}" --micro-batch-size 2 --global-batch-size 2
+# The reference run traces its step 13 (logging.profile_step) for bench/trace_summary.py.
+if has one; then
+  run_train mixtral4_mb2 1 300 "${ref[@]}" --micro-batch-size 2 --global-batch-size 2 \
+    --set logging.profile_step=13 --set "logging.profile_file=$out/mixtral4_mb2_trace.json"
+  python3 bench/trace_summary.py "$out/mixtral4_mb2_trace.json" --top 25 > "$out/mixtral4_mb2_profile.txt" 2>&1
+  head -45 "$out/mixtral4_mb2_profile.txt"
+  gzip -f "$out/mixtral4_mb2_trace.json"
+fi
 has mb1 && run_train mixtral4_mb1 1 300 "${ref[@]}" --micro-batch-size 1 --global-batch-size 1
 if has torch; then
   step 300 python3 bench/torch_native_moe.py > "$out/torch_eager.log" 2>&1
@@ -42,9 +53,13 @@ fi
 if has two && [[ $gpus -ge 2 ]]; then
   # Two GPUs: expert parallel, tensor parallel, and folded (attention tp 2, experts ep 2 x etp 1).
   run_train mixtral4_ep2 2 300 "${ref[@]}" --micro-batch-size 2 --global-batch-size 4 --ep 2
+  run_train mixtral4_ep2_distopt 2 300 "${ref[@]}" --micro-batch-size 2 --global-batch-size 4 --ep 2 \
+    --set parallel.distributed_optimizer=true
   run_train mixtral4_tp2 2 300 "${ref[@]}" --micro-batch-size 2 --global-batch-size 2 --tp 2 --sequence-parallel
   run_train mixtral4_tp2_ep2 2 300 "${ref[@]}" --micro-batch-size 2 --global-batch-size 2 --tp 2 \
     --sequence-parallel --ep 2 --etp 1
+  run_train mixtral4_tp2_ep2_recompute 2 300 "${ref[@]}" --micro-batch-size 2 --global-batch-size 2 --tp 2 \
+    --sequence-parallel --ep 2 --etp 1 --set model.recompute=selective
   # Qwen2-57B-A14B truncated to 4 layers (64 experts top-8, shared expert): too large for one
   # GPU with fp32 main weights and moments, so experts over 2.
   run_train qwen2_4_ep2 2 300 --preset qwen2-57b-a14b --set model.num_layers=4 --seq-length 4096 --train-iters 15 \

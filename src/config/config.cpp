@@ -20,6 +20,7 @@ FOLDTRON_ENUM_NAMES(DropPolicy, "probs", "position")
 FOLDTRON_ENUM_NAMES(Dispatcher, "alltoall", "allgather")
 FOLDTRON_ENUM_NAMES(CpCommType, "p2p", "a2a", "allgather")
 FOLDTRON_ENUM_NAMES(LrDecay, "cosine", "linear", "constant")
+FOLDTRON_ENUM_NAMES(Recompute, "none", "full", "core_attn", "moe_act", "selective")
 FOLDTRON_ENUM_NAMES(Tokenizer, "byte", "sentencepiece")
 FOLDTRON_ENUM_NAMES(log::Level, "debug", "info", "warning", "error")
 

@@ -27,6 +27,9 @@ enum class DropPolicy { kProbs, kPosition };
 enum class Dispatcher { kAllToAll, kAllGather };
 enum class CpCommType { kP2P, kAllToAll, kAllGather };
 enum class LrDecay { kCosine, kLinear, kConstant };
+// Activation recomputation: none; full (whole layers, in blocks of recompute_num_layers); or
+// selective: core attention, the experts' activation and output projection, or both.
+enum class Recompute { kNone, kFull, kCoreAttn, kMoeAct, kSelective };
 enum class Tokenizer { kByte, kSentencePiece };
 
 // Every enumeration's YAML spellings, in declaration order.
@@ -60,9 +63,13 @@ struct ModelConfig {
   double init_std = 0.02;
   double hidden_dropout = 0.0;
   double attention_dropout = 0.0;
+  Recompute recompute = Recompute::kNone;
+  int64_t recompute_num_layers = 1;
 
   int64_t kv_channels() const { return head_dim > 0 ? head_dim : hidden_size / num_attention_heads; }
 
+  bool recompute_core_attn() const { return recompute == Recompute::kCoreAttn || recompute == Recompute::kSelective; }
+  bool recompute_moe_act() const { return recompute == Recompute::kMoeAct || recompute == Recompute::kSelective; }
   template <typename V>
   void visit(V& v) {
     v("architecture", architecture, "model family: llama (dense), mixtral, qwen2_moe");
@@ -84,6 +91,10 @@ struct ModelConfig {
     v("init_std", init_std, "standard deviation of the normal weight initialization");
     v("hidden_dropout", hidden_dropout, "dropout after attention and MLP");
     v("attention_dropout", attention_dropout, "dropout on attention probabilities");
+    v("recompute", recompute,
+      "activation recomputation: none, full (whole layers), core_attn, moe_act (expert activation and output "
+      "projection) or selective (core_attn and moe_act)");
+    v("recompute_num_layers", recompute_num_layers, "full recomputation: layers per recomputed block");
   }
 };
 

@@ -60,6 +60,7 @@ void check_model(const Config& c, Checker& check) {
   check.positive_real("model.norm_eps", m.norm_eps);
   check.positive_real("model.init_std", m.init_std);
   check.probability("model.hidden_dropout", m.hidden_dropout);
+  check.positive("model.recompute_num_layers", m.recompute_num_layers);
   check.probability("model.attention_dropout", m.attention_dropout);
   if (m.num_attention_heads < 1 || m.num_query_groups < 1) return;
   if (m.head_dim == 0) {

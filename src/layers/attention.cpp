@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include "core/torch_compat.h"
+#include "layers/recompute.h"
 #include "parallel/rng.h"
 
 namespace foldtron {
@@ -51,7 +52,8 @@ Attention::Attention(const LayerContext& ctx, const std::string& name, const Mod
       local_groups_(model.num_query_groups / ctx.tp_size()),
       head_dim_(model.kv_channels()),
       rope_theta_(model.rope_theta),
-      dropout_(model.attention_dropout) {
+      dropout_(model.attention_dropout),
+      recompute_core_(model.recompute_core_attn()) {
   const int64_t h = model.hidden_size;
   const double std = model.init_std;
   q_proj = register_module("q_proj", std::make_shared<ColumnParallelLinear>(
@@ -76,6 +78,21 @@ torch::Tensor Attention::forward(const torch::Tensor& x, const torch::Tensor& po
   q = apply_rotary(q, cos, sin).permute({1, 2, 0, 3});  // [b, hq, s, d]
   k = apply_rotary(k, cos, sin).permute({1, 2, 0, 3});  // [b, hkv, s, d]
   v = v.permute({1, 2, 0, 3});
+  torch::Tensor context;
+  if (recompute_core_ && is_training()) {
+    // Selective recomputation: only q, k and v are kept; backward recomputes the attention.
+    context = checkpoint([this](const std::vector<torch::Tensor>& in) -> std::vector<torch::Tensor> {
+                           return {core_attention(in[0], in[1], in[2])};
+                         },
+                         {q, k, v}, ctx_.rng)[0];
+  } else {
+    context = core_attention(q, k, v);
+  }
+  context = context.permute({2, 0, 1, 3}).reshape({s, b, local_heads_ * head_dim_});  // [s, b, hq/tp * d]
+  return o_proj->forward(context);
+}
+
+torch::Tensor Attention::core_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v) {
   const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim_));
   torch::Tensor context;
   const bool dropout = is_training() && dropout_ > 0;
@@ -93,8 +110,7 @@ torch::Tensor Attention::forward(const torch::Tensor& x, const torch::Tensor& po
     if (dropout) drop = [&](const torch::Tensor& p) { return ctx_.rng->dropout(p, dropout_, RngStream::kModelParallel); };
     context = core_attention_reference(q, k, v, /*causal=*/true, scale, drop);
   }
-  context = context.permute({2, 0, 1, 3}).reshape({s, b, local_heads_ * head_dim_});  // [s, b, hq/tp * d]
-  return o_proj->forward(context);
+  return context;  // [b, hq, s, d]
 }
 
 }  // namespace foldtron

@@ -45,6 +45,10 @@ class Attention : public torch::nn::Module {
   int64_t head_dim_;
   double rope_theta_;
   double dropout_;
+  bool recompute_core_;
+
+  // Scaled dot-product attention of q [b, hq, s, d], k, v [b, hkv, s, d] (causal).
+  torch::Tensor core_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v);
 };
 
 }  // namespace foldtron

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
+#include "layers/recompute.h"
 #include "parallel/communicator.h"
 #include "parallel/rng.h"
 
@@ -37,7 +38,8 @@ torch::Tensor DecoderLayer::forward(const torch::Tensor& x, const torch::Tensor&
   return h + drop(moe ? moe->forward(normed) : mlp->forward(normed));
 }
 
-DecoderLM::DecoderLM(const LayerContext& ctx, const ModelConfig& model, const MoEConfig& moe) : ctx_(ctx) {
+DecoderLM::DecoderLM(const LayerContext& ctx, const ModelConfig& model, const MoEConfig& moe)
+    : ctx_(ctx), recompute_full_(model.recompute == Recompute::kFull), recompute_num_layers_(model.recompute_num_layers) {
   embed_tokens = register_module("embed_tokens", std::make_shared<VocabParallelEmbedding>(
                                                      ctx, "model.embed_tokens", model.vocab_size, model.hidden_size,
                                                      model.init_std));
@@ -57,9 +59,24 @@ torch::Tensor DecoderLM::logits(const torch::Tensor& ids, std::vector<torch::Ten
   const int64_t s = ids.size(0);
   const torch::Tensor positions = torch::arange(s, torch::TensorOptions().dtype(torch::kLong).device(ids.device()));
   torch::Tensor x = embed_tokens->forward(ids);  // [s(/tp), b, h]
-  for (const auto& layer : layers) {
-    if (hidden_states) hidden_states->push_back(x);
-    x = layer->forward(x, positions);
+  if (recompute_full_ && is_training() && !hidden_states) {
+    // Full recomputation: blocks of recompute_num_layers layers keep only their input.
+    const auto count = static_cast<int64_t>(layers.size());
+    for (int64_t begin = 0; begin < count; begin += recompute_num_layers_) {
+      const int64_t end = std::min(begin + recompute_num_layers_, count);
+      x = checkpoint(
+          [this, begin, end](const std::vector<torch::Tensor>& in) -> std::vector<torch::Tensor> {
+            torch::Tensor y = in[0];
+            for (int64_t l = begin; l < end; ++l) y = layers[static_cast<size_t>(l)]->forward(y, in[1]);
+            return {y};
+          },
+          {x, positions}, ctx_.rng)[0];
+    }
+  } else {
+    for (const auto& layer : layers) {
+      if (hidden_states) hidden_states->push_back(x);
+      x = layer->forward(x, positions);
+    }
   }
   x = norm->forward(x);
   if (hidden_states) hidden_states->push_back(x);
@@ -74,6 +91,10 @@ std::vector<std::shared_ptr<MoELayer>> DecoderLM::moe_layers() const {
     if (layer->moe) out.push_back(layer->moe);
   }
   return out;
+}
+
+void DecoderLM::set_router_loss_scale(double scale) {
+  for (const auto& layer : moe_layers()) layer->set_router_loss_scale(scale);
 }
 
 RouterLosses DecoderLM::router_losses() const {

@@ -51,6 +51,8 @@ class DecoderLM : public torch::nn::Module {
   // shares; undefined when none apply).
   std::vector<std::shared_ptr<MoELayer>> moe_layers() const;
   RouterLosses router_losses() const;
+  // Weight of the router losses in the training loss (see MoELayer::set_router_loss_scale).
+  void set_router_loss_scale(double scale);
 
   std::shared_ptr<VocabParallelEmbedding> embed_tokens;
   std::vector<std::shared_ptr<DecoderLayer>> layers;
@@ -59,6 +61,8 @@ class DecoderLM : public torch::nn::Module {
 
  private:
   LayerContext ctx_;
+  bool recompute_full_;
+  int64_t recompute_num_layers_;
 };
 
 }  // namespace foldtron

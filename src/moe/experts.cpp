@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include "core/torch_compat.h"
+#include "layers/recompute.h"
 
 namespace foldtron {
 namespace {
@@ -60,22 +61,29 @@ torch::Tensor GroupedExperts::forward(const torch::Tensor& x, const std::vector<
     int64_t end = 0;
     for (int64_t c : counts) ends.push_back(static_cast<int32_t>(end += c));
     const torch::Tensor offs = torch::tensor(ends, torch::kInt).to(x.device(), /*non_blocking=*/true);
-    const torch::Tensor h = swiglu(at::_grouped_mm(x, gate_up_proj.transpose(1, 2), offs));  // [R, F/etp]
-    return at::_grouped_mm(h, down_proj.transpose(1, 2), offs);                                // [R, h]
+    const torch::Tensor gate_up = at::_grouped_mm(x, gate_up_proj.transpose(1, 2), offs);  // [R, 2F/etp]
+    const CheckpointFn act_down = [this, offs](const std::vector<torch::Tensor>& in) -> std::vector<torch::Tensor> {
+      return {at::_grouped_mm(swiglu(in[0]), down_proj.transpose(1, 2), offs)};  // [R, h]
+    };
+    return (recompute_act && is_training() ? checkpoint(act_down, {gate_up}, nullptr) : act_down({gate_up}))[0];
   }
 #endif
-  std::vector<torch::Tensor> outputs;
-  int64_t offset = 0;
   // Experts without tokens still run (on zero rows): every rank's autograd graph must reach the
   // dispatcher's collectives, whatever the counts.
+  std::vector<torch::Tensor> gate_up;  // [c, 2F/etp] per expert
+  int64_t offset = 0;
   for (size_t e = 0; e < counts.size(); ++e) {
-    const int64_t c = counts[e];
-    const torch::Tensor xe = x.narrow(0, offset, c);                                   // [c, h]
-    const torch::Tensor h = swiglu(torch::matmul(xe, gate_up_proj[static_cast<int64_t>(e)].t()));  // [c, F/etp]
-    outputs.push_back(torch::matmul(h, down_proj[static_cast<int64_t>(e)].t()));       // [c, h]
-    offset += c;
+    gate_up.push_back(torch::matmul(x.narrow(0, offset, counts[e]), gate_up_proj[static_cast<int64_t>(e)].t()));
+    offset += counts[e];
   }
-  return torch::cat(outputs, 0);
+  const CheckpointFn act_down = [this](const std::vector<torch::Tensor>& in) -> std::vector<torch::Tensor> {
+    std::vector<torch::Tensor> outputs;
+    for (size_t e = 0; e < in.size(); ++e) {
+      outputs.push_back(torch::matmul(swiglu(in[e]), down_proj[static_cast<int64_t>(e)].t()));  // [c, h]
+    }
+    return {torch::cat(outputs, 0)};
+  };
+  return (recompute_act && is_training() ? checkpoint(act_down, gate_up, nullptr) : act_down(gate_up))[0];
 }
 
 SequentialExperts::SequentialExperts(const LayerContext& ctx, const std::string& name, const ExpertShard& shard,

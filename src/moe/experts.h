@@ -37,6 +37,11 @@ class Experts : public torch::nn::Module {
  public:
   // x [R, h], counts [E/ep] rows per local expert -> [R, h] partial over etp.
   virtual torch::Tensor forward(const torch::Tensor& x, const std::vector<int64_t>& counts) = 0;
+
+  // Recompute the activation and the output projection in backward (model.recompute moe_act):
+  // only the gate|up product is kept. The grouped experts honour it; the sequential reference
+  // does not.
+  bool recompute_act = false;
 };
 
 class GroupedExperts : public Experts {

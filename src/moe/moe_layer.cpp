@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include "core/errors.h"
+#include "layers/recompute.h"
 #include "parallel/mappings.h"
 #include "parallel/process_groups.h"
 
@@ -41,6 +42,7 @@ MoELayer::MoELayer(const LayerContext& ctx, const std::string& name, const Model
     }
   }
   dispatcher_ = make_dispatcher(moe.dispatcher, *ctx.groups, shard_);
+  experts->recompute_act = model.recompute_moe_act();
 }
 
 torch::Tensor MoELayer::forward(const torch::Tensor& x) {
@@ -73,7 +75,11 @@ torch::Tensor MoELayer::forward(const torch::Tensor& x) {
     }
     y = y + shared;
   }
-  return y;
+  // The router losses' gradient rides on the output (so it survives recomputation and pipelining).
+  const RouterLosses& losses = gate->losses();
+  torch::Tensor router_loss = losses.load_balancing;
+  if (losses.z_loss.defined()) router_loss = router_loss.defined() ? router_loss + losses.z_loss : losses.z_loss;
+  return attach_loss_gradient(y, router_loss, router_loss_scale_);
 }
 
 }  // namespace foldtron

@@ -30,6 +30,9 @@ class MoELayer : public torch::nn::Module {
  public:
   MoELayer(const LayerContext& ctx, const std::string& name, const ModelConfig& model, const MoEConfig& moe);
   torch::Tensor forward(const torch::Tensor& x);
+  // Weight of this layer's router losses in the training loss: their gradient enters backward
+  // through the layer's output (attach_loss_gradient), scaled by this (1 / micro-batches / dp).
+  void set_router_loss_scale(double scale) { router_loss_scale_ = scale; }
 
   std::shared_ptr<Router> gate;
   std::shared_ptr<Experts> experts;
@@ -40,6 +43,7 @@ class MoELayer : public torch::nn::Module {
   LayerContext ctx_;
   ExpertShard shard_;
   std::unique_ptr<TokenDispatcher> dispatcher_;
+  double router_loss_scale_ = 1.0;
 };
 
 }  // namespace foldtron

@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include "core/errors.h"
+#include "layers/recompute.h"
 #include "parallel/process_groups.h"
 
 namespace foldtron {
@@ -142,7 +143,8 @@ Routing Router::forward(const torch::Tensor& x, const torch::Tensor& sequence, i
   // Counts before dropping: statistics of the whole micro-batch over tp_cp.
   Communicator& tp_cp = ctx_.groups->tp_cp();
   const bool training = is_training();
-  if (training && moe_.expert_bias) pending_counts_ += routing.routing_map.sum(0);
+  // A recomputed forward (activation recomputation) routes the same tokens again: not counted twice.
+  if (training && moe_.expert_bias && !recomputing()) pending_counts_ += routing.routing_map.sum(0);
   losses_ = RouterLosses{};
   const bool lb = training && moe_.aux_loss_coeff > 0 &&
                   (moe_.load_balancing == LoadBalancing::kAuxLoss || moe_.load_balancing == LoadBalancing::kSeqAuxLoss);

@@ -1,6 +1,8 @@
 // Model-parallel RNG streams (see rng.h).
 #include "parallel/rng.h"
 
+#include <mutex>
+
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 #ifdef FOLDTRON_WITH_CUDA
@@ -49,6 +51,24 @@ torch::Tensor RngTracker::dropout(const torch::Tensor& x, double p, RngStream st
   FT_CHECK(p < 1.0, "dropout probability must be below 1");
   torch::Tensor mask = torch::empty_like(x).bernoulli_(1.0 - p, generator(stream));
   return x * mask / (1.0 - p);
+}
+
+std::vector<torch::Tensor> RngTracker::states() {
+  std::vector<torch::Tensor> out;
+  for (auto& [stream, generator] : generators_) {
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    out.push_back(generator.get_state());
+  }
+  return out;
+}
+
+void RngTracker::set_states(const std::vector<torch::Tensor>& states) {
+  FT_CHECK(states.size() == generators_.size(), "RNG states of another tracker");
+  size_t i = 0;
+  for (auto& [stream, generator] : generators_) {
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    generator.set_state(states[i++]);
+  }
 }
 
 }  // namespace foldtron

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <vector>
 
 #include <ATen/core/Generator.h>
 #include <torch/types.h>
@@ -33,6 +34,10 @@ class RngTracker {
 
   // Dropout with the given stream: x * mask / (1 - p), mask ~ Bernoulli(1 - p).
   torch::Tensor dropout(const torch::Tensor& x, double p, RngStream stream);
+
+  // Every stream's state, and restoring them (activation recomputation replays the same masks).
+  std::vector<torch::Tensor> states();
+  void set_states(const std::vector<torch::Tensor>& states);
 
  private:
   std::map<RngStream, at::Generator> generators_;

@@ -180,6 +180,7 @@ TrainResult train(const Config& config, ProcessGroups& groups, const TrainOption
     const int64_t first = step * t.global_batch_size + groups.coords().dp * per_rank;
     // Router losses are per micro-batch (each rank holds a share): averaged over all of them.
     const double aux_scale = 1.0 / static_cast<double>(micro_batches * dp);
+    model.set_router_loss_scale(aux_scale);
     for (int64_t micro = 0; micro < micro_batches; ++micro) {
       const torch::Tensor tokens =
           data.batch(first + micro * t.micro_batch_size, t.micro_batch_size).t().contiguous().to(options.device);
@@ -188,15 +189,10 @@ TrainResult train(const Config& config, ProcessGroups& groups, const TrainOption
       torch::Tensor loss = model.token_losses(ids, targets).sum() / global_tokens;
       lm_terms.push_back(loss.detach().to(torch::kDouble).reshape({1}));
       // The router losses stay on the device until the step ends (no host read per micro-batch).
+      // Their gradient enters backward through the MoE layers' outputs (set_router_loss_scale).
       const RouterLosses router = model.router_losses();
-      if (router.load_balancing.defined()) {
-        loss = loss + router.load_balancing * aux_scale;
-        aux_terms.push_back(router.load_balancing.detach().reshape({1}) * aux_scale);
-      }
-      if (router.z_loss.defined()) {
-        loss = loss + router.z_loss * aux_scale;
-        z_terms.push_back(router.z_loss.detach().reshape({1}) * aux_scale);
-      }
+      if (router.load_balancing.defined()) aux_terms.push_back(router.load_balancing.detach().reshape({1}) * aux_scale);
+      if (router.z_loss.defined()) z_terms.push_back(router.z_loss.detach().reshape({1}) * aux_scale);
       buffers.set_sync(micro + 1 == micro_batches);  // the last backward reduces buckets as they fill
       loss.backward();
     }

@@ -8,10 +8,12 @@
 #include "layers/attention.h"
 #include "layers/context.h"
 #include "layers/embedding.h"
+#include "layers/recompute.h"
 #include "models/decoder_lm.h"
 #include "mpi_test.h"
 #include "optim/param_buffer.h"
 #include "parallel/process_groups.h"
+#include "parallel/rng.h"
 
 namespace foldtron::testing {
 namespace {
@@ -106,6 +108,44 @@ void check_layouts(bool tied) {
       }
     }
   }
+}
+
+TEST(Recompute, CheckpointGivesTheSameGradientsAndReplaysDropout) {
+  const RankCoords coords{};
+  const torch::Tensor x0 = data(1, {6, 5}).to(device()), w0 = data(2, {5, 4}).to(device());
+  struct Run {
+    torch::Tensor out, x_grad, w_grad, next_draw;
+  };
+  // f(x) = dropout(tanh(x w)) with the model-parallel stream; the loss weighs each output.
+  const auto run = [&](bool recompute) {
+    RngTracker rng(7, coords, device());
+    const torch::Tensor x = x0.clone().requires_grad_(true), w = w0.clone().requires_grad_(true);
+    const CheckpointFn f = [&](const std::vector<torch::Tensor>& in) -> std::vector<torch::Tensor> {
+      return {rng.dropout(torch::tanh(torch::matmul(in[0], w)), 0.5, RngStream::kModelParallel)};
+    };
+    const torch::Tensor out = (recompute ? checkpoint(f, {x}, &rng) : f({x}))[0];
+    (out * data(3, {6, 4}).to(device())).sum().backward();
+    // After backward the stream continues where the forward left it.
+    const torch::Tensor next = torch::rand({3}, rng.generator(RngStream::kModelParallel),
+                                           c10::nullopt, torch::TensorOptions().device(device()));
+    return Run{out.detach(), x.grad(), w.grad(), next};
+  };
+  const Run plain = run(false), recomputed = run(true);
+  EXPECT_TRUE(close(recomputed.out, plain.out, 0, 0));
+  EXPECT_TRUE(close(recomputed.x_grad, plain.x_grad, 1e-6, 1e-7)) << "input gradient";
+  EXPECT_TRUE(close(recomputed.w_grad, plain.w_grad, 1e-6, 1e-7)) << "parameter gradient (inner backward)";
+  EXPECT_TRUE(close(recomputed.next_draw, plain.next_draw, 0, 0)) << "the RNG stream after backward";
+  EXPECT_GT((plain.out == 0).sum().item<int64_t>(), 0) << "dropout dropped nothing: the test would not see masks";
+}
+
+TEST(Recompute, AttachedLossGetsItsScaledGradient) {
+  const torch::Tensor w = torch::tensor({2.0}, torch::kDouble).requires_grad_(true);
+  const torch::Tensor x = torch::tensor({3.0, 4.0}, torch::kDouble).requires_grad_(true);
+  const torch::Tensor loss = (w * w).sum();                       // d loss / dw = 2w = 4
+  const torch::Tensor y = attach_loss_gradient(x * 5.0, loss, 0.25);  // y = 5x, loss weighted 0.25
+  y.sum().backward();
+  EXPECT_DOUBLE_EQ(w.grad().item<double>(), 0.25 * 4.0);
+  EXPECT_TRUE(close(x.grad(), torch::full({2}, 5.0, torch::kDouble), 0, 0));
 }
 
 TEST(VocabParallelCrossEntropy, MatchesTorchWithIgnoredTargets) {

@@ -47,7 +47,12 @@ TEST(MoeTrainEquivalence, FoldedLayoutsMatchSingleProcessOverFiveSteps) {
       {2, 2, 1, true, "allgather", {}},     {4, 4, 1, true, "alltoall", {}},
       // The distributed optimizer (dense state over dp_cp, expert state over edp), tiny buckets.
       {2, 4, 1, true, "alltoall", {}, {distributed}}, {1, 4, 2, false, "allgather", {}, {distributed}},
-      {2, 2, 2, true, "allgather", {}, {distributed, "parallel.grad_bucket_mb=0.001"}}};
+      {2, 2, 2, true, "allgather", {}, {distributed, "parallel.grad_bucket_mb=0.001"}},
+      // Activation recomputation (the router losses' gradient then comes from the recomputation).
+      {2, 4, 1, true, "alltoall", {}, {"model.recompute=full"}},
+      {2, 2, 2, true, "allgather", {}, {"model.recompute=full", "model.recompute_num_layers=2"}},
+      {2, 4, 1, true, "alltoall", {}, {"model.recompute=selective"}},
+      {1, 4, 2, false, "alltoall", {}, {"model.recompute=moe_act", distributed}}};
   std::map<std::vector<std::string>, std::vector<StepRecord>> references;
   int checked = 0;
   double worst = 0;  // largest relative difference of a loss or gradient norm
