@@ -138,10 +138,13 @@ void AdamW::step_fused(double lr, double grad_scale) {
       steps.push_back(s.step);
     }
     if (mains.empty()) continue;
-    if (grad_scale != 1.0) at::_foreach_mul_(grads, grad_scale);
     at::_foreach_add_(steps, 1.0);
+    // The kernel divides the gradients by `grad_scale` (AMP's loss scale) as it reads them: the
+    // clipping factor costs no pass of its own.
+    c10::optional<torch::Tensor> inverse_scale;
+    if (grad_scale != 1.0) inverse_scale = torch::full({}, 1.0 / grad_scale, mains.front().options());
     at::_fused_adamw_(mains, grads, exp_avgs, exp_avg_sqs, {}, steps, lr, train_.adam_beta1, train_.adam_beta2,
-                      decay ? train_.weight_decay : 0.0, train_.adam_eps, false, false, c10::nullopt, c10::nullopt);
+                      decay ? train_.weight_decay : 0.0, train_.adam_eps, false, false, inverse_scale, c10::nullopt);
   }
 }
 #endif

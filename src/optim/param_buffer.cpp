@@ -62,7 +62,8 @@ struct ParamBuffers::Entry {
   size_t buffer = 0, bucket = 0;
   int64_t offset = 0;  // in the buffer
   bool low_precision = false;
-  bool ready = false;  // its gradient of the synced backward is in
+  bool written = false;  // (16-bit) a gradient of this step is in the buffer; else it holds stale values
+  bool ready = false;    // its gradient of the synced backward is in
   std::shared_ptr<torch::autograd::Node> accumulator;
   uintptr_t hook_key = 0;
 };
@@ -224,9 +225,15 @@ torch::Tensor ParamBuffers::main_grad(const torch::Tensor& param) const {
 
 void ParamBuffers::zero_grads() {
   FT_CHECK(next_bucket_ == 0 || next_bucket_ == buckets_.size(), "zero_grads while gradients are being reduced");
-  for (Buffer& buffer : buffers_) buffer.grads.zero_();
+  // Buffers of 16-bit parameters are not zeroed: each parameter's first gradient of the step is
+  // copied in (and one that gets none is zeroed before its bucket is reduced). Autograd adds fp32
+  // gradients into their views in place, so those buffers are zeroed.
+  for (Buffer& buffer : buffers_) {
+    if (buffer.dtype == torch::kFloat) buffer.grads.zero_();
+  }
   for (Entry& entry : entries_) {
     entry.ready = false;
+    entry.written = false;
     // fp32 parameters accumulate into their buffer view; someone may have replaced it.
     if (!entry.low_precision && !entry.param.grad().is_same(entry.grad)) entry.param.mutable_grad() = entry.grad;
     if (entry.low_precision) entry.param.mutable_grad() = torch::Tensor();
@@ -247,12 +254,15 @@ void ParamBuffers::on_grad_ready(size_t e) {
     // A 16-bit gradient of this backward: added into the fp32 buffer, then freed. (An fp32
     // gradient that autograd accumulated out of place already holds the earlier sum.)
     torch::NoGradGuard no_grad;
-    if (entry.low_precision) {
+    if (entry.low_precision && !entry.written) {
+      entry.grad.copy_(grad);
+    } else if (entry.low_precision) {
       entry.grad.add_(grad);
     } else {
       entry.grad.copy_(grad);
     }
     entry.param.mutable_grad() = entry.low_precision ? torch::Tensor() : entry.grad;
+    entry.written = true;
   }
   if (!sync_ || !options_.overlap || entry.ready) return;
   Bucket& bucket = buckets_[entry.bucket];
@@ -272,6 +282,9 @@ void ParamBuffers::start_ready_buckets(bool all) {
 void ParamBuffers::start_bucket(Bucket& bucket) {
   Buffer& buffer = buffers_[bucket.buffer];
   bucket.started = true;
+  for (size_t e : bucket.entries) {
+    if (entries_[e].low_precision && !entries_[e].written) entries_[e].grad.zero_();  // no gradient this step
+  }
   if (buffer.group->size() == 1) return;
   const torch::Tensor region = buffer.grads.narrow(0, bucket.begin, bucket.size);
   bucket.work = options_.shard ? buffer.group->reduce_scatter_async(region) : buffer.group->all_reduce_async(region);

@@ -11,7 +11,7 @@
 // Gradients: an fp32 parameter's .grad is its view of the gradient buffer (autograd adds into it
 // in place); a 16-bit parameter's gradient is added into the buffer by a hook on its gradient
 // accumulator and then freed, so accumulation over micro-batches is in fp32 and the 16-bit copy
-// lives only until it is added.
+// lives only until it is added (the step's first one is copied, so these buffers need no zeroing).
 //
 // Reduction: with sync on (the last micro-batch), a bucket is reduced as soon as all of its
 // gradients are in, asynchronously, while backward goes on. Buckets start strictly in bucket

@@ -113,8 +113,9 @@ TEST(Optim, AdamWMatchesAHandComputation) {
   ProcessGroups groups(Topology(ParallelLayout{world_size(), 1, 1, 1, 1, 1, "tp-cp-ep-dp-pp"}), comm_options());
   for (const bool shard : {false, true}) {
     SCOPED_TRACE(shard ? "distributed optimizer" : "plain");
-    torch::Tensor w = torch::tensor({{1.0, -2.0}}, torch::kFloat).requires_grad_(true);  // 2-D: decayed
-    torch::Tensor b = torch::tensor({0.5}, torch::kFloat).requires_grad_(true);          // 1-D: not
+    // On the test device: with --device=cuda this checks torch's fused kernel (clipping included).
+    torch::Tensor w = torch::tensor({{1.0, -2.0}}, torch::kFloat).to(device()).requires_grad_(true);  // 2-D: decayed
+    torch::Tensor b = torch::tensor({0.5}, torch::kFloat).to(device()).requires_grad_(true);          // 1-D: not
     ParamRegistry registry;
     BufferOptions options;
     options.shard = shard;
