@@ -8,7 +8,8 @@
 # micro-batch 2, bf16, dropless, one GPU; then two-GPU layouts.
 # Every step has a time limit. The reference vectors travel in .gpu/reference (carry it).
 # Usage: scripts/gpu_moe.sh [output dir]; PARTS="tests one mb1 torch two" (the default) picks what
-# runs; CTEST_ARGS replaces the build's "-L unit" (e.g. "-R ^$" runs no test).
+# runs; TESTS the GPU test binaries of the tests part; CTEST_ARGS replaces the build's "-L unit"
+# (e.g. "-R ^$" runs no test).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-${OUT:-/tmp}}
@@ -20,7 +21,7 @@ grep -E "tests passed|FAILED" "$out/build.log"
 parts=${PARTS:-tests one mb1 torch two}
 has() { [[ " $parts " == *" $1 "* ]]; }
 has tests && for np in 1 $gpus; do
-  for t in test_moe test_hf_parity test_dense test_train; do
+  for t in ${TESTS:-test_moe test_hf_parity test_dense test_train}; do
     step 120 $mpi -np "$np" build-gpu/tests/parallel/$t --device=cuda --gtest_brief=1 > "$out/${t}_np$np.log" 2>&1
     grep -E "PASSED|FAILED|worst|layouts" "$out/${t}_np$np.log" | head -8
   done
