@@ -87,7 +87,8 @@ Runner register_forward(CLI::App& root) {
       ParamRegistry registry;
       const bool sequence_parallel = config.parallel.sequence_parallel && groups.tp().size() > 1;
       const torch::ScalarType dtype = config.model.params_dtype == DType::kBfloat16 ? torch::kBFloat16 : torch::kFloat;
-      const LayerContext ctx{&groups.tp(), sequence_parallel, config.train.seed, device, dtype, &rng, &registry, &groups};
+      const LayerContext ctx{&groups.tp(), sequence_parallel, config.train.seed, device, dtype, &rng, &registry, &groups,
+                             config.parallel.cp_comm_type};
       DecoderLM model(ctx, config.model, config.moe);
       model.eval();
       load_hf_weights(model, registry, HfCheckpoint(flags->model_dir));

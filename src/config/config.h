@@ -174,7 +174,7 @@ struct ParallelConfig {
   int64_t etp = 0;  // 0: same as tp
   std::string order = "tp-cp-ep-dp-pp";
   bool sequence_parallel = false;
-  CpCommType cp_comm_type = CpCommType::kP2P;
+  CpCommType cp_comm_type = CpCommType::kAllGather;
   std::vector<int64_t> pipeline_layers;  // explicit layers per stage; empty: even split
   bool distributed_optimizer = false;
   bool overlap_grad_reduce = true;

@@ -192,7 +192,17 @@ void check_parallel(const Config& c, int64_t world, Checker& check, std::vector<
                     "context parallelism splits each sequence into 2*cp load-balanced chunks");
     if (p.cp_comm_type == CpCommType::kAllToAll) {
       check.divisible("model.num_attention_heads", m.num_attention_heads, "tp*cp", p.tp * p.cp,
-                      "a2a (Ulysses) context parallelism scatters heads over tp*cp; use p2p or allgather otherwise");
+                      "a2a (Ulysses) context parallelism scatters heads over tp*cp; use allgather otherwise");
+      check.divisible("model.num_query_groups", m.num_query_groups, "tp*cp", p.tp * p.cp,
+                      "a2a (Ulysses) context parallelism scatters key/value heads over tp*cp; use allgather otherwise");
+    }
+    if (p.cp_comm_type == CpCommType::kP2P) {
+      check.add("parallel.cp_comm_type", "p2p (ring) context-parallel attention is not built yet",
+                "set parallel.cp_comm_type to a2a (Ulysses) or allgather");
+    }
+    if (p.sequence_parallel) {
+      check.divisible("train.seq_length", c.train.seq_length, "tp*cp", p.tp * p.cp,
+                      "with context and sequence parallelism each rank's s/cp tokens split over tp");
     }
   }
   if (p.vpp > 1 && p.pp == 1) {

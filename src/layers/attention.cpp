@@ -6,7 +6,9 @@
 #include <torch/torch.h>
 
 #include "core/torch_compat.h"
+#include "layers/context_parallel.h"
 #include "layers/recompute.h"
+#include "parallel/process_groups.h"
 #include "parallel/rng.h"
 
 namespace foldtron {
@@ -30,7 +32,8 @@ torch::Tensor apply_rotary(const torch::Tensor& x, const torch::Tensor& cos, con
 
 torch::Tensor core_attention_reference(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                        bool causal, double scale,
-                                       const std::function<torch::Tensor(const torch::Tensor&)>& on_probs) {
+                                       const std::function<torch::Tensor(const torch::Tensor&)>& on_probs,
+                                       const torch::Tensor& mask) {
   const int64_t repeat = q.size(1) / k.size(1);
   const torch::Tensor keys = k.repeat_interleave(repeat, 1);    // [b, hq, s, d]
   const torch::Tensor values = v.repeat_interleave(repeat, 1);  // [b, hq, s, d]
@@ -41,6 +44,7 @@ torch::Tensor core_attention_reference(const torch::Tensor& q, const torch::Tens
                                      .triu(1);
     scores = scores.masked_fill(future, -std::numeric_limits<float>::infinity());
   }
+  if (mask.defined()) scores = scores.masked_fill(mask.logical_not(), -std::numeric_limits<float>::infinity());
   torch::Tensor probs = torch::softmax(scores, -1);
   if (on_probs) probs = on_probs(probs);
   return torch::matmul(probs.to(q.scalar_type()), values);  // [b, hq, s, d]
@@ -82,25 +86,34 @@ torch::Tensor Attention::forward(const torch::Tensor& x, const torch::Tensor& po
   if (recompute_core_ && is_training()) {
     // Selective recomputation: only q, k and v are kept; backward recomputes the attention.
     context = checkpoint([this](const std::vector<torch::Tensor>& in) -> std::vector<torch::Tensor> {
-                           return {core_attention(in[0], in[1], in[2])};
+                           return {attend(in[0], in[1], in[2])};
                          },
                          {q, k, v}, ctx_.rng)[0];
   } else {
-    context = core_attention(q, k, v);
+    context = attend(q, k, v);
   }
   context = context.permute({2, 0, 1, 3}).reshape({s, b, local_heads_ * head_dim_});  // [s, b, hq/tp * d]
   return o_proj->forward(context);
 }
 
-torch::Tensor Attention::core_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v) {
+torch::Tensor Attention::attend(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v) {
+  if (ctx_.groups == nullptr || ctx_.groups->cp().size() == 1) return core_attention(q, k, v, torch::Tensor());
+  return context_parallel_attention(q, k, v, ctx_.groups->cp(), ctx_.cp_comm_type,
+                                    [this](const torch::Tensor& cq, const torch::Tensor& ck, const torch::Tensor& cv,
+                                           const torch::Tensor& mask) { return core_attention(cq, ck, cv, mask); });
+}
+
+torch::Tensor Attention::core_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                                        const torch::Tensor& mask) {
   const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim_));
   torch::Tensor context;
   const bool dropout = is_training() && dropout_ > 0;
 #if FOLDTRON_TORCH_AT_LEAST(2, 0)
   if (!dropout) {
     const int64_t repeat = local_heads_ / local_groups_;
-    context = at::scaled_dot_product_attention(q, k.repeat_interleave(repeat, 1), v.repeat_interleave(repeat, 1), {},
-                                               0.0, /*is_causal=*/true, scale);
+    context = at::scaled_dot_product_attention(q, k.repeat_interleave(repeat, 1), v.repeat_interleave(repeat, 1),
+                                               mask.defined() ? c10::optional<torch::Tensor>(mask) : c10::nullopt,
+                                               0.0, /*is_causal=*/!mask.defined(), scale);
   }
 #endif
   if (!context.defined()) {
@@ -108,7 +121,7 @@ torch::Tensor Attention::core_attention(const torch::Tensor& q, const torch::Ten
     // split over tp, so each rank drops its own heads differently).
     std::function<torch::Tensor(const torch::Tensor&)> drop;
     if (dropout) drop = [&](const torch::Tensor& p) { return ctx_.rng->dropout(p, dropout_, RngStream::kModelParallel); };
-    context = core_attention_reference(q, k, v, /*causal=*/true, scale, drop);
+    context = core_attention_reference(q, k, v, /*causal=*/!mask.defined(), scale, drop, mask);
   }
   return context;  // [b, hq, s, d]
 }

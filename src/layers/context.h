@@ -15,6 +15,8 @@
 
 #include <torch/types.h>
 
+#include "config/config.h"
+
 namespace foldtron {
 
 class Communicator;
@@ -57,7 +59,8 @@ struct LayerContext {
   torch::ScalarType dtype = torch::kFloat;
   RngTracker* rng = nullptr;          // dropout streams; may be null when dropout is 0
   ParamRegistry* registry = nullptr;  // may be null
-  ProcessGroups* groups = nullptr;    // every group of the layout; MoE layers need it
+  ProcessGroups* groups = nullptr;    // every group of the layout; MoE layers and cp attention need it
+  CpCommType cp_comm_type = CpCommType::kAllGather;  // context-parallel attention (cp > 1)
 
   int64_t tp_rank() const;
   int64_t tp_size() const;

@@ -55,9 +55,12 @@ DecoderLM::DecoderLM(const LayerContext& ctx, const ModelConfig& model, const Mo
   }
 }
 
-torch::Tensor DecoderLM::logits(const torch::Tensor& ids, std::vector<torch::Tensor>* hidden_states) {
+torch::Tensor DecoderLM::logits(const torch::Tensor& ids, std::vector<torch::Tensor>* hidden_states,
+                                const torch::Tensor& token_positions) {
   const int64_t s = ids.size(0);
-  const torch::Tensor positions = torch::arange(s, torch::TensorOptions().dtype(torch::kLong).device(ids.device()));
+  const torch::Tensor positions =
+      token_positions.defined() ? token_positions
+                                : torch::arange(s, torch::TensorOptions().dtype(torch::kLong).device(ids.device()));
   torch::Tensor x = embed_tokens->forward(ids);  // [s(/tp), b, h]
   if (recompute_full_ && is_training() && !hidden_states) {
     // Full recomputation: blocks of recompute_num_layers layers keep only their input.
@@ -109,8 +112,9 @@ RouterLosses DecoderLM::router_losses() const {
   return total;
 }
 
-torch::Tensor DecoderLM::token_losses(const torch::Tensor& ids, const torch::Tensor& targets) {
-  return vocab_parallel_cross_entropy(logits(ids), targets, *ctx_.tp);  // [s, b]
+torch::Tensor DecoderLM::token_losses(const torch::Tensor& ids, const torch::Tensor& targets,
+                                      const torch::Tensor& positions) {
+  return vocab_parallel_cross_entropy(logits(ids, nullptr, positions), targets, *ctx_.tp);  // [s, b]
 }
 
 }  // namespace foldtron

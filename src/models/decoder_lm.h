@@ -43,9 +43,12 @@ class DecoderLM : public torch::nn::Module {
   // ids [s, b] int64 -> vocab-parallel logits [s, b, V/tp]. With `hidden_states`, also the
   // residual stream as Hugging Face lists it: the embedding output, the stream after each layer
   // but the last, and the final norm's output (L + 1 tensors of [s(/tp), b, h]).
-  torch::Tensor logits(const torch::Tensor& ids, std::vector<torch::Tensor>* hidden_states = nullptr);
+  // `positions` [s]: the tokens' positions in their sequences (context parallelism gives each
+  // rank its chunks, cp_positions); undefined means 0..s-1.
+  torch::Tensor logits(const torch::Tensor& ids, std::vector<torch::Tensor>* hidden_states = nullptr,
+                       const torch::Tensor& positions = {});
   // Per-token next-token losses [s, b] for ids [s, b] and targets [s, b] (kIgnoreIndex masks).
-  torch::Tensor token_losses(const torch::Tensor& ids, const torch::Tensor& targets);
+  torch::Tensor token_losses(const torch::Tensor& ids, const torch::Tensor& targets, const torch::Tensor& positions = {});
 
   // The MoE layers, and the sum of their router losses from the last forward (this rank's
   // shares; undefined when none apply).

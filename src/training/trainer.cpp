@@ -15,6 +15,7 @@
 #include "core/log.h"
 #include "core/torch_compat.h"
 #include "data/corpus.h"
+#include "layers/context_parallel.h"
 #include "models/decoder_lm.h"
 #include "optim/adamw.h"
 #include "optim/param_buffer.h"
@@ -98,9 +99,9 @@ std::string metrics_json(const StepRecord& r) {
 }
 
 TrainResult train(const Config& config, ProcessGroups& groups, const TrainOptions& options) {
-  if (groups.topology().layout().cp > 1 || groups.topology().layout().pp > 1) {
-    throw ConfigError("parallel", "context and pipeline parallelism are not built yet (cp and pp must be 1)",
-                      "train with tp and dp for now");
+  if (groups.topology().layout().pp > 1) {
+    throw ConfigError("parallel.pp", "pipeline parallelism is not built yet (pp must be 1)",
+                      "train with tp, cp, dp and the expert dimensions for now");
   }
   if (config.data.tokenizer != Tokenizer::kByte) {
     throw ConfigError("data.tokenizer", "training reads byte-level corpora only so far",
@@ -120,7 +121,11 @@ TrainResult train(const Config& config, ProcessGroups& groups, const TrainOption
   RngTracker rng(t.seed, groups.coords(), options.device);
   ParamRegistry registry;
   const LayerContext ctx{&groups.tp(), config.parallel.sequence_parallel && groups.tp().size() > 1, t.seed,
-                         options.device, dtype, &rng, &registry, &groups};
+                         options.device, dtype, &rng, &registry, &groups, config.parallel.cp_comm_type};
+  // Context parallelism: this rank's chunks of every sequence (positions in the sequence).
+  const int64_t cp = groups.cp().size();
+  const torch::Tensor positions =
+      cp > 1 ? cp_positions(t.seq_length, cp, groups.cp().rank(), options.device) : torch::Tensor();
   DecoderLM model(ctx, config.model, config.moe);
   model.train();
   const std::vector<torch::Tensor> params = model.parameters();
@@ -184,9 +189,13 @@ TrainResult train(const Config& config, ProcessGroups& groups, const TrainOption
     for (int64_t micro = 0; micro < micro_batches; ++micro) {
       const torch::Tensor tokens =
           data.batch(first + micro * t.micro_batch_size, t.micro_batch_size).t().contiguous().to(options.device);
-      const torch::Tensor ids = tokens.narrow(0, 0, t.seq_length);      // [s, m]
-      const torch::Tensor targets = tokens.narrow(0, 1, t.seq_length);  // [s, m]
-      torch::Tensor loss = model.token_losses(ids, targets).sum() / global_tokens;
+      torch::Tensor ids = tokens.narrow(0, 0, t.seq_length);      // [s, m]
+      torch::Tensor targets = tokens.narrow(0, 1, t.seq_length);  // [s, m]
+      if (cp > 1) {  // [s/cp, m]: this rank's chunks
+        ids = ids.index_select(0, positions);
+        targets = targets.index_select(0, positions);
+      }
+      torch::Tensor loss = model.token_losses(ids, targets, positions).sum() / global_tokens;
       lm_terms.push_back(loss.detach().to(torch::kDouble).reshape({1}));
       // The router losses stay on the device until the step ends (no host read per micro-batch).
       // Their gradient enters backward through the MoE layers' outputs (set_router_loss_scale).
@@ -203,7 +212,7 @@ TrainResult train(const Config& config, ProcessGroups& groups, const TrainOption
     const auto computed = phase_end();
     buffers.finish_grad_sync();
     torch::Tensor loss_sum = torch::full({1}, torch::cat(lm_terms).sum().item<double>(), torch::kDouble);
-    groups.dp().all_reduce(loss_sum);  // the global mean over all tokens
+    groups.dp_cp().all_reduce(loss_sum);  // the global mean over all tokens
     // [load balancing, z]: shares summed over tp_cp, micro-batch means over dp.
     const auto total_of = [](const std::vector<torch::Tensor>& terms) {
       return terms.empty() ? 0.0 : torch::cat(terms).sum().item<double>();
@@ -282,7 +291,9 @@ TrainResult train(const Config& config, ProcessGroups& groups, const TrainOption
                        "{:.4f} s + optimizer {:.4f} s",
               total / n, compute / n, reduce / n, update / n);
   }
-  if (!options.prompt.empty() && options.generate_tokens > 0) {
+  if (!options.prompt.empty() && options.generate_tokens > 0 && cp > 1) {
+    log::info("train", "no greedy sample: generation does not run with context parallelism yet");
+  } else if (!options.prompt.empty() && options.generate_tokens > 0) {
     result.sample = generate(model, config, groups, options.device, options.prompt, options.generate_tokens);
   }
   return result;

@@ -7,6 +7,7 @@
 #include "config/config_load.h"
 #include "layers/attention.h"
 #include "layers/context.h"
+#include "layers/context_parallel.h"
 #include "layers/embedding.h"
 #include "layers/recompute.h"
 #include "models/decoder_lm.h"
@@ -146,6 +147,37 @@ TEST(Recompute, AttachedLossGetsItsScaledGradient) {
   y.sum().backward();
   EXPECT_DOUBLE_EQ(w.grad().item<double>(), 0.25 * 4.0);
   EXPECT_TRUE(close(x.grad(), torch::full({2}, 5.0, torch::kDouble), 0, 0));
+}
+
+TEST(ContextParallel, AllGatherAndUlyssesMatchFullAttentionForwardAndBackward) {
+  // The whole world is the cp group; every rank builds the full q, k, v and the full result.
+  const int cp = world_size();
+  const int64_t b = 2, hq = 8, hkv = 4, d = 4, s = 8 * cp;
+  const double scale = 0.5;
+  const auto full = [&](int64_t seed, int64_t heads) { return data(seed, {b, heads, s, d}).to(device()); };
+  const torch::Tensor q = full(11, hq).requires_grad_(true), k = full(12, hkv).requires_grad_(true),
+                      v = full(13, hkv).requires_grad_(true);
+  const torch::Tensor weights = data(14, {b, hq, s, d}).to(device());
+  const torch::Tensor expected = core_attention_reference(q, k, v, /*causal=*/true, scale);
+  (expected * weights).sum().backward();
+  const torch::Tensor mine = cp_positions(s, cp, world_rank(), device());
+  EXPECT_EQ(mine.size(0), s / cp);
+  const CoreAttentionFn core = [&](const torch::Tensor& cq, const torch::Tensor& ck, const torch::Tensor& cv,
+                                   const torch::Tensor& mask) {
+    return core_attention_reference(cq, ck, cv, /*causal=*/!mask.defined(), scale, {}, mask);
+  };
+  for (const CpCommType type : {CpCommType::kAllGather, CpCommType::kAllToAll}) {
+    if (type == CpCommType::kAllToAll && hkv % cp != 0) continue;  // Ulysses splits the KV heads over cp
+    SCOPED_TRACE(type == CpCommType::kAllGather ? "allgather" : "a2a");
+    const auto local = [&](const torch::Tensor& t) { return t.detach().index_select(2, mine).requires_grad_(true); };
+    const torch::Tensor lq = local(q), lk = local(k), lv = local(v);
+    const torch::Tensor out = context_parallel_attention(lq, lk, lv, world(), type, core);
+    (out * weights.index_select(2, mine)).sum().backward();
+    EXPECT_TRUE(close(out, expected.detach().index_select(2, mine), 1e-5, 1e-6)) << "output";
+    EXPECT_TRUE(close(lq.grad(), q.grad().index_select(2, mine), 1e-5, 1e-6)) << "query gradient";
+    EXPECT_TRUE(close(lk.grad(), k.grad().index_select(2, mine), 1e-5, 1e-6)) << "key gradient";
+    EXPECT_TRUE(close(lv.grad(), v.grad().index_select(2, mine), 1e-5, 1e-6)) << "value gradient";
+  }
 }
 
 TEST(VocabParallelCrossEntropy, MatchesTorchWithIgnoredTargets) {

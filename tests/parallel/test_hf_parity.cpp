@@ -50,6 +50,8 @@ torch::Tensor full_grad(const torch::Tensor& param, const ParamInfo& info, Proce
 struct Layout {
   int64_t tp, ep, etp;
   bool sp;
+  int64_t cp = 1;
+  CpCommType cp_comm_type = CpCommType::kAllGather;
 };
 
 // False when the model does not split that way (heads, experts); other layouts cover it.
@@ -60,9 +62,11 @@ bool check_model(const std::string& model_name, const Layout& layout) {
   config.parallel.ep = layout.ep;
   config.parallel.etp = layout.etp;
   config.parallel.sequence_parallel = layout.sp;
+  config.parallel.cp = layout.cp;
+  config.parallel.cp_comm_type = layout.cp_comm_type;
   config.moe.router_fp64 = true;
   const int world = world_size();
-  const int64_t dp = world / layout.tp;
+  const int64_t dp = world / (layout.tp * layout.cp);
   config.train.global_batch_size = dp;
   config.train.micro_batch_size = 1;
   try {
@@ -76,7 +80,7 @@ bool check_model(const std::string& model_name, const Layout& layout) {
   RngTracker rng(1, groups.coords(), device());
   ParamRegistry registry;
   const bool sp = layout.sp && layout.tp > 1;
-  const LayerContext ctx{&groups.tp(), sp, 1, device(), torch::kFloat, &rng, &registry, &groups};
+  const LayerContext ctx{&groups.tp(), sp, 1, device(), torch::kFloat, &rng, &registry, &groups, layout.cp_comm_type};
   DecoderLM model(ctx, config.model, config.moe);
   model.eval();  // no dropout, no router losses: the stored gradients are those of ce_loss alone
   load_hf_weights(model, registry, HfCheckpoint(dir));
@@ -115,12 +119,18 @@ TEST(HfParity, EveryLayoutMatchesTransformers) {
   if (!std::filesystem::exists(kReference)) GTEST_SKIP() << "no reference vectors at " << kReference;
   const std::vector<Layout> layouts{{1, 1, 1, false}, {2, 1, 2, false}, {2, 1, 2, true}, {1, 2, 1, false},
                                     {1, 4, 1, false}, {2, 2, 1, true},  {2, 4, 1, true}, {2, 4, 1, false},
-                                    {2, 2, 2, true},  {1, 8, 1, false}};
+                                    {2, 2, 2, true},  {1, 8, 1, false},
+                                    // Context parallelism: all-gather and Ulysses attention.
+                                    {1, 1, 1, false, 2}, {2, 1, 2, true, 2, CpCommType::kAllToAll},
+                                    {1, 2, 1, false, 2, CpCommType::kAllToAll}, {2, 4, 1, true, 2},
+                                    {1, 1, 1, false, 4}, {1, 4, 2, false, 4}};
   for (const std::string model : {"mixtral-tiny", "qwen2moe-tiny", "llama-tiny"}) {
     std::vector<std::string> checked;
     for (const Layout& layout : layouts) {
       if (check_model(model, layout)) {
-        checked.push_back(fmt::format("tp{} ep{} etp{}{}", layout.tp, layout.ep, layout.etp, layout.sp ? " sp" : ""));
+        checked.push_back(fmt::format("tp{} ep{} etp{}{}{}", layout.tp, layout.ep, layout.etp, layout.sp ? " sp" : "",
+                                      layout.cp > 1 ? fmt::format(" cp{} {}", layout.cp, enum_name(layout.cp_comm_type))
+                                                    : ""));
       }
     }
     EXPECT_FALSE(checked.empty()) << model;

@@ -52,7 +52,11 @@ TEST(MoeTrainEquivalence, FoldedLayoutsMatchSingleProcessOverFiveSteps) {
       {2, 4, 1, true, "alltoall", {}, {"model.recompute=full"}},
       {2, 2, 2, true, "allgather", {}, {"model.recompute=full", "model.recompute_num_layers=2"}},
       {2, 4, 1, true, "alltoall", {}, {"model.recompute=selective"}},
-      {1, 4, 2, false, "alltoall", {}, {"model.recompute=moe_act", distributed}}};
+      {1, 4, 2, false, "alltoall", {}, {"model.recompute=moe_act", distributed}},
+      // Context parallelism (the MoE layer routes each rank's own tokens; statistics over tp x cp).
+      {2, 2, 1, true, "alltoall", {}, {"parallel.cp=2"}},
+      {1, 4, 1, false, "alltoall", {}, {"parallel.cp=2", "parallel.cp_comm_type=a2a"}},
+      {2, 4, 1, true, "allgather", {}, {"parallel.cp=2", distributed, "model.recompute=full"}}};
   std::map<std::vector<std::string>, std::vector<StepRecord>> references;
   int checked = 0;
   double worst = 0;  // largest relative difference of a loss or gradient norm

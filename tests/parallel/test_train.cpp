@@ -36,17 +36,24 @@ TEST(TrainEquivalence, LayoutsAndAccumulationMatchSingleProcessOverFiveSteps) {
     int64_t tp;
     bool sp;
     int64_t micro;
-    std::string extra = "logging.level=info";  // one more override
+    std::vector<std::string> extra = {};  // more overrides
+    int64_t cp = 1;
   };
-  const std::string distributed = "parallel.distributed_optimizer=true";
+  const std::string distributed = "parallel.distributed_optimizer=true", a2a = "parallel.cp_comm_type=a2a";
   for (const Case& c : {Case{1, false, 1}, Case{1, false, 2}, Case{2, false, 1}, Case{2, true, 1}, Case{4, false, 1},
-                        Case{4, true, 2}, Case{1, false, 1, distributed}, Case{2, true, 2, distributed},
-                        Case{1, false, 2, "parallel.overlap_grad_reduce=false"}, Case{2, true, 1, "parallel.grad_bucket_mb=0.001"}}) {
-    if (world % c.tp != 0 || 8 % (c.micro * (world / c.tp)) != 0) continue;
-    SCOPED_TRACE(fmt::format("world {} tp {} sp {} micro-batch {} {}", world, c.tp, c.sp, c.micro, c.extra));
-    const Config config = tiny_config({fmt::format("parallel.tp={}", c.tp),
+                        Case{4, true, 2}, Case{1, false, 1, {distributed}}, Case{2, true, 2, {distributed}},
+                        Case{1, false, 2, {"parallel.overlap_grad_reduce=false"}},
+                        Case{2, true, 1, {"parallel.grad_bucket_mb=0.001"}},
+                        // Context parallelism: all-gather and Ulysses attention.
+                        Case{1, false, 1, {}, 2}, Case{2, true, 1, {a2a}, 2}, Case{1, false, 2, {a2a, distributed}, 2}}) {
+    if (world % (c.tp * c.cp) != 0 || 8 % (c.micro * (world / (c.tp * c.cp))) != 0) continue;
+    SCOPED_TRACE(fmt::format("world {} tp {} cp {} sp {} micro-batch {} {}", world, c.tp, c.cp, c.sp, c.micro,
+                             fmt::join(c.extra, " ")));
+    std::vector<std::string> overrides{fmt::format("parallel.tp={}", c.tp), fmt::format("parallel.cp={}", c.cp),
                                        fmt::format("parallel.sequence_parallel={}", c.sp ? "true" : "false"),
-                                       fmt::format("train.micro_batch_size={}", c.micro), c.extra});
+                                       fmt::format("train.micro_batch_size={}", c.micro)};
+    overrides.insert(overrides.end(), c.extra.begin(), c.extra.end());
+    const Config config = tiny_config(overrides);
     const std::vector<StepRecord> steps = run_training(config, MPI_COMM_WORLD, world);
     ASSERT_EQ(steps.size(), reference.size());
     for (size_t i = 0; i < steps.size(); ++i) {

@@ -285,6 +285,22 @@ TEST(Validate, UlyssesNeedsHeadsDivisibleByTpCp) {
   EXPECT_TRUE(has_problem(p, "model.num_attention_heads", "must be divisible by tp*cp (16)"));
 }
 
+TEST(Validate, UlyssesNeedsKeyValueHeadsDivisibleByTpCp) {
+  const auto p = problems_of({"parallel.cp=4", "parallel.tp=2", "parallel.cp_comm_type=a2a"}, 16);  // 4 KV heads
+  EXPECT_TRUE(has_problem(p, "model.num_query_groups", "must be divisible by tp*cp (8)"));
+}
+
+TEST(Validate, RingAttentionIsRefusedUntilBuilt) {
+  const auto p = problems_of({"parallel.cp=2", "parallel.cp_comm_type=p2p"}, 8);
+  EXPECT_TRUE(has_problem(p, "parallel.cp_comm_type", "p2p (ring) context-parallel attention is not built yet"));
+}
+
+TEST(Validate, ContextAndSequenceParallelSplitTheSequenceTpCpWays) {
+  const auto p = problems_of({"train.seq_length=20", "parallel.cp=2", "parallel.tp=4", "parallel.sequence_parallel=true"},
+                             8);
+  EXPECT_TRUE(has_problem(p, "train.seq_length", "(20) must be divisible by tp*cp (8)"));
+}
+
 TEST(Validate, LayersDivisibleByPipelineStages) {
   auto p = problems_of({"model.num_layers=6", "parallel.pp=2", "parallel.vpp=2"}, 8);
   EXPECT_TRUE(has_problem(p, "model.num_layers", "num_layers (6) must be divisible by pp*vpp = 4 (pp 2, vpp 2)"));

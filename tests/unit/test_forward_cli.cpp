@@ -38,7 +38,8 @@ TEST(ForwardCli, AloneAndFoldedUnderMpirunMatchTransformers) {
   const torch::Tensor logits = reference.load("logits");
   const double loss = reference.load("ce_loss").item<double>();
   for (const auto& [launcher, flags] : std::vector<std::pair<std::string, std::string>>{
-           {"", ""}, {kMpirun + "-np 4 ", "--tp 2 --ep 4 --etp 1 --sequence-parallel"}}) {
+           {"", ""}, {kMpirun + "-np 4 ", "--tp 2 --ep 4 --etp 1 --sequence-parallel"},
+           {kMpirun + "-np 4 ", "--tp 2 --cp 2 --ep 2 --etp 1 --sequence-parallel"}}) {
     SCOPED_TRACE(launcher + flags);
     const std::string out = temp_path("out.safetensors");
     int code = -1;

@@ -1,0 +1,36 @@
+// Context parallelism: each sequence is cut into 2*cp chunks and rank r of the cp group holds
+// chunks r and 2*cp-1-r (so every rank gets the same share of causal-attention work). Everything
+// outside core attention is per token and needs nothing; core attention needs keys and values
+// of the whole sequence:
+//   allgather: gather K and V over cp (backward: reduce-scatter their gradients), mask by the real
+//              token positions;
+//   a2a:       Ulysses: all-to-all from sequence-split to head-split (every rank gets the whole
+//              sequence of heads/cp heads), plain causal attention, all-to-all back. Needs the
+//              query and key/value heads of a tp rank divisible by cp.
+// (p2p ring attention is refused by validation until it is built.)
+#pragma once
+
+#include <cstdint>
+
+#include <torch/types.h>
+
+#include "config/config.h"
+
+namespace foldtron {
+
+class Communicator;
+
+// The positions [s/cp] (int64) that cp rank `rank` holds of a sequence of `seq` tokens, in the
+// order it holds them: chunk rank, then chunk 2*cp-1-rank.
+torch::Tensor cp_positions(int64_t seq, int64_t cp, int64_t rank, torch::Device device = torch::kCPU);
+
+// Causal attention of this rank's queries over the whole sequence. q [b, hq, s/cp, d], k and v
+// [b, hkv, s/cp, d] (this rank's tokens, at cp_positions order); returns [b, hq, s/cp, d].
+// `core(q, k, v, mask)` computes attention on local tensors: mask undefined means causal over
+// the given order, else a bool [sq, sk] (true: attend).
+using CoreAttentionFn = std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&,
+                                                    const torch::Tensor&)>;
+torch::Tensor context_parallel_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                                         Communicator& cp, CpCommType type, const CoreAttentionFn& core);
+
+}  // namespace foldtron
