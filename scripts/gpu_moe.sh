@@ -8,7 +8,7 @@
 # micro-batch 2, bf16, dropless, one GPU; then two-GPU layouts.
 # Every step has a time limit. The reference vectors travel in .gpu/reference (carry it).
 # Usage: scripts/gpu_moe.sh [output dir]; PARTS="tests one mb1 torch two" (the default) picks what
-# runs; TESTS the GPU test binaries of the tests part; CTEST_ARGS replaces the build's "-L unit"
+# runs ("fold" runs only the folded, recomputation and context-parallel rows of "two"); TESTS the GPU test binaries of the tests part; CTEST_ARGS replaces the build's "-L unit"
 # (e.g. "-R ^$" runs no test).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -57,10 +57,15 @@ if has two && [[ $gpus -ge 2 ]]; then
   run_train mixtral4_ep2_distopt 2 300 "${ref[@]}" --micro-batch-size 2 --global-batch-size 4 --ep 2 \
     --set parallel.distributed_optimizer=true
   run_train mixtral4_tp2 2 300 "${ref[@]}" --micro-batch-size 2 --global-batch-size 2 --tp 2 --sequence-parallel
+fi
+if (has two || has fold) && [[ $gpus -ge 2 ]]; then
   run_train mixtral4_tp2_ep2 2 300 "${ref[@]}" --micro-batch-size 2 --global-batch-size 2 --tp 2 \
     --sequence-parallel --ep 2 --etp 1
   run_train mixtral4_tp2_ep2_recompute 2 300 "${ref[@]}" --micro-batch-size 2 --global-batch-size 2 --tp 2 \
     --sequence-parallel --ep 2 --etp 1 --set model.recompute=selective
+  run_train mixtral4_cp2_ep2 2 300 "${ref[@]}" --micro-batch-size 2 --global-batch-size 2 --cp 2 --ep 2 --etp 1
+fi
+if has two && [[ $gpus -ge 2 ]]; then
   # Qwen2-57B-A14B truncated to 4 layers (64 experts top-8, shared expert): too large for one
   # GPU with fp32 main weights and moments, so experts over 2.
   run_train qwen2_4_ep2 2 300 --preset qwen2-57b-a14b --set model.num_layers=4 --seq-length 4096 --train-iters 15 \
