@@ -196,9 +196,9 @@ void check_parallel(const Config& c, int64_t world, Checker& check, std::vector<
       check.divisible("model.num_query_groups", m.num_query_groups, "tp*cp", p.tp * p.cp,
                       "a2a (Ulysses) context parallelism scatters key/value heads over tp*cp; use allgather otherwise");
     }
-    if (p.cp_comm_type == CpCommType::kP2P) {
-      check.add("parallel.cp_comm_type", "p2p (ring) context-parallel attention is not built yet",
-                "set parallel.cp_comm_type to a2a (Ulysses) or allgather");
+    if (p.cp_comm_type == CpCommType::kP2P && m.attention_dropout > 0) {
+      check.add("model.attention_dropout", "p2p (ring) context-parallel attention has no attention dropout",
+                "set model.attention_dropout: 0, or parallel.cp_comm_type to allgather or a2a");
     }
     if (p.sequence_parallel) {
       check.divisible("train.seq_length", c.train.seq_length, "tp*cp", p.tp * p.cp,

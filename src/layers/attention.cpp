@@ -99,6 +99,7 @@ torch::Tensor Attention::forward(const torch::Tensor& x, const torch::Tensor& po
 torch::Tensor Attention::attend(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v) {
   if (ctx_.groups == nullptr || ctx_.groups->cp().size() == 1) return core_attention(q, k, v, torch::Tensor());
   return context_parallel_attention(q, k, v, ctx_.groups->cp(), ctx_.cp_comm_type,
+                                    1.0 / std::sqrt(static_cast<double>(head_dim_)),
                                     [this](const torch::Tensor& cq, const torch::Tensor& ck, const torch::Tensor& cv,
                                            const torch::Tensor& mask) { return core_attention(cq, ck, cv, mask); });
 }

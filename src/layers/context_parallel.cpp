@@ -1,6 +1,8 @@
 // Context-parallel attention (see context_parallel.h).
 #include "layers/context_parallel.h"
 
+#include <limits>
+
 #include <fmt/format.h>
 #include <torch/torch.h>
 
@@ -37,6 +39,95 @@ torch::Tensor sequence_from_heads(const torch::Tensor& x, Communicator& cp) {
   return received.reshape({n, s, b, group, d}).permute({2, 0, 3, 1, 4}).reshape({b, n * group, s, d});
 }
 
+// Scores of q [b, hq, sq, d] over one key block k [b, hq, sk, d] (heads repeated), fp32, -inf where
+// the key comes after the query.
+torch::Tensor block_scores(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& q_pos,
+                           const torch::Tensor& k_pos, double scale) {
+  const torch::Tensor scores = torch::matmul(q, k.transpose(-1, -2)) * scale;
+  const torch::Tensor allowed = k_pos.unsqueeze(0) <= q_pos.unsqueeze(1);  // [sq, sk]
+  return scores.masked_fill(allowed.logical_not(), -std::numeric_limits<float>::infinity());
+}
+
+// [b, hq, s, d] gradients of repeated heads -> [b, hkv, s, d], summed over each group's repeats.
+torch::Tensor fold_heads(const torch::Tensor& x, int64_t kv_heads) {
+  return x.reshape({x.size(0), kv_heads, x.size(1) / kv_heads, x.size(2), x.size(3)}).sum(2);
+}
+
+// One hop around the ring: `t` goes to the next rank, the previous rank's comes back.
+WorkPtr ring_hop(Communicator& cp, const torch::Tensor& t) {
+  const int n = cp.size(), r = cp.rank();
+  return cp.send_recv_async(t, (r + 1) % n, torch::empty_like(t), (r + n - 1) % n);
+}
+
+class RingAttention : public torch::autograd::Function<RingAttention> {
+ public:
+  // The group travels as an integer in saved_data (it outlives the graph: ProcessGroups owns it).
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& q_in,
+                               const torch::Tensor& k_in, const torch::Tensor& v_in, int64_t group, double scale) {
+    Communicator& cp = *reinterpret_cast<Communicator*>(group);
+    const int64_t n = cp.size(), r = cp.rank(), local = q_in.size(2), kv_heads = k_in.size(1);
+    const int64_t repeat = q_in.size(1) / kv_heads;
+    const torch::Tensor q = q_in.to(torch::kFloat);
+    const torch::Tensor q_pos = cp_positions(local * n, n, r, q.device());
+    torch::Tensor kv = torch::stack({k_in, v_in}).to(torch::kFloat).contiguous();  // this rank's block first
+    torch::Tensor out = torch::zeros_like(q);
+    torch::Tensor lse = torch::full({q.size(0), q.size(1), q.size(2)}, -std::numeric_limits<float>::infinity(),
+                                    q.options());
+    for (int64_t i = 0; i < n; ++i) {
+      WorkPtr next = i + 1 < n ? ring_hop(cp, kv) : nullptr;  // overlaps with this block's math
+      const int64_t src = (r - i + n) % n;
+      const torch::Tensor scores = block_scores(q, kv[0].repeat_interleave(repeat, 1),
+                                                q_pos, cp_positions(local * n, n, src, q.device()), scale);
+      const torch::Tensor block_lse = scores.logsumexp(-1);  // -inf for queries that see none of the block
+      const torch::Tensor safe = torch::where(block_lse.isinf(), torch::zeros_like(block_lse), block_lse);
+      const torch::Tensor block_out = torch::matmul((scores - safe.unsqueeze(-1)).exp(), kv[1].repeat_interleave(repeat, 1));
+      // Every query sees itself in block 0, so `lse` is finite from there on.
+      const torch::Tensor merged = torch::logaddexp(lse, block_lse);
+      out = out * (lse - merged).exp().unsqueeze(-1) + block_out * (block_lse - merged).exp().unsqueeze(-1);
+      lse = merged;
+      if (next) kv = next->wait();
+    }
+    ctx->save_for_backward({q_in, k_in, v_in, out, lse});
+    ctx->saved_data["group"] = group;
+    ctx->saved_data["scale"] = scale;
+    return out.to(q_in.scalar_type());
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const torch::Tensor q = saved[0].to(torch::kFloat), out = saved[3], lse = saved[4];
+    Communicator& cp = *reinterpret_cast<Communicator*>(ctx->saved_data["group"].toInt());
+    const double scale = ctx->saved_data["scale"].toDouble();
+    const int64_t n = cp.size(), r = cp.rank(), local = q.size(2), kv_heads = saved[1].size(1);
+    const int64_t repeat = q.size(1) / kv_heads;
+    const torch::Tensor q_pos = cp_positions(local * n, n, r, q.device());
+    const torch::Tensor dout = grads[0].to(torch::kFloat);
+    const torch::Tensor delta = (dout * out).sum(-1, /*keepdim=*/true);  // [b, hq, sq, 1]
+    torch::Tensor dq = torch::zeros_like(q);
+    torch::Tensor kv = torch::stack({saved[1], saved[2]}).to(torch::kFloat).contiguous();
+    torch::Tensor dkv = torch::zeros_like(kv);  // gradients of the block held, accumulated on its way
+    for (int64_t i = 0; i < n; ++i) {
+      WorkPtr next_kv = i + 1 < n ? ring_hop(cp, kv) : nullptr;
+      const int64_t src = (r - i + n) % n;
+      const torch::Tensor k = kv[0].repeat_interleave(repeat, 1), v = kv[1].repeat_interleave(repeat, 1);
+      const torch::Tensor probs =
+          (block_scores(q, k, q_pos, cp_positions(local * n, n, src, q.device()), scale) - lse.unsqueeze(-1)).exp();
+      const torch::Tensor dscores = probs * (torch::matmul(dout, v.transpose(-1, -2)) - delta);
+      dq += torch::matmul(dscores, k) * scale;
+      dkv[0] += fold_heads(torch::matmul(dscores.transpose(-1, -2), q) * scale, kv_heads);
+      dkv[1] += fold_heads(torch::matmul(probs.transpose(-1, -2), dout), kv_heads);
+      if (next_kv) {
+        dkv = ring_hop(cp, dkv)->wait();  // the block's gradients travel with it
+        kv = next_kv->wait();
+      }
+    }
+    if (n > 1) dkv = ring_hop(cp, dkv)->wait();  // the last hop brings each block's gradients home
+    return {dq.to(saved[0].scalar_type()), dkv[0].to(saved[1].scalar_type()), dkv[1].to(saved[2].scalar_type()),
+            torch::Tensor(), torch::Tensor()};
+  }
+};
+
 }  // namespace
 
 torch::Tensor cp_positions(int64_t seq, int64_t cp, int64_t rank, torch::Device device) {
@@ -48,7 +139,7 @@ torch::Tensor cp_positions(int64_t seq, int64_t cp, int64_t rank, torch::Device 
 }
 
 torch::Tensor context_parallel_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                                         Communicator& cp, CpCommType type, const CoreAttentionFn& core) {
+                                         Communicator& cp, CpCommType type, double scale, const CoreAttentionFn& core) {
   const int64_t n = cp.size(), local = q.size(2);
   const torch::Tensor positions = gathered_positions(local, n, q.device());  // [s], rank-chunk order
   switch (type) {
@@ -70,10 +161,9 @@ torch::Tensor context_parallel_attention(const torch::Tensor& q, const torch::Te
       return sequence_from_heads(out.index_select(2, back), cp);
     }
     case CpCommType::kP2P:
-      break;
+      return RingAttention::apply(q, k, v, reinterpret_cast<int64_t>(&cp), scale);
   }
-  throw ConfigError("parallel.cp_comm_type", "p2p (ring) context-parallel attention is not built yet",
-                    "set parallel.cp_comm_type to a2a or allgather");
+  throw InternalError("unknown context-parallel attention type");
 }
 
 }  // namespace foldtron

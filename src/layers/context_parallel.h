@@ -7,10 +7,16 @@
 //   a2a:       Ulysses: all-to-all from sequence-split to head-split (every rank gets the whole
 //              sequence of heads/cp heads), plain causal attention, all-to-all back. Needs the
 //              query and key/value heads of a tp rank divisible by cp.
-// (p2p ring attention is refused by validation until it is built.)
+//   p2p:       ring attention: key/value blocks travel around the cp ring (the next block's
+//              exchange is posted before the current block is computed); each block's partial
+//              result is merged by its log-sum-exp. Backward recomputes each block's
+//              probabilities from the saved log-sum-exp and sends the key/value gradients around
+//              the ring with their block, one extra hop bringing them home. Explicit fp32 math,
+//              no attention dropout.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 
 #include <torch/types.h>
 
@@ -30,7 +36,8 @@ torch::Tensor cp_positions(int64_t seq, int64_t cp, int64_t rank, torch::Device 
 // the given order, else a bool [sq, sk] (true: attend).
 using CoreAttentionFn = std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&,
                                                     const torch::Tensor&)>;
+// `scale` is the softmax scale (the ring computes attention itself).
 torch::Tensor context_parallel_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                                         Communicator& cp, CpCommType type, const CoreAttentionFn& core);
+                                         Communicator& cp, CpCommType type, double scale, const CoreAttentionFn& core);
 
 }  // namespace foldtron

@@ -149,7 +149,7 @@ TEST(Recompute, AttachedLossGetsItsScaledGradient) {
   EXPECT_TRUE(close(x.grad(), torch::full({2}, 5.0, torch::kDouble), 0, 0));
 }
 
-TEST(ContextParallel, AllGatherAndUlyssesMatchFullAttentionForwardAndBackward) {
+TEST(ContextParallel, AllGatherUlyssesAndRingMatchFullAttentionForwardAndBackward) {
   // The whole world is the cp group; every rank builds the full q, k, v and the full result.
   const int cp = world_size();
   const int64_t b = 2, hq = 8, hkv = 4, d = 4, s = 8 * cp;
@@ -166,12 +166,12 @@ TEST(ContextParallel, AllGatherAndUlyssesMatchFullAttentionForwardAndBackward) {
                                    const torch::Tensor& mask) {
     return core_attention_reference(cq, ck, cv, /*causal=*/!mask.defined(), scale, {}, mask);
   };
-  for (const CpCommType type : {CpCommType::kAllGather, CpCommType::kAllToAll}) {
+  for (const CpCommType type : {CpCommType::kAllGather, CpCommType::kAllToAll, CpCommType::kP2P}) {
     if (type == CpCommType::kAllToAll && hkv % cp != 0) continue;  // Ulysses splits the KV heads over cp
-    SCOPED_TRACE(type == CpCommType::kAllGather ? "allgather" : "a2a");
+    SCOPED_TRACE(enum_name(type));
     const auto local = [&](const torch::Tensor& t) { return t.detach().index_select(2, mine).requires_grad_(true); };
     const torch::Tensor lq = local(q), lk = local(k), lv = local(v);
-    const torch::Tensor out = context_parallel_attention(lq, lk, lv, world(), type, core);
+    const torch::Tensor out = context_parallel_attention(lq, lk, lv, world(), type, scale, core);
     (out * weights.index_select(2, mine)).sum().backward();
     EXPECT_TRUE(close(out, expected.detach().index_select(2, mine), 1e-5, 1e-6)) << "output";
     EXPECT_TRUE(close(lq.grad(), q.grad().index_select(2, mine), 1e-5, 1e-6)) << "query gradient";

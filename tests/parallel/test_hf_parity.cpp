@@ -123,7 +123,9 @@ TEST(HfParity, EveryLayoutMatchesTransformers) {
                                     // Context parallelism: all-gather and Ulysses attention.
                                     {1, 1, 1, false, 2}, {2, 1, 2, true, 2, CpCommType::kAllToAll},
                                     {1, 2, 1, false, 2, CpCommType::kAllToAll}, {2, 4, 1, true, 2},
-                                    {1, 1, 1, false, 4}, {1, 4, 2, false, 4}};
+                                    {1, 1, 1, false, 4}, {1, 4, 2, false, 4},
+                                    {1, 1, 1, false, 2, CpCommType::kP2P}, {2, 4, 1, true, 2, CpCommType::kP2P},
+                                    {1, 2, 1, false, 4, CpCommType::kP2P}};
   for (const std::string model : {"mixtral-tiny", "qwen2moe-tiny", "llama-tiny"}) {
     std::vector<std::string> checked;
     for (const Layout& layout : layouts) {

@@ -56,7 +56,8 @@ TEST(MoeTrainEquivalence, FoldedLayoutsMatchSingleProcessOverFiveSteps) {
       // Context parallelism (the MoE layer routes each rank's own tokens; statistics over tp x cp).
       {2, 2, 1, true, "alltoall", {}, {"parallel.cp=2"}},
       {1, 4, 1, false, "alltoall", {}, {"parallel.cp=2", "parallel.cp_comm_type=a2a"}},
-      {2, 4, 1, true, "allgather", {}, {"parallel.cp=2", distributed, "model.recompute=full"}}};
+      {2, 4, 1, true, "allgather", {}, {"parallel.cp=2", distributed, "model.recompute=full"}},
+      {2, 2, 1, true, "alltoall", {}, {"parallel.cp=2", "parallel.cp_comm_type=p2p"}}};
   std::map<std::vector<std::string>, std::vector<StepRecord>> references;
   int checked = 0;
   double worst = 0;  // largest relative difference of a loss or gradient norm

@@ -39,13 +39,15 @@ TEST(TrainEquivalence, LayoutsAndAccumulationMatchSingleProcessOverFiveSteps) {
     std::vector<std::string> extra = {};  // more overrides
     int64_t cp = 1;
   };
-  const std::string distributed = "parallel.distributed_optimizer=true", a2a = "parallel.cp_comm_type=a2a";
+  const std::string distributed = "parallel.distributed_optimizer=true", a2a = "parallel.cp_comm_type=a2a",
+                    ring = "parallel.cp_comm_type=p2p";
   for (const Case& c : {Case{1, false, 1}, Case{1, false, 2}, Case{2, false, 1}, Case{2, true, 1}, Case{4, false, 1},
                         Case{4, true, 2}, Case{1, false, 1, {distributed}}, Case{2, true, 2, {distributed}},
                         Case{1, false, 2, {"parallel.overlap_grad_reduce=false"}},
                         Case{2, true, 1, {"parallel.grad_bucket_mb=0.001"}},
                         // Context parallelism: all-gather and Ulysses attention.
-                        Case{1, false, 1, {}, 2}, Case{2, true, 1, {a2a}, 2}, Case{1, false, 2, {a2a, distributed}, 2}}) {
+                        Case{1, false, 1, {}, 2}, Case{2, true, 1, {a2a}, 2}, Case{1, false, 2, {a2a, distributed}, 2},
+                        Case{1, false, 1, {ring}, 2}, Case{2, true, 2, {ring, "model.recompute=core_attn"}, 2}}) {
     if (world % (c.tp * c.cp) != 0 || 8 % (c.micro * (world / (c.tp * c.cp))) != 0) continue;
     SCOPED_TRACE(fmt::format("world {} tp {} cp {} sp {} micro-batch {} {}", world, c.tp, c.cp, c.sp, c.micro,
                              fmt::join(c.extra, " ")));

@@ -290,9 +290,10 @@ TEST(Validate, UlyssesNeedsKeyValueHeadsDivisibleByTpCp) {
   EXPECT_TRUE(has_problem(p, "model.num_query_groups", "must be divisible by tp*cp (8)"));
 }
 
-TEST(Validate, RingAttentionIsRefusedUntilBuilt) {
-  const auto p = problems_of({"parallel.cp=2", "parallel.cp_comm_type=p2p"}, 8);
-  EXPECT_TRUE(has_problem(p, "parallel.cp_comm_type", "p2p (ring) context-parallel attention is not built yet"));
+TEST(Validate, RingAttentionHasNoAttentionDropout) {
+  const auto p = problems_of({"parallel.cp=2", "parallel.cp_comm_type=p2p", "model.attention_dropout=0.1"}, 8);
+  EXPECT_TRUE(has_problem(p, "model.attention_dropout", "p2p (ring) context-parallel attention has no attention dropout"));
+  EXPECT_TRUE(problems_of({"parallel.cp=2", "parallel.cp_comm_type=p2p"}, 8).empty());
 }
 
 TEST(Validate, ContextAndSequenceParallelSplitTheSequenceTpCpWays) {
