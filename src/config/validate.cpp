@@ -61,6 +61,10 @@ void check_model(const Config& c, Checker& check) {
   check.positive_real("model.init_std", m.init_std);
   check.probability("model.hidden_dropout", m.hidden_dropout);
   check.positive("model.recompute_num_layers", m.recompute_num_layers);
+  if (m.recompute_moe_act() && !c.moe.grouped_experts && c.moe.enabled()) {
+    check.add("model.recompute", "moe_act recomputation is built for the grouped experts only",
+              "set moe.grouped_experts: true, or model.recompute: core_attn or full");
+  }
   check.probability("model.attention_dropout", m.attention_dropout);
   if (m.num_attention_heads < 1 || m.num_query_groups < 1) return;
   if (m.head_dim == 0) {

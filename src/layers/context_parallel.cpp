@@ -69,18 +69,20 @@ class RingAttention : public torch::autograd::Function<RingAttention> {
     const int64_t repeat = q_in.size(1) / kv_heads;
     const torch::Tensor q = q_in.to(torch::kFloat);
     const torch::Tensor q_pos = cp_positions(local * n, n, r, q.device());
-    torch::Tensor kv = torch::stack({k_in, v_in}).to(torch::kFloat).contiguous();  // this rank's block first
+    // [2, b, hkv, s/cp, d]: the key/value block held (this rank's first), sent in its own dtype.
+    torch::Tensor kv = torch::stack({k_in, v_in}).contiguous();
     torch::Tensor out = torch::zeros_like(q);
     torch::Tensor lse = torch::full({q.size(0), q.size(1), q.size(2)}, -std::numeric_limits<float>::infinity(),
                                     q.options());
     for (int64_t i = 0; i < n; ++i) {
       WorkPtr next = i + 1 < n ? ring_hop(cp, kv) : nullptr;  // overlaps with this block's math
       const int64_t src = (r - i + n) % n;
-      const torch::Tensor scores = block_scores(q, kv[0].repeat_interleave(repeat, 1),
+      const torch::Tensor scores = block_scores(q, kv[0].to(torch::kFloat).repeat_interleave(repeat, 1),
                                                 q_pos, cp_positions(local * n, n, src, q.device()), scale);
       const torch::Tensor block_lse = scores.logsumexp(-1);  // -inf for queries that see none of the block
       const torch::Tensor safe = torch::where(block_lse.isinf(), torch::zeros_like(block_lse), block_lse);
-      const torch::Tensor block_out = torch::matmul((scores - safe.unsqueeze(-1)).exp(), kv[1].repeat_interleave(repeat, 1));
+      const torch::Tensor block_out =
+          torch::matmul((scores - safe.unsqueeze(-1)).exp(), kv[1].to(torch::kFloat).repeat_interleave(repeat, 1));
       // Every query sees itself in block 0, so `lse` is finite from there on.
       const torch::Tensor merged = torch::logaddexp(lse, block_lse);
       out = out * (lse - merged).exp().unsqueeze(-1) + block_out * (block_lse - merged).exp().unsqueeze(-1);
@@ -105,12 +107,13 @@ class RingAttention : public torch::autograd::Function<RingAttention> {
     const torch::Tensor dout = grads[0].to(torch::kFloat);
     const torch::Tensor delta = (dout * out).sum(-1, /*keepdim=*/true);  // [b, hq, sq, 1]
     torch::Tensor dq = torch::zeros_like(q);
-    torch::Tensor kv = torch::stack({saved[1], saved[2]}).to(torch::kFloat).contiguous();
-    torch::Tensor dkv = torch::zeros_like(kv);  // gradients of the block held, accumulated on its way
+    torch::Tensor kv = torch::stack({saved[1], saved[2]}).contiguous();  // [2, b, hkv, s/cp, d], own dtype
+    torch::Tensor dkv = torch::zeros(kv.sizes(), q.options());  // fp32 gradients of the block held, summed on its way
     for (int64_t i = 0; i < n; ++i) {
       WorkPtr next_kv = i + 1 < n ? ring_hop(cp, kv) : nullptr;
       const int64_t src = (r - i + n) % n;
-      const torch::Tensor k = kv[0].repeat_interleave(repeat, 1), v = kv[1].repeat_interleave(repeat, 1);
+      const torch::Tensor k = kv[0].to(torch::kFloat).repeat_interleave(repeat, 1);
+      const torch::Tensor v = kv[1].to(torch::kFloat).repeat_interleave(repeat, 1);
       const torch::Tensor probs =
           (block_scores(q, k, q_pos, cp_positions(local * n, n, src, q.device()), scale) - lse.unsqueeze(-1)).exp();
       const torch::Tensor dscores = probs * (torch::matmul(dout, v.transpose(-1, -2)) - delta);

@@ -107,7 +107,8 @@ std::vector<torch::Tensor> checkpoint(CheckpointFn fn, const std::vector<torch::
   }
   node->set_next_edges(torch::autograd::collect_next_edges(inputs));
   for (torch::Tensor& output : outputs) {
-    if (!output.defined() || !output.is_floating_point()) continue;
+    // apply() pairs gradient i with output i: every output must take part.
+    FT_CHECK(output.defined() && output.is_floating_point(), "checkpointed functions return floating-point tensors");
     // The outputs become this node's: they must be fresh tensors, not inputs or views of them.
     bool aliases = output.is_view();
     for (const torch::Tensor& input : inputs) aliases = aliases || output.is_same(input);

@@ -107,7 +107,8 @@ void AdamW::step(double lr, double grad_scale) {
     const double bias1 = 1.0 - std::pow(beta1, static_cast<double>(steps_));
     const double bias2 = 1.0 - std::pow(beta2, static_cast<double>(steps_));
     for (Segment& s : segments_) {
-      const torch::Tensor grad = grad_scale != 1.0 ? s.grad * grad_scale : s.grad;
+      if (grad_scale != 1.0) s.grad.mul_(grad_scale);  // clipped in place, as the fused kernel does
+      const torch::Tensor& grad = s.grad;
       if (s.decay && train_.weight_decay > 0) s.main.mul_(1.0 - lr * train_.weight_decay);  // decoupled
       s.exp_avg.mul_(beta1).add_(grad, 1.0 - beta1);
       s.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1.0 - beta2);
@@ -139,8 +140,8 @@ void AdamW::step_fused(double lr, double grad_scale) {
     }
     if (mains.empty()) continue;
     at::_foreach_add_(steps, 1.0);
-    // The kernel divides the gradients by `grad_scale` (AMP's loss scale) as it reads them: the
-    // clipping factor costs no pass of its own.
+    // The kernel divides the gradients by `grad_scale` (AMP's loss scale) in the same pass as the
+    // update and writes them back so: the clipping factor costs no pass of its own.
     c10::optional<torch::Tensor> inverse_scale;
     if (grad_scale != 1.0) inverse_scale = torch::full({}, 1.0 / grad_scale, mains.front().options());
     at::_fused_adamw_(mains, grads, exp_avgs, exp_avg_sqs, {}, steps, lr, train_.adam_beta1, train_.adam_beta2,

@@ -33,7 +33,8 @@ class AdamW {
  public:
   AdamW(ParamBuffers& buffers, const TrainConfig& train);
 
-  // One update with learning rate `lr`, gradients scaled by `grad_scale` first (clipping).
+  // One update with learning rate `lr`, gradients scaled by `grad_scale` first (clipping; the
+  // buffers' gradients are left scaled).
   void step(double lr, double grad_scale = 1.0);
   int64_t steps() const { return steps_; }
   // Bytes of optimizer state on this rank: fp32 main parameters and the two moments of its

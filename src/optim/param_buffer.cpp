@@ -264,10 +264,13 @@ void ParamBuffers::on_grad_ready(size_t e) {
     entry.param.mutable_grad() = entry.low_precision ? torch::Tensor() : entry.grad;
     entry.written = true;
   }
-  if (!sync_ || !options_.overlap || entry.ready) return;
+  if (!sync_ || !options_.overlap) return;
   Bucket& bucket = buckets_[entry.bucket];
+  // A second gradient of one parameter in the synced backward (a parameter used both inside and
+  // outside a recomputed region) must not change a bucket that is being reduced.
   FT_CHECK(!bucket.started,
            fmt::format("the gradient of a parameter of bucket {} arrived after the bucket was reduced", entry.bucket));
+  if (entry.ready) return;
   entry.ready = true;
   if (--bucket.pending == 0) start_ready_buckets(false);
 }

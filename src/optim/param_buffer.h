@@ -37,7 +37,6 @@ namespace foldtron {
 
 class Communicator;
 class ProcessGroups;
-struct Work;
 
 struct BufferOptions {
   int64_t bucket_bytes = int64_t{40} << 20;  // fp32 gradient bytes per bucket
@@ -100,7 +99,6 @@ class ParamBuffers {
   struct Bucket;
   struct Buffer;
   class Hook;
-  friend class Hook;
 
   void on_grad_ready(size_t entry);
   void start_ready_buckets(bool all);

@@ -61,8 +61,10 @@ MpiRuntime::MpiRuntime(int* argc, char*** argv) {
   MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
   MPI_Comm_size(MPI_COMM_WORLD, &size_);
   log::set_rank(rank_);
-  if (thread_level_ < MPI_THREAD_FUNNELED) {
-    throw CommError(fmt::format("the MPI library gives thread level {}; foldtron needs MPI_THREAD_FUNNELED or more",
+  // SERIALIZED: on GPUs autograd's device thread makes MPI calls (gradient buckets and NCCL set-up
+  // in backward hooks, host exchanges of recomputed MoE layers) while the main thread waits.
+  if (thread_level_ < MPI_THREAD_SERIALIZED) {
+    throw CommError(fmt::format("the MPI library gives thread level {}; foldtron needs MPI_THREAD_SERIALIZED or more",
                                 thread_level_),
                     "use an MPI built with thread support (OpenMPI 4 is)");
   }

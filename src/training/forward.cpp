@@ -65,7 +65,7 @@ ForwardResult forward_batch(DecoderLM& model, ProcessGroups& groups, const torch
   ForwardResult result;
   std::vector<torch::Tensor> hidden;
   const torch::Tensor logits = model.logits(local_ids, hidden_states ? &hidden : nullptr, positions);  // [S/cp, b, V/tp]
-  const torch::Tensor losses = vocab_parallel_cross_entropy(logits, targets, groups.tp());  // [S, b]
+  const torch::Tensor losses = vocab_parallel_cross_entropy(logits, targets, groups.tp());  // [S/cp, b]
   const double predictions = static_cast<double>(batch * (seq - 1));
   result.loss = losses.sum() * (mine > 0 ? 1.0 / predictions : 0.0);
   torch::Tensor total = result.loss.detach().to(torch::kDouble).reshape({1}).cpu();

@@ -390,6 +390,8 @@ TEST(Validate, TrainingAndOtherSections) {
   EXPECT_TRUE(has_problem(q, "model.vocab_size", "the byte tokenizer needs vocab_size >= 256"));
   const auto r = problems_of({"moe.dense_layers=[4]"}, 8);
   EXPECT_TRUE(has_problem(r, "moe.dense_layers", "layer 4 is outside 0..3"));
+  const auto e = problems_of({"model.recompute=selective", "moe.grouped_experts=false"}, 8);
+  EXPECT_TRUE(has_problem(e, "model.recompute", "moe_act recomputation is built for the grouped experts only"));
   const auto b = problems_of({"parallel.grad_bucket_mb=0"}, 8);
   EXPECT_TRUE(has_problem(b, "parallel.grad_bucket_mb", "must be greater than 0, got 0"));
 }

@@ -60,19 +60,24 @@ TEST(ForwardCli, InputErrorsNameTheProblem) {
     std::string name;
     torch::Tensor tensor;
     std::string expect;
+    std::string launcher = "", flags = "";
+    std::string kind = "data error";
   };
   const std::vector<Case> cases{
       {"ids", torch::zeros({2, 8}, torch::kLong), "has no tensor 'input_ids'"},
       {"input_ids", torch::zeros({2, 8}, torch::kInt), "must be int64 [batch >= 1, sequence >= 2], got I32 [2, 8]"},
       {"input_ids", torch::full({1, 8}, 999, torch::kLong), "outside the vocabulary [0, 320)"},
+      // The input's length becomes train.seq_length, which validation checks against the layout.
+      {"input_ids", torch::zeros({2, 6}, torch::kLong), "train.seq_length (6) must be divisible by 2*parallel.cp (4)",
+       kMpirun + "-np 2 ", "--cp 2", "config error"},
   };
   for (const Case& c : cases) {
     const std::string input = temp_path("bad_input.safetensors");
     write_safetensors(input, {{c.name, c.tensor}});
     int code = -1;
-    const std::string log = forward("", input, temp_path("unused.safetensors"), "", &code);
+    const std::string log = forward(c.launcher, input, temp_path("unused.safetensors"), c.flags, &code);
     EXPECT_EQ(code, 2) << log;
-    EXPECT_NE(log.find("data error"), std::string::npos) << log;
+    EXPECT_NE(log.find(c.kind), std::string::npos) << log;
     EXPECT_NE(log.find(c.expect), std::string::npos) << log;
     EXPECT_NE(log.find("hint:"), std::string::npos) << log;
   }
