@@ -13,13 +13,6 @@
 namespace foldtron {
 namespace {
 
-// Every rank's positions, concatenated in rank order: the sequence order of a gather over cp.
-torch::Tensor gathered_positions(int64_t local, int64_t cp, torch::Device device) {
-  std::vector<torch::Tensor> parts;
-  for (int64_t r = 0; r < cp; ++r) parts.push_back(cp_positions(local * cp, cp, r, device));
-  return torch::cat(parts);
-}
-
 // [b, heads, s/cp, d] sequence-split -> [b, heads/cp, s, d] head-split, in rank-chunk order.
 torch::Tensor heads_from_sequence(const torch::Tensor& x, Communicator& cp) {
   const int64_t b = x.size(0), heads = x.size(1), s = x.size(2), d = x.size(3), n = cp.size();
@@ -141,10 +134,16 @@ torch::Tensor cp_positions(int64_t seq, int64_t cp, int64_t rank, torch::Device 
                      torch::arange((2 * cp - 1 - rank) * chunk, (2 * cp - rank) * chunk, options)});
 }
 
+torch::Tensor cp_gathered_positions(int64_t seq, int64_t cp, torch::Device device) {
+  std::vector<torch::Tensor> parts;
+  for (int64_t r = 0; r < cp; ++r) parts.push_back(cp_positions(seq, cp, r, device));
+  return torch::cat(parts);
+}
+
 torch::Tensor context_parallel_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                          Communicator& cp, CpCommType type, double scale, const CoreAttentionFn& core) {
   const int64_t n = cp.size(), local = q.size(2);
-  const torch::Tensor positions = gathered_positions(local, n, q.device());  // [s], rank-chunk order
+  const torch::Tensor positions = cp_gathered_positions(local * n, n, q.device());  // [s], rank-chunk order
   switch (type) {
     case CpCommType::kAllGather: {
       // Keys and values of every rank along the sequence; backward sums their gradients back.

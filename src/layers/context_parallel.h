@@ -29,6 +29,9 @@ class Communicator;
 // The positions [s/cp] (int64) that cp rank `rank` holds of a sequence of `seq` tokens, in the
 // order it holds them: chunk rank, then chunk 2*cp-1-rank.
 torch::Tensor cp_positions(int64_t seq, int64_t cp, int64_t rank, torch::Device device = torch::kCPU);
+// Every cp rank's positions concatenated in rank order [seq]: the order of a sequence gathered
+// over cp (its argsort puts gathered rows back in position order).
+torch::Tensor cp_gathered_positions(int64_t seq, int64_t cp, torch::Device device = torch::kCPU);
 
 // Causal attention of this rank's queries over the whole sequence. q [b, hq, s/cp, d], k and v
 // [b, hkv, s/cp, d] (this rank's tokens, at cp_positions order); returns [b, hq, s/cp, d].

@@ -62,6 +62,7 @@ struct ParamBuffers::Entry {
   size_t buffer = 0, bucket = 0;
   int64_t offset = 0;  // in the buffer
   bool low_precision = false;
+  bool sequence_parallel = false;  // its gradient is also summed over tp
   bool written = false;  // (16-bit) a gradient of this step is in the buffer; else it holds stale values
   bool ready = false;    // its gradient of the synced backward is in
   std::shared_ptr<torch::autograd::Node> accumulator;
@@ -80,6 +81,7 @@ struct ParamBuffers::Bucket {
 struct ParamBuffers::Buffer {
   bool expert = false;
   torch::ScalarType dtype = torch::kFloat;
+  torch::Device device = torch::kCPU;
   Communicator* group = nullptr;  // dp_cp or edp
   torch::Tensor values, grads;    // flat: parameter dtype, fp32
   int64_t numel = 0, shard_numel = 0;
@@ -124,6 +126,7 @@ ParamBuffers::ParamBuffers(const std::vector<torch::Tensor>& params, const Param
       Buffer buffer;
       buffer.expert = info.expert;
       buffer.dtype = param.scalar_type();
+      buffer.device = param.device();
       buffer.group = info.expert ? &groups.edp() : &groups.dp_cp();
       buffers_.push_back(std::move(buffer));
     }
@@ -144,6 +147,7 @@ ParamBuffers::ParamBuffers(const std::vector<torch::Tensor>& params, const Param
     entry.bucket = static_cast<size_t>(buffer.open_bucket);
     entry.offset = round_up(buffer.numel, kAlign);
     entry.low_precision = param.scalar_type() != torch::kFloat;
+    entry.sequence_parallel = info.sequence_parallel;
     buffer.numel = entry.offset + param.numel();
     buffer.open_bytes += bytes;
     buckets_[entry.bucket].entries.push_back(entries_.size());
@@ -153,14 +157,9 @@ ParamBuffers::ParamBuffers(const std::vector<torch::Tensor>& params, const Param
 
   // The buffers; parameters become views of theirs, fp32 ones get their gradient view as .grad.
   torch::NoGradGuard no_grad;
-  for (size_t b = 0; b < buffers_.size(); ++b) {
-    Buffer& buffer = buffers_[b];
-    torch::Device device(torch::kCPU);
-    for (const Entry& entry : entries_) {
-      if (entry.buffer == b) device = entry.param.device();
-    }
-    buffer.values = torch::zeros({buffer.numel}, torch::TensorOptions().dtype(buffer.dtype).device(device));
-    buffer.grads = torch::zeros({buffer.numel}, torch::TensorOptions().dtype(torch::kFloat).device(device));
+  for (Buffer& buffer : buffers_) {
+    buffer.values = torch::zeros({buffer.numel}, torch::TensorOptions().dtype(buffer.dtype).device(buffer.device));
+    buffer.grads = torch::zeros({buffer.numel}, torch::TensorOptions().dtype(torch::kFloat).device(buffer.device));
   }
   for (size_t e = 0; e < entries_.size(); ++e) {
     Entry& entry = entries_[e];
@@ -174,7 +173,7 @@ ParamBuffers::ParamBuffers(const std::vector<torch::Tensor>& params, const Param
     entry.accumulator = torch::autograd::impl::grad_accumulator(param);
     FT_CHECK(entry.accumulator != nullptr, "a parameter without a gradient accumulator (requires_grad off?)");
     entry.hook_key = entry.accumulator->add_post_hook(std::make_unique<Hook>(this, e));
-    if (registry.info(param).sequence_parallel && groups.tp().size() > 1) sequence_parallel_grads_.push_back(entry.grad);
+    if (entry.sequence_parallel && groups.tp().size() > 1) sequence_parallel_grads_.push_back(entry.grad);
   }
 
   // This rank's shard: rank r of the group owns the r-th 1/size of every bucket (the whole bucket

@@ -55,9 +55,7 @@ ForwardResult forward_batch(DecoderLM& model, ProcessGroups& groups, const torch
   torch::Tensor positions, order;
   if (cp > 1) {
     positions = cp_positions(seq, cp, groups.cp().rank(), device);
-    std::vector<torch::Tensor> all;
-    for (int64_t r = 0; r < cp; ++r) all.push_back(cp_positions(seq, cp, r, device));
-    order = torch::cat(all).argsort();
+    order = cp_gathered_positions(seq, cp, device).argsort();
   }
   const torch::Tensor local_ids = cp > 1 ? ids.index_select(0, positions) : ids;
   if (cp > 1) targets = targets.index_select(0, positions);
