@@ -89,7 +89,8 @@ Runner register_forward(CLI::App& root) {
       const torch::ScalarType dtype = config.model.params_dtype == DType::kBfloat16 ? torch::kBFloat16 : torch::kFloat;
       const LayerContext ctx{&groups.tp(), sequence_parallel, config.train.seed, device, dtype, &rng, &registry, &groups,
                              config.parallel.cp_comm_type};
-      DecoderLM model(ctx, config.model, config.moe);
+      DecoderLM model(ctx, config.model, config.moe,
+                      ModelPart::of(config.parallel, config.model.num_layers, groups.pp().rank()));
       model.eval();
       load_hf_weights(model, registry, HfCheckpoint(flags->model_dir));
 

@@ -242,6 +242,14 @@ void check_parallel(const Config& c, int64_t world, Checker& check, std::vector<
     check.divisible("train.global_batch_size", c.train.global_batch_size, "micro_batch_size*dp", per_step,
                     fmt::format("global batch = micro_batch_size ({}) x micro-batches x dp ({})",
                                 c.train.micro_batch_size, layout.dp()));
+    if (p.vpp > 1 && p.pp > 1 && per_step > 0 && c.train.global_batch_size % per_step == 0) {
+      check.divisible("train.global_batch_size", c.train.global_batch_size, "micro_batch_size*dp*pp",
+                      per_step * p.pp,
+                      fmt::format("the interleaved pipeline schedule (vpp {}) runs micro-batches in groups of pp ({}); "
+                                  "the micro-batches per step ({}) must be a multiple of it: raise global_batch_size or "
+                                  "set parallel.vpp: 1",
+                                  p.vpp, p.pp, c.train.global_batch_size / per_step));
+    }
   }
 }
 

@@ -36,6 +36,8 @@ struct ParamInfo {
   int64_t split_rank = 0, split_size = 1;  // this rank's place in the group it is split over
   bool expert = false;
   int64_t expert_begin = 0;
+  bool stage_tied = false;  // the tied embedding/output weight, held by both the first and the last
+                            // pipeline stage: its gradients are summed between them
 };
 
 class ParamRegistry {

@@ -1,9 +1,12 @@
 // Decoder-only language model (see decoder_lm.h).
 #include "models/decoder_lm.h"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 #include <torch/torch.h>
 
+#include "core/errors.h"
 #include "layers/recompute.h"
 #include "parallel/communicator.h"
 #include "parallel/rng.h"
@@ -38,49 +41,81 @@ torch::Tensor DecoderLayer::forward(const torch::Tensor& x, const torch::Tensor&
   return h + drop(moe ? moe->forward(normed) : mlp->forward(normed));
 }
 
-DecoderLM::DecoderLM(const LayerContext& ctx, const ModelConfig& model, const MoEConfig& moe)
-    : ctx_(ctx), recompute_full_(model.recompute == Recompute::kFull), recompute_num_layers_(model.recompute_num_layers) {
-  embed_tokens = register_module("embed_tokens", std::make_shared<VocabParallelEmbedding>(
-                                                     ctx, "model.embed_tokens", model.vocab_size, model.hidden_size,
-                                                     model.init_std));
-  torch::nn::ModuleList stack = register_module("layers", torch::nn::ModuleList());  // names "layers.<i>."
-  for (int64_t i = 0; i < model.num_layers; ++i) {
-    layers.push_back(std::make_shared<DecoderLayer>(ctx, i, model, moe));
-    stack->push_back(layers.back());
+ModelPart ModelPart::of(const ParallelConfig& parallel, int64_t num_layers, int64_t pp_rank) {
+  ModelPart part{parallel.pp, parallel.vpp, pp_rank, {0}};
+  const int64_t chunks = parallel.pp * parallel.vpp;
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t count = parallel.pipeline_layers.empty() ? num_layers / chunks
+                                                           : parallel.pipeline_layers[static_cast<size_t>(c)];
+    part.chunk_begin.push_back(part.chunk_begin.back() + count);
   }
-  norm = register_module("norm", std::make_shared<Norm>(ctx, model.normalization, model.hidden_size, model.norm_eps));
-  if (!model.tie_embeddings) {
-    lm_head = register_module("lm_head", std::make_shared<ColumnParallelLinear>(ctx, "lm_head", model.hidden_size,
-                                                                               model.vocab_size, false, model.init_std));
+  FT_CHECK(part.chunk_begin.back() == num_layers, "pipeline chunks must cover every layer (validated)");
+  return part;
+}
+
+DecoderLM::DecoderLM(const LayerContext& ctx, const ModelConfig& model, const MoEConfig& moe, ModelPart part)
+    : ctx_(ctx), part_(part.chunk_begin.empty() ? ModelPart::whole(model.num_layers) : std::move(part)),
+      vocab_size_(model.vocab_size), hidden_size_(model.hidden_size),
+      recompute_full_(model.recompute == Recompute::kFull), recompute_num_layers_(model.recompute_num_layers) {
+  const bool first = part_.has_embedding(0), last = part_.has_head(part_.num_chunks() - 1);
+  const bool tied_across_stages = model.tie_embeddings && part_.pp > 1;
+  if (first || (last && model.tie_embeddings)) {
+    embed_tokens = register_module("embed_tokens", std::make_shared<VocabParallelEmbedding>(
+                                                       ctx, "model.embed_tokens", model.vocab_size, model.hidden_size,
+                                                       model.init_std));
+    if (tied_across_stages && ctx.registry) {
+      ParamInfo info = ctx.registry->info(embed_tokens->weight);
+      info.stage_tied = true;
+      ctx.registry->add(embed_tokens->weight, info);
+    }
+  }
+  // Named by global index ("layers.<i>."), whichever of them this rank holds.
+  auto stack = register_module("layers", std::make_shared<torch::nn::Module>());
+  for (int64_t chunk = 0; chunk < part_.num_chunks(); ++chunk) {
+    for (int64_t i = part_.begin(chunk); i < part_.end(chunk); ++i) {
+      layers.push_back(stack->register_module(std::to_string(i), std::make_shared<DecoderLayer>(ctx, i, model, moe)));
+      layer_index_.push_back(i);
+    }
+  }
+  if (last) {
+    norm = register_module("norm", std::make_shared<Norm>(ctx, model.normalization, model.hidden_size, model.norm_eps));
+    if (!model.tie_embeddings) {
+      lm_head = register_module("lm_head", std::make_shared<ColumnParallelLinear>(
+                                               ctx, "lm_head", model.hidden_size, model.vocab_size, false, model.init_std));
+    }
   }
 }
 
-torch::Tensor DecoderLM::logits(const torch::Tensor& ids, std::vector<torch::Tensor>* hidden_states,
-                                const torch::Tensor& token_positions) {
-  const int64_t s = ids.size(0);
-  const torch::Tensor positions =
-      token_positions.defined() ? token_positions
-                                : torch::arange(s, torch::TensorOptions().dtype(torch::kLong).device(ids.device()));
-  torch::Tensor x = embed_tokens->forward(ids);  // [s(/tp), b, h]
+std::shared_ptr<DecoderLayer>& DecoderLM::layer(int64_t index) {
+  const auto it = std::find(layer_index_.begin(), layer_index_.end(), index);
+  FT_CHECK(it != layer_index_.end(), fmt::format("layer {} is not on this pipeline stage", index));
+  return layers[static_cast<size_t>(it - layer_index_.begin())];
+}
+
+torch::Tensor DecoderLM::forward_chunk(int64_t chunk, const torch::Tensor& input, const torch::Tensor& positions,
+                                       std::vector<torch::Tensor>* hidden_states) {
+  FT_CHECK(chunk >= 0 && chunk < part_.num_chunks(), fmt::format("no local pipeline chunk {}", chunk));
+  torch::Tensor x = part_.has_embedding(chunk) ? embed_tokens->forward(input) : input;  // [s(/tp), b, h]
+  const int64_t begin = part_.begin(chunk), end = part_.end(chunk);
   if (recompute_full_ && is_training() && !hidden_states) {
     // Full recomputation: blocks of recompute_num_layers layers keep only their input.
-    const auto count = static_cast<int64_t>(layers.size());
-    for (int64_t begin = 0; begin < count; begin += recompute_num_layers_) {
-      const int64_t end = std::min(begin + recompute_num_layers_, count);
+    for (int64_t block = begin; block < end; block += recompute_num_layers_) {
+      const int64_t block_end = std::min(block + recompute_num_layers_, end);
       x = checkpoint(
-          [this, begin, end](const std::vector<torch::Tensor>& in) -> std::vector<torch::Tensor> {
+          [this, block, block_end](const std::vector<torch::Tensor>& in) -> std::vector<torch::Tensor> {
             torch::Tensor y = in[0];
-            for (int64_t l = begin; l < end; ++l) y = layers[static_cast<size_t>(l)]->forward(y, in[1]);
+            for (int64_t l = block; l < block_end; ++l) y = layer(l)->forward(y, in[1]);
             return {y};
           },
           {x, positions}, ctx_.rng)[0];
     }
   } else {
-    for (const auto& layer : layers) {
+    for (int64_t l = begin; l < end; ++l) {
       if (hidden_states) hidden_states->push_back(x);
-      x = layer->forward(x, positions);
+      x = layer(l)->forward(x, positions);
     }
   }
+  if (!part_.has_head(chunk)) return x;
   x = norm->forward(x);
   if (hidden_states) hidden_states->push_back(x);
   // The output layer gathers the sequence (SP) and returns this rank's vocabulary shard.
@@ -88,10 +123,21 @@ torch::Tensor DecoderLM::logits(const torch::Tensor& ids, std::vector<torch::Ten
   return torch::nn::functional::linear(enter_column_parallel(x, ctx_), embed_tokens->weight);  // tied: [V/tp, h]
 }
 
-std::vector<std::shared_ptr<MoELayer>> DecoderLM::moe_layers() const {
+torch::Tensor DecoderLM::logits(const torch::Tensor& ids, std::vector<torch::Tensor>* hidden_states,
+                                const torch::Tensor& token_positions) {
+  FT_CHECK(part_.pp == 1, "logits() runs the whole model; with pipeline parallelism run forward_chunk per stage");
+  const torch::Tensor positions =
+      token_positions.defined()
+          ? token_positions
+          : torch::arange(ids.size(0), torch::TensorOptions().dtype(torch::kLong).device(ids.device()));
+  return forward_chunk(0, ids, positions, hidden_states);
+}
+
+std::vector<std::shared_ptr<MoELayer>> DecoderLM::moe_layers(int64_t chunk) const {
   std::vector<std::shared_ptr<MoELayer>> out;
-  for (const auto& layer : layers) {
-    if (layer->moe) out.push_back(layer->moe);
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const bool in_chunk = chunk < 0 || (layer_index_[i] >= part_.begin(chunk) && layer_index_[i] < part_.end(chunk));
+    if (in_chunk && layers[i]->moe) out.push_back(layers[i]->moe);
   }
   return out;
 }
@@ -100,12 +146,12 @@ void DecoderLM::set_router_loss_scale(double scale) {
   for (const auto& layer : moe_layers()) layer->set_router_loss_scale(scale);
 }
 
-RouterLosses DecoderLM::router_losses() const {
+RouterLosses DecoderLM::router_losses(int64_t chunk) const {
   RouterLosses total;
   auto add = [](torch::Tensor& sum, const torch::Tensor& term) {
     if (term.defined()) sum = sum.defined() ? sum + term : term;
   };
-  for (const auto& layer : moe_layers()) {
+  for (const auto& layer : moe_layers(chunk)) {
     add(total.load_balancing, layer->gate->losses().load_balancing);
     add(total.z_loss, layer->gate->losses().z_loss);
   }

@@ -29,7 +29,8 @@ double learning_rate(const TrainConfig& train, int64_t step) {
 }
 
 double global_grad_norm(const ParamBuffers& buffers, const ParamRegistry& registry, const ProcessGroups& groups) {
-  // Dense parameters: tp x pp ranks hold disjoint parts (replicated ones counted on tp rank 0);
+  // Dense parameters: tp x pp ranks hold disjoint parts (replicated ones counted on tp rank 0,
+  // the tied embedding on the first stage);
   // experts: etp x ep x pp ranks do (replicated over etp: counted on etp rank 0). Sharded
   // buffers split each part further over dp_cp / edp.
   std::vector<torch::Tensor> counted[2];  // dense, expert
@@ -37,6 +38,7 @@ double global_grad_norm(const ParamBuffers& buffers, const ParamRegistry& regist
     const ParamInfo info = registry.info(segment.param);
     const bool replicated = info.tp_split_dim < 0;
     if (replicated && (info.expert ? groups.coords().etp : groups.coords().tp) != 0) continue;
+    if (info.stage_tied && groups.coords().pp != 0) continue;  // the last stage's copy
     counted[info.expert ? 1 : 0].push_back(segment.grad);
   }
   // Sums of squares on the gradients' device; one host read at the end. On CUDA one fused

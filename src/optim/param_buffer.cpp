@@ -80,6 +80,7 @@ struct ParamBuffers::Bucket {
 
 struct ParamBuffers::Buffer {
   bool expert = false;
+  bool stage_tied = false;
   torch::ScalarType dtype = torch::kFloat;
   torch::Device device = torch::kCPU;
   Communicator* group = nullptr;  // dp_cp or edp
@@ -106,8 +107,8 @@ class ParamBuffers::Hook : public torch::autograd::FunctionPostHook {
 ParamBuffers::ParamBuffers(const std::vector<torch::Tensor>& params, const ParamRegistry& registry,
                            ProcessGroups& groups, BufferOptions options)
     : options_(options), groups_(groups) {
-  // Buckets in reverse registration order, per (kind, dtype, device) group.
-  std::map<std::tuple<bool, int, std::string>, size_t> by_key;
+  // Buckets in reverse registration order, per (kind, stage-tied, dtype, device) group.
+  std::map<std::tuple<bool, bool, int, std::string>, size_t> by_key;
   const auto close_bucket = [&](Buffer& buffer) {
     if (buffer.open_bucket < 0) return;
     Bucket& bucket = buckets_[static_cast<size_t>(buffer.open_bucket)];
@@ -119,12 +120,14 @@ ParamBuffers::ParamBuffers(const std::vector<torch::Tensor>& params, const Param
     const torch::Tensor& param = *it;
     FT_CHECK(param.is_contiguous() && param.is_leaf(), "parameters must be contiguous leaves");
     const ParamInfo info = registry.info(param);
-    const auto key = std::make_tuple(info.expert, static_cast<int>(param.scalar_type()), param.device().str());
+    const auto key =
+        std::make_tuple(info.expert, info.stage_tied, static_cast<int>(param.scalar_type()), param.device().str());
     auto found = by_key.find(key);
     if (found == by_key.end()) {
       found = by_key.emplace(key, buffers_.size()).first;
       Buffer buffer;
       buffer.expert = info.expert;
+      buffer.stage_tied = info.stage_tied;
       buffer.dtype = param.scalar_type();
       buffer.device = param.device();
       buffer.group = info.expert ? &groups.edp() : &groups.dp_cp();
@@ -305,6 +308,26 @@ void ParamBuffers::finish_grad_sync() {
   // Replicated parameters fed only this rank's sequence chunk: summed over tp (after the dp
   // reduction; both are sums, so the order does not matter).
   if (!sequence_parallel_grads_.empty()) all_reduce_packed(sequence_parallel_grads_, groups_.tp(), options_.bucket_bytes);
+  sum_stage_tied_grads();
+}
+
+void ParamBuffers::sum_stage_tied_grads() {
+  // The first and the last stage hold the tied weight's buffer laid out alike (one parameter,
+  // the same dp_cp group), so their shards cover the same elements. Both add in the same order
+  // (first stage's + last stage's), so the copies stay bit-identical.
+  Communicator& pp = groups_.pp();
+  const int last = pp.size() - 1;
+  if (pp.size() == 1 || (pp.rank() != 0 && pp.rank() != last)) return;
+  const int peer = pp.rank() == 0 ? last : 0;
+  for (const ShardChunk& chunk : chunks_) {
+    if (!buffers_[static_cast<size_t>(chunk.buffer)].stage_tied) continue;
+    const torch::Tensor other = pp.send_recv_async(chunk.grad, peer, torch::empty_like(chunk.grad), peer)->wait();
+    if (pp.rank() == 0) {
+      chunk.grad.add_(other);
+    } else {
+      chunk.grad.copy_(other + chunk.grad);
+    }
+  }
 }
 
 void ParamBuffers::gather_params() {

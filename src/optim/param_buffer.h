@@ -22,6 +22,9 @@
 //   - shard (distributed optimizer, ZeRO-1): reduce-scatter; rank r of the group holds the
 //     reduced r-th 1/size of every bucket, the optimizer keeps state for that part only, and
 //     gather_params() all-gathers the updated parameters.
+// A parameter held by the first and the last pipeline stage (ParamInfo::stage_tied: the tied
+// embedding) gets a buffer of its own, laid out alike on both, and finish_grad_sync() adds the
+// other stage's reduced gradient to it, so both copies take the same update.
 // Gradients are sums: losses are already scaled by the global token count.
 #pragma once
 
@@ -74,7 +77,8 @@ class ParamBuffers {
   // the earlier micro-batches of gradient accumulation.
   void set_sync(bool sync) { sync_ = sync; }
   // After the last backward: every bucket reduced and waited for, sequence-parallel gradients
-  // summed over tp. The shard's gradients (whole gradients without `shard`) are then final.
+  // summed over tp, stage-tied gradients summed between the first and last pipeline stage. The
+  // shard's gradients (whole gradients without `shard`) are then final.
   void finish_grad_sync();
   // After the optimizer wrote its shard's values: every rank's parameters updated (all-gather
   // with `shard`; nothing to do without).
@@ -103,6 +107,7 @@ class ParamBuffers {
   void on_grad_ready(size_t entry);
   void start_ready_buckets(bool all);
   void start_bucket(Bucket& bucket);
+  void sum_stage_tied_grads();
 
   BufferOptions options_;
   ProcessGroups& groups_;

@@ -213,12 +213,23 @@ WorkPtr Communicator::recv_async(torch::Tensor tensor, int peer, int tag) {
 
 WorkPtr Communicator::send_recv_async(const torch::Tensor& send, int send_peer, torch::Tensor recv, int recv_peer,
                                       int tag) {
-  check_peer(send_peer, "send_recv");
-  check_peer(recv_peer, "send_recv");
   FT_CHECK(send.device() == recv.device(), "send_recv needs both tensors on one device");
   return in_place(recv, [&](torch::Tensor t) {
-    return backend_for(t).send_recv(send.contiguous(), send_peer, t, recv_peer, tag);
+    return std::make_unique<ThenWork>(batch_p2p_async({{true, send, send_peer}, {false, t, recv_peer}}, tag),
+                                      [t](const torch::Tensor&) { return t; });
   });
+}
+
+WorkPtr Communicator::batch_p2p_async(const std::vector<P2POp>& ops, int tag) {
+  if (ops.empty()) return std::make_unique<ReadyWork>(torch::Tensor());
+  std::vector<P2POp> posted;
+  for (const P2POp& op : ops) {
+    check_peer(op.peer, op.send ? "send" : "recv");
+    FT_CHECK(op.tensor.device() == ops.front().tensor.device(), "batch_p2p needs all tensors on one device");
+    FT_CHECK(op.send || op.tensor.is_contiguous(), "batch_p2p receives into contiguous tensors");
+    posted.push_back({op.send, op.send ? op.tensor.contiguous() : op.tensor, op.peer});
+  }
+  return backend_for(posted.front().tensor).batch_p2p(posted, tag);
 }
 
 void Communicator::barrier() {

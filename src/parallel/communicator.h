@@ -33,6 +33,13 @@ class Work {
 };
 using WorkPtr = std::unique_ptr<Work>;
 
+// One send or receive of a batch posted together (Communicator::batch_p2p_async).
+struct P2POp {
+  bool send = true;
+  torch::Tensor tensor;  // sent, or received into (contiguous)
+  int peer = 0;
+};
+
 // One library's implementation for one group. Tensors handed in are contiguous and outputs are
 // preallocated by the Communicator; counts are in rows of `row_elements` elements.
 class CommBackend {
@@ -47,8 +54,8 @@ class CommBackend {
                              const std::vector<int64_t>& output_rows) = 0;
   virtual WorkPtr send(torch::Tensor tensor, int peer, int tag) = 0;
   virtual WorkPtr recv(torch::Tensor tensor, int peer, int tag) = 0;
-  // A send and a receive posted together (they may cross: both peers send to each other).
-  virtual WorkPtr send_recv(torch::Tensor send, int send_peer, torch::Tensor recv, int recv_peer, int tag) = 0;
+  // Sends and receives posted together (they may cross: peers send to each other).
+  virtual WorkPtr batch_p2p(const std::vector<P2POp>& ops, int tag) = 0;
   virtual void barrier() = 0;
 };
 
@@ -96,6 +103,9 @@ class Communicator {
   // Use it whenever two ranks exchange in both directions: on NCCL, separate send and recv
   // calls run in issue order on the group's stream, so crossing ones would wait on each other.
   WorkPtr send_recv_async(const torch::Tensor& send, int send_peer, torch::Tensor recv, int recv_peer, int tag = 0);
+  // Any sends and receives as one operation (on NCCL one group call), completed together; the
+  // pipeline posts each step's exchanges with both neighbours this way. wait() returns nothing.
+  WorkPtr batch_p2p_async(const std::vector<P2POp>& ops, int tag = 0);
 
   // ---- blocking ----
   void all_reduce(torch::Tensor tensor, ReduceOp op = ReduceOp::kSum) { all_reduce_async(tensor, op)->wait(); }

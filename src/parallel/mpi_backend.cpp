@@ -81,6 +81,7 @@ class MpiWork : public Work {
   std::vector<MPI_Request> requests;
   std::vector<int> counts_a, displs_a, counts_b, displs_b;  // kept alive until completion
   torch::Tensor staging;                                      // fp32 copy for 16-bit reductions
+  std::vector<torch::Tensor> keep_alive;                      // tensors sent by a batch
   std::function<void()> on_complete;
 
   torch::Tensor wait() override {
@@ -236,11 +237,16 @@ WorkPtr MpiBackend::recv(torch::Tensor tensor, int peer, int tag) {
   return work;
 }
 
-WorkPtr MpiBackend::send_recv(torch::Tensor send, int send_peer, torch::Tensor recv, int recv_peer, int tag) {
-  auto work = std::make_unique<MpiWork>("send_recv", group_, timeout_s_, recv);
-  work->staging = send;
-  post(*work, false, recv, recv_peer, tag, "send_recv");
-  post(*work, true, send, send_peer, tag, "send_recv");
+WorkPtr MpiBackend::batch_p2p(const std::vector<P2POp>& ops, int tag) {
+  auto work = std::make_unique<MpiWork>("batch_p2p", group_, timeout_s_, torch::Tensor());
+  for (const P2POp& op : ops) {  // receives first: each send then finds its match posted
+    if (!op.send) post(*work, false, op.tensor, op.peer, tag, "batch_p2p (recv)");
+  }
+  for (const P2POp& op : ops) {
+    if (!op.send) continue;
+    work->keep_alive.push_back(op.tensor);
+    post(*work, true, op.tensor, op.peer, tag, "batch_p2p (send)");
+  }
   return work;
 }
 

@@ -307,16 +307,19 @@ WorkPtr NcclBackend::recv(torch::Tensor tensor, int peer, int /*tag*/) {
   });
 }
 
-WorkPtr NcclBackend::send_recv(torch::Tensor send, int send_peer, torch::Tensor recv, int recv_peer, int /*tag*/) {
+WorkPtr NcclBackend::batch_p2p(const std::vector<P2POp>& ops, int /*tag*/) {
   State& s = *state_;
-  return s.run("send_recv", {send, recv}, recv, [&](cudaStream_t stream) {
+  std::vector<torch::Tensor> tensors;
+  for (const P2POp& op : ops) tensors.push_back(op.tensor);
+  return s.run("batch_p2p", tensors, torch::Tensor(), [&](cudaStream_t stream) {
     s.check(ncclGroupStart(), "group_start");
-    s.check(ncclSend(send.data_ptr(), static_cast<size_t>(send.numel()), nccl_type(send.scalar_type()), send_peer,
-                     s.comm, stream),
-            "send_recv (send)");
-    s.check(ncclRecv(recv.data_ptr(), static_cast<size_t>(recv.numel()), nccl_type(recv.scalar_type()), recv_peer,
-                     s.comm, stream),
-            "send_recv (recv)");
+    for (const P2POp& op : ops) {
+      const auto count = static_cast<size_t>(op.tensor.numel());
+      const ncclDataType_t type = nccl_type(op.tensor.scalar_type());
+      s.check(op.send ? ncclSend(op.tensor.data_ptr(), count, type, op.peer, s.comm, stream)
+                      : ncclRecv(op.tensor.data_ptr(), count, type, op.peer, s.comm, stream),
+              op.send ? "batch_p2p (send)" : "batch_p2p (recv)");
+    }
     s.check(ncclGroupEnd(), "group_end");
   });
 }

@@ -27,7 +27,7 @@ class NcclBackend : public CommBackend {
                      const std::vector<int64_t>& output_rows) override;
   WorkPtr send(torch::Tensor tensor, int peer, int tag) override;
   WorkPtr recv(torch::Tensor tensor, int peer, int tag) override;
-  WorkPtr send_recv(torch::Tensor send, int send_peer, torch::Tensor recv, int recv_peer, int tag) override;
+  WorkPtr batch_p2p(const std::vector<P2POp>& ops, int tag) override;
   void barrier() override;
 
  private:

@@ -1,6 +1,8 @@
 // Forward of a batch in any layout (see forward.h).
 #include "training/forward.h"
 
+#include <functional>
+
 #include <torch/torch.h>
 
 #include "core/errors.h"
@@ -9,6 +11,7 @@
 #include "models/decoder_lm.h"
 #include "parallel/mappings.h"
 #include "parallel/process_groups.h"
+#include "training/pipeline.h"
 
 namespace foldtron {
 namespace {
@@ -60,20 +63,67 @@ ForwardResult forward_batch(DecoderLM& model, ProcessGroups& groups, const torch
   const torch::Tensor local_ids = cp > 1 ? ids.index_select(0, positions) : ids;
   if (cp > 1) targets = targets.index_select(0, positions);
 
+  // The model's chunks through the pipeline (one micro-batch, forward only; without pipeline
+  // parallelism a single step). The last stage keeps the logits.
+  const ModelPart& part = model.part();
+  const torch::Tensor chunk_positions =
+      cp > 1 ? positions : torch::arange(seq, torch::TensorOptions().dtype(torch::kLong).device(device));
+  std::vector<std::vector<torch::Tensor>> hidden(static_cast<size_t>(part.num_chunks()));
+  torch::Tensor logits;  // [S/cp, b, V/tp] on the last stage
+  PipelineStage stage;
+  stage.forward = [&](const PipelineOp& op, const torch::Tensor& input) {
+    torch::Tensor out = model.forward_chunk(op.chunk, part.has_embedding(op.chunk) ? local_ids : input, chunk_positions,
+                                            hidden_states ? &hidden[static_cast<size_t>(op.chunk)] : nullptr);
+    if (part.has_head(op.chunk)) logits = out;
+    return out;
+  };
+  const int64_t pp = groups.pp().size(), last = pp - 1;
+  const std::vector<int64_t> stream_shape{seq / cp / (sequence_parallel ? groups.tp().size() : 1), local_ids.size(1),
+                                          model.hidden_size()};
+  const torch::ScalarType dtype = model.parameters().front().scalar_type();
+  run_pipeline(plan_pipeline(pp, part.vpp, 1, true)[static_cast<size_t>(groups.pp().rank())], groups.pp(),
+               stream_shape, torch::TensorOptions().dtype(dtype).device(device), stage, true);
+
   ForwardResult result;
-  std::vector<torch::Tensor> hidden;
-  const torch::Tensor logits = model.logits(local_ids, hidden_states ? &hidden : nullptr, positions);  // [S/cp, b, V/tp]
-  const torch::Tensor losses = vocab_parallel_cross_entropy(logits, targets, groups.tp());  // [S/cp, b]
   const double predictions = static_cast<double>(batch * (seq - 1));
-  result.loss = losses.sum() * (mine > 0 ? 1.0 / predictions : 0.0);
-  torch::Tensor total = result.loss.detach().to(torch::kDouble).reshape({1}).cpu();
+  torch::Tensor total = torch::zeros({1}, torch::kDouble);
+  const bool has_head = groups.pp().rank() == last;
+  if (has_head) {
+    const torch::Tensor losses = vocab_parallel_cross_entropy(logits, targets, groups.tp());  // [S/cp, b]
+    result.loss = losses.sum() * (mine > 0 ? 1.0 / predictions : 0.0);
+    if (pp > 1) result.loss = result.loss.detach();
+    total = result.loss.detach().to(torch::kDouble).reshape({1}).cpu();
+  }
   groups.dp_cp().all_reduce(total);
+  groups.pp().all_reduce(total);  // from the last stage to every stage
   result.loss_value = total.item<double>();
 
-  result.logits =
-      gather_batch(gather_last_dim(logits.detach(), groups.tp()).to(torch::kFloat), groups, false, rows, order);
-  for (const torch::Tensor& h : hidden) {
-    result.hidden_states.push_back(gather_batch(h.detach().to(torch::kFloat), groups, sequence_parallel, rows, order));
+  // Gathered over tp, cp and dp on the stage that holds them, then sent to every stage.
+  const auto from_stage = [&](int64_t owner, const std::function<torch::Tensor()>& gather,
+                              const std::vector<int64_t>& shape) {
+    torch::Tensor out = groups.pp().rank() == owner ? gather() : torch::empty(shape, torch::kFloat);
+    if (pp > 1) groups.pp().broadcast(out, static_cast<int>(owner));
+    return out;
+  };
+  result.logits = from_stage(last, [&] {
+    return gather_batch(gather_last_dim(logits.detach(), groups.tp()).to(torch::kFloat), groups, false, rows, order);
+  }, {batch, seq, model.vocab_size()});
+  if (hidden_states) {
+    // Hidden state i is the input of layer i (its chunk's stage); the last is the final norm's.
+    const int64_t layers = part.chunk_begin.back();
+    std::vector<torch::Tensor> mine_in_order;
+    for (const auto& chunk : hidden) mine_in_order.insert(mine_in_order.end(), chunk.begin(), chunk.end());
+    size_t next = 0;
+    for (int64_t i = 0; i <= layers; ++i) {
+      int64_t owner = last;
+      for (size_t c = 0; i < layers && c + 1 < part.chunk_begin.size(); ++c) {
+        if (i >= part.chunk_begin[c] && i < part.chunk_begin[c + 1]) owner = static_cast<int64_t>(c) % pp;
+      }
+      result.hidden_states.push_back(from_stage(owner, [&] {
+        const torch::Tensor h = mine_in_order.at(next++).detach().to(torch::kFloat);
+        return gather_batch(h, groups, sequence_parallel, rows, order);
+      }, {batch, seq, model.hidden_size()}));
+    }
   }
   return result;
 }

@@ -16,12 +16,14 @@
 #include "core/torch_compat.h"
 #include "data/corpus.h"
 #include "layers/context_parallel.h"
+#include "layers/embedding.h"
 #include "models/decoder_lm.h"
 #include "optim/adamw.h"
 #include "optim/param_buffer.h"
 #include "parallel/process_groups.h"
 #include "parallel/rng.h"
 #include "training/flops.h"
+#include "training/pipeline.h"
 
 namespace foldtron {
 namespace {
@@ -99,10 +101,6 @@ std::string metrics_json(const StepRecord& r) {
 }
 
 TrainResult train(const Config& config, ProcessGroups& groups, const TrainOptions& options) {
-  if (groups.topology().layout().pp > 1) {
-    throw ConfigError("parallel.pp", "pipeline parallelism is not built yet (pp must be 1)",
-                      "train with tp, cp, dp and the expert dimensions for now");
-  }
   if (config.data.tokenizer != Tokenizer::kByte) {
     throw ConfigError("data.tokenizer", "training reads byte-level corpora only so far",
                       "set data.tokenizer: byte (sentencepiece corpora arrive with the data issue)");
@@ -125,8 +123,17 @@ TrainResult train(const Config& config, ProcessGroups& groups, const TrainOption
   // Context parallelism: this rank's chunks of every sequence (positions in the sequence).
   const int64_t cp = groups.cp().size();
   const torch::Tensor positions =
-      cp > 1 ? cp_positions(t.seq_length, cp, groups.cp().rank(), options.device) : torch::Tensor();
-  DecoderLM model(ctx, config.model, config.moe);
+      cp > 1 ? cp_positions(t.seq_length, cp, groups.cp().rank(), options.device)
+             : torch::arange(t.seq_length, torch::TensorOptions().dtype(torch::kLong).device(options.device));
+  // Pipeline parallelism: this rank's chunks of the model and its part of the schedule.
+  const int64_t pp = groups.pp().size(), vpp = config.parallel.vpp;
+  const ModelPart part = ModelPart::of(config.parallel, config.model.num_layers, groups.pp().rank());
+  const std::vector<PipelineTick> schedule =
+      plan_pipeline(pp, vpp, micro_batches, false)[static_cast<size_t>(groups.pp().rank())];
+  // The residual stream between stages: [s/cp(/tp with SP), micro-batch, h].
+  const std::vector<int64_t> stream_shape{t.seq_length / cp / (ctx.sequence_parallel ? groups.tp().size() : 1),
+                                          t.micro_batch_size, config.model.hidden_size};
+  DecoderLM model(ctx, config.model, config.moe, part);
   model.train();
   const std::vector<torch::Tensor> params = model.parameters();
   BufferOptions buffer_options;
@@ -140,9 +147,9 @@ TrainResult train(const Config& config, ProcessGroups& groups, const TrainOption
   int64_t local_params = 0;
   for (const auto& p : params) local_params += p.numel();
   log::info("train", "data: {}", data.describe());
-  log::info("train", "model: {} layers, hidden {}, {} parameters on rank 0; world {} = tp {} x dp {}{}",
+  log::info("train", "model: {} layers, hidden {}, {} parameters on rank 0; world {} = tp {} x cp {} x dp {} x pp {}{}",
             config.model.num_layers, config.model.hidden_size, local_params, groups.world().size(),
-            groups.tp().size(), dp,
+            groups.tp().size(), cp, dp, pp,
             config.moe.enabled() ? fmt::format("; experts: {} MoE layers of {} experts top-{}, etp {} x ep {} x edp {}",
                                                num_moe_layers(config), config.moe.num_experts, config.moe.topk,
                                                groups.etp().size(), groups.ep().size(), groups.edp().size())
@@ -155,6 +162,14 @@ TrainResult train(const Config& config, ProcessGroups& groups, const TrainOption
             buffer_options.overlap ? "during backward" : "after backward");
   log::info("train", "global batch {} = micro-batch {} x {} micro-batches x dp {}; {} steps", t.global_batch_size,
             t.micro_batch_size, micro_batches, dp, t.train_iters);
+  if (pp > 1) {
+    std::string chunks;
+    for (int64_t v = 0; v < part.num_chunks(); ++v) {
+      chunks += fmt::format("{}layers {}-{}", v ? ", " : "", part.begin(v), part.end(v) - 1);
+    }
+    log::info("train", "pipeline: pp {} x vpp {}, {} schedule in {} ticks; rank 0 holds {}", pp, vpp,
+              vpp > 1 ? "interleaved 1F1B" : "1F1B", schedule.size(), chunks);
+  }
 
   std::ofstream metrics;
   if (groups.world_rank() == 0 && !config.logging.metrics_file.empty()) {
@@ -186,39 +201,46 @@ TrainResult train(const Config& config, ProcessGroups& groups, const TrainOption
     // Router losses are per micro-batch (each rank holds a share): averaged over all of them.
     const double aux_scale = 1.0 / static_cast<double>(micro_batches * dp);
     model.set_router_loss_scale(aux_scale);
-    for (int64_t micro = 0; micro < micro_batches; ++micro) {
+    PipelineStage stage;
+    stage.forward = [&](const PipelineOp& op, const torch::Tensor& input) {
+      // [s, m] ids and targets of the micro-batch; [s/cp, m]: this rank's chunks.
       const torch::Tensor tokens =
-          data.batch(first + micro * t.micro_batch_size, t.micro_batch_size).t().contiguous().to(options.device);
-      torch::Tensor ids = tokens.narrow(0, 0, t.seq_length);      // [s, m]
-      torch::Tensor targets = tokens.narrow(0, 1, t.seq_length);  // [s, m]
-      if (cp > 1) {  // [s/cp, m]: this rank's chunks
-        ids = ids.index_select(0, positions);
-        targets = targets.index_select(0, positions);
-      }
-      torch::Tensor loss = model.token_losses(ids, targets, positions).sum() / global_tokens;
-      lm_terms.push_back(loss.detach().to(torch::kDouble).reshape({1}));
+          data.batch(first + op.micro * t.micro_batch_size, t.micro_batch_size).t().contiguous().to(options.device);
+      const auto local = [&](const torch::Tensor& x) { return cp > 1 ? x.index_select(0, positions) : x; };
+      const torch::Tensor out =
+          model.forward_chunk(op.chunk, part.has_embedding(op.chunk) ? local(tokens.narrow(0, 0, t.seq_length)) : input,
+                              positions);
       // The router losses stay on the device until the step ends (no host read per micro-batch).
       // Their gradient enters backward through the MoE layers' outputs (set_router_loss_scale).
-      const RouterLosses router = model.router_losses();
+      const RouterLosses router = model.router_losses(op.chunk);
       if (router.load_balancing.defined()) aux_terms.push_back(router.load_balancing.detach().reshape({1}) * aux_scale);
       if (router.z_loss.defined()) z_terms.push_back(router.z_loss.detach().reshape({1}) * aux_scale);
-      buffers.set_sync(micro + 1 == micro_batches);  // the last backward reduces buckets as they fill
-      loss.backward();
-    }
+      if (!part.has_head(op.chunk)) return out;
+      const torch::Tensor targets = local(tokens.narrow(0, 1, t.seq_length));
+      torch::Tensor loss = vocab_parallel_cross_entropy(out, targets, groups.tp()).sum() / global_tokens;
+      lm_terms.push_back(loss.detach().to(torch::kDouble).reshape({1}));
+      return loss;
+    };
+    // Each chunk's last backward (micro-batch M-1 in every schedule) reduces buckets as they fill.
+    stage.before_backward = [&](const PipelineOp& op) { buffers.set_sync(op.micro + 1 == micro_batches); };
+    run_pipeline(schedule, groups.pp(), stream_shape, torch::TensorOptions().dtype(dtype).device(options.device),
+                 stage, false);
     const auto phase_end = [&] {
       if (options.device.is_cuda()) torch::cuda::synchronize();
       return std::chrono::steady_clock::now();
     };
     const auto computed = phase_end();
     buffers.finish_grad_sync();
-    torch::Tensor loss_sum = torch::full({1}, torch::cat(lm_terms).sum().item<double>(), torch::kDouble);
-    groups.dp_cp().all_reduce(loss_sum);  // the global mean over all tokens
-    // [load balancing, z]: shares summed over tp_cp, micro-batch means over dp.
     const auto total_of = [](const std::vector<torch::Tensor>& terms) {
       return terms.empty() ? 0.0 : torch::cat(terms).sum().item<double>();
     };
+    // The global mean over all tokens: the last stage's sums over dp x cp, then to every stage.
+    torch::Tensor loss_sum = torch::full({1}, total_of(lm_terms), torch::kDouble);
+    groups.dp_cp().all_reduce(loss_sum);
+    groups.pp().all_reduce(loss_sum);
+    // [load balancing, z]: shares summed over tp x cp, micro-batch means over dp, layers over pp.
     torch::Tensor router_sums = torch::tensor({total_of(aux_terms), total_of(z_terms)}, torch::kDouble);
-    groups.get(GroupKind::kTpDpCp).all_reduce(router_sums);
+    groups.world().all_reduce(router_sums);
     const double grad_norm = global_grad_norm(buffers, registry, groups);
     const auto reduced = phase_end();
 
@@ -291,8 +313,14 @@ TrainResult train(const Config& config, ProcessGroups& groups, const TrainOption
                        "{:.4f} s + optimizer {:.4f} s",
               total / n, compute / n, reduce / n, update / n);
   }
-  if (!options.prompt.empty() && options.generate_tokens > 0 && cp > 1) {
-    log::info("train", "no greedy sample: generation does not run with context parallelism yet");
+  if (options.keep_final_params) {
+    for (const auto& item : model.named_parameters()) {
+      result.final_params.push_back({item.key(), item.value().detach().to(torch::kFloat).cpu().clone(),
+                                     registry.info(item.value())});
+    }
+  }
+  if (!options.prompt.empty() && options.generate_tokens > 0 && (cp > 1 || pp > 1)) {
+    log::info("train", "no greedy sample: generation does not run with context or pipeline parallelism yet");
   } else if (!options.prompt.empty() && options.generate_tokens > 0) {
     result.sample = generate(model, config, groups, options.device, options.prompt, options.generate_tokens);
   }

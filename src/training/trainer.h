@@ -17,6 +17,7 @@
 #include <torch/types.h>
 
 #include "config/config.h"
+#include "layers/context.h"
 
 namespace foldtron {
 
@@ -31,17 +32,26 @@ struct StepRecord {
   bool skipped = false;
 };
 
+// A parameter as this rank holds it: its name in the model, its values (fp32, CPU), its split.
+struct RankParam {
+  std::string name;
+  torch::Tensor value;
+  ParamInfo info;
+};
+
 struct TrainResult {
   std::vector<StepRecord> steps;
   std::string sample;  // greedy continuation of the prompt (empty when not asked)
   // Bytes of optimizer state (fp32 main weights and moments) on this rank, dense and expert.
   int64_t dense_state_bytes = 0, expert_state_bytes = 0;
+  std::vector<RankParam> final_params;  // with TrainOptions::keep_final_params
 };
 
 struct TrainOptions {
   torch::Device device = torch::kCPU;
   std::string prompt;           // generate a continuation after training when not empty
   int64_t generate_tokens = 0;  // how many
+  bool keep_final_params = false;  // return this rank's parameters after the last step
 };
 
 TrainResult train(const Config& config, ProcessGroups& groups, const TrainOptions& options);

@@ -6,6 +6,8 @@
 
 #include <cstdio>
 #include <fstream>
+#include <iostream>
+#include <map>
 
 #include <fmt/ranges.h>
 
@@ -62,6 +64,68 @@ TEST(TrainEquivalence, LayoutsAndAccumulationMatchSingleProcessOverFiveSteps) {
       EXPECT_NEAR(steps[i].loss, reference[i].loss, 1e-5 * reference[i].loss) << "step " << i + 1;
       EXPECT_NEAR(steps[i].grad_norm, reference[i].grad_norm, 1e-5 * reference[i].grad_norm) << "step " << i + 1;
     }
+  }
+}
+
+TEST(TrainEquivalence, PipelineSchedulesMatchSingleProcessOverFiveSteps) {
+  // Four layers: pp 2 and 4 (1F1B), pp 2 x vpp 2 (interleaved), with the other dimensions, tied
+  // embeddings (a copy on the last stage), the distributed optimizer and recomputation. Losses,
+  // gradient norms and every final parameter against the single-process run (kSmoothAdam).
+  const int world = world_size();
+  struct Case {
+    int64_t pp, vpp, tp, cp, micro;
+    std::vector<std::string> extra = {};
+  };
+  const std::string tied = "model.tie_embeddings=true", distributed = "parallel.distributed_optimizer=true";
+  std::map<bool, TrainResult> references;  // by tie_embeddings
+  double worst_step = 0, worst_param = 0;
+  int checked = 0;
+  for (const Case& c : {Case{2, 1, 1, 1, 1}, Case{2, 2, 1, 1, 1}, Case{2, 1, 1, 1, 2, {tied}}, Case{4, 1, 1, 1, 1},
+                        Case{2, 1, 2, 1, 1, {"parallel.sequence_parallel=true"}},
+                        Case{2, 2, 1, 1, 1, {tied, distributed}}, Case{2, 1, 1, 2, 1, {"model.recompute=full"}},
+                        Case{2, 2, 2, 1, 2, {tied, "parallel.sequence_parallel=true"}},
+                        Case{2, 1, 1, 1, 4, {"parallel.pipeline_layers=[3,1]"}}}) {
+    const int64_t model_parallel = c.pp * c.tp * c.cp;
+    if (world % model_parallel != 0 || 8 % (c.micro * (world / model_parallel)) != 0) continue;
+    const int64_t micro_batches = 8 / (c.micro * (world / model_parallel));
+    if (c.vpp > 1 && micro_batches % c.pp != 0) continue;
+    const bool tie = std::find(c.extra.begin(), c.extra.end(), tied) != c.extra.end();
+    SCOPED_TRACE(fmt::format("world {} pp {} vpp {} tp {} cp {} micro-batch {} {}", world, c.pp, c.vpp, c.tp, c.cp,
+                             c.micro, fmt::join(c.extra, " ")));
+    std::vector<std::string> common{"model.num_layers=4", fmt::format("model.tie_embeddings={}", tie)};
+    common.insert(common.end(), kSmoothAdam.begin(), kSmoothAdam.end());
+    if (!references.count(tie)) references[tie] = train_on(tiny_config(common), MPI_COMM_SELF, 1, true);
+    const TrainResult& reference = references[tie];
+    std::vector<std::string> overrides = common;
+    for (const std::string& o : {fmt::format("parallel.pp={}", c.pp), fmt::format("parallel.vpp={}", c.vpp),
+                                 fmt::format("parallel.tp={}", c.tp), fmt::format("parallel.cp={}", c.cp),
+                                 fmt::format("train.micro_batch_size={}", c.micro)}) {
+      overrides.push_back(o);
+    }
+    overrides.insert(overrides.end(), c.extra.begin(), c.extra.end());
+    const TrainResult result = train_on(tiny_config(overrides), MPI_COMM_WORLD, world, true);
+    ASSERT_EQ(result.steps.size(), reference.steps.size());
+    for (size_t i = 0; i < result.steps.size(); ++i) {
+      const StepRecord &got = result.steps[i], &want = reference.steps[i];
+      EXPECT_NEAR(got.loss, want.loss, 1e-5 * want.loss) << "step " << i + 1;
+      EXPECT_NEAR(got.grad_norm, want.grad_norm, 1e-5 * want.grad_norm) << "step " << i + 1;
+      worst_step = std::max({worst_step, std::abs(got.loss - want.loss) / want.loss,
+                             std::abs(got.grad_norm - want.grad_norm) / want.grad_norm});
+    }
+    std::map<std::string, int64_t> covered;
+    const double difference = final_param_difference(result, reference, &covered);
+    EXPECT_LT(difference, 1e-5) << "final parameters";
+    worst_param = std::max(worst_param, difference);
+    EXPECT_EQ(uncovered_params(reference, covered), std::vector<std::string>{});
+    ++checked;
+  }
+  if (world > 1) {
+    EXPECT_GT(checked, 0);
+  }
+  if (world_rank() == 0) {
+    std::cout << fmt::format("{} pipeline layouts; worst relative difference: losses/norms {:.3g}, final "
+                             "parameters {:.3g}\n",
+                             checked, worst_step, worst_param);
   }
 }
 

@@ -39,7 +39,9 @@ TEST(ForwardCli, AloneAndFoldedUnderMpirunMatchTransformers) {
   const double loss = reference.load("ce_loss").item<double>();
   for (const auto& [launcher, flags] : std::vector<std::pair<std::string, std::string>>{
            {"", ""}, {kMpirun + "-np 4 ", "--tp 2 --ep 4 --etp 1 --sequence-parallel"},
-           {kMpirun + "-np 4 ", "--tp 2 --cp 2 --ep 2 --etp 1 --sequence-parallel"}}) {
+           {kMpirun + "-np 4 ", "--tp 2 --cp 2 --ep 2 --etp 1 --sequence-parallel"},
+           // Every attention dimension at once: tensor, context and pipeline parallelism.
+           {kMpirun + "-np 8 ", "--tp 2 --cp 2 --pp 2 --ep 2 --etp 1 --sequence-parallel"}}) {
     SCOPED_TRACE(launcher + flags);
     const std::string out = temp_path("out.safetensors");
     int code = -1;
@@ -70,6 +72,9 @@ TEST(ForwardCli, InputErrorsNameTheProblem) {
       // The input's length becomes train.seq_length, which validation checks against the layout.
       {"input_ids", torch::zeros({2, 6}, torch::kLong), "train.seq_length (6) must be divisible by 2*parallel.cp (4)",
        kMpirun + "-np 2 ", "--cp 2", "config error"},
+      // Two layers do not split into pp 2 x vpp 2 chunks.
+      {"input_ids", torch::zeros({2, 8}, torch::kLong), "num_layers (2) must be divisible by pp*vpp = 4",
+       kMpirun + "-np 2 ", "--pp 2 --vpp 2", "config error"},
   };
   for (const Case& c : cases) {
     const std::string input = temp_path("bad_input.safetensors");
