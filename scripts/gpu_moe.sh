@@ -8,7 +8,8 @@
 # micro-batch 2, bf16, dropless, one GPU; then two-GPU layouts.
 # Every step has a time limit. The reference vectors travel in .gpu/reference (carry it).
 # Usage: scripts/gpu_moe.sh [output dir]; PARTS="tests one mb1 torch two" (the default) picks what
-# runs ("fold" runs only the folded, recomputation and context-parallel rows of "two"); TESTS the GPU test binaries of the tests part; CTEST_ARGS replaces the build's "-L unit"
+# runs ("fold" runs only the folded, recomputation and context-parallel rows of "two"; "pipe" the
+# pipeline-parallel rows; "probe" the gradient-accumulation fusion probe); TESTS the GPU test binaries of the tests part; CTEST_ARGS replaces the build's "-L unit"
 # (e.g. "-R ^$" runs no test).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -44,6 +45,10 @@ if has one; then
   head -45 "$out/mixtral4_mb2_profile.txt"
   gzip -f "$out/mixtral4_mb2_trace.json"
 fi
+if has probe; then  # what gradient-accumulation fusion could save (bench/wgrad_fusion_probe.py)
+  step 120 python3 bench/wgrad_fusion_probe.py > "$out/wgrad_probe.log" 2>&1
+  grep -E "RESULT|torch|diff" "$out/wgrad_probe.log" | cut -c1-250
+fi
 has mb1 && run_train mixtral4_mb1 1 300 "${ref[@]}" --micro-batch-size 1 --global-batch-size 1
 if has torch; then
   step 300 python3 bench/torch_native_moe.py > "$out/torch_eager.log" 2>&1
@@ -64,6 +69,11 @@ if (has two || has fold) && [[ $gpus -ge 2 ]]; then
   run_train mixtral4_tp2_ep2_recompute 2 300 "${ref[@]}" --micro-batch-size 2 --global-batch-size 2 --tp 2 \
     --sequence-parallel --ep 2 --etp 1 --set model.recompute=selective
   run_train mixtral4_cp2_ep2 2 300 "${ref[@]}" --micro-batch-size 2 --global-batch-size 2 --cp 2 --ep 2 --etp 1
+fi
+if has pipe && [[ $gpus -ge 2 ]]; then
+  # Pipeline parallelism over 2 GPUs, 8 micro-batches of 2 per step: 1F1B, then interleaved.
+  run_train mixtral4_pp2 2 300 "${ref[@]}" --micro-batch-size 2 --global-batch-size 16 --pp 2
+  run_train mixtral4_pp2_vpp2 2 300 "${ref[@]}" --micro-batch-size 2 --global-batch-size 16 --pp 2 --vpp 2
 fi
 if has two && [[ $gpus -ge 2 ]]; then
   # Qwen2-57B-A14B truncated to 4 layers (64 experts top-8, shared expert): too large for one
