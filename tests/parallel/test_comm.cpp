@@ -158,6 +158,23 @@ TEST(Comm, SendRecvOneWayPairs) {
   }
 }
 
+TEST(Comm, BatchedSendsAndReceivesWithBothNeighbours) {
+  // A pipeline tick: activations to the next rank and gradients to the previous one, both
+  // received in the same operation (with two ranks both neighbours are one peer).
+  const int n = world_size();
+  if (n < 2) GTEST_SKIP() << "needs two ranks";
+  const int me = world_rank(), next = (me + 1) % n, prev = (me + n - 1) % n;
+  torch::Tensor from_prev = on_device(torch::zeros({3, 4})), from_next = on_device(torch::zeros({2}, torch::kBFloat16));
+  world()
+      .batch_p2p_async({{true, on_device(data(100 + me, {3, 4})), next},
+                        {true, on_device(data(110 + me, {2}, torch::kBFloat16)), prev},
+                        {false, from_prev, prev},
+                        {false, from_next, next}})
+      ->wait();
+  EXPECT_TRUE(close(from_prev, data(100 + prev, {3, 4}), 0, 0));
+  EXPECT_TRUE(close(from_next, data(110 + next, {2}, torch::kBFloat16), 0, 0));
+}
+
 TEST(Comm, AsyncOperationsCompleteInAnyWaitOrder) {
   const int n = world_size();
   torch::Tensor a = on_device(data(70 + world_rank(), {8}));
