@@ -75,7 +75,9 @@ Runner register_forward(CLI::App& root) {
       // The train section does not apply: make it agree with any layout and this input.
       const ParallelConfig& p = config.parallel;
       config.train.micro_batch_size = 1;
-      config.train.global_batch_size = std::max<int64_t>(1, mpi.size() / std::max<int64_t>(1, p.tp * p.cp * p.pp));
+      // One micro-batch per dp rank (in groups of pp for the interleaved schedule's check).
+      config.train.global_batch_size = std::max<int64_t>(1, mpi.size() / std::max<int64_t>(1, p.tp * p.cp * p.pp)) *
+                                       (p.vpp > 1 ? std::max<int64_t>(1, p.pp) : 1);
       config.train.seq_length = ids.size(1);
       validate_config(config, mpi.size());
       log::set_level(config.logging.level);

@@ -175,7 +175,7 @@ struct ParallelConfig {
   std::string order = "tp-cp-ep-dp-pp";
   bool sequence_parallel = false;
   CpCommType cp_comm_type = CpCommType::kAllGather;
-  std::vector<int64_t> pipeline_layers;  // explicit layers per stage; empty: even split
+  std::vector<int64_t> pipeline_layers;  // explicit layers per chunk (pp*vpp); empty: even split
   bool distributed_optimizer = false;
   bool overlap_grad_reduce = true;
   double grad_bucket_mb = 40.0;
@@ -194,7 +194,8 @@ struct ParallelConfig {
     v("order", order, "rank order of the parallel axes, fastest first");
     v("sequence_parallel", sequence_parallel, "split norms and dropout over the sequence across tp");
     v("cp_comm_type", cp_comm_type, "context-parallel attention: p2p (ring), a2a (Ulysses) or allgather");
-    v("pipeline_layers", pipeline_layers, "layers per pipeline stage; empty splits evenly");
+    v("pipeline_layers", pipeline_layers,
+      "layers per pipeline chunk: pp*vpp counts in model order, chunk c on pp rank c mod pp; empty splits evenly");
     v("distributed_optimizer", distributed_optimizer,
       "shard fp32 main weights and Adam moments over dp_cp (dense) and edp (experts): reduce-scatter gradients, "
       "all-gather parameters");

@@ -9,6 +9,7 @@
 #include "core/errors.h"
 #include "layers/recompute.h"
 #include "parallel/communicator.h"
+#include "parallel/process_groups.h"
 #include "parallel/rng.h"
 
 namespace foldtron {
@@ -53,6 +54,12 @@ ModelPart ModelPart::of(const ParallelConfig& parallel, int64_t num_layers, int6
   return part;
 }
 
+int64_t ModelPart::pp_rank_of_layer(int64_t layer) const {
+  const auto next = std::upper_bound(chunk_begin.begin(), chunk_begin.end(), layer);
+  FT_CHECK(layer >= 0 && next != chunk_begin.end(), fmt::format("no layer {} in the pipeline chunks", layer));
+  return (next - chunk_begin.begin() - 1) % pp;
+}
+
 DecoderLM::DecoderLM(const LayerContext& ctx, const ModelConfig& model, const MoEConfig& moe, ModelPart part)
     : ctx_(ctx), part_(part.chunk_begin.empty() ? ModelPart::whole(model.num_layers) : std::move(part)),
       vocab_size_(model.vocab_size), hidden_size_(model.hidden_size),
@@ -84,6 +91,15 @@ DecoderLM::DecoderLM(const LayerContext& ctx, const ModelConfig& model, const Mo
                                                ctx, "lm_head", model.hidden_size, model.vocab_size, false, model.init_std));
     }
   }
+}
+
+std::vector<int64_t> DecoderLM::stream_shape(int64_t seq, int64_t batch) const {
+  const int64_t cp = ctx_.groups ? ctx_.groups->cp().size() : 1;
+  return {seq / cp / (ctx_.sequence_parallel ? ctx_.tp_size() : 1), batch, hidden_size_};
+}
+
+torch::TensorOptions DecoderLM::stream_options() const {
+  return torch::TensorOptions().dtype(ctx_.dtype).device(ctx_.device);
 }
 
 std::shared_ptr<DecoderLayer>& DecoderLM::layer(int64_t index) {

@@ -39,6 +39,7 @@ struct ModelPart {
   int64_t global_chunk(int64_t chunk) const { return chunk * pp + pp_rank; }
   bool has_embedding(int64_t chunk) const { return global_chunk(chunk) == 0; }
   bool has_head(int64_t chunk) const { return global_chunk(chunk) == pp * vpp - 1; }
+  int64_t pp_rank_of_layer(int64_t layer) const;  // the pp rank holding global layer `layer`
   int64_t begin(int64_t chunk) const { return chunk_begin[static_cast<size_t>(global_chunk(chunk))]; }
   int64_t end(int64_t chunk) const { return chunk_begin[static_cast<size_t>(global_chunk(chunk)) + 1]; }
 };
@@ -66,6 +67,10 @@ class DecoderLM : public torch::nn::Module {
   const ModelPart& part() const { return part_; }
   int64_t vocab_size() const { return vocab_size_; }
   int64_t hidden_size() const { return hidden_size_; }
+  // The residual stream between pipeline stages for `batch` sequences of `seq` tokens:
+  // [seq/cp (/tp with sequence parallelism), batch, hidden], in the parameters' dtype.
+  std::vector<int64_t> stream_shape(int64_t seq, int64_t batch) const;
+  torch::TensorOptions stream_options() const;
   // Local chunk `chunk`: ids [s, b] on the first chunk, else the residual stream from the chunk
   // before, through its layers; returns the residual stream, or on the last chunk the
   // vocab-parallel logits. `hidden_states` collects the stream before each of its layers (and

@@ -81,7 +81,7 @@ class MpiWork : public Work {
   std::vector<MPI_Request> requests;
   std::vector<int> counts_a, displs_a, counts_b, displs_b;  // kept alive until completion
   torch::Tensor staging;                                      // fp32 copy for 16-bit reductions
-  std::vector<torch::Tensor> keep_alive;                      // tensors sent by a batch
+  std::vector<torch::Tensor> keep_alive;                      // a batch's tensors, until it completes
   std::function<void()> on_complete;
 
   torch::Tensor wait() override {
@@ -243,10 +243,9 @@ WorkPtr MpiBackend::batch_p2p(const std::vector<P2POp>& ops, int tag) {
     if (!op.send) post(*work, false, op.tensor, op.peer, tag, "batch_p2p (recv)");
   }
   for (const P2POp& op : ops) {
-    if (!op.send) continue;
-    work->keep_alive.push_back(op.tensor);
-    post(*work, true, op.tensor, op.peer, tag, "batch_p2p (send)");
+    if (op.send) post(*work, true, op.tensor, op.peer, tag, "batch_p2p (send)");
   }
+  for (const P2POp& op : ops) work->keep_alive.push_back(op.tensor);
   return work;
 }
 

@@ -78,11 +78,8 @@ ForwardResult forward_batch(DecoderLM& model, ProcessGroups& groups, const torch
     return out;
   };
   const int64_t pp = groups.pp().size(), last = pp - 1;
-  const std::vector<int64_t> stream_shape{seq / cp / (sequence_parallel ? groups.tp().size() : 1), local_ids.size(1),
-                                          model.hidden_size()};
-  const torch::ScalarType dtype = model.parameters().front().scalar_type();
   run_pipeline(plan_pipeline(pp, part.vpp, 1, true)[static_cast<size_t>(groups.pp().rank())], groups.pp(),
-               stream_shape, torch::TensorOptions().dtype(dtype).device(device), stage, true);
+               model.stream_shape(seq, local_ids.size(1)), model.stream_options(), stage, true);
 
   ForwardResult result;
   const double predictions = static_cast<double>(batch * (seq - 1));
@@ -101,7 +98,9 @@ ForwardResult forward_batch(DecoderLM& model, ProcessGroups& groups, const torch
   // Gathered over tp, cp and dp on the stage that holds them, then sent to every stage.
   const auto from_stage = [&](int64_t owner, const std::function<torch::Tensor()>& gather,
                               const std::vector<int64_t>& shape) {
-    torch::Tensor out = groups.pp().rank() == owner ? gather() : torch::empty(shape, torch::kFloat);
+    torch::Tensor out = groups.pp().rank() == owner
+                            ? gather()
+                            : torch::empty(shape, torch::TensorOptions().dtype(torch::kFloat).device(device));
     if (pp > 1) groups.pp().broadcast(out, static_cast<int>(owner));
     return out;
   };
@@ -115,10 +114,7 @@ ForwardResult forward_batch(DecoderLM& model, ProcessGroups& groups, const torch
     for (const auto& chunk : hidden) mine_in_order.insert(mine_in_order.end(), chunk.begin(), chunk.end());
     size_t next = 0;
     for (int64_t i = 0; i <= layers; ++i) {
-      int64_t owner = last;
-      for (size_t c = 0; i < layers && c + 1 < part.chunk_begin.size(); ++c) {
-        if (i >= part.chunk_begin[c] && i < part.chunk_begin[c + 1]) owner = static_cast<int64_t>(c) % pp;
-      }
+      const int64_t owner = i < layers ? part.pp_rank_of_layer(i) : last;
       result.hidden_states.push_back(from_stage(owner, [&] {
         const torch::Tensor h = mine_in_order.at(next++).detach().to(torch::kFloat);
         return gather_batch(h, groups, sequence_parallel, rows, order);

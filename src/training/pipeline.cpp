@@ -25,13 +25,9 @@ std::vector<PipelineOp> pipeline_order(int64_t pp, int64_t vpp, int64_t micro_ba
     }
     return order;
   }
-  if (vpp > 1 && micro_batches % pp != 0) {
-    throw ConfigError("train.global_batch_size",
-                      fmt::format("the interleaved pipeline schedule (vpp {}) runs micro-batches in groups of pp = {}, "
-                                  "but a step has {} micro-batches per dp rank",
-                                  vpp, pp, micro_batches),
-                      "make global_batch_size / (micro_batch_size x dp) a multiple of pp, or set parallel.vpp: 1");
-  }
+  FT_CHECK(vpp == 1 || micro_batches % pp == 0,
+           fmt::format("the interleaved schedule needs micro-batches ({}) in groups of pp ({}); validation checks this",
+                       micro_batches, pp));
   // The k-th forward (backward) of the rank: micro-batches in groups of pp, each group through
   // the chunks in order (backward: in reverse). With vpp 1 this is micro-batch k, chunk 0.
   const int64_t total = micro_batches * vpp, group = pp * vpp;
@@ -106,12 +102,12 @@ std::vector<std::vector<PipelineTick>> plan_pipeline(const std::vector<std::vect
   return plan;
 }
 
-void run_pipeline(const std::vector<PipelineTick>& ticks, Communicator& pp, at::IntArrayRef shape,
+void run_pipeline(const std::vector<PipelineTick>& ticks, Communicator& pp_group, at::IntArrayRef shape,
                   const torch::TensorOptions& options, const PipelineStage& stage, bool forward_only) {
   struct Slot {
-    torch::Tensor activation;  // received input (undefined on the first stage)
-    torch::Tensor gradient;    // received gradient of the output
-    torch::Tensor output;      // kept for backward
+    torch::Tensor activation;  // received input [s/cp(/tp), b, h] (undefined on the first stage)
+    torch::Tensor gradient;    // received gradient of the output, the same shape
+    torch::Tensor output;      // kept for backward: the stream to send on, or the loss
   };
   std::map<std::pair<int64_t, int64_t>, Slot> slots;  // (micro-batch, chunk)
   const auto check_message = [&](const torch::Tensor& t, const PipelineOp& op) {
@@ -125,7 +121,7 @@ void run_pipeline(const std::vector<PipelineTick>& ticks, Communicator& pp, at::
     }
   };
   for (const PipelineTick& tick : ticks) {
-    torch::Tensor produced;  // this tick's activation or gradient for the next / previous stage
+    torch::Tensor produced;  // this tick's activation or gradient for the next / previous stage, `shape`
     if (tick.has_op) {
       const PipelineOp& op = tick.op;
       Slot& slot = slots[{op.micro, op.chunk}];
@@ -167,7 +163,7 @@ void run_pipeline(const std::vector<PipelineTick>& ticks, Communicator& pp, at::
       into = torch::empty(shape, options);
       exchange.push_back({false, into, static_cast<int>(message.peer)});
     }
-    pp.batch_p2p_async(exchange)->wait();
+    pp_group.batch_p2p_async(exchange)->wait();
   }
   FT_CHECK(slots.empty(), fmt::format("{} pipeline micro-batch chunks were left without a backward", slots.size()));
 }

@@ -52,8 +52,8 @@ struct PipelineTick {
   std::vector<PipelineMessage> sends, recvs;  // exchanged after the op
 };
 
-// The operation order of pipeline rank `rank` (see above). Throws ConfigError when the
-// interleaved schedule cannot take `micro_batches`.
+// The operation order of pipeline rank `rank` (see above). The interleaved schedule needs
+// `micro_batches` divisible by pp (validate_config checks train.global_batch_size for it).
 std::vector<PipelineOp> pipeline_order(int64_t pp, int64_t vpp, int64_t micro_batches, int64_t rank,
                                        bool forward_only);
 
@@ -74,11 +74,11 @@ struct PipelineStage {
   std::function<void(const PipelineOp& op)> before_backward;
 };
 
-// Runs this rank's `ticks` (plan_pipeline()[pp.rank()]). Every activation and gradient between
+// Runs this rank's `ticks` (plan_pipeline()[pp_group.rank()]). Every activation and gradient between
 // stages has `shape` and `options` (the residual stream of a micro-batch). Backward seeds the last
 // stage's loss with 1 and the others with the received gradient; the gradients reach the
 // parameters through autograd.
-void run_pipeline(const std::vector<PipelineTick>& ticks, Communicator& pp, at::IntArrayRef shape,
+void run_pipeline(const std::vector<PipelineTick>& ticks, Communicator& pp_group, at::IntArrayRef shape,
                   const torch::TensorOptions& options, const PipelineStage& stage, bool forward_only);
 
 }  // namespace foldtron

@@ -130,9 +130,6 @@ TrainResult train(const Config& config, ProcessGroups& groups, const TrainOption
   const ModelPart part = ModelPart::of(config.parallel, config.model.num_layers, groups.pp().rank());
   const std::vector<PipelineTick> schedule =
       plan_pipeline(pp, vpp, micro_batches, false)[static_cast<size_t>(groups.pp().rank())];
-  // The residual stream between stages: [s/cp(/tp with SP), micro-batch, h].
-  const std::vector<int64_t> stream_shape{t.seq_length / cp / (ctx.sequence_parallel ? groups.tp().size() : 1),
-                                          t.micro_batch_size, config.model.hidden_size};
   DecoderLM model(ctx, config.model, config.moe, part);
   model.train();
   const std::vector<torch::Tensor> params = model.parameters();
@@ -165,7 +162,9 @@ TrainResult train(const Config& config, ProcessGroups& groups, const TrainOption
   if (pp > 1) {
     std::string chunks;
     for (int64_t v = 0; v < part.num_chunks(); ++v) {
-      chunks += fmt::format("{}layers {}-{}", v ? ", " : "", part.begin(v), part.end(v) - 1);
+      const int64_t first_layer = part.begin(v), last_layer = part.end(v) - 1;
+      chunks += (v ? ", " : "") + (first_layer == last_layer ? fmt::format("layer {}", first_layer)
+                                                             : fmt::format("layers {}-{}", first_layer, last_layer));
     }
     log::info("train", "pipeline: pp {} x vpp {}, {} schedule in {} ticks; rank 0 holds {}", pp, vpp,
               vpp > 1 ? "interleaved 1F1B" : "1F1B", schedule.size(), chunks);
@@ -221,9 +220,10 @@ TrainResult train(const Config& config, ProcessGroups& groups, const TrainOption
       lm_terms.push_back(loss.detach().to(torch::kDouble).reshape({1}));
       return loss;
     };
-    // Each chunk's last backward (micro-batch M-1 in every schedule) reduces buckets as they fill.
+    // Each chunk's last backward (micro-batch M-1 in every schedule) reduces buckets as they fill
+    // (a bucket that spans two chunks starts after the later of their last backwards).
     stage.before_backward = [&](const PipelineOp& op) { buffers.set_sync(op.micro + 1 == micro_batches); };
-    run_pipeline(schedule, groups.pp(), stream_shape, torch::TensorOptions().dtype(dtype).device(options.device),
+    run_pipeline(schedule, groups.pp(), model.stream_shape(t.seq_length, t.micro_batch_size), model.stream_options(),
                  stage, false);
     const auto phase_end = [&] {
       if (options.device.is_cuda()) torch::cuda::synchronize();

@@ -1,4 +1,5 @@
 // config: strict YAML loading, composition order, presets, and one test per validation message.
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 
@@ -310,6 +311,23 @@ TEST(Validate, LayersDivisibleByPipelineStages) {
   EXPECT_TRUE(problems_of({"model.num_layers=6", "parallel.pp=2", "parallel.pipeline_layers=[2, 4]"}, 8).empty());
   p = problems_of({"parallel.vpp=2"}, 8);
   EXPECT_TRUE(has_problem(p, "parallel.vpp", "needs pipeline parallelism, but pp is 1"));
+}
+
+TEST(Validate, InterleavedScheduleTakesMicroBatchesInGroupsOfPp) {
+  // world 8 = pp 2 x dp 4: 12 sequences of 1 are 3 micro-batches per dp rank, not a multiple of 2.
+  const std::vector<std::string> layout{"model.num_layers=4", "parallel.pp=2", "parallel.vpp=2",
+                                        "train.micro_batch_size=1"};
+  std::vector<std::string> odd = layout, even = layout;
+  odd.push_back("train.global_batch_size=12");
+  even.push_back("train.global_batch_size=16");
+  const auto p = problems_of(odd, 8);
+  EXPECT_TRUE(has_problem(p, "train.global_batch_size", "(12) must be divisible by micro_batch_size*dp*pp (8)"));
+  const auto it = std::find_if(p.begin(), p.end(),
+                               [](const ConfigProblem& q) { return q.message.find("*pp (8)") != std::string::npos; });
+  ASSERT_NE(it, p.end());
+  EXPECT_NE(it->hint.find("the micro-batches per step (3) must be a multiple of it"), std::string::npos) << it->hint;
+  EXPECT_NE(it->hint.find("parallel.vpp: 1"), std::string::npos) << it->hint;
+  EXPECT_TRUE(problems_of(even, 8).empty());
 }
 
 TEST(Validate, OrderStrings) {

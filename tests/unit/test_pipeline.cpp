@@ -1,7 +1,8 @@
 // Pipeline schedules: every rank's order runs each micro-batch's forward and backward through
 // each of its chunks exactly once, every message is received in the tick it is sent, the
 // simulated pipeline takes the ideal number of ticks for 1F1B and interleaved 1F1B, activations
-// alive per rank stay within the schedule's bound, and bad inputs are refused by name.
+// alive per rank stay within the schedule's bound, and orders that cannot finish are reported.
+// (Validation refuses micro-batch counts the interleaved schedule cannot take: test_config.)
 #include <map>
 #include <set>
 #include <tuple>
@@ -83,18 +84,6 @@ TEST(PipelineSchedule, NoPipeliningAlternatesForwardAndBackward) {
   for (size_t i = 0; i < order.size(); ++i) {
     EXPECT_EQ(order[i].forward, i % 2 == 0);
     EXPECT_EQ(order[i].micro, static_cast<int64_t>(i / 2));
-  }
-}
-
-TEST(PipelineSchedule, InterleavedNeedsMicroBatchesInGroupsOfPp) {
-  try {
-    pipeline_order(4, 2, 6, 0, false);
-    FAIL() << "expected a ConfigError";
-  } catch (const ConfigError& e) {
-    const std::string what = e.what();
-    EXPECT_NE(what.find("groups of pp = 4"), std::string::npos) << what;
-    EXPECT_NE(what.find("6 micro-batches"), std::string::npos) << what;
-    EXPECT_NE(e.hint().find("vpp: 1"), std::string::npos) << e.hint();
   }
 }
 
