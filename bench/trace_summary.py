@@ -17,6 +17,7 @@ from collections import defaultdict
 CATEGORIES = [
     ("communication", r"nccl"),
     ("attention", r"flash|fmha|attention|sdpa|cudnn"),
+    ("elementwise", r"multi_tensor_apply_kernel.*copyfunctor"),  # the multi-tensor gradient widening copy
     ("optimizer", r"adam|multi_tensor|foreach|l2norm"),
     ("expert gemm (grouped)", r"group"),
     ("gemm", r"gemm|xmma|nvjet|cutlass|sm90_|sm100_|cublas|splitk"),
