@@ -127,9 +127,10 @@ class RingAttention : public torch::autograd::Function<RingAttention> {
 }  // namespace
 
 torch::Tensor cp_positions(int64_t seq, int64_t cp, int64_t rank, torch::Device device) {
+  const auto options = torch::TensorOptions().dtype(torch::kLong).device(device);
+  if (cp == 1) return torch::arange(seq, options);  // the whole sequence, of any length
   FT_CHECK(seq % (2 * cp) == 0, fmt::format("sequence {} does not split into 2*cp = {} chunks", seq, 2 * cp));
   const int64_t chunk = seq / (2 * cp);
-  const auto options = torch::TensorOptions().dtype(torch::kLong).device(device);
   return torch::cat({torch::arange(rank * chunk, (rank + 1) * chunk, options),
                      torch::arange((2 * cp - 1 - rank) * chunk, (2 * cp - rank) * chunk, options)});
 }

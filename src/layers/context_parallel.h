@@ -27,7 +27,7 @@ namespace foldtron {
 class Communicator;
 
 // The positions [s/cp] (int64) that cp rank `rank` holds of a sequence of `seq` tokens, in the
-// order it holds them: chunk rank, then chunk 2*cp-1-rank.
+// order it holds them: chunk rank, then chunk 2*cp-1-rank (with cp 1: 0..seq-1).
 torch::Tensor cp_positions(int64_t seq, int64_t cp, int64_t rank, torch::Device device = torch::kCPU);
 // Every cp rank's positions concatenated in rank order [seq]: the order of a sequence gathered
 // over cp (its argsort puts gathered rows back in position order).

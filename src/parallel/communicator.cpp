@@ -201,14 +201,16 @@ WorkPtr Communicator::all_to_all_async(const torch::Tensor& input, const std::ve
   return backend_for(input).all_to_all(input.contiguous(), output, input_rows, output_rows);
 }
 
+// Single sends and receives are batches of one.
 WorkPtr Communicator::send_async(const torch::Tensor& tensor, int peer, int tag) {
-  check_peer(peer, "send");
-  return backend_for(tensor).send(tensor.contiguous(), peer, tag);
+  return std::make_unique<ThenWork>(batch_p2p_async({{true, tensor, peer}}, tag),
+                                    [tensor](const torch::Tensor&) { return tensor; });
 }
 
 WorkPtr Communicator::recv_async(torch::Tensor tensor, int peer, int tag) {
-  check_peer(peer, "recv");
-  return in_place(tensor, [&](torch::Tensor t) { return backend_for(t).recv(t, peer, tag); });
+  return in_place(tensor, [&](torch::Tensor t) {
+    return std::make_unique<ThenWork>(batch_p2p_async({{false, t, peer}}, tag), [t](const torch::Tensor&) { return t; });
+  });
 }
 
 WorkPtr Communicator::send_recv_async(const torch::Tensor& send, int send_peer, torch::Tensor recv, int recv_peer,

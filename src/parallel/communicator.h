@@ -52,9 +52,8 @@ class CommBackend {
                                  ReduceOp op) = 0;
   virtual WorkPtr all_to_all(torch::Tensor input, torch::Tensor output, const std::vector<int64_t>& input_rows,
                              const std::vector<int64_t>& output_rows) = 0;
-  virtual WorkPtr send(torch::Tensor tensor, int peer, int tag) = 0;
-  virtual WorkPtr recv(torch::Tensor tensor, int peer, int tag) = 0;
-  // Sends and receives posted together (they may cross: peers send to each other).
+  // Sends and receives posted together (they may cross: peers send to each other); a single
+  // send or receive is a batch of one.
   virtual WorkPtr batch_p2p(const std::vector<P2POp>& ops, int tag) = 0;
   virtual void barrier() = 0;
 };

@@ -225,18 +225,6 @@ void MpiBackend::post(MpiWork& work, bool send, const torch::Tensor& tensor, int
             op, group_);
 }
 
-WorkPtr MpiBackend::send(torch::Tensor tensor, int peer, int tag) {
-  auto work = std::make_unique<MpiWork>("send", group_, timeout_s_, tensor);
-  post(*work, true, tensor, peer, tag, "send");
-  return work;
-}
-
-WorkPtr MpiBackend::recv(torch::Tensor tensor, int peer, int tag) {
-  auto work = std::make_unique<MpiWork>("recv", group_, timeout_s_, tensor);
-  post(*work, false, tensor, peer, tag, "recv");
-  return work;
-}
-
 WorkPtr MpiBackend::batch_p2p(const std::vector<P2POp>& ops, int tag) {
   auto work = std::make_unique<MpiWork>("batch_p2p", group_, timeout_s_, torch::Tensor());
   for (const P2POp& op : ops) {  // receives first: each send then finds its match posted

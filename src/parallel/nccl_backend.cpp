@@ -289,24 +289,6 @@ WorkPtr NcclBackend::all_to_all(torch::Tensor input, torch::Tensor output, const
 }
 
 // NCCL has no tags: point-to-point messages between two ranks match in the order they are issued.
-WorkPtr NcclBackend::send(torch::Tensor tensor, int peer, int /*tag*/) {
-  State& s = *state_;
-  return s.run("send", {tensor}, tensor, [&](cudaStream_t stream) {
-    s.check(ncclSend(tensor.data_ptr(), static_cast<size_t>(tensor.numel()), nccl_type(tensor.scalar_type()), peer,
-                     s.comm, stream),
-            "send");
-  });
-}
-
-WorkPtr NcclBackend::recv(torch::Tensor tensor, int peer, int /*tag*/) {
-  State& s = *state_;
-  return s.run("recv", {tensor}, tensor, [&](cudaStream_t stream) {
-    s.check(ncclRecv(tensor.data_ptr(), static_cast<size_t>(tensor.numel()), nccl_type(tensor.scalar_type()), peer,
-                     s.comm, stream),
-            "recv");
-  });
-}
-
 WorkPtr NcclBackend::batch_p2p(const std::vector<P2POp>& ops, int /*tag*/) {
   State& s = *state_;
   std::vector<torch::Tensor> tensors;

@@ -25,8 +25,6 @@ class NcclBackend : public CommBackend {
                          ReduceOp op) override;
   WorkPtr all_to_all(torch::Tensor input, torch::Tensor output, const std::vector<int64_t>& input_rows,
                      const std::vector<int64_t>& output_rows) override;
-  WorkPtr send(torch::Tensor tensor, int peer, int tag) override;
-  WorkPtr recv(torch::Tensor tensor, int peer, int tag) override;
   WorkPtr batch_p2p(const std::vector<P2POp>& ops, int tag) override;
   void barrier() override;
 

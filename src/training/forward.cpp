@@ -55,24 +55,20 @@ ForwardResult forward_batch(DecoderLM& model, ProcessGroups& groups, const torch
   torch::Tensor targets = torch::full_like(ids, kIgnoreIndex);  // [S, b]: next token; the last predicts nothing
   targets.narrow(0, 0, seq - 1).copy_(ids.narrow(0, 1, seq - 1));
   // Context parallelism: this rank's chunks; `order` puts the gathered chunks back in position order.
-  torch::Tensor positions, order;
-  if (cp > 1) {
-    positions = cp_positions(seq, cp, groups.cp().rank(), device);
-    order = cp_gathered_positions(seq, cp, device).argsort();
-  }
+  const torch::Tensor positions = cp_positions(seq, cp, groups.cp().rank(), device);
+  torch::Tensor order;
+  if (cp > 1) order = cp_gathered_positions(seq, cp, device).argsort();
   const torch::Tensor local_ids = cp > 1 ? ids.index_select(0, positions) : ids;
   if (cp > 1) targets = targets.index_select(0, positions);
 
   // The model's chunks through the pipeline (one micro-batch, forward only; without pipeline
   // parallelism a single step). The last stage keeps the logits.
   const ModelPart& part = model.part();
-  const torch::Tensor chunk_positions =
-      cp > 1 ? positions : torch::arange(seq, torch::TensorOptions().dtype(torch::kLong).device(device));
   std::vector<std::vector<torch::Tensor>> hidden(static_cast<size_t>(part.num_chunks()));
   torch::Tensor logits;  // [S/cp, b, V/tp] on the last stage
   PipelineStage stage;
   stage.forward = [&](const PipelineOp& op, const torch::Tensor& input) {
-    torch::Tensor out = model.forward_chunk(op.chunk, part.has_embedding(op.chunk) ? local_ids : input, chunk_positions,
+    torch::Tensor out = model.forward_chunk(op.chunk, part.has_embedding(op.chunk) ? local_ids : input, positions,
                                             hidden_states ? &hidden[static_cast<size_t>(op.chunk)] : nullptr);
     if (part.has_head(op.chunk)) logits = out;
     return out;

@@ -122,9 +122,7 @@ TrainResult train(const Config& config, ProcessGroups& groups, const TrainOption
                          options.device, dtype, &rng, &registry, &groups, config.parallel.cp_comm_type};
   // Context parallelism: this rank's chunks of every sequence (positions in the sequence).
   const int64_t cp = groups.cp().size();
-  const torch::Tensor positions =
-      cp > 1 ? cp_positions(t.seq_length, cp, groups.cp().rank(), options.device)
-             : torch::arange(t.seq_length, torch::TensorOptions().dtype(torch::kLong).device(options.device));
+  const torch::Tensor positions = cp_positions(t.seq_length, cp, groups.cp().rank(), options.device);
   // Pipeline parallelism: this rank's chunks of the model and its part of the schedule.
   const int64_t pp = groups.pp().size(), vpp = config.parallel.vpp;
   const ModelPart part = ModelPart::of(config.parallel, config.model.num_layers, groups.pp().rank());
