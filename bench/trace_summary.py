@@ -23,7 +23,7 @@ CATEGORIES = [
     ("gemm", r"gemm|xmma|nvjet|cutlass|sm90_|sm100_|cublas|splitk"),
     ("permute / sort / index", r"index|scatter|gather|sort|radix|cub::|nonzero|cumsum|masked|embedding|unique|histc|bincount|topk"),
     ("norm / softmax / reduce", r"norm|softmax|reduce|welford|cross_entropy|nll|logsumexp"),
-    ("elementwise", r"elementwise|vectorized|unrolled|copy|fill|cat"),
+    ("elementwise", r"elementwise|vectorized|unrolled|copy|fill|cat|swiglu"),
 ]
 
 

@@ -5,7 +5,8 @@ sequence 4096: 16,384 routed rows over 8 experts) are computed today as bf16 gro
 then copied (first micro-batch) or added into the fp32 main-gradient buffer. Fusion would have the
 GEMM write fp32 directly. This times, per layer and projection, the bf16 GEMM, the GEMM plus the
 copy (today), and a GEMM with an fp32 output (out_dtype) where this torch has one, alone and
-followed by an add (no beta=1 accumulate in the API). Prints one RESULT line per measurement.
+followed by an add (no beta=1 accumulate in the API), and per-expert cuBLAS GEMMs that write
+the fp32 buffer in place. Prints one RESULT line per measurement.
 
     python3 bench/wgrad_fusion_probe.py [--experts 8 --hidden 4096 --ffn 14336 --rows 16384]
 """
@@ -64,6 +65,24 @@ def main():
                timed(lambda: main_grad.add_(torch._grouped_mm(a, x, offs=offs, out_dtype=torch.float32))))
     except Exception as e:  # noqa: BLE001
         print(f"RESULT fp32-out grouped GEMM: unavailable ({type(e).__name__}: {str(e)[:200]})")
+    # Per expert (the dropless path knows the counts on the host): cuBLAS GEMMs writing the fp32
+    # main gradient in place, beta 0 (first micro-batch) or 1 (accumulation).
+    rows = t // g
+    views = [(a[:, e * rows:(e + 1) * rows], x[e * rows:(e + 1) * rows], main_grad[e]) for e in range(g)]
+    report("per-expert bf16 mm + copy into fp32",
+           timed(lambda: [m.copy_(ae @ xe) for ae, xe, m in views]))
+    try:
+        report("per-expert fp32-out mm into the main gradient (fusion, first micro-batch)",
+               timed(lambda: [torch.mm(ae, xe, out_dtype=torch.float32, out=m) for ae, xe, m in views]))
+        report("per-expert fp32-out addmm into the main gradient (fusion, accumulation)",
+               timed(lambda: [torch.addmm(m, ae, xe, out_dtype=torch.float32, out=m) for ae, xe, m in views]))
+        fused = main_grad.clone()
+        for ae, xe, m in zip([v[0] for v in views], [v[1] for v in views], fused):
+            torch.mm(ae, xe, out_dtype=torch.float32, out=m)
+        ref = torch._grouped_mm(a, x, offs=offs).float()
+        print(f"per-expert fp32-out max |diff| vs grouped bf16-out: {(fused - ref).abs().max().item():.3g}")
+    except Exception as e:  # noqa: BLE001
+        print(f"RESULT per-expert fp32-out mm: unavailable ({type(e).__name__}: {str(e)[:200]})")
     # Dense projections (attention): mm with an fp32 output.
     w_in = torch.randn(t // 2, h, device=dev, dtype=torch.bfloat16)
     w_dy = torch.randn(t // 2, h, device=dev, dtype=torch.bfloat16)

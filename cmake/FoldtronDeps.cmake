@@ -29,6 +29,21 @@ else()
 endif()
 message(STATUS "foldtron: Torch ${Torch_VERSION} at ${Torch_DIR}; CUDA paths: ${FOLDTRON_WITH_CUDA}")
 
+# --- CUDA kernels of our own (fused AdamW): the toolkit torch's package found, sm_90 by default.
+if(FOLDTRON_WITH_CUDA)
+  if(NOT CMAKE_CUDA_COMPILER AND CUDAToolkit_NVCC_EXECUTABLE)
+    set(CMAKE_CUDA_COMPILER ${CUDAToolkit_NVCC_EXECUTABLE})
+  endif()
+  if(NOT CMAKE_CUDA_ARCHITECTURES)
+    set(CMAKE_CUDA_ARCHITECTURES 90)
+  endif()
+  # The shared runtime, the one torch uses: one CUDA runtime in the process.
+  set(CMAKE_CUDA_RUNTIME_LIBRARY Shared)
+  enable_language(CUDA)
+  set(CMAKE_CUDA_STANDARD 17)
+  set(CMAKE_CUDA_STANDARD_REQUIRED ON)
+endif()
+
 # --- NCCL: only for the CUDA build. The torch wheel ships it under site-packages/nvidia/nccl.
 if(FOLDTRON_WITH_CUDA)
   find_path(NCCL_INCLUDE_DIR nccl.h HINTS ${NCCL_ROOT} ENV NCCL_ROOT PATH_SUFFIXES include)

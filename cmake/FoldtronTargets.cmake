@@ -43,3 +43,14 @@ function(foldtron_layer name)
     endif()
   endif()
 endfunction()
+
+# foldtron_cuda_kernels(NAME <.cu files>): foldtron_NAME, CUDA kernels with a plain C++ interface
+# (no torch or CUDA headers in theirs), built with the CUDA runtime torch uses.
+function(foldtron_cuda_kernels name)
+  add_library(foldtron_${name} STATIC ${ARGN})
+  target_include_directories(foldtron_${name} PRIVATE ${PROJECT_SOURCE_DIR}/src)
+  target_compile_options(foldtron_${name} PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-Xptxas=-warn-spills>)
+  if(TARGET CUDA::cudart)
+    target_link_libraries(foldtron_${name} PUBLIC CUDA::cudart)
+  endif()
+endfunction()

@@ -9,7 +9,8 @@
 # Every step has a time limit. The reference vectors travel in .gpu/reference (carry it).
 # Usage: scripts/gpu_moe.sh [output dir]; PARTS="tests one mb1 torch two" (the default) picks what
 # runs ("fold" runs only the folded, recomputation and context-parallel rows of "two"; "pipe" the
-# pipeline-parallel rows; "probe" the gradient-accumulation fusion probe); TESTS the GPU test binaries of the tests part; CTEST_ARGS replaces the build's "-L unit"
+# pipeline-parallel rows; "probe" the gradient-accumulation fusion probe; "moments" the reference
+# with bf16 AdamW moments); TESTS the GPU test binaries of the tests part; CTEST_ARGS replaces the build's "-L unit"
 # (e.g. "-R ^$" runs no test).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -48,6 +49,15 @@ fi
 if has probe; then  # what gradient-accumulation fusion could save (bench/wgrad_fusion_probe.py)
   step 120 python3 bench/wgrad_fusion_probe.py > "$out/wgrad_probe.log" 2>&1
   grep -E "RESULT|torch|diff" "$out/wgrad_probe.log" | cut -c1-250
+fi
+# The same with the AdamW moments stored in bf16 (train.adam_moments_dtype), traced likewise.
+if has moments; then
+  run_train mixtral4_mb2_bf16moments 1 300 "${ref[@]}" --micro-batch-size 2 --global-batch-size 2 \
+    --set train.adam_moments_dtype=bf16 --set logging.profile_step=13 \
+    --set "logging.profile_file=$out/mixtral4_mb2_bf16moments_trace.json"
+  python3 bench/trace_summary.py "$out/mixtral4_mb2_bf16moments_trace.json" --top 10 > "$out/mixtral4_mb2_bf16moments_profile.txt" 2>&1
+  head -20 "$out/mixtral4_mb2_bf16moments_profile.txt"
+  gzip -f "$out/mixtral4_mb2_bf16moments_trace.json"
 fi
 has mb1 && run_train mixtral4_mb1 1 300 "${ref[@]}" --micro-batch-size 1 --global-batch-size 1
 if has torch; then

@@ -178,6 +178,7 @@ struct ParallelConfig {
   std::vector<int64_t> pipeline_layers;  // explicit layers per chunk (pp*vpp); empty: even split
   bool distributed_optimizer = false;
   bool overlap_grad_reduce = true;
+  bool gradient_accumulation_fusion = true;
   double grad_bucket_mb = 40.0;
   double timeout_s = 600.0;
   int64_t devices_per_node = 0;  // 0: as many as CUDA reports
@@ -200,6 +201,8 @@ struct ParallelConfig {
       "shard fp32 main weights and Adam moments over dp_cp (dense) and edp (experts): reduce-scatter gradients, "
       "all-gather parameters");
     v("overlap_grad_reduce", overlap_grad_reduce, "reduce gradient buckets during backward as they complete");
+    v("gradient_accumulation_fusion", gradient_accumulation_fusion,
+      "bf16 expert weight gradients written by the GEMM straight into the fp32 main gradients (CUDA)");
     v("grad_bucket_mb", grad_bucket_mb, "MiB of fp32 gradients per reduction bucket");
     v("timeout_s", timeout_s, "seconds a collective may stall before the job aborts naming it");
     v("devices_per_node", devices_per_node, "GPUs per node for the rank -> device map; 0 means all visible");
@@ -221,6 +224,7 @@ struct TrainConfig {
   double adam_beta1 = 0.9;
   double adam_beta2 = 0.95;
   double adam_eps = 1e-8;
+  DType adam_moments_dtype = DType::kFloat32;
   double clip_grad = 1.0;  // 0 disables clipping
   int64_t max_bad_steps = 5;
 
@@ -240,6 +244,8 @@ struct TrainConfig {
     v("adam_beta1", adam_beta1, "AdamW beta1");
     v("adam_beta2", adam_beta2, "AdamW beta2");
     v("adam_eps", adam_eps, "AdamW epsilon");
+    v("adam_moments_dtype", adam_moments_dtype,
+      "storage of the AdamW moments: fp32, or bf16 (half their memory and traffic; the update is computed in fp32)");
     v("clip_grad", clip_grad, "global gradient-norm clip; 0 disables");
     v("max_bad_steps", max_bad_steps, "consecutive NaN/Inf steps skipped before the run aborts");
   }

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -40,6 +41,17 @@ struct ParamInfo {
                             // pipeline stage: its gradients are summed between them
 };
 
+// Gradient-accumulation fusion (Megatron's gradient_accumulation_fusion): the optimizer's buffers
+// give each 16-bit parameter they hold a slot with its fp32 main gradient. A layer that computes
+// such a parameter's weight gradient itself may write it there in fp32 (overwriting when
+// `written` is off, adding otherwise), set `fused`, and hand autograd an uninitialized
+// placeholder, which the buffers then drop instead of widening it into the main gradient.
+struct MainGradSlot {
+  torch::Tensor grad;    // fp32, shaped like the parameter
+  bool written = false;  // holds a gradient of this step (else stale values)
+  bool fused = false;    // the gradient autograd delivers next is a placeholder
+};
+
 class ParamRegistry {
  public:
   void add(const torch::Tensor& param, ParamInfo info) { infos_[param.unsafeGetTensorImpl()] = info; }
@@ -48,9 +60,22 @@ class ParamRegistry {
     const auto it = infos_.find(param.unsafeGetTensorImpl());
     return it == infos_.end() ? ParamInfo{} : it->second;
   }
+  void attach_main_grad(const torch::Tensor& param, std::shared_ptr<MainGradSlot> slot) {
+    slots_[param.unsafeGetTensorImpl()] = std::move(slot);
+  }
+  void detach_main_grad(const torch::Tensor& param, const MainGradSlot* slot) {
+    const auto it = slots_.find(param.unsafeGetTensorImpl());
+    if (it != slots_.end() && it->second.get() == slot) slots_.erase(it);
+  }
+  // The slot of `param`, or null (no buffers, or fusion off).
+  MainGradSlot* main_grad_slot(const torch::Tensor& param) const {
+    const auto it = slots_.find(param.unsafeGetTensorImpl());
+    return it == slots_.end() ? nullptr : it->second.get();
+  }
 
  private:
   std::map<const c10::TensorImpl*, ParamInfo> infos_;
+  std::map<const c10::TensorImpl*, std::shared_ptr<MainGradSlot>> slots_;
 };
 
 struct LayerContext {

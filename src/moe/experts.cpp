@@ -6,6 +6,11 @@
 
 #include "core/torch_compat.h"
 #include "layers/recompute.h"
+#ifdef FOLDTRON_WITH_CUDA
+#include <c10/cuda/CUDAStream.h>
+
+#include "moe/swiglu_cuda.h"
+#endif
 
 namespace foldtron {
 namespace {
@@ -21,13 +26,103 @@ ParamInfo expert_info(const ExpertShard& shard, int64_t dim, int64_t parts) {
   return info;
 }
 
-// silu(gate) * up of a [c, 2F/etp] gate|up product.
+#ifdef FOLDTRON_WITH_CUDA
+// The fused kernels as an autograd function: saves the product, not silu(gate) beside it.
+class FusedSwiglu : public torch::autograd::Function<FusedSwiglu> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& gate_up) {
+    const int64_t ffn = gate_up.size(-1) / 2;
+    torch::Tensor out = torch::empty({gate_up.size(0), ffn}, gate_up.options());
+    swiglu_forward_cuda(gate_up.data_ptr(), out.data_ptr(), gate_up.size(0), ffn,
+                        c10::cuda::getCurrentCUDAStream().stream());
+    ctx->save_for_backward({gate_up});
+    return out;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const torch::Tensor gate_up = ctx->get_saved_variables()[0];
+    const torch::Tensor grad_out = grads[0].contiguous();
+    torch::Tensor grad = torch::empty_like(gate_up);
+    swiglu_backward_cuda(gate_up.data_ptr(), grad_out.data_ptr(), grad.data_ptr(), gate_up.size(0),
+                         gate_up.size(-1) / 2, c10::cuda::getCurrentCUDAStream().stream());
+    return {grad};
+  }
+};
+#endif
+
+#if FOLDTRON_TORCH_AT_LEAST(2, 9)
+// out[e] (fp32, [N, K]) = dy_e^T x_e for the rows of each expert, or += when `accumulate`: one
+// cuBLAS GEMM per expert with an fp32 output (no bf16 copy of the gradient to widen).
+void expert_wgrad_into(const torch::Tensor& out, const torch::Tensor& dy, const torch::Tensor& x,
+                       const std::vector<int64_t>& counts, bool accumulate) {
+  int64_t start = 0;
+  for (size_t e = 0; e < counts.size(); ++e) {
+    torch::Tensor target = out[static_cast<int64_t>(e)];
+    const int64_t rows = counts[e];
+    if (rows == 0) {
+      if (!accumulate) target.zero_();
+      continue;
+    }
+    const torch::Tensor a = dy.narrow(0, start, rows).t(), b = x.narrow(0, start, rows);
+    if (accumulate) {
+      at::_ops::addmm_dtype_out::call(target, a, b, torch::kFloat, 1, 1, target);
+    } else {
+      at::_ops::mm_dtype_out::call(a, b, torch::kFloat, target);
+    }
+    start += rows;
+  }
+}
+#endif
+
+#if FOLDTRON_TORCH_AT_LEAST(2, 8)
+// y = x weight[e]^T for the rows of expert e, weight [E, N, K]: one grouped GEMM forward and one
+// for the input gradient. The weight gradient is a grouped GEMM as well, unless `slot` (a
+// MainGradSlot*, as an integer; 0 for none) is given: then it goes straight into the fp32 main
+// gradient and autograd gets an uninitialized placeholder, which the buffers drop.
+class GroupedLinear : public torch::autograd::Function<GroupedLinear> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
+                               const torch::Tensor& weight, const torch::Tensor& offs, const std::vector<int64_t>& counts,
+                               int64_t slot) {
+    ctx->save_for_backward({x, weight, offs});
+    ctx->saved_data["counts"] = counts;
+    ctx->saved_data["slot"] = slot;
+    return at::_grouped_mm(x, weight.transpose(1, 2), offs);  // [R, N]
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const torch::autograd::variable_list saved = ctx->get_saved_variables();
+    const torch::Tensor &x = saved[0], &weight = saved[1], &offs = saved[2];
+    const torch::Tensor dy = grads[0].contiguous();
+    torch::Tensor dx, dw;
+    if (ctx->needs_input_grad(0)) dx = at::_grouped_mm(dy, weight, offs);  // [R, K]
+    if (ctx->needs_input_grad(1)) {
+      auto* slot = reinterpret_cast<MainGradSlot*>(static_cast<intptr_t>(ctx->saved_data["slot"].toInt()));
+#if FOLDTRON_TORCH_AT_LEAST(2, 9)
+      if (slot != nullptr) {
+        expert_wgrad_into(slot->grad, dy, x, ctx->saved_data["counts"].toIntVector(), slot->written);
+        slot->fused = true;
+        dw = torch::empty_like(weight);
+      }
+#endif
+      if (!dw.defined()) dw = at::_grouped_mm(dy.t(), x, offs);  // [E, N, K]
+    }
+    return {dx, dw, torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+#endif
+
+}  // namespace
+
 torch::Tensor swiglu(const torch::Tensor& gate_up) {
+#ifdef FOLDTRON_WITH_CUDA
+  if (gate_up.is_cuda() && gate_up.scalar_type() == torch::kBFloat16 && gate_up.dim() == 2 && gate_up.is_contiguous()) {
+    return FusedSwiglu::apply(gate_up);
+  }
+#endif
   const auto halves = gate_up.chunk(2, -1);
   return torch::silu(halves[0]) * halves[1];
 }
-
-}  // namespace
 
 ParamInfo gate_up_info(const ExpertShard& shard) { return expert_info(shard, 1, 2); }
 ParamInfo down_info(const ExpertShard& shard) { return expert_info(shard, 2, 1); }
@@ -51,39 +146,40 @@ GroupedExperts::GroupedExperts(const LayerContext& ctx, const std::string& name,
   }
   gate_up_proj = register_parameter("gate_up_proj", make_param(ctx, torch::cat(gate_up, 0), gu_info));
   down_proj = register_parameter("down_proj", make_param(ctx, torch::cat(down, 0), d_info));
+  registry_ = ctx.registry;
 }
 
-torch::Tensor GroupedExperts::forward(const torch::Tensor& x, const std::vector<int64_t>& counts) {
+torch::Tensor grouped_linear(const torch::Tensor& x, const torch::Tensor& weight, const std::vector<int64_t>& counts,
+                             const ParamRegistry* registry) {
 #if FOLDTRON_TORCH_AT_LEAST(2, 8)
   if (x.is_cuda() && x.scalar_type() == torch::kBFloat16 && x.size(0) > 0) {
-    // One grouped GEMM per projection; offsets are the cumulative row ends of the experts.
+    // Offsets are the cumulative row ends of the experts.
     std::vector<int32_t> ends;
     int64_t end = 0;
     for (int64_t c : counts) ends.push_back(static_cast<int32_t>(end += c));
     const torch::Tensor offs = torch::tensor(ends, torch::kInt).to(x.device(), /*non_blocking=*/true);
-    const torch::Tensor gate_up = at::_grouped_mm(x, gate_up_proj.transpose(1, 2), offs);  // [R, 2F/etp]
-    const CheckpointFn act_down = [this, offs](const std::vector<torch::Tensor>& in) -> std::vector<torch::Tensor> {
-      return {at::_grouped_mm(swiglu(in[0]), down_proj.transpose(1, 2), offs)};  // [R, h]
-    };
-    return (recompute_act && is_training() ? checkpoint(act_down, {gate_up}, nullptr) : act_down({gate_up}))[0];
+    MainGradSlot* slot = registry != nullptr ? registry->main_grad_slot(weight) : nullptr;
+    return GroupedLinear::apply(x, weight, offs, counts, static_cast<int64_t>(reinterpret_cast<intptr_t>(slot)));
   }
 #endif
+  (void)registry;  // only the grouped GEMM path fuses the weight gradient
   // Experts without tokens still run (on zero rows): every rank's autograd graph must reach the
   // dispatcher's collectives, whatever the counts.
-  std::vector<torch::Tensor> gate_up;  // [c, 2F/etp] per expert
+  std::vector<torch::Tensor> outputs;
   int64_t offset = 0;
   for (size_t e = 0; e < counts.size(); ++e) {
-    gate_up.push_back(torch::matmul(x.narrow(0, offset, counts[e]), gate_up_proj[static_cast<int64_t>(e)].t()));
+    outputs.push_back(torch::matmul(x.narrow(0, offset, counts[e]), weight[static_cast<int64_t>(e)].t()));
     offset += counts[e];
   }
-  const CheckpointFn act_down = [this](const std::vector<torch::Tensor>& in) -> std::vector<torch::Tensor> {
-    std::vector<torch::Tensor> outputs;
-    for (size_t e = 0; e < in.size(); ++e) {
-      outputs.push_back(torch::matmul(swiglu(in[e]), down_proj[static_cast<int64_t>(e)].t()));  // [c, h]
-    }
-    return {torch::cat(outputs, 0)};
+  return torch::cat(outputs, 0);
+}
+
+torch::Tensor GroupedExperts::forward(const torch::Tensor& x, const std::vector<int64_t>& counts) {
+  const torch::Tensor gate_up = grouped_linear(x, gate_up_proj, counts, registry_);  // [R, 2F/etp]
+  const CheckpointFn act_down = [this, counts](const std::vector<torch::Tensor>& in) -> std::vector<torch::Tensor> {
+    return {grouped_linear(swiglu(in[0]), down_proj, counts, registry_)};  // [R, h]
   };
-  return (recompute_act && is_training() ? checkpoint(act_down, gate_up, nullptr) : act_down(gate_up))[0];
+  return (recompute_act && is_training() ? checkpoint(act_down, {gate_up}, nullptr) : act_down({gate_up}))[0];
 }
 
 SequentialExperts::SequentialExperts(const LayerContext& ctx, const std::string& name, const ExpertShard& shard,

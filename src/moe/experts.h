@@ -11,7 +11,11 @@
 //   gate_up_proj [E/ep, 2F/etp, h]  rows: this rank's F/etp gate rows, then its F/etp up rows
 //   down_proj    [E/ep, h, F/etp]
 // and runs one grouped GEMM per projection (at::_grouped_mm for bf16 on CUDA with torch >= 2.8),
-// else a loop over the experts. SequentialExperts is the simple reference: one gate/up/down
+// else a loop over the experts; between them the SwiGLU of the gate|up product is one fused
+// CUDA kernel each way (moe/swiglu_cuda.h) for bf16 on the GPU. There, when the optimizer's
+// buffers offer a MainGradSlot for a weight, its gradient is one cuBLAS GEMM per expert writing
+// fp32 straight into the main gradient (gradient-accumulation fusion) instead of a bf16 grouped
+// GEMM that the buffers then widen. SequentialExperts is the simple reference: one gate/up/down
 // weight per expert (experts.<e>.{gate,up,down}_proj), a loop, nothing fused. Both draw
 // the same initial weights (per expert, from the expert's global index), so they agree.
 #pragma once
@@ -25,6 +29,18 @@
 #include "layers/context.h"
 
 namespace foldtron {
+
+// silu(gate) * up of a [c, 2F] gate|up product (gate columns first), differentiable. Contiguous
+// bf16 on CUDA runs the fused kernels, which save only the product for backward; anything
+// else, torch's operations.
+torch::Tensor swiglu(const torch::Tensor& gate_up);
+
+// y = x weight[e]^T for the rows of each expert e (counts[e] rows each, in order), weight
+// [E, N, K]: grouped GEMMs for bf16 on CUDA, whose weight gradient goes straight into the fp32
+// main gradient when `registry` holds a MainGradSlot for `weight`; a loop over the experts
+// otherwise. `registry` may be null.
+torch::Tensor grouped_linear(const torch::Tensor& x, const torch::Tensor& weight, const std::vector<int64_t>& counts,
+                             const ParamRegistry* registry);
 
 // Where this rank's experts sit: the experts and their FFN shard.
 struct ExpertShard {
@@ -52,6 +68,9 @@ class GroupedExperts : public Experts {
 
   torch::Tensor gate_up_proj;  // [E/ep, 2F/etp, h]
   torch::Tensor down_proj;     // [E/ep, h, F/etp]
+
+ private:
+  const ParamRegistry* registry_ = nullptr;  // main-gradient slots (gradient-accumulation fusion)
 };
 
 class SequentialExperts : public Experts {

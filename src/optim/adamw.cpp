@@ -3,9 +3,16 @@
 
 #include <cmath>
 
+#include <fmt/format.h>
 #include <torch/torch.h>
 
+#include "core/errors.h"
 #include "core/torch_compat.h"
+#ifdef FOLDTRON_WITH_CUDA
+#include <c10/cuda/CUDAStream.h>
+
+#include "optim/adamw_cuda.h"
+#endif
 
 #include "parallel/communicator.h"
 #include "parallel/process_groups.h"
@@ -72,15 +79,28 @@ double global_grad_norm(const ParamBuffers& buffers, const ParamRegistry& regist
   return std::sqrt(dense.item<double>() + expert.item<double>());
 }
 
+#ifdef FOLDTRON_WITH_CUDA
+struct AdamW::CudaPlan {
+  torch::Tensor table;  // the planned AdamWCudaSegment array, on the device
+  int64_t count = 0, tiles = 0;
+  CudaDtype moments = CudaDtype::kFloat32;
+};
+#else
+struct AdamW::CudaPlan {};
+#endif
+
+AdamW::~AdamW() = default;
+
 AdamW::AdamW(ParamBuffers& buffers, const TrainConfig& train) : buffers_(buffers), train_(train) {
   torch::NoGradGuard no_grad;
+  const torch::Device device =
+      buffers.chunks().empty() ? torch::Device(torch::kCPU) : buffers.chunks().front().value.device();
+  const torch::ScalarType moments = train.adam_moments_dtype == DType::kBfloat16 ? torch::kBFloat16 : torch::kFloat;
   for (int64_t b = 0; b < buffers.num_buffers(); ++b) {
-    const torch::TensorOptions options =
-        torch::TensorOptions().dtype(torch::kFloat).device(buffers.chunks().empty() ? torch::Device(torch::kCPU)
-                                                                                     : buffers.chunks().front().value.device());
+    const torch::TensorOptions options = torch::TensorOptions().dtype(torch::kFloat).device(device);
     main_.push_back(torch::zeros({buffers.shard_numel(b)}, options));
-    exp_avg_.push_back(torch::zeros({buffers.shard_numel(b)}, options));
-    exp_avg_sq_.push_back(torch::zeros({buffers.shard_numel(b)}, options));
+    exp_avg_.push_back(torch::zeros({buffers.shard_numel(b)}, options.dtype(moments)));
+    exp_avg_sq_.push_back(torch::zeros({buffers.shard_numel(b)}, options.dtype(moments)));
   }
   for (const ShardChunk& chunk : buffers.chunks()) {
     main_[static_cast<size_t>(chunk.buffer)].narrow(0, chunk.shard_offset, chunk.value.numel()).copy_(chunk.value);
@@ -90,74 +110,91 @@ AdamW::AdamW(ParamBuffers& buffers, const TrainConfig& train) : buffers_(buffers
     const int64_t n = segment.grad.numel();
     segments_.push_back({main_[b].narrow(0, segment.shard_offset, n), segment.grad,
                          exp_avg_[b].narrow(0, segment.shard_offset, n), exp_avg_sq_[b].narrow(0, segment.shard_offset, n),
-                         torch::Tensor(), segment.param.dim() > 1});  // no decay on norm weights and biases
+                         segment.value, segment.param.dim() > 1});  // no decay on norm weights and biases
   }
+#ifdef FOLDTRON_WITH_CUDA
+  if (device.is_cuda() && !segments_.empty()) {
+    // The buffers never move, so the kernel's table of pointers is built once.
+    cuda_ = std::make_unique<CudaPlan>();
+    cuda_->moments = moments == torch::kBFloat16 ? CudaDtype::kBFloat16 : CudaDtype::kFloat32;
+    std::vector<AdamWCudaSegment> table;
+    for (Segment& s : segments_) {
+      const torch::ScalarType param = s.value.scalar_type();
+      FT_CHECK(param == torch::kFloat || param == torch::kBFloat16,
+               fmt::format("fused AdamW: parameters of dtype {}", c10::toString(param)));
+      AdamWCudaSegment entry;
+      entry.main = s.main.data_ptr<float>();
+      entry.grad = s.grad.data_ptr<float>();
+      entry.exp_avg = s.exp_avg.data_ptr();
+      entry.exp_avg_sq = s.exp_avg_sq.data_ptr();
+      entry.param = s.value.data_ptr();
+      entry.param_bf16 = param == torch::kBFloat16 ? 1 : 0;
+      entry.numel = s.main.numel();
+      entry.decay = s.decay ? 1 : 0;
+      table.push_back(entry);
+    }
+    cuda_->count = static_cast<int64_t>(table.size());
+    cuda_->tiles = adamw_cuda_plan(table.data(), cuda_->count, cuda_->moments);
+    const auto bytes = static_cast<int64_t>(table.size() * sizeof(AdamWCudaSegment));
+    cuda_->table = torch::from_blob(table.data(), {bytes}, torch::kUInt8).to(device);
+  }
+#endif
 }
 
 void AdamW::step(double lr, double grad_scale) {
   torch::NoGradGuard no_grad;
   ++steps_;
-  bool fused = false;
-#if FOLDTRON_TORCH_AT_LEAST(2, 1)
-  if (!segments_.empty() && segments_.front().main.is_cuda()) {
-    step_fused(lr, grad_scale);
-    fused = true;
+#ifdef FOLDTRON_WITH_CUDA
+  if (cuda_) {
+    const auto t = static_cast<double>(steps_);
+    AdamWCudaStep step;
+    step.step_size = static_cast<float>(lr / (1.0 - std::pow(train_.adam_beta1, t)));
+    step.bias2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(train_.adam_beta2, t)));
+    step.beta1 = static_cast<float>(train_.adam_beta1);
+    step.beta2 = static_cast<float>(train_.adam_beta2);
+    step.eps = static_cast<float>(train_.adam_eps);
+    step.decay_factor = static_cast<float>(1.0 - lr * train_.weight_decay);
+    step.grad_scale = static_cast<float>(grad_scale);
+    adamw_cuda_step(reinterpret_cast<const AdamWCudaSegment*>(cuda_->table.data_ptr()), cuda_->count, cuda_->tiles,
+                    cuda_->moments, step, c10::cuda::getCurrentCUDAStream().stream());
+    buffers_.gather_params();
+    return;
   }
 #endif
-  if (!fused) {
-    const double beta1 = train_.adam_beta1, beta2 = train_.adam_beta2;
-    const double bias1 = 1.0 - std::pow(beta1, static_cast<double>(steps_));
-    const double bias2 = 1.0 - std::pow(beta2, static_cast<double>(steps_));
-    for (Segment& s : segments_) {
-      if (grad_scale != 1.0) s.grad.mul_(grad_scale);  // clipped in place, as the fused kernel does
-      const torch::Tensor& grad = s.grad;
-      if (s.decay && train_.weight_decay > 0) s.main.mul_(1.0 - lr * train_.weight_decay);  // decoupled
-      s.exp_avg.mul_(beta1).add_(grad, 1.0 - beta1);
-      s.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1.0 - beta2);
-      const torch::Tensor denom = (s.exp_avg_sq / bias2).sqrt_().add_(train_.adam_eps);
-      s.main.addcdiv_(s.exp_avg, denom, -lr / bias1);
-    }
-  }
-  // The model's parameters from the main copy: this rank's shard, then every rank's.
-  for (const ShardChunk& chunk : buffers_.chunks()) {
-    chunk.value.copy_(main_[static_cast<size_t>(chunk.buffer)].narrow(0, chunk.shard_offset, chunk.value.numel()));
-  }
+  step_reference(lr, grad_scale);
   buffers_.gather_params();
 }
 
-#if FOLDTRON_TORCH_AT_LEAST(2, 1)
-// The same update through torch's fused multi-tensor AdamW kernel (CUDA): one launch per group
-// of tensors instead of eight element-wise passes per parameter.
-void AdamW::step_fused(double lr, double grad_scale) {
-  for (const bool decay : {true, false}) {
-    std::vector<torch::Tensor> mains, grads, exp_avgs, exp_avg_sqs, steps;
-    for (Segment& s : segments_) {
-      if (s.decay != decay) continue;
-      if (!s.step.defined()) s.step = torch::zeros({}, s.main.options());
-      mains.push_back(s.main);
-      grads.push_back(s.grad);
-      exp_avgs.push_back(s.exp_avg);
-      exp_avg_sqs.push_back(s.exp_avg_sq);
-      steps.push_back(s.step);
+// The update in torch operations (any device), the same arithmetic as the CUDA kernel: fp32
+// throughout, moments rounded to their storage dtype after use.
+void AdamW::step_reference(double lr, double grad_scale) {
+  const double beta1 = train_.adam_beta1, beta2 = train_.adam_beta2;
+  const double step_size = lr / (1.0 - std::pow(beta1, static_cast<double>(steps_)));
+  const double bias2_sqrt = std::sqrt(1.0 - std::pow(beta2, static_cast<double>(steps_)));
+  for (Segment& s : segments_) {
+    const torch::Tensor grad = grad_scale != 1.0 ? s.grad * grad_scale : s.grad;
+    // fp32 moments are updated in place; bf16 ones through an fp32 copy.
+    torch::Tensor exp_avg = s.exp_avg.to(torch::kFloat), exp_avg_sq = s.exp_avg_sq.to(torch::kFloat);
+    if (s.decay && train_.weight_decay > 0) s.main.mul_(1.0 - lr * train_.weight_decay);  // decoupled
+    exp_avg.mul_(beta1).add_(grad, 1.0 - beta1);
+    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1.0 - beta2);
+    const torch::Tensor denom = (exp_avg_sq.sqrt() / bias2_sqrt).add_(train_.adam_eps);
+    s.main.addcdiv_(exp_avg, denom, -step_size);
+    if (!exp_avg.is_same(s.exp_avg)) {
+      s.exp_avg.copy_(exp_avg);
+      s.exp_avg_sq.copy_(exp_avg_sq);
     }
-    if (mains.empty()) continue;
-    at::_foreach_add_(steps, 1.0);
-    // The kernel divides the gradients by `grad_scale` (AMP's loss scale) in the same pass as the
-    // update and writes them back so: the clipping factor costs no pass of its own.
-    c10::optional<torch::Tensor> inverse_scale;
-    if (grad_scale != 1.0) inverse_scale = torch::full({}, 1.0 / grad_scale, mains.front().options());
-    at::_fused_adamw_(mains, grads, exp_avgs, exp_avg_sqs, {}, steps, lr, train_.adam_beta1, train_.adam_beta2,
-                      decay ? train_.weight_decay : 0.0, train_.adam_eps, false, false, inverse_scale, c10::nullopt);
+    s.value.copy_(s.main);  // the model's parameter from the main copy
   }
 }
-#endif
 
 int64_t AdamW::state_bytes() const { return state_bytes(false) + state_bytes(true); }
 
 int64_t AdamW::state_bytes(bool expert) const {
   int64_t bytes = 0;
   for (size_t b = 0; b < main_.size(); ++b) {
-    if (buffers_.buffer_is_expert(static_cast<int64_t>(b)) == expert) bytes += 3 * main_[b].numel() * 4;  // main, 2 moments
+    if (buffers_.buffer_is_expert(static_cast<int64_t>(b)) != expert) continue;
+    bytes += main_[b].numel() * 4 + 2 * exp_avg_[b].numel() * static_cast<int64_t>(exp_avg_[b].element_size());
   }
   return bytes;
 }

@@ -1,9 +1,10 @@
 // AdamW with decoupled weight decay (none on 1-D parameters: norm weights and biases), fp32 main
-// parameters and moments (sharded over dp_cp / edp with the distributed optimizer), global
+// parameters and fp32 or bf16 moments (sharded over dp_cp / edp with the distributed optimizer), global
 // gradient-norm clipping, and the learning-rate schedule.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include <torch/types.h>
@@ -27,14 +28,17 @@ double learning_rate(const TrainConfig& train, int64_t step);
 double global_grad_norm(const ParamBuffers& buffers, const ParamRegistry& registry, const ProcessGroups& groups);
 
 // AdamW over the shard of `buffers` this rank owns (every element without sharding): fp32 main
-// parameters and moments for that shard only; after the update the parameters are refreshed
-// from the main copy and gathered (ParamBuffers::gather_params).
+// parameters and moments (fp32, or bf16 with train.adam_moments_dtype) for that shard only; the
+// update refreshes the model's parameters from the main copy, and then every rank's are gathered
+// (ParamBuffers::gather_params). On CUDA one fused kernel (optim/adamw_cuda.h) does the whole
+// update in a single pass.
 class AdamW {
  public:
   AdamW(ParamBuffers& buffers, const TrainConfig& train);
+  ~AdamW();
 
-  // One update with learning rate `lr`, gradients scaled by `grad_scale` first (clipping; the
-  // buffers' gradients are left scaled).
+  // One update with learning rate `lr`, gradients scaled by `grad_scale` (clipping) as they are
+  // read; the buffers' gradients are left as they are.
   void step(double lr, double grad_scale = 1.0);
   int64_t steps() const { return steps_; }
   // Bytes of optimizer state on this rank: fp32 main parameters and the two moments of its
@@ -43,16 +47,19 @@ class AdamW {
   int64_t state_bytes(bool expert) const;  // of the dense or the expert parameters
 
  private:
-  void step_fused(double lr, double grad_scale);
-
   struct Segment {
     torch::Tensor main, grad, exp_avg, exp_avg_sq;
-    torch::Tensor step;  // fp32 step count on the device (fused kernel only)
+    torch::Tensor value;  // the model parameter's elements, refreshed from `main`
     bool decay;
   };
+  struct CudaPlan;  // the fused kernel's segment table on the device
+
+  void step_reference(double lr, double grad_scale);
+
   ParamBuffers& buffers_;
   std::vector<torch::Tensor> main_, exp_avg_, exp_avg_sq_;  // per buffer group, this rank's shard
   std::vector<Segment> segments_;
+  std::unique_ptr<CudaPlan> cuda_;
   TrainConfig train_;
   int64_t steps_ = 0;
 };

@@ -77,7 +77,7 @@ struct ParamBuffers::Entry {
   int64_t offset = 0;  // in the buffer
   bool low_precision = false;
   bool sequence_parallel = false;  // its gradient is also summed over tp
-  bool written = false;  // (16-bit) a gradient of this step is in the buffer; else it holds stale values
+  std::shared_ptr<MainGradSlot> slot;  // 16-bit: the main gradient and whether this step wrote it
   bool ready = false;    // its gradient of the synced backward is in
   std::shared_ptr<torch::autograd::Node> accumulator;
   uintptr_t hook_key = 0;
@@ -118,9 +118,9 @@ class ParamBuffers::Hook : public torch::autograd::FunctionPostHook {
   size_t entry_;
 };
 
-ParamBuffers::ParamBuffers(const std::vector<torch::Tensor>& params, const ParamRegistry& registry,
+ParamBuffers::ParamBuffers(const std::vector<torch::Tensor>& params, ParamRegistry& registry,
                            ProcessGroups& groups, BufferOptions options)
-    : options_(options), groups_(groups) {
+    : options_(options), groups_(groups), registry_(registry) {
   // Buckets in reverse registration order, per (kind, stage-tied, dtype, device) group.
   std::map<std::tuple<bool, bool, int, std::string>, size_t> by_key;
   const auto close_bucket = [&](Buffer& buffer) {
@@ -187,6 +187,11 @@ ParamBuffers::ParamBuffers(const std::vector<torch::Tensor>& params, const Param
                param.strides());
     entry.grad = buffer.grads.narrow(0, entry.offset, param.numel()).view(param.sizes());
     if (!entry.low_precision) param.mutable_grad() = entry.grad;
+    if (entry.low_precision) {
+      entry.slot = std::make_shared<MainGradSlot>();
+      entry.slot->grad = entry.grad;
+      if (options_.fuse_wgrad) registry.attach_main_grad(param, entry.slot);
+    }
     entry.accumulator = torch::autograd::impl::grad_accumulator(param);
     FT_CHECK(entry.accumulator != nullptr, "a parameter without a gradient accumulator (requires_grad off?)");
     entry.hook_key = entry.accumulator->add_post_hook(std::make_unique<Hook>(this, e));
@@ -218,6 +223,7 @@ ParamBuffers::ParamBuffers(const std::vector<torch::Tensor>& params, const Param
 ParamBuffers::~ParamBuffers() {
   for (Entry& entry : entries_) {
     if (entry.accumulator) entry.accumulator->del_post_hook(entry.hook_key);
+    if (entry.slot) registry_.detach_main_grad(entry.param, entry.slot.get());
   }
 }
 
@@ -249,7 +255,7 @@ void ParamBuffers::zero_grads() {
   }
   for (Entry& entry : entries_) {
     entry.ready = false;
-    entry.written = false;
+    if (entry.slot) entry.slot->written = entry.slot->fused = false;
     // fp32 parameters accumulate into their buffer view; someone may have replaced it.
     if (!entry.low_precision && !entry.param.grad().is_same(entry.grad)) entry.param.mutable_grad() = entry.grad;
     if (entry.low_precision) entry.param.mutable_grad() = torch::Tensor();
@@ -266,11 +272,16 @@ void ParamBuffers::zero_grads() {
 void ParamBuffers::on_grad_ready(size_t e) {
   Entry& entry = entries_[e];
   const torch::Tensor grad = entry.param.grad();
-  if (grad.defined() && !grad.is_same(entry.grad)) {
+  if (entry.slot && entry.slot->fused) {
+    // The layer wrote this gradient into the main gradient; autograd holds a placeholder.
+    entry.slot->fused = false;
+    entry.slot->written = true;
+    entry.param.mutable_grad() = torch::Tensor();
+  } else if (grad.defined() && !grad.is_same(entry.grad)) {
     // A 16-bit gradient of this backward: added into the fp32 buffer, then freed. (An fp32
     // gradient that autograd accumulated out of place already holds the earlier sum.)
     torch::NoGradGuard no_grad;
-    if (entry.low_precision && !entry.written) {
+    if (entry.low_precision && !entry.slot->written) {
       copy_widening(entry.grad, grad);
     } else if (entry.low_precision) {
       entry.grad.add_(grad);
@@ -278,7 +289,7 @@ void ParamBuffers::on_grad_ready(size_t e) {
       entry.grad.copy_(grad);
     }
     entry.param.mutable_grad() = entry.low_precision ? torch::Tensor() : entry.grad;
-    entry.written = true;
+    if (entry.slot) entry.slot->written = true;
   }
   if (!sync_ || !options_.overlap) return;
   Bucket& bucket = buckets_[entry.bucket];
@@ -302,7 +313,7 @@ void ParamBuffers::start_bucket(Bucket& bucket) {
   Buffer& buffer = buffers_[bucket.buffer];
   bucket.started = true;
   for (size_t e : bucket.entries) {
-    if (entries_[e].low_precision && !entries_[e].written) entries_[e].grad.zero_();  // no gradient this step
+    if (entries_[e].low_precision && !entries_[e].slot->written) entries_[e].grad.zero_();  // no gradient this step
   }
   if (buffer.group->size() == 1) return;
   const torch::Tensor region = buffer.grads.narrow(0, bucket.begin, bucket.size);

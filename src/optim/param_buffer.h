@@ -12,6 +12,9 @@
 // in place); a 16-bit parameter's gradient is added into the buffer by a hook on its gradient
 // accumulator and then freed, so accumulation over micro-batches is in fp32 and the 16-bit copy
 // lives only until it is added (the step's first one is copied, so these buffers need no zeroing).
+// Layers may also write a 16-bit parameter's gradient into its buffer themselves (MainGradSlot in
+// layers/context.h, attached to the registry with `fuse_wgrad`); the hook then only drops
+// autograd's placeholder.
 //
 // Reduction: with sync on (the last micro-batch), a bucket is reduced as soon as all of its
 // gradients are in, asynchronously, while backward goes on. Buckets start strictly in bucket
@@ -45,6 +48,9 @@ struct BufferOptions {
   int64_t bucket_bytes = int64_t{40} << 20;  // fp32 gradient bytes per bucket
   bool shard = false;    // distributed optimizer: reduce-scatter, this rank updates its shard
   bool overlap = true;   // reduce buckets during backward; false: all after it
+  // Give every 16-bit parameter a MainGradSlot in the registry (gradient-accumulation fusion;
+  // removed again when the buffers go).
+  bool fuse_wgrad = true;
 };
 
 // The elements of one parameter inside this rank's shard.
@@ -65,7 +71,7 @@ struct ShardChunk {
 
 class ParamBuffers {
  public:
-  ParamBuffers(const std::vector<torch::Tensor>& params, const ParamRegistry& registry, ProcessGroups& groups,
+  ParamBuffers(const std::vector<torch::Tensor>& params, ParamRegistry& registry, ProcessGroups& groups,
                BufferOptions options = {});
   ~ParamBuffers();
   ParamBuffers(const ParamBuffers&) = delete;
@@ -111,6 +117,7 @@ class ParamBuffers {
 
   BufferOptions options_;
   ProcessGroups& groups_;
+  ParamRegistry& registry_;  // outlives the buffers; holds their MainGradSlots
   std::vector<Buffer> buffers_;
   std::vector<Entry> entries_;
   std::vector<Bucket> buckets_;

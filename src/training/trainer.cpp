@@ -135,6 +135,7 @@ TrainResult train(const Config& config, ProcessGroups& groups, const TrainOption
   buffer_options.bucket_bytes = static_cast<int64_t>(config.parallel.grad_bucket_mb * (1 << 20));
   buffer_options.shard = config.parallel.distributed_optimizer;
   buffer_options.overlap = config.parallel.overlap_grad_reduce;
+  buffer_options.fuse_wgrad = config.parallel.gradient_accumulation_fusion;
   ParamBuffers buffers(params, registry, groups, buffer_options);
   AdamW optimizer(buffers, t);
   const TokenDataset data(config.data, t.seq_length, config.model.vocab_size, t.seed);
@@ -149,9 +150,9 @@ TrainResult train(const Config& config, ProcessGroups& groups, const TrainOption
                                                num_moe_layers(config), config.moe.num_experts, config.moe.topk,
                                                groups.etp().size(), groups.ep().size(), groups.edp().size())
                                  : std::string());
-  log::info("train", "optimizer: AdamW, {:.3f} GiB of fp32 state on this rank{}; {:.3f} GiB of gradient buffers in {} "
-                     "buckets, reduced {}",
-            static_cast<double>(optimizer.state_bytes()) / (1 << 30),
+  log::info("train", "optimizer: AdamW, {:.3f} GiB of state on this rank (fp32 main weights, {} moments){}; {:.3f} GiB "
+                     "of gradient buffers in {} buckets, reduced {}",
+            static_cast<double>(optimizer.state_bytes()) / (1 << 30), enum_name(t.adam_moments_dtype),
             buffers.sharded() ? " (distributed: sharded over dp_cp / edp)" : "",
             static_cast<double>(buffers.grad_bytes()) / (1 << 30), buffers.num_buckets(),
             buffer_options.overlap ? "during backward" : "after backward");

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "layers/context.h"
+#include "moe/experts.h"
 #include "moe/moe_layer.h"
 #include "mpi_test.h"
 #include "optim/param_buffer.h"
@@ -27,6 +28,85 @@ LayerContext context(ProcessGroups& groups, ParamRegistry* registry, bool sequen
   ctx.registry = registry;
   ctx.groups = &groups;
   return ctx;
+}
+
+TEST(MoeExperts, SwigluMatchesAnFp32ComputationForwardAndBackward) {
+  // bf16 on the test device: with --device=cuda the fused kernels (F a multiple of 8: 16-byte
+  // loads; F = 13: one element at a time; no rows), else torch's operations.
+  for (const auto& [rows, ffn] : std::vector<std::pair<int64_t, int64_t>>{{37, 24}, {5, 13}, {0, 16}, {300, 1000}}) {
+    SCOPED_TRACE(::testing::Message() << rows << " rows, F " << ffn);
+    torch::manual_seed(rows + ffn);
+    const torch::Tensor gate_up = (torch::randn({rows, 2 * ffn}) * 3).to(torch::kBFloat16).to(device());
+    const torch::Tensor grad_out = torch::randn({rows, ffn}).to(torch::kBFloat16).to(device());
+    const torch::Tensor input = gate_up.clone().requires_grad_(true);
+    const torch::Tensor out = swiglu(input);
+    out.backward(grad_out);
+    const torch::Tensor reference_input = gate_up.to(torch::kFloat).cpu().requires_grad_(true);
+    const auto halves = reference_input.chunk(2, -1);
+    const torch::Tensor reference = torch::silu(halves[0]) * halves[1];
+    reference.backward(grad_out.to(torch::kFloat).cpu());
+    ASSERT_EQ(out.scalar_type(), torch::kBFloat16);
+    ASSERT_EQ(out.sizes(), reference.sizes());
+    // bf16 results of fp32 arithmetic: within two units in the last place (2^-7 relative).
+    const auto close = [](const torch::Tensor& got, const torch::Tensor& want) {
+      return ((got.cpu().to(torch::kFloat) - want).abs() <= want.abs() / 128 + 1e-6).all().item<bool>();
+    };
+    EXPECT_TRUE(close(out.detach(), reference.detach()));
+    EXPECT_TRUE(close(input.grad(), reference_input.grad()));
+  }
+}
+
+TEST(MoeExperts, FusedWeightGradientsGoStraightIntoFp32MainGradients) {
+  // Gradient-accumulation fusion: with the buffers' main-gradient slots, the grouped weight
+  // gradient is one fp32-output GEMM per expert into the main gradient (written on the first
+  // micro-batch over stale values, added on the second; zeros for an expert without rows).
+  // Against the same bf16 products summed in fp64 it is exact to fp32 rounding, where a bf16
+  // gradient widened afterwards (fusion off) carries bf16 rounding (about 2^-9).
+  if (!device().is_cuda()) GTEST_SKIP() << "the grouped GEMM path runs for bf16 with --device=cuda";
+  auto groups = single_process_groups();
+  const std::vector<int64_t> counts{40, 0, 72, 16};
+  const int64_t rows = 128, n = 96, k = 64;
+  for (const bool fuse : {true, false}) {
+    SCOPED_TRACE(fuse ? "fused" : "not fused");
+    torch::manual_seed(3);
+    const torch::Tensor weight = (torch::randn({4, n, k}) * 0.1).to(torch::kBFloat16).to(device()).requires_grad_(true);
+    ParamRegistry registry;
+    BufferOptions options;
+    options.fuse_wgrad = fuse;
+    ParamBuffers buffers({weight}, registry, *groups, options);
+    buffers.main_grad(weight).fill_(std::nan(""));  // stale values: the first gradient must overwrite them
+    const torch::Tensor weight64 = weight.detach().cpu().to(torch::kDouble);
+    torch::Tensor expected = torch::zeros({4, n, k}, torch::kDouble);
+    for (int micro = 0; micro < 2; ++micro) {
+      buffers.set_sync(micro == 1);
+      const torch::Tensor x = torch::randn({rows, k}).to(torch::kBFloat16).to(device()).requires_grad_(true);
+      const torch::Tensor dy = torch::randn({rows, n}).to(torch::kBFloat16).to(device());
+      grouped_linear(x, weight, counts, &registry).backward(dy);
+      const torch::Tensor x64 = x.detach().cpu().to(torch::kDouble), dy64 = dy.cpu().to(torch::kDouble);
+      torch::Tensor dx_expected = torch::zeros({rows, k}, torch::kDouble);
+      int64_t start = 0;
+      for (size_t e = 0; e < counts.size(); ++e) {
+        const int64_t c = counts[e];
+        const auto i = static_cast<int64_t>(e);
+        expected[i] += dy64.narrow(0, start, c).t().mm(x64.narrow(0, start, c));
+        dx_expected.narrow(0, start, c).copy_(dy64.narrow(0, start, c).mm(weight64[i]));
+        start += c;
+      }
+      const torch::Tensor dx = x.grad().cpu().to(torch::kDouble);
+      EXPECT_LT(((dx - dx_expected).norm() / dx_expected.norm()).item<double>(), 1e-2) << "input gradient";
+    }
+    buffers.finish_grad_sync();
+    const torch::Tensor got = buffers.main_grad(weight).cpu().to(torch::kDouble);
+    EXPECT_TRUE(got[1].eq(0).all().item<bool>()) << "an expert without rows gets zeros over stale values";
+    const double error = ((got - expected).norm() / expected.norm()).item<double>();
+    if (fuse) {
+      EXPECT_LT(error, 1e-5);
+      EXPECT_FALSE(weight.grad().defined()) << "autograd's placeholder is dropped";
+    } else {
+      EXPECT_GT(error, 1e-4) << "a bf16 gradient widened afterwards carries bf16 rounding";
+      EXPECT_LT(error, 1e-2);
+    }
+  }
 }
 
 TEST(MoeCapacity, FormulaAndHandCheckedDropping) {

@@ -67,6 +67,28 @@ TEST(TrainEquivalence, LayoutsAndAccumulationMatchSingleProcessOverFiveSteps) {
   }
 }
 
+TEST(TrainEquivalence, Bf16MomentsFollowFp32MomentsAndShardAlike) {
+  // AdamW moments stored in bf16: the run stays close to fp32 moments, and the per-element
+  // update gives the same run sharded over every rank (distributed optimizer) as in one process.
+  const std::vector<StepRecord> fp32 = run_training(tiny_config({}), MPI_COMM_SELF, 1);
+  const std::vector<StepRecord> bf16 = run_training(tiny_config({"train.adam_moments_dtype=bf16"}), MPI_COMM_SELF, 1);
+  ASSERT_EQ(bf16.size(), fp32.size());
+  for (size_t i = 0; i < fp32.size(); ++i) {
+    EXPECT_NEAR(bf16[i].loss, fp32[i].loss, 1e-2 * fp32[i].loss) << "step " << i + 1;
+  }
+  EXPECT_NE(bf16.back().loss, fp32.back().loss) << "rounded moments change the updates a little";
+  EXPECT_LT(bf16.back().loss, bf16.front().loss);
+  const int world = world_size();
+  if (world == 1) return;
+  const std::vector<StepRecord> sharded = run_training(
+      tiny_config({"train.adam_moments_dtype=bf16", "parallel.distributed_optimizer=true"}), MPI_COMM_WORLD, world);
+  ASSERT_EQ(sharded.size(), bf16.size());
+  for (size_t i = 0; i < bf16.size(); ++i) {
+    EXPECT_NEAR(sharded[i].loss, bf16[i].loss, 1e-5 * bf16[i].loss) << "step " << i + 1;
+    EXPECT_NEAR(sharded[i].grad_norm, bf16[i].grad_norm, 1e-5 * bf16[i].grad_norm) << "step " << i + 1;
+  }
+}
+
 TEST(TrainEquivalence, PipelineSchedulesMatchSingleProcessOverFiveSteps) {
   // Four layers: pp 2 and 4 (1F1B), pp 2 x vpp 2 (interleaved), with the other dimensions, tied
   // embeddings (a copy on the last stage), the distributed optimizer and recomputation. Losses,
@@ -176,44 +198,107 @@ TEST(Optim, GlobalGradNormCountsReplicatedParametersOnce) {
   }
 }
 
+double round_to_bf16(double x) { return torch::tensor(x, torch::kDouble).to(torch::kBFloat16).item<double>(); }
+
 TEST(Optim, AdamWMatchesAHandComputation) {
-  TrainConfig t;
-  t.adam_beta1 = 0.9;
-  t.adam_beta2 = 0.95;
-  t.adam_eps = 1e-8;
-  t.weight_decay = 0.1;
   // Every rank a dp rank: sharded, rank 0 owns these few elements and the others gather them.
   ProcessGroups groups(Topology(ParallelLayout{world_size(), 1, 1, 1, 1, 1, "tp-cp-ep-dp-pp"}), comm_options());
-  for (const bool shard : {false, true}) {
-    SCOPED_TRACE(shard ? "distributed optimizer" : "plain");
-    // On the test device: with --device=cuda this checks torch's fused kernel (clipping included).
-    torch::Tensor w = torch::tensor({{1.0, -2.0}}, torch::kFloat).to(device()).requires_grad_(true);  // 2-D: decayed
-    torch::Tensor b = torch::tensor({0.5}, torch::kFloat).to(device()).requires_grad_(true);          // 1-D: not
-    ParamRegistry registry;
-    BufferOptions options;
-    options.shard = shard;
-    ParamBuffers buffers({w, b}, registry, groups, options);
-    AdamW adam(buffers, t);
-    const double lr = 0.01;
-    double m = 0, v = 0, value = 1.0, bias_value = 0.5, mb = 0, vb = 0;
-    for (int step = 1; step <= 3; ++step) {
-      const double g = 0.3 * step, gb = -0.2 * step;
-      buffers.main_grad(w).fill_(g);
-      buffers.main_grad(b).fill_(gb);
-      adam.step(lr, /*grad_scale=*/0.5);
-      const double gs = 0.5 * g, gbs = 0.5 * gb;
-      m = 0.9 * m + 0.1 * gs;
-      v = 0.95 * v + 0.05 * gs * gs;
-      value = value * (1 - lr * 0.1) - lr * (m / (1 - std::pow(0.9, step))) / (std::sqrt(v / (1 - std::pow(0.95, step))) + 1e-8);
-      mb = 0.9 * mb + 0.1 * gbs;
-      vb = 0.95 * vb + 0.05 * gbs * gbs;
-      bias_value -= lr * (mb / (1 - std::pow(0.9, step))) / (std::sqrt(vb / (1 - std::pow(0.95, step))) + 1e-8);
+  for (const DType moments : {DType::kFloat32, DType::kBfloat16}) {
+    for (const bool shard : {false, true}) {
+      SCOPED_TRACE(fmt::format("{} moments, {}", enum_name(moments), shard ? "distributed optimizer" : "plain"));
+      TrainConfig t;
+      t.adam_beta1 = 0.9;
+      t.adam_beta2 = 0.95;
+      t.adam_eps = 1e-8;
+      t.weight_decay = 0.1;
+      t.adam_moments_dtype = moments;
+      // On the test device: with --device=cuda this checks the fused kernel (clipping included).
+      torch::Tensor w = torch::tensor({{1.0, -2.0}}, torch::kFloat).to(device()).requires_grad_(true);  // 2-D: decayed
+      torch::Tensor b = torch::tensor({0.5}, torch::kFloat).to(device()).requires_grad_(true);          // 1-D: not
+      ParamRegistry registry;
+      BufferOptions options;
+      options.shard = shard;
+      ParamBuffers buffers({w, b}, registry, groups, options);
+      AdamW adam(buffers, t);
+      const double lr = 0.01;
+      // Moments as stored: rounded to bf16 after each step (the step itself uses them unrounded).
+      const auto store = [&](double x) { return moments == DType::kBfloat16 ? round_to_bf16(x) : x; };
+      double m = 0, v = 0, value = 1.0, bias_value = 0.5, mb = 0, vb = 0;
+      for (int step = 1; step <= 3; ++step) {
+        const double g = 0.3 * step, gb = -0.2 * step;
+        buffers.main_grad(w).fill_(g);
+        buffers.main_grad(b).fill_(gb);
+        adam.step(lr, /*grad_scale=*/0.5);
+        EXPECT_EQ(buffers.main_grad(w)[0][0].item<double>(), static_cast<double>(static_cast<float>(g)))
+            << "clipping scales gradients as they are read, not in the buffer";
+        const double gs = 0.5 * g, gbs = 0.5 * gb;
+        const double bias1 = 1 - std::pow(0.9, step), bias2 = 1 - std::pow(0.95, step);
+        m = 0.9 * m + 0.1 * gs;
+        v = 0.95 * v + 0.05 * gs * gs;
+        value = value * (1 - lr * 0.1) - lr * (m / bias1) / (std::sqrt(v / bias2) + 1e-8);
+        m = store(m);
+        v = store(v);
+        mb = 0.9 * mb + 0.1 * gbs;
+        vb = 0.95 * vb + 0.05 * gbs * gbs;
+        bias_value -= lr * (mb / bias1) / (std::sqrt(vb / bias2) + 1e-8);
+        mb = store(mb);
+        vb = store(vb);
+      }
+      EXPECT_NEAR(w[0][0].item<double>(), value, 1e-6);
+      EXPECT_NEAR(b[0].item<double>(), bias_value, 1e-6);
+      // fp32 main weights and two moments (4 or 2 bytes each) for this rank's shard: the buffer
+      // (padded) split dp ways.
+      const int64_t padded = buffers.grad_bytes() / 4;
+      const int64_t bytes_per_element = moments == DType::kBfloat16 ? 8 : 12;
+      EXPECT_EQ(adam.state_bytes(), bytes_per_element * (shard ? padded / world_size() : padded));
     }
-    EXPECT_NEAR(w[0][0].item<double>(), value, 1e-6);
-    EXPECT_NEAR(b[0].item<double>(), bias_value, 1e-6);
-    // Main weights and two moments in fp32 for this rank's shard: the buffer (padded) split dp ways.
-    const int64_t padded = buffers.grad_bytes() / 4;
-    EXPECT_EQ(adam.state_bytes(), 3 * 4 * (shard ? padded / world_size() : padded));
+  }
+}
+
+TEST(Optim, FusedCudaStepMatchesTheReferenceStep) {
+  // The CUDA kernel (one pass, vector loads where aligned) against the same update in torch
+  // operations on the CPU: fp32 and bf16 parameters in one model, odd sizes (unaligned segments
+  // and partial tails), decayed and not, clipping, both moment dtypes.
+  if (!device().is_cuda()) GTEST_SKIP() << "the fused kernel runs with --device=cuda";
+  ProcessGroups groups(Topology(ParallelLayout{1, 1, 1, 1, 1, 1, "tp-cp-ep-dp-pp"}), comm_options(), MPI_COMM_SELF);
+  const std::vector<std::pair<std::vector<int64_t>, torch::ScalarType>> shapes{
+      {{37, 129}, torch::kFloat}, {{1000}, torch::kFloat}, {{3, 5}, torch::kBFloat16},
+      {{64, 4096}, torch::kBFloat16}, {{4099}, torch::kBFloat16}, {{7, 1031}, torch::kFloat}};
+  for (const DType moments : {DType::kFloat32, DType::kBfloat16}) {
+    SCOPED_TRACE(fmt::format("{} moments", enum_name(moments)));
+    TrainConfig t;
+    t.adam_moments_dtype = moments;
+    torch::manual_seed(7);
+    std::vector<torch::Tensor> inits, cpu, cuda;
+    for (const auto& [shape, dtype] : shapes) {
+      const torch::Tensor init = torch::randn(shape).to(dtype);
+      inits.push_back(init);
+      cpu.push_back(init.clone().requires_grad_(true));
+      cuda.push_back(init.to(device()).requires_grad_(true));
+    }
+    ParamRegistry cpu_registry, cuda_registry;
+    ParamBuffers cpu_buffers(cpu, cpu_registry, groups), cuda_buffers(cuda, cuda_registry, groups);
+    AdamW cpu_adam(cpu_buffers, t), cuda_adam(cuda_buffers, t);
+    for (int step = 1; step <= 3; ++step) {
+      for (size_t i = 0; i < cpu.size(); ++i) {
+        const torch::Tensor grad = torch::randn(cpu[i].sizes()) * 0.1;
+        cpu_buffers.main_grad(cpu[i]).copy_(grad);
+        cuda_buffers.main_grad(cuda[i]).copy_(grad);
+      }
+      cpu_adam.step(1e-2, 0.7);
+      cuda_adam.step(1e-2, 0.7);
+    }
+    for (size_t i = 0; i < cpu.size(); ++i) {
+      SCOPED_TRACE(fmt::format("parameter {} of shape {}", i, cpu[i].sizes()));
+      const torch::Tensor got = cuda[i].detach().cpu().to(torch::kDouble);
+      const torch::Tensor want = cpu[i].detach().to(torch::kDouble);
+      // fp32: rounding of the two arithmetic orders; bf16: at most one unit in the last place.
+      const double tolerance = cpu[i].scalar_type() == torch::kFloat ? 1e-5 : 1.0 / 128;
+      EXPECT_LE(((got - want).abs() / want.abs().clamp_min(1e-3)).max().item<double>(), tolerance);
+      if (cpu[i].scalar_type() == torch::kFloat) {  // every element written (each moves by about lr)
+        EXPECT_TRUE((got != inits[i].to(torch::kDouble)).all().item<bool>());
+      }
+    }
   }
 }
 
@@ -231,6 +316,60 @@ TEST(Optim, Bf16GradientsAccumulateInFp32MainGradients) {
   buffers.finish_grad_sync();
   EXPECT_EQ(buffers.main_grad(w).scalar_type(), torch::kFloat);
   EXPECT_EQ(buffers.main_grad(w).item<double>(), 257.0);
+}
+
+// A layer that computes its weight's gradient itself (gradient-accumulation fusion): the
+// gradient of w * x by w is x, written or added into the slot in fp32; autograd gets a placeholder.
+class FusedScale : public torch::autograd::Function<FusedScale> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& w, const torch::Tensor& x,
+                               int64_t slot) {
+    ctx->save_for_backward({x});
+    ctx->saved_data["slot"] = slot;
+    return w * x;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto* slot = reinterpret_cast<MainGradSlot*>(static_cast<intptr_t>(ctx->saved_data["slot"].toInt()));
+    const torch::Tensor grad = (grads[0].to(torch::kFloat) * ctx->get_saved_variables()[0].to(torch::kFloat));
+    if (slot->written) {
+      slot->grad.add_(grad);
+    } else {
+      slot->grad.copy_(grad);
+    }
+    slot->fused = true;
+    return {torch::empty_like(grads[0]), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+TEST(Optim, LayersMayWriteBf16GradientsIntoTheMainGradientThemselves) {
+  ProcessGroups groups(Topology(ParallelLayout{1, 1, 1, 1, 1, 1, "tp-cp-ep-dp-pp"}), comm_options(), MPI_COMM_SELF);
+  torch::Tensor w = torch::zeros({1, 1}, torch::kBFloat16).requires_grad_(true);
+  ParamRegistry registry;
+  {
+    BufferOptions off;
+    off.fuse_wgrad = false;
+    ParamBuffers buffers({w}, registry, groups, off);
+    EXPECT_EQ(registry.main_grad_slot(w), nullptr) << "no slot with fusion off";
+  }
+  ParamBuffers buffers({w}, registry, groups);
+  MainGradSlot* slot = registry.main_grad_slot(w);
+  ASSERT_NE(slot, nullptr);
+  EXPECT_TRUE(slot->grad.is_same(buffers.main_grad(w)));
+  buffers.main_grad(w).fill_(std::nan(""));  // stale: the step's first gradient overwrites it
+  const auto handle = static_cast<int64_t>(reinterpret_cast<intptr_t>(slot));
+  for (const double x : {256.0, 1.0}) {  // 257 is not a bf16 number: accumulated in fp32
+    buffers.set_sync(x == 1.0);
+    FusedScale::apply(w, torch::full({1, 1}, x, torch::kBFloat16), handle).sum().backward();
+    EXPECT_FALSE(w.grad().defined()) << "the placeholder is dropped";
+    EXPECT_TRUE(slot->written);
+    EXPECT_FALSE(slot->fused);
+  }
+  EXPECT_EQ(buffers.buckets_started_in_backward(), 1) << "the bucket still starts when its gradient is in";
+  buffers.finish_grad_sync();
+  EXPECT_EQ(buffers.main_grad(w).item<double>(), 257.0);
+  buffers.zero_grads();
+  EXPECT_FALSE(slot->written);
 }
 
 TEST(TrainEquivalence, Bf16TrainingFollowsFp32) {

@@ -183,6 +183,8 @@ TEST(Load, MisspelledEnumerationSuggests) {
   const ConfigError e = load_error({"", "", {"moe.dispatcher=alltoal"}});
   EXPECT_TRUE(has_problem(e.problems(), "moe.dispatcher", "'alltoal' is not one of: alltoall, allgather"));
   EXPECT_NE(e.problems()[0].hint.find("did you mean 'alltoall'?"), std::string::npos);
+  const ConfigError moments = load_error({"", "", {"train.adam_moments_dtype=fp16"}});
+  EXPECT_TRUE(has_problem(moments.problems(), "train.adam_moments_dtype", "'fp16' is not one of: fp32, bf16"));
 }
 
 TEST(Load, EmptyValueAndNonMappingSection) {
