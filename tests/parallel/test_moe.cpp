@@ -47,9 +47,14 @@ TEST(MoeExperts, SwigluMatchesAnFp32ComputationForwardAndBackward) {
     reference.backward(grad_out.to(torch::kFloat).cpu());
     ASSERT_EQ(out.scalar_type(), torch::kBFloat16);
     ASSERT_EQ(out.sizes(), reference.sizes());
-    // bf16 results of fp32 arithmetic: within two units in the last place (2^-7 relative).
-    const auto close = [](const torch::Tensor& got, const torch::Tensor& want) {
-      return ((got.cpu().to(torch::kFloat) - want).abs() <= want.abs() / 128 + 1e-6).all().item<bool>();
+    // The fused kernels round once (fp32 arithmetic, bf16 result): within 2^-7 relative. Torch's
+    // bf16 operations round after each of up to four steps, and silu' passes through zero, so
+    // there: 2^-5 relative, plus 1e-3 of the largest value.
+    const double rtol = device().is_cuda() ? 1.0 / 128 : 1.0 / 32;
+    const auto close = [rtol](const torch::Tensor& got, const torch::Tensor& want) {
+      if (want.numel() == 0) return got.numel() == 0;
+      const torch::Tensor error = (got.cpu().to(torch::kFloat) - want).abs();
+      return (error <= want.abs() * rtol + 1e-3 * want.abs().max().clamp_min(1e-6)).all().item<bool>();
     };
     EXPECT_TRUE(close(out.detach(), reference.detach()));
     EXPECT_TRUE(close(input.grad(), reference_input.grad()));
