@@ -9,6 +9,11 @@
 #include "layers/context_parallel.h"
 #include "layers/recompute.h"
 #include "parallel/process_groups.h"
+#ifdef FOLDTRON_WITH_CUDA
+#include <c10/cuda/CUDAStream.h>
+
+#include "layers/rotary_cuda.h"
+#endif
 #include "parallel/rng.h"
 
 namespace foldtron {
@@ -23,7 +28,45 @@ std::pair<torch::Tensor, torch::Tensor> rotary_tables(const torch::Tensor& posit
   return {emb.cos().to(dtype), emb.sin().to(dtype)};
 }
 
+#ifdef FOLDTRON_WITH_CUDA
+namespace {
+
+// The fused kernel (layers/rotary_cuda.h) as an autograd function; the tables get no gradient.
+class FusedRotary : public torch::autograd::Function<FusedRotary> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& cos,
+                               const torch::Tensor& sin) {
+    ctx->save_for_backward({cos, sin});
+    return rotate(x, cos, sin, false);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const torch::autograd::variable_list tables = ctx->get_saved_variables();
+    return {rotate(grads[0].contiguous(), tables[0], tables[1], true), torch::Tensor(), torch::Tensor()};
+  }
+
+ private:
+  static torch::Tensor rotate(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                              bool backward) {
+    torch::Tensor y = torch::empty_like(x, torch::MemoryFormat::Contiguous);  // [s, b, heads, d]
+    rotary_cuda(x.data_ptr(), cos.data_ptr(), sin.data_ptr(), y.data_ptr(), x.size(0), x.size(1) * x.size(2),
+                x.size(3), backward, c10::cuda::getCurrentCUDAStream().stream());
+    return y;
+  }
+};
+
+}  // namespace
+#endif
+
 torch::Tensor apply_rotary(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
+#ifdef FOLDTRON_WITH_CUDA
+  const auto bf16 = [](const torch::Tensor& t) { return t.is_cuda() && t.scalar_type() == torch::kBFloat16; };
+  if (bf16(x) && bf16(cos) && bf16(sin) && x.dim() == 4 && x.is_contiguous() && cos.is_contiguous() &&
+      sin.is_contiguous() && cos.size(0) == x.size(0) && cos.size(1) == x.size(3) && !cos.requires_grad() &&
+      !sin.requires_grad()) {
+    return FusedRotary::apply(x, cos, sin);
+  }
+#endif
   const int64_t half = x.size(-1) / 2;
   const torch::Tensor rotated = torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
   // cos, sin [s, d] broadcast over [s, b, heads, d].

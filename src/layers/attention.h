@@ -19,7 +19,8 @@ namespace foldtron {
 // cos and sin tables [s, d] for rotary embeddings of head dimension d at `positions` [s].
 std::pair<torch::Tensor, torch::Tensor> rotary_tables(const torch::Tensor& positions, int64_t head_dim, double theta,
                                                       torch::ScalarType dtype);
-// x [s, b, heads, d] rotated by position: x*cos + rotate_half(x)*sin.
+// x [s, b, heads, d] rotated by position: x*cos + rotate_half(x)*sin. Contiguous bf16 on CUDA
+// runs the fused kernels (layers/rotary_cuda.h); anything else, torch's operations.
 torch::Tensor apply_rotary(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
 
 // Softmax attention of q [b, hq, sq, d] over k, v [b, hkv, sk, d] (hq a multiple of hkv), causal

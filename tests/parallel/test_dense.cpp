@@ -204,6 +204,34 @@ TEST(VocabParallelCrossEntropy, MatchesTorchWithIgnoredTargets) {
   EXPECT_TRUE(close(shard.grad(), reference_logits.grad().chunk(n, -1)[world_rank()], 1e-5, 1e-6));
 }
 
+TEST(Attention, RotaryMatchesAnFp32ComputationForwardAndBackward) {
+  // bf16 on the test device: with --device=cuda the fused kernels (d 8: four elements per thread;
+  // d 6: one), else torch's operations; against fp32 on the same bf16 inputs and tables.
+  for (const int64_t d : {8, 6, 128}) {
+    SCOPED_TRACE(::testing::Message() << "head dim " << d);
+    torch::manual_seed(d);
+    const int64_t s = 7, b = 2, heads = 3;
+    const torch::Tensor positions = torch::arange(3, 3 + s, torch::kLong).to(device());
+    const auto [cos, sin] = rotary_tables(positions, d, 10000.0, torch::kBFloat16);
+    const torch::Tensor x = torch::randn({s, b, heads, d}).to(torch::kBFloat16).to(device()).requires_grad_(true);
+    const torch::Tensor dy = torch::randn({s, b, heads, d}).to(torch::kBFloat16).to(device());
+    const torch::Tensor y = apply_rotary(x, cos, sin);
+    y.backward(dy);
+    const torch::Tensor x32 = x.detach().cpu().to(torch::kFloat).requires_grad_(true);
+    const torch::Tensor reference = apply_rotary(x32, cos.cpu().to(torch::kFloat), sin.cpu().to(torch::kFloat));
+    reference.backward(dy.cpu().to(torch::kFloat));
+    // One rounding in the fused kernels (2^-7 relative); torch's bf16 operations round after each
+    // product and the sum, which may cancel: 2^-5 relative plus 1e-3 of the largest value.
+    const double rtol = device().is_cuda() ? 1.0 / 128 : 1.0 / 32;
+    const auto close = [rtol](const torch::Tensor& got, const torch::Tensor& want) {
+      const torch::Tensor error = (got.cpu().to(torch::kFloat) - want).abs();
+      return (error <= want.abs() * rtol + 1e-3 * want.abs().max()).all().item<bool>();
+    };
+    EXPECT_TRUE(close(y.detach(), reference.detach()));
+    EXPECT_TRUE(close(x.grad(), x32.grad()));
+  }
+}
+
 TEST(Attention, MatchesTheDirectFormula) {
   // One rank's attention (tp 1) with GQA, rotary and QKV bias against a loop over heads and
   // positions written from the definitions.
