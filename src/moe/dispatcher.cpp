@@ -20,15 +20,52 @@ torch::Tensor unpermute(const torch::Tensor& output, const Permutation& perm, in
   return torch::zeros({rows, output.size(1)}, output.options()).index_add(0, perm.token_index, weighted);
 }
 
-// Reorders row chunks: chunk sizes `sizes` laid out in `order` (a permutation of chunk indices).
-torch::Tensor reorder_chunks(const torch::Tensor& x, const std::vector<int64_t>& sizes, const std::vector<size_t>& order) {
+// The row chunks of x (sizes `sizes`, in order) laid out in `order`, a permutation of the chunk
+// indices: one copy.
+torch::Tensor gather_chunks(const torch::Tensor& x, const std::vector<int64_t>& sizes, const std::vector<int64_t>& order) {
   std::vector<int64_t> starts(sizes.size());
   std::exclusive_scan(sizes.begin(), sizes.end(), starts.begin(), int64_t{0});
   std::vector<torch::Tensor> pieces;
-  for (size_t c : order) {
-    if (sizes[c] > 0) pieces.push_back(x.narrow(0, starts[c], sizes[c]));
+  for (int64_t c : order) {
+    const auto i = static_cast<size_t>(c);
+    if (sizes[i] > 0) pieces.push_back(x.narrow(0, starts[i], sizes[i]));
   }
-  return pieces.empty() ? x.narrow(0, 0, 0) : torch::cat(pieces, 0);
+  return pieces.empty() ? x.narrow(0, 0, 0).clone() : torch::cat(pieces, 0);
+}
+
+// gather_chunks as an autograd function whose backward reorders the gradient back, one copy.
+// (Autograd through the narrowed pieces would give each piece a zero-filled gradient of all
+// rows and sum them: a pass over every row per chunk, 2 x E passes per MoE layer.)
+class ReorderChunks : public torch::autograd::Function<ReorderChunks> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
+                               const std::vector<int64_t>& sizes, const std::vector<int64_t>& order) {
+    ctx->saved_data["sizes"] = sizes;
+    ctx->saved_data["order"] = order;
+    return gather_chunks(x, sizes, order);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    if (!grads[0].defined()) return {torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    const std::vector<int64_t> sizes = ctx->saved_data["sizes"].toIntVector();
+    const std::vector<int64_t> order = ctx->saved_data["order"].toIntVector();
+    // Output position j holds chunk order[j]; the inverse puts it back at order[j].
+    std::vector<int64_t> placed_sizes(order.size()), inverse(order.size());
+    for (size_t j = 0; j < order.size(); ++j) {
+      placed_sizes[j] = sizes[static_cast<size_t>(order[j])];
+      inverse[static_cast<size_t>(order[j])] = static_cast<int64_t>(j);
+    }
+    return {gather_chunks(grads[0], placed_sizes, inverse), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+// Reorders row chunks: chunk sizes `sizes` laid out in `order` (a permutation of chunk indices);
+// in the same order (one expert-parallel rank), x itself.
+torch::Tensor reorder_chunks(const torch::Tensor& x, const std::vector<int64_t>& sizes, const std::vector<size_t>& order) {
+  bool identity = true;
+  for (size_t i = 0; i < order.size(); ++i) identity = identity && order[i] == i;
+  if (identity) return x;
+  return ReorderChunks::apply(x, sizes, std::vector<int64_t>(order.begin(), order.end()));
 }
 
 class AllGatherDispatcher : public TokenDispatcher {
