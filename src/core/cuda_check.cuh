@@ -1,5 +1,7 @@
 // Checks of CUDA runtime calls for foldtron's own kernels (.cu files only): a failed call throws
-// std::runtime_error naming the call, the file and line, and CUDA's description of the error.
+// std::runtime_error naming the call, the file and line, and CUDA's description of the error. (A
+// device failure is neither a user mistake nor, as a rule, a foldtron bug, so not InternalError;
+// the entry point reports it like any other failure.)
 #pragma once
 
 #include <cuda_runtime.h>

@@ -9,12 +9,12 @@
 #include "layers/context_parallel.h"
 #include "layers/recompute.h"
 #include "parallel/process_groups.h"
+#include "parallel/rng.h"
 #ifdef FOLDTRON_WITH_CUDA
 #include <c10/cuda/CUDAStream.h>
 
 #include "layers/rotary_cuda.h"
 #endif
-#include "parallel/rng.h"
 
 namespace foldtron {
 
@@ -41,7 +41,8 @@ class FusedRotary : public torch::autograd::Function<FusedRotary> {
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
-    const torch::autograd::variable_list tables = ctx->get_saved_variables();
+    if (!grads[0].defined()) return {torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    const torch::autograd::variable_list tables = ctx->get_saved_variables();  // cos, sin [s, d]
     return {rotate(grads[0].contiguous(), tables[0], tables[1], true), torch::Tensor(), torch::Tensor()};
   }
 
@@ -61,9 +62,9 @@ class FusedRotary : public torch::autograd::Function<FusedRotary> {
 torch::Tensor apply_rotary(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
 #ifdef FOLDTRON_WITH_CUDA
   const auto bf16 = [](const torch::Tensor& t) { return t.is_cuda() && t.scalar_type() == torch::kBFloat16; };
-  if (bf16(x) && bf16(cos) && bf16(sin) && x.dim() == 4 && x.is_contiguous() && cos.is_contiguous() &&
-      sin.is_contiguous() && cos.size(0) == x.size(0) && cos.size(1) == x.size(3) && !cos.requires_grad() &&
-      !sin.requires_grad()) {
+  if (bf16(x) && bf16(cos) && bf16(sin) && x.dim() == 4 && x.size(3) % 2 == 0 && cos.dim() == 2 &&
+      x.is_contiguous() && cos.is_contiguous() && sin.is_contiguous() && cos.sizes() == sin.sizes() &&
+      cos.size(0) == x.size(0) && cos.size(1) == x.size(3) && !cos.requires_grad() && !sin.requires_grad()) {
     return FusedRotary::apply(x, cos, sin);
   }
 #endif

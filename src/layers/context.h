@@ -43,13 +43,16 @@ struct ParamInfo {
 
 // Gradient-accumulation fusion (Megatron's gradient_accumulation_fusion): the optimizer's buffers
 // give each 16-bit parameter they hold a slot with its fp32 main gradient. A layer that computes
-// such a parameter's weight gradient itself may write it there in fp32 (overwriting when
-// `written` is off, adding otherwise), set `fused`, and hand autograd an uninitialized
-// placeholder, which the buffers then drop instead of widening it into the main gradient.
+// such a parameter's weight gradient itself may write it there in fp32 (overwriting unless
+// `written` or `fused`, adding otherwise) while `reducing` is off, set `fused`, and hand autograd
+// an uninitialized placeholder, which the buffers then drop instead of widening it into the main
+// gradient. Such a parameter must get no other gradient in the same backward (it would be summed
+// into the placeholder and dropped with it).
 struct MainGradSlot {
-  torch::Tensor grad;    // fp32, shaped like the parameter
-  bool written = false;  // holds a gradient of this step (else stale values)
-  bool fused = false;    // the gradient autograd delivers next is a placeholder
+  torch::Tensor grad;      // fp32, shaped like the parameter
+  bool written = false;    // holds a gradient of this step (else stale values)
+  bool fused = false;      // written by a layer in this backward; autograd delivers a placeholder
+  bool reducing = false;   // its bucket is being reduced: no more writes this step
 };
 
 class ParamRegistry {

@@ -20,8 +20,8 @@ torch::Tensor unpermute(const torch::Tensor& output, const Permutation& perm, in
   return torch::zeros({rows, output.size(1)}, output.options()).index_add(0, perm.token_index, weighted);
 }
 
-// The row chunks of x (sizes `sizes`, in order) laid out in `order`, a permutation of the chunk
-// indices: one copy.
+// The row chunks of x [R, h] (sizes `sizes`, in order) laid out in `order`, a permutation of the
+// chunk indices: [R, h], one copy.
 torch::Tensor gather_chunks(const torch::Tensor& x, const std::vector<int64_t>& sizes, const std::vector<int64_t>& order) {
   std::vector<int64_t> starts(sizes.size());
   std::exclusive_scan(sizes.begin(), sizes.end(), starts.begin(), int64_t{0});

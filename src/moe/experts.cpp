@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
+#include "core/errors.h"
 #include "core/torch_compat.h"
 #include "layers/recompute.h"
 #ifdef FOLDTRON_WITH_CUDA
@@ -32,7 +33,7 @@ class FusedSwiglu : public torch::autograd::Function<FusedSwiglu> {
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& gate_up) {
     const int64_t ffn = gate_up.size(-1) / 2;
-    torch::Tensor out = torch::empty({gate_up.size(0), ffn}, gate_up.options());
+    torch::Tensor out = torch::empty({gate_up.size(0), ffn}, gate_up.options());  // [R, F]
     swiglu_forward_cuda(gate_up.data_ptr(), out.data_ptr(), gate_up.size(0), ffn,
                         c10::cuda::getCurrentCUDAStream().stream());
     ctx->save_for_backward({gate_up});
@@ -40,9 +41,10 @@ class FusedSwiglu : public torch::autograd::Function<FusedSwiglu> {
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
-    const torch::Tensor gate_up = ctx->get_saved_variables()[0];
-    const torch::Tensor grad_out = grads[0].contiguous();
-    torch::Tensor grad = torch::empty_like(gate_up);
+    if (!grads[0].defined()) return {torch::Tensor()};
+    const torch::Tensor gate_up = ctx->get_saved_variables()[0];  // [R, 2F]
+    const torch::Tensor grad_out = grads[0].contiguous();         // [R, F]
+    torch::Tensor grad = torch::empty_like(gate_up);              // [R, 2F]
     swiglu_backward_cuda(gate_up.data_ptr(), grad_out.data_ptr(), grad.data_ptr(), gate_up.size(0),
                          gate_up.size(-1) / 2, c10::cuda::getCurrentCUDAStream().stream());
     return {grad};
@@ -51,8 +53,8 @@ class FusedSwiglu : public torch::autograd::Function<FusedSwiglu> {
 #endif
 
 #if FOLDTRON_TORCH_AT_LEAST(2, 9)
-// out[e] (fp32, [N, K]) = dy_e^T x_e for the rows of each expert, or += when `accumulate`: one
-// cuBLAS GEMM per expert with an fp32 output (no bf16 copy of the gradient to widen).
+// out[e] (fp32 [E, N, K]) = dy_e^T x_e (dy [R, N], x [R, K]) for the rows of each expert, or +=
+// when `accumulate`: one cuBLAS GEMM per expert with an fp32 output (no bf16 copy to widen).
 void expert_wgrad_into(const torch::Tensor& out, const torch::Tensor& dy, const torch::Tensor& x,
                        const std::vector<int64_t>& counts, bool accumulate) {
   int64_t start = 0;
@@ -75,34 +77,39 @@ void expert_wgrad_into(const torch::Tensor& out, const torch::Tensor& dy, const 
 #endif
 
 #if FOLDTRON_TORCH_AT_LEAST(2, 8)
-// y = x weight[e]^T for the rows of expert e, weight [E, N, K]: one grouped GEMM forward and one
-// for the input gradient. The weight gradient is a grouped GEMM as well, unless `slot` (a
-// MainGradSlot*, as an integer; 0 for none) is given: then it goes straight into the fp32 main
-// gradient and autograd gets an uninitialized placeholder, which the buffers drop.
+// y [R, N] = x [R, K] weight[e]^T for the rows of expert e, weight [E, N, K], offs [E] the row
+// ends: one grouped GEMM forward and one for the input gradient. The weight gradient is a grouped
+// GEMM as well, unless `registry` (a ParamRegistry*, as an integer; 0 for none) holds a
+// MainGradSlot for the weight when backward runs (torch >= 2.9): then it goes straight into the
+// fp32 main gradient and autograd gets an uninitialized placeholder, which the buffers drop.
 class GroupedLinear : public torch::autograd::Function<GroupedLinear> {
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
                                const torch::Tensor& weight, const torch::Tensor& offs, const std::vector<int64_t>& counts,
-                               int64_t slot) {
+                               int64_t registry) {
     ctx->save_for_backward({x, weight, offs});
     ctx->saved_data["counts"] = counts;
-    ctx->saved_data["slot"] = slot;
+    ctx->saved_data["registry"] = registry;
     return at::_grouped_mm(x, weight.transpose(1, 2), offs);  // [R, N]
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     const torch::autograd::variable_list saved = ctx->get_saved_variables();
     const torch::Tensor &x = saved[0], &weight = saved[1], &offs = saved[2];
-    const torch::Tensor dy = grads[0].contiguous();
+    if (!grads[0].defined()) return {torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    const torch::Tensor dy = grads[0].contiguous();  // [R, N]
     torch::Tensor dx, dw;
     if (ctx->needs_input_grad(0)) dx = at::_grouped_mm(dy, weight, offs);  // [R, K]
     if (ctx->needs_input_grad(1)) {
-      auto* slot = reinterpret_cast<MainGradSlot*>(static_cast<intptr_t>(ctx->saved_data["slot"].toInt()));
 #if FOLDTRON_TORCH_AT_LEAST(2, 9)
+      // Looked up now, not in forward: buffers made or dropped in between are seen.
+      const auto* registry = reinterpret_cast<const ParamRegistry*>(static_cast<intptr_t>(ctx->saved_data["registry"].toInt()));
+      MainGradSlot* slot = registry != nullptr ? registry->main_grad_slot(weight) : nullptr;
       if (slot != nullptr) {
-        expert_wgrad_into(slot->grad, dy, x, ctx->saved_data["counts"].toIntVector(), slot->written);
+        FT_CHECK(!slot->reducing, "an expert weight gradient arrived after its bucket started reducing");
+        expert_wgrad_into(slot->grad, dy, x, ctx->saved_data["counts"].toIntVector(), slot->written || slot->fused);
         slot->fused = true;
-        dw = torch::empty_like(weight);
+        dw = torch::empty_like(weight);  // the placeholder
       }
 #endif
       if (!dw.defined()) dw = at::_grouped_mm(dy.t(), x, offs);  // [E, N, K]
@@ -158,8 +165,7 @@ torch::Tensor grouped_linear(const torch::Tensor& x, const torch::Tensor& weight
     int64_t end = 0;
     for (int64_t c : counts) ends.push_back(static_cast<int32_t>(end += c));
     const torch::Tensor offs = torch::tensor(ends, torch::kInt).to(x.device(), /*non_blocking=*/true);
-    MainGradSlot* slot = registry != nullptr ? registry->main_grad_slot(weight) : nullptr;
-    return GroupedLinear::apply(x, weight, offs, counts, static_cast<int64_t>(reinterpret_cast<intptr_t>(slot)));
+    return GroupedLinear::apply(x, weight, offs, counts, static_cast<int64_t>(reinterpret_cast<intptr_t>(registry)));
   }
 #endif
   (void)registry;  // only the grouped GEMM path fuses the weight gradient

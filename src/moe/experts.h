@@ -12,8 +12,8 @@
 //   down_proj    [E/ep, h, F/etp]
 // and runs one grouped GEMM per projection (at::_grouped_mm for bf16 on CUDA with torch >= 2.8),
 // else a loop over the experts; between them the SwiGLU of the gate|up product is one fused
-// CUDA kernel each way (moe/swiglu_cuda.h) for bf16 on the GPU. There, when the optimizer's
-// buffers offer a MainGradSlot for a weight, its gradient is one cuBLAS GEMM per expert writing
+// CUDA kernel each way (moe/swiglu_cuda.h) for bf16 on the GPU. There (torch >= 2.9), when the
+// optimizer's buffers offer a MainGradSlot for a weight, its gradient is one cuBLAS GEMM per expert writing
 // fp32 straight into the main gradient (gradient-accumulation fusion) instead of a bf16 grouped
 // GEMM that the buffers then widen. SequentialExperts is the simple reference: one gate/up/down
 // weight per expert (experts.<e>.{gate,up,down}_proj), a loop, nothing fused. Both draw

@@ -10,6 +10,7 @@
 #include "core/torch_compat.h"
 #ifdef FOLDTRON_WITH_CUDA
 #include <c10/cuda/CUDAStream.h>
+#include <torch/csrc/autograd/variable.h>
 
 #include "optim/adamw_cuda.h"
 #endif
@@ -152,11 +153,15 @@ void AdamW::step(double lr, double grad_scale) {
     step.bias2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(train_.adam_beta2, t)));
     step.beta1 = static_cast<float>(train_.adam_beta1);
     step.beta2 = static_cast<float>(train_.adam_beta2);
+    step.one_minus_beta1 = static_cast<float>(1.0 - train_.adam_beta1);
+    step.one_minus_beta2 = static_cast<float>(1.0 - train_.adam_beta2);
     step.eps = static_cast<float>(train_.adam_eps);
     step.decay_factor = static_cast<float>(1.0 - lr * train_.weight_decay);
     step.grad_scale = static_cast<float>(grad_scale);
     adamw_cuda_step(reinterpret_cast<const AdamWCudaSegment*>(cuda_->table.data_ptr()), cuda_->count, cuda_->tiles,
                     cuda_->moments, step, c10::cuda::getCurrentCUDAStream().stream());
+    // The kernel wrote the parameters behind autograd's back: a graph that saved them is stale.
+    for (Segment& s : segments_) torch::autograd::impl::bump_version(s.value);
     buffers_.gather_params();
     return;
   }
@@ -165,8 +170,9 @@ void AdamW::step(double lr, double grad_scale) {
   buffers_.gather_params();
 }
 
-// The update in torch operations (any device), the same arithmetic as the CUDA kernel: fp32
-// throughout, moments rounded to their storage dtype after use.
+// The update in torch operations (any device), in the CUDA kernel's order of operations: fp32
+// throughout, moments rounded to their storage dtype after use. (Contracted multiply-adds can
+// make the two differ in the last bit, and then a bf16 moment may round the other way.)
 void AdamW::step_reference(double lr, double grad_scale) {
   const double beta1 = train_.adam_beta1, beta2 = train_.adam_beta2;
   const double step_size = lr / (1.0 - std::pow(beta1, static_cast<double>(steps_)));

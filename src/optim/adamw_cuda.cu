@@ -41,14 +41,16 @@ struct alignas(kVec * sizeof(T)) Pack {
   T v[kVec];
 };
 
-// One element's update, in fp32; `m` and `v` come in as stored and leave unrounded.
+// One element's update, in fp32; `m` and `v` come in as stored and leave unrounded. The order of
+// operations is the reference's (AdamW::step_reference); contracted multiply-adds may still
+// round differently in the last bit.
 __device__ __forceinline__ float update(float p, float g, float& m, float& v, bool decay, const AdamWCudaStep& s) {
   g *= s.grad_scale;
   if (decay) p *= s.decay_factor;
-  m = s.beta1 * m + (1.0f - s.beta1) * g;
-  v = s.beta2 * v + (1.0f - s.beta2) * g * g;
+  m = s.beta1 * m + s.one_minus_beta1 * g;
+  v = s.beta2 * v + s.one_minus_beta2 * (g * g);
   const float denom = sqrtf(v) / s.bias2_sqrt + s.eps;
-  return p - s.step_size * m / denom;
+  return p - s.step_size * (m / denom);
 }
 
 // Stores four updated elements of the model's parameter in its dtype.

@@ -31,6 +31,7 @@ struct AdamWCudaStep {
   float step_size = 0;     // lr / (1 - beta1^t)
   float bias2_sqrt = 1;    // sqrt(1 - beta2^t)
   float beta1 = 0, beta2 = 0, eps = 0;
+  float one_minus_beta1 = 1, one_minus_beta2 = 1;  // rounded from double, as torch rounds its alphas
   float decay_factor = 1;  // 1 - lr * weight_decay (for segments with `decay`)
   float grad_scale = 1;    // clipping factor
 };

@@ -255,7 +255,7 @@ void ParamBuffers::zero_grads() {
   }
   for (Entry& entry : entries_) {
     entry.ready = false;
-    if (entry.slot) entry.slot->written = entry.slot->fused = false;
+    if (entry.slot) entry.slot->written = entry.slot->fused = entry.slot->reducing = false;
     // fp32 parameters accumulate into their buffer view; someone may have replaced it.
     if (!entry.low_precision && !entry.param.grad().is_same(entry.grad)) entry.param.mutable_grad() = entry.grad;
     if (entry.low_precision) entry.param.mutable_grad() = torch::Tensor();
@@ -313,7 +313,9 @@ void ParamBuffers::start_bucket(Bucket& bucket) {
   Buffer& buffer = buffers_[bucket.buffer];
   bucket.started = true;
   for (size_t e : bucket.entries) {
-    if (entries_[e].low_precision && !entries_[e].slot->written) entries_[e].grad.zero_();  // no gradient this step
+    if (!entries_[e].low_precision) continue;
+    if (!entries_[e].slot->written) entries_[e].grad.zero_();  // no gradient this step
+    entries_[e].slot->reducing = true;
   }
   if (buffer.group->size() == 1) return;
   const torch::Tensor region = buffer.grads.narrow(0, bucket.begin, bucket.size);
