@@ -20,15 +20,31 @@ torch::Tensor unpermute(const torch::Tensor& output, const Permutation& perm, in
   return torch::zeros({rows, output.size(1)}, output.options()).index_add(0, perm.token_index, weighted);
 }
 
-// The row chunks of x [R, h] (sizes `sizes`, in order) laid out in `order`, a permutation of the
-// chunk indices: [R, h], one copy.
-torch::Tensor gather_chunks(const torch::Tensor& x, const std::vector<int64_t>& sizes, const std::vector<int64_t>& order) {
-  std::vector<int64_t> starts(sizes.size());
-  std::exclusive_scan(sizes.begin(), sizes.end(), starts.begin(), int64_t{0});
+// Row chunks of sizes `sizes` (in their order), to be laid out in `order`, a permutation of the
+// chunk indices.
+struct ChunkOrder {
+  std::vector<int64_t> sizes, order;
+
+  // The layout back: position j of the reordered rows holds chunk order[j], of size sizes[order[j]].
+  ChunkOrder inverse() const {
+    ChunkOrder back{std::vector<int64_t>(order.size()), std::vector<int64_t>(order.size())};
+    for (size_t j = 0; j < order.size(); ++j) {
+      const auto chunk = static_cast<size_t>(order[j]);
+      back.sizes[j] = sizes[chunk];
+      back.order[chunk] = static_cast<int64_t>(j);
+    }
+    return back;
+  }
+};
+
+// The row chunks of x [R, h] laid out as `chunks` says: [R, h], one copy.
+torch::Tensor gather_chunks(const torch::Tensor& x, const ChunkOrder& chunks) {
+  std::vector<int64_t> starts(chunks.sizes.size());
+  std::exclusive_scan(chunks.sizes.begin(), chunks.sizes.end(), starts.begin(), int64_t{0});
   std::vector<torch::Tensor> pieces;
-  for (int64_t c : order) {
+  for (int64_t c : chunks.order) {
     const auto i = static_cast<size_t>(c);
-    if (sizes[i] > 0) pieces.push_back(x.narrow(0, starts[i], sizes[i]));
+    if (chunks.sizes[i] > 0) pieces.push_back(x.narrow(0, starts[i], chunks.sizes[i]));
   }
   return pieces.empty() ? x.narrow(0, 0, 0).clone() : torch::cat(pieces, 0);
 }
@@ -39,33 +55,25 @@ torch::Tensor gather_chunks(const torch::Tensor& x, const std::vector<int64_t>& 
 class ReorderChunks : public torch::autograd::Function<ReorderChunks> {
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
-                               const std::vector<int64_t>& sizes, const std::vector<int64_t>& order) {
-    ctx->saved_data["sizes"] = sizes;
-    ctx->saved_data["order"] = order;
-    return gather_chunks(x, sizes, order);
+                               const ChunkOrder& chunks) {
+    ctx->saved_data["sizes"] = chunks.sizes;
+    ctx->saved_data["order"] = chunks.order;
+    return gather_chunks(x, chunks);
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
-    if (!grads[0].defined()) return {torch::Tensor(), torch::Tensor(), torch::Tensor()};
-    const std::vector<int64_t> sizes = ctx->saved_data["sizes"].toIntVector();
-    const std::vector<int64_t> order = ctx->saved_data["order"].toIntVector();
-    // Output position j holds chunk order[j]; the inverse puts it back at order[j].
-    std::vector<int64_t> placed_sizes(order.size()), inverse(order.size());
-    for (size_t j = 0; j < order.size(); ++j) {
-      placed_sizes[j] = sizes[static_cast<size_t>(order[j])];
-      inverse[static_cast<size_t>(order[j])] = static_cast<int64_t>(j);
-    }
-    return {gather_chunks(grads[0], placed_sizes, inverse), torch::Tensor(), torch::Tensor()};
+    if (!grads[0].defined()) return {torch::Tensor(), torch::Tensor()};
+    const ChunkOrder chunks{ctx->saved_data["sizes"].toIntVector(), ctx->saved_data["order"].toIntVector()};
+    return {gather_chunks(grads[0], chunks.inverse()), torch::Tensor()};
   }
 };
 
-// Reorders row chunks: chunk sizes `sizes` laid out in `order` (a permutation of chunk indices);
-// in the same order (one expert-parallel rank), x itself.
-torch::Tensor reorder_chunks(const torch::Tensor& x, const std::vector<int64_t>& sizes, const std::vector<size_t>& order) {
+// Reorders row chunks as `chunks` says; in the same order (one expert-parallel rank), x itself.
+torch::Tensor reorder_chunks(const torch::Tensor& x, const ChunkOrder& chunks) {
   bool identity = true;
-  for (size_t i = 0; i < order.size(); ++i) identity = identity && order[i] == i;
+  for (size_t i = 0; i < chunks.order.size(); ++i) identity = identity && chunks.order[i] == static_cast<int64_t>(i);
   if (identity) return x;
-  return ReorderChunks::apply(x, sizes, std::vector<int64_t>(order.begin(), order.end()));
+  return ReorderChunks::apply(x, chunks);
 }
 
 class AllGatherDispatcher : public TokenDispatcher {
@@ -157,37 +165,33 @@ class AllToAllDispatcher : public TokenDispatcher {
     const torch::Tensor received = all_to_all(permuted, ep_, recv_rows_, send_rows_);
     // Over etp: the copies my etp peers received for the same experts; [R, h] by (t, q, e).
     etp_rows_.assign(static_cast<size_t>(etp), 0);
-    chunk_sizes_.clear();
+    by_expert_.sizes.clear();
     for (int64_t t = 0; t < etp; ++t) {
       for (int64_t q = 0; q < ep; ++q) {
         for (int64_t e = 0; e < local; ++e) {
           const int64_t c = counts[static_cast<size_t>(t)][static_cast<size_t>(q)][static_cast<size_t>(e)];
           etp_rows_[t] += c;
-          chunk_sizes_.push_back(c);
+          by_expert_.sizes.push_back(c);
         }
       }
     }
     const torch::Tensor gathered = gather_rows(received, etp_, etp_rows_);
     // Chunks (t, q, e) sorted by e: the experts' rows become contiguous.
-    by_expert_.clear();
+    by_expert_.order.clear();
     std::vector<int64_t> expert_counts(static_cast<size_t>(local), 0);
     for (int64_t e = 0; e < local; ++e) {
       for (int64_t tq = 0; tq < etp * ep; ++tq) {
-        const size_t chunk = static_cast<size_t>(tq * local + e);
-        by_expert_.push_back(chunk);
-        expert_counts[static_cast<size_t>(e)] += chunk_sizes_[chunk];
+        const int64_t chunk = tq * local + e;
+        by_expert_.order.push_back(chunk);
+        expert_counts[static_cast<size_t>(e)] += by_expert_.sizes[static_cast<size_t>(chunk)];
       }
     }
-    return {reorder_chunks(gathered, chunk_sizes_, by_expert_), expert_counts};
+    return {reorder_chunks(gathered, by_expert_), expert_counts};
   }
 
   torch::Tensor combine(const torch::Tensor& expert_output) override {
-    // Back to (t, q, e) order: the inverse of by_expert_.
-    std::vector<int64_t> sorted_sizes;
-    for (size_t chunk : by_expert_) sorted_sizes.push_back(chunk_sizes_[chunk]);
-    std::vector<size_t> inverse(by_expert_.size());
-    for (size_t i = 0; i < by_expert_.size(); ++i) inverse[by_expert_[i]] = i;
-    const torch::Tensor unsorted = reorder_chunks(expert_output, sorted_sizes, inverse);  // [R, h]
+    // Back to (t, q, e) order.
+    const torch::Tensor unsorted = reorder_chunks(expert_output, by_expert_.inverse());  // [R, h]
     // Over etp: sum the partial outputs, keep the rows this rank received.
     const torch::Tensor mine = reduce_scatter_rows(unsorted, etp_, etp_rows_);  // [sum(recv_rows), h]
     // Over ep: back to the ranks that routed them.
@@ -202,8 +206,8 @@ class AllToAllDispatcher : public TokenDispatcher {
   ExpertShard shard_;
   int64_t n_ = 0;
   Permutation perm_;
-  std::vector<int64_t> send_rows_, recv_rows_, etp_rows_, chunk_sizes_;
-  std::vector<size_t> by_expert_;
+  std::vector<int64_t> send_rows_, recv_rows_, etp_rows_;
+  ChunkOrder by_expert_;  // chunks (t, q, e) of the received rows, laid out by expert
 };
 
 }  // namespace

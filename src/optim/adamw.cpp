@@ -11,8 +11,6 @@
 #ifdef FOLDTRON_WITH_CUDA
 #include <c10/cuda/CUDAStream.h>
 #include <torch/csrc/autograd/variable.h>
-
-#include "optim/adamw_cuda.h"
 #endif
 
 #include "parallel/communicator.h"
@@ -147,19 +145,8 @@ void AdamW::step(double lr, double grad_scale) {
   ++steps_;
 #ifdef FOLDTRON_WITH_CUDA
   if (cuda_) {
-    const auto t = static_cast<double>(steps_);
-    AdamWCudaStep step;
-    step.step_size = static_cast<float>(lr / (1.0 - std::pow(train_.adam_beta1, t)));
-    step.bias2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(train_.adam_beta2, t)));
-    step.beta1 = static_cast<float>(train_.adam_beta1);
-    step.beta2 = static_cast<float>(train_.adam_beta2);
-    step.one_minus_beta1 = static_cast<float>(1.0 - train_.adam_beta1);
-    step.one_minus_beta2 = static_cast<float>(1.0 - train_.adam_beta2);
-    step.eps = static_cast<float>(train_.adam_eps);
-    step.decay_factor = static_cast<float>(1.0 - lr * train_.weight_decay);
-    step.grad_scale = static_cast<float>(grad_scale);
     adamw_cuda_step(reinterpret_cast<const AdamWCudaSegment*>(cuda_->table.data_ptr()), cuda_->count, cuda_->tiles,
-                    cuda_->moments, step, c10::cuda::getCurrentCUDAStream().stream());
+                    cuda_->moments, step_scalars(lr, grad_scale), c10::cuda::getCurrentCUDAStream().stream());
     // The kernel wrote the parameters behind autograd's back: a graph that saved them is stale.
     for (Segment& s : segments_) torch::autograd::impl::bump_version(s.value);
     buffers_.gather_params();
@@ -170,22 +157,36 @@ void AdamW::step(double lr, double grad_scale) {
   buffers_.gather_params();
 }
 
+// The step's scalars, computed in double and rounded to fp32 once, for both update paths.
+AdamWCudaStep AdamW::step_scalars(double lr, double grad_scale) const {
+  const auto t = static_cast<double>(steps_);
+  AdamWCudaStep step;
+  step.step_size = static_cast<float>(lr / (1.0 - std::pow(train_.adam_beta1, t)));
+  step.bias2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(train_.adam_beta2, t)));
+  step.beta1 = static_cast<float>(train_.adam_beta1);
+  step.beta2 = static_cast<float>(train_.adam_beta2);
+  step.one_minus_beta1 = static_cast<float>(1.0 - train_.adam_beta1);
+  step.one_minus_beta2 = static_cast<float>(1.0 - train_.adam_beta2);
+  step.eps = static_cast<float>(train_.adam_eps);
+  step.decay_factor = static_cast<float>(1.0 - lr * train_.weight_decay);
+  step.grad_scale = static_cast<float>(grad_scale);
+  return step;
+}
+
 // The update in torch operations (any device), in the CUDA kernel's order of operations: fp32
 // throughout, moments rounded to their storage dtype after use. (Contracted multiply-adds can
 // make the two differ in the last bit, and then a bf16 moment may round the other way.)
 void AdamW::step_reference(double lr, double grad_scale) {
-  const double beta1 = train_.adam_beta1, beta2 = train_.adam_beta2;
-  const double step_size = lr / (1.0 - std::pow(beta1, static_cast<double>(steps_)));
-  const double bias2_sqrt = std::sqrt(1.0 - std::pow(beta2, static_cast<double>(steps_)));
+  const AdamWCudaStep step = step_scalars(lr, grad_scale);
   for (Segment& s : segments_) {
-    const torch::Tensor grad = grad_scale != 1.0 ? s.grad * grad_scale : s.grad;
+    const torch::Tensor grad = grad_scale != 1.0 ? s.grad * step.grad_scale : s.grad;
     // fp32 moments are updated in place; bf16 ones through an fp32 copy.
     torch::Tensor exp_avg = s.exp_avg.to(torch::kFloat), exp_avg_sq = s.exp_avg_sq.to(torch::kFloat);
-    if (s.decay && train_.weight_decay > 0) s.main.mul_(1.0 - lr * train_.weight_decay);  // decoupled
-    exp_avg.mul_(beta1).add_(grad, 1.0 - beta1);
-    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1.0 - beta2);
-    const torch::Tensor denom = (exp_avg_sq.sqrt() / bias2_sqrt).add_(train_.adam_eps);
-    s.main.addcdiv_(exp_avg, denom, -step_size);
+    if (s.decay && train_.weight_decay > 0) s.main.mul_(step.decay_factor);  // decoupled
+    exp_avg.mul_(step.beta1).add_(grad, step.one_minus_beta1);
+    exp_avg_sq.mul_(step.beta2).addcmul_(grad, grad, step.one_minus_beta2);
+    const torch::Tensor denom = (exp_avg_sq.sqrt() / step.bias2_sqrt).add_(step.eps);
+    s.main.addcdiv_(exp_avg, denom, -step.step_size);
     if (!exp_avg.is_same(s.exp_avg)) {
       s.exp_avg.copy_(exp_avg);
       s.exp_avg_sq.copy_(exp_avg_sq);

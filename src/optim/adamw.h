@@ -11,6 +11,7 @@
 
 #include "config/config.h"
 #include "layers/context.h"
+#include "optim/adamw_cuda.h"
 #include "optim/param_buffer.h"
 
 namespace foldtron {
@@ -54,6 +55,7 @@ class AdamW {
   };
   struct CudaPlan;  // the fused kernel's segment table on the device
 
+  AdamWCudaStep step_scalars(double lr, double grad_scale) const;
   void step_reference(double lr, double grad_scale);
 
   ParamBuffers& buffers_;

@@ -26,7 +26,8 @@ struct AdamWCudaSegment {
   int32_t vectorized = 0;           // every pointer aligned for 4-element loads
 };
 
-// Per-step scalars, computed on the host in double and passed by value.
+// Per-step scalars, computed on the host in double and passed by value (the torch-op reference
+// update in AdamW uses the same values).
 struct AdamWCudaStep {
   float step_size = 0;     // lr / (1 - beta1^t)
   float bias2_sqrt = 1;    // sqrt(1 - beta2^t)
