@@ -35,6 +35,8 @@ def parse_args():
     p.add_argument("--vocab", type=int, default=32000)
     p.add_argument("--seq", type=int, default=4096)
     p.add_argument("--micro-batch", type=int, default=2)
+    p.add_argument("--accum", type=int, default=1,
+                   help="micro-batches per step: their bf16 gradients add up before one AdamW step")
     p.add_argument("--steps", type=int, default=15)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--rope-theta", type=float, default=1e6)
@@ -218,10 +220,11 @@ def megatron_flops(a):
     return mlp + attn + logit
 
 
-def train_step(model_fwd, params, opt, ids, targets):
+def train_step(model_fwd, params, opt, ids, targets, accum):
     opt.zero_grad(set_to_none=True)
-    lm, aux = model_fwd(ids, targets)
-    (lm + aux).backward()
+    for _ in range(accum):  # the same micro-batch each time: the benchmark measures the step
+        lm, aux = model_fwd(ids, targets)
+        ((lm + aux) / accum).backward()
     torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=True)
     opt.step()
     return lm.detach(), aux.detach()
@@ -251,7 +254,7 @@ def main():
     for i in range(a.steps):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
-        lm, aux = train_step(model_fwd, params, opt, inputs, targets)
+        lm, aux = train_step(model_fwd, params, opt, inputs, targets, a.accum)
         end.record()
         torch.cuda.synchronize()  # for timing only
         times.append(start.elapsed_time(end) / 1e3)
@@ -262,14 +265,14 @@ def main():
 
     step_time = statistics.median(times[a.warmup:])
     peak_mem = torch.cuda.max_memory_allocated() / 2**30
-    flops = megatron_flops(a)
+    flops = megatron_flops(a) * a.accum
     tflops = flops / step_time / 1e12
-    tokens_per_s = a.micro_batch * a.seq / step_time
+    tokens_per_s = a.micro_batch * a.accum * a.seq / step_time
     print(f"[summary] {impl}: median step {step_time * 1e3:.1f} ms over {a.steps - a.warmup} steps, "
           f"{tokens_per_s:,.0f} tokens/s, {tflops:.1f} TFLOP/s ({flops / 1e12:.2f} TFLOP/step), "
           f"MFU {100 * tflops / a.peak_tflops:.1f}% of {a.peak_tflops:g}, peak memory {peak_mem:.2f} GiB, "
           f"lm loss {lms[0]:.4f} -> {lms[-1]:.4f}, grouped_mm {'on' if USE_GROUPED_MM else 'off'}")
-    result = {"impl": impl, "layers": a.layers, "seq": a.seq, "micro_batch": a.micro_batch,
+    result = {"impl": impl, "layers": a.layers, "seq": a.seq, "micro_batch": a.micro_batch, "accum": a.accum,
               "experts": a.experts, "topk": a.topk, "step_time_s": step_time,
               "tokens_per_s": tokens_per_s, "tflops": tflops, "mfu": tflops / a.peak_tflops,
               "peak_mem_gib": peak_mem, "loss_first": lms[0], "loss_last": lms[-1],
