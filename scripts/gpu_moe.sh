@@ -10,7 +10,7 @@
 # Usage: scripts/gpu_moe.sh [output dir]; PARTS="tests one mb1 torch two" (the default) picks what
 # runs ("fold" runs only the folded, recomputation and context-parallel rows of "two"; "pipe" the
 # pipeline-parallel rows; "probe" the gradient-accumulation fusion probe; "moments" the reference
-# with bf16 AdamW moments; "accum" 8 micro-batches per step, foldtron and PyTorch-native); TESTS the GPU test binaries of the tests part; CTEST_ARGS replaces the build's "-L unit"
+# with bf16 AdamW moments; "accum" 8 micro-batches per step, foldtron; "torch_accum" the same PyTorch-native); TESTS the GPU test binaries of the tests part; CTEST_ARGS replaces the build's "-L unit"
 # (e.g. "-R ^$" runs no test).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -68,10 +68,13 @@ if has torch; then
 fi
 if has accum; then
   # Gradient accumulation as training runs it: 8 micro-batches of 2 per AdamW step (global batch
-  # 16), foldtron (fp32 and bf16 moments) and the PyTorch-native step (bf16 gradients add up).
+  # 16), foldtron with fp32 and bf16 moments; "torch_accum" the PyTorch-native step likewise
+  # (its bf16 gradients add up), eager and compiled.
   run_train mixtral4_gbs16 1 300 "${ref[@]}" --micro-batch-size 2 --global-batch-size 16
   run_train mixtral4_gbs16_bf16moments 1 300 "${ref[@]}" --micro-batch-size 2 --global-batch-size 16 \
     --set train.adam_moments_dtype=bf16
+fi
+if has torch_accum; then
   step 300 python3 bench/torch_native_moe.py --accum 8 > "$out/torch_eager_accum8.log" 2>&1
   grep RESULT "$out/torch_eager_accum8.log" || tail -20 "$out/torch_eager_accum8.log"
   step 400 python3 bench/torch_native_moe.py --accum 8 --compile > "$out/torch_compile_accum8.log" 2>&1

@@ -1,4 +1,5 @@
-// RMSNorm (x * rsqrt(mean(x^2) + eps) * w, as Hugging Face computes it, in fp32) and LayerNorm.
+// RMSNorm (x * rsqrt(mean(x^2) + eps) * w, as Hugging Face computes it, in fp32; on bf16 CUDA
+// tensors one fused kernel each way, layers/rmsnorm_cuda.h) and LayerNorm.
 // Weights are replicated over tp; with sequence parallelism each rank normalizes only its
 // sequence chunk, so the weights are registered as sequence_parallel and their gradients are
 // summed over tp when gradients are finalized.

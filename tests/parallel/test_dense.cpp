@@ -9,6 +9,7 @@
 #include "layers/context.h"
 #include "layers/context_parallel.h"
 #include "layers/embedding.h"
+#include "layers/norm.h"
 #include "layers/recompute.h"
 #include "models/decoder_lm.h"
 #include "mpi_test.h"
@@ -230,6 +231,76 @@ TEST(Attention, RotaryMatchesAnFp32ComputationForwardAndBackward) {
     EXPECT_TRUE(close(y.detach(), reference.detach()));
     EXPECT_TRUE(close(x.grad(), x32.grad()));
   }
+}
+
+TEST(Norm, RmsNormMatchesAnFp32ComputationForwardAndBackward) {
+  // bf16 on the test device: with --device=cuda the fused kernels (h 64: one pack of 8 per thread
+  // of a warp; h 24: three packs, masked lanes; h 4800: two packs per thread; h 12: torch's
+  // operations), else torch's operations; against fp32 on the same bf16 input and weight.
+  auto self = self_communicator();
+  for (const int64_t h : {64, 24, 4800, 12}) {
+    SCOPED_TRACE(::testing::Message() << "hidden " << h);
+    torch::manual_seed(h);
+    const LayerContext ctx{self.get(), false, 7, device(), torch::kBFloat16, nullptr, nullptr};
+    Norm norm(ctx, Normalization::kRmsNorm, h, 1e-5);
+    {
+      torch::NoGradGuard no_grad;
+      norm.weight.copy_(1.0 + 0.5 * torch::randn({h}));
+    }
+    const torch::Tensor x = (3.0 * torch::randn({5, 3, h})).to(torch::kBFloat16).to(device()).requires_grad_(true);
+    const torch::Tensor dy = torch::randn({5, 3, h}).to(torch::kBFloat16).to(device());
+    norm.forward(x).backward(dy);
+
+    const LayerContext cpu32{self.get(), false, 7, torch::kCPU, torch::kFloat, nullptr, nullptr};
+    Norm reference(cpu32, Normalization::kRmsNorm, h, 1e-5);
+    {
+      torch::NoGradGuard no_grad;
+      reference.weight.copy_(norm.weight.detach().cpu().to(torch::kFloat));
+    }
+    const torch::Tensor x32 = x.detach().cpu().to(torch::kFloat).requires_grad_(true);
+    const torch::Tensor y32 = reference.forward(x32);
+    y32.backward(dy.cpu().to(torch::kFloat));
+    // Fused: one rounding of each output (2^-7 relative; y rounds the normalized value first, as
+    // the fp32 path's reference does not, hence 2^-6). Torch's bf16 operations round the product
+    // with the weight and its gradient before the reductions: 2^-5 plus 1e-3 of the largest value.
+    const double rtol = device().is_cuda() && h % 8 == 0 ? 1.0 / 64 : 1.0 / 32;
+    const auto close = [rtol](const torch::Tensor& got, const torch::Tensor& want) {
+      const torch::Tensor error = (got.cpu().to(torch::kFloat) - want).abs();
+      return (error <= want.abs() * rtol + 1e-3 * want.abs().max()).all().item<bool>();
+    };
+    EXPECT_TRUE(close(norm.forward(x).detach(), y32.detach()));
+    EXPECT_TRUE(close(x.grad(), x32.grad()));
+    // The weight gradient sums 15 products, each rounded (bf16 xhat, or torch's bf16 product):
+    // errors up to 2^-8 of each term, which may not cancel where the sum does; 2^-6 of the sum of
+    // their magnitudes, plus the output's rounding.
+    const torch::Tensor xs = x32.detach();
+    const torch::Tensor terms = (dy.cpu().to(torch::kFloat) * xs * torch::rsqrt(xs.pow(2).mean(-1, true) + 1e-5)).abs();
+    const torch::Tensor dw_error = (norm.weight.grad().cpu().to(torch::kFloat) - reference.weight.grad()).abs();
+    const torch::Tensor dw_bound = reference.weight.grad().abs() * rtol + terms.reshape({-1, h}).sum(0) / 64;
+    EXPECT_TRUE((dw_error <= dw_bound).all().item<bool>());
+  }
+}
+
+TEST(Init, FullNormalDependsOnNameSeedAndShapeOnlyNotOnThreads) {
+  // Three blocks of 2^20 values, filled in parallel: the same with one thread or two, blocks
+  // unlike one another, N(0, std^2) overall; a small tensor is one torch::randn of its seed.
+  auto self = self_communicator();
+  const LayerContext ctx{self.get(), false, 7, torch::kCPU, torch::kFloat, nullptr, nullptr};
+  const int threads = at::get_num_threads();
+  at::set_num_threads(1);
+  const torch::Tensor one = full_normal(ctx, "w", {3, 1 << 20}, 0.5);
+  at::set_num_threads(2);
+  const torch::Tensor two = full_normal(ctx, "w", {3, 1 << 20}, 0.5);
+  at::set_num_threads(threads);
+  EXPECT_TRUE(torch::equal(one, two));
+  EXPECT_FALSE(torch::equal(one[0], one[1]));
+  EXPECT_FALSE(torch::equal(one[1], one[2]));
+  EXPECT_NEAR(one.std().item<double>(), 0.5, 1e-3);
+  EXPECT_NEAR(one.mean().item<double>(), 0.0, 1e-3);
+  EXPECT_FALSE(torch::equal(full_normal(ctx, "v", {3, 1 << 20}, 0.5), one));
+  const LayerContext other_seed{self.get(), false, 8, torch::kCPU, torch::kFloat, nullptr, nullptr};
+  EXPECT_FALSE(torch::equal(full_normal(other_seed, "w", {3, 1 << 20}, 0.5), one));
+  EXPECT_TRUE(torch::equal(full_normal(ctx, "w", {2, 3}, 1.0).view({-1}), full_normal(ctx, "w", {6}, 1.0)));
 }
 
 TEST(Attention, MatchesTheDirectFormula) {
