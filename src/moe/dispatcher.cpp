@@ -14,9 +14,61 @@ namespace {
 
 int64_t sum(const std::vector<int64_t>& values) { return std::accumulate(values.begin(), values.end(), int64_t{0}); }
 
+// With k copies of every token, copying tokens into rows and summing each token's rows are
+// adjoint gathers: tokens [n, h] -> rows [P, h] (row p copies token token_index[p]) and
+// rows [P, h] -> tokens [n, h] (the sum of rows rows_of_token[t, :]).
+torch::Tensor copy_tokens(const torch::Tensor& tokens, const torch::Tensor& token_index) {
+  return tokens.index_select(0, token_index);
+}
+
+torch::Tensor sum_copies(const torch::Tensor& rows, const torch::Tensor& rows_of_token) {
+  const int64_t n = rows_of_token.size(0), k = rows_of_token.size(1);
+  return rows.index_select(0, rows_of_token.reshape({-1})).view({n, k, rows.size(1)}).sum(1);
+}
+
+// Each as an autograd function whose backward is the other: autograd's own backward of the
+// copy is an index_add (a zero fill and atomic adds, and the order of the adds varies).
+class CopyTokens : public torch::autograd::Function<CopyTokens> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& tokens,
+                               const torch::Tensor& token_index, const torch::Tensor& rows_of_token) {
+    ctx->save_for_backward({rows_of_token});
+    return copy_tokens(tokens, token_index);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    if (!grads[0].defined()) return {torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    return {sum_copies(grads[0].contiguous(), ctx->get_saved_variables()[0]), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+class SumCopies : public torch::autograd::Function<SumCopies> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& rows,
+                               const torch::Tensor& token_index, const torch::Tensor& rows_of_token) {
+    ctx->save_for_backward({token_index});
+    return sum_copies(rows, rows_of_token);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    if (!grads[0].defined()) return {torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    return {copy_tokens(grads[0].contiguous(), ctx->get_saved_variables()[0]), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+// Tokens [n, h] copied into the permutation's rows: [P, h].
+torch::Tensor permute(const torch::Tensor& tokens, const Permutation& perm) {
+  if (perm.rows_of_token.defined()) return CopyTokens::apply(tokens, perm.token_index, perm.rows_of_token);
+  return copy_tokens(tokens, perm.token_index);
+}
+
 // Weighted expert outputs [P, h] summed into the rows of their tokens: [rows, h].
 torch::Tensor unpermute(const torch::Tensor& output, const Permutation& perm, int64_t rows) {
   const torch::Tensor weighted = output * perm.weights.to(output.scalar_type()).unsqueeze(1);
+  if (perm.rows_of_token.defined()) {
+    FT_CHECK(perm.rows_of_token.size(0) == rows, "unpermute: rows_of_token does not cover the tokens");
+    return SumCopies::apply(weighted, perm.token_index, perm.rows_of_token);
+  }
   return torch::zeros({rows, output.size(1)}, output.options()).index_add(0, perm.token_index, weighted);
 }
 
@@ -113,9 +165,11 @@ class AllGatherDispatcher : public TokenDispatcher {
       perm_ = permute_by_slots(torch::cat(slot_parts, 1), torch::cat(valid_parts, 1).to(torch::kBool), probs);
     } else {
       const torch::Tensor map = group_.all_gather(routing.routing_map.to(torch::kInt).contiguous(), rows_);  // [N, E]
-      perm_ = permute_by_map(map.narrow(1, first, local).to(torch::kBool), probs);
+      // Dropless with every expert on this rank: each token has topk copies here.
+      const bool same_copies = routing.capacity < 0 && local == experts;
+      perm_ = permute_by_map(map.narrow(1, first, local).to(torch::kBool), probs, same_copies);
     }
-    return {tokens.index_select(0, perm_.token_index), perm_.counts};
+    return {permute(tokens, perm_), perm_.counts};
   }
 
   torch::Tensor combine(const torch::Tensor& expert_output) override {
@@ -140,9 +194,10 @@ class AllToAllDispatcher : public TokenDispatcher {
 
   Dispatched dispatch(const torch::Tensor& hidden, const Routing& routing) override {
     n_ = hidden.size(0);
+    // Dropless: every token has topk copies in the map (all experts).
     perm_ = routing.slots.defined() ? permute_by_slots(routing.slots, routing.slot_valid, routing.probs)
-                                    : permute_by_map(routing.routing_map, routing.probs);
-    const torch::Tensor permuted = hidden.index_select(0, perm_.token_index);  // [P, h] by expert
+                                    : permute_by_map(routing.routing_map, routing.probs, routing.capacity < 0);
+    const torch::Tensor permuted = permute(hidden, perm_);  // [P, h] by expert
     // Every rank's coordinates and per-expert counts (host).
     std::vector<int64_t> mine{etp_.rank(), ep_.rank()};
     mine.insert(mine.end(), perm_.counts.begin(), perm_.counts.end());
@@ -212,7 +267,7 @@ class AllToAllDispatcher : public TokenDispatcher {
 
 }  // namespace
 
-Permutation permute_by_map(const torch::Tensor& routing_map, const torch::Tensor& probs) {
+Permutation permute_by_map(const torch::Tensor& routing_map, const torch::Tensor& probs, bool same_copies_per_token) {
   const int64_t n = routing_map.size(0), experts = routing_map.size(1);
   Permutation perm;
   const torch::Tensor counts = routing_map.sum(0).to(torch::kCPU);  // the one host sync
@@ -224,6 +279,11 @@ Permutation permute_by_map(const torch::Tensor& routing_map, const torch::Tensor
   const torch::Tensor order = std::get<1>(flat.sort(/*stable=*/true, /*dim=*/0, /*descending=*/true)).narrow(0, 0, total);
   perm.token_index = order.remainder(std::max<int64_t>(n, 1));
   perm.weights = probs.t().reshape({-1}).index_select(0, order);
+  if (same_copies_per_token && n > 0) {
+    FT_CHECK(total % n == 0, "permute_by_map: tokens have different numbers of copies");
+    // Rows sorted by token (stably: expert order within a token), k per token.
+    perm.rows_of_token = std::get<1>(perm.token_index.sort(/*stable=*/true, /*dim=*/0, /*descending=*/false)).view({n, total / n});
+  }
   return perm;
 }
 

@@ -37,11 +37,16 @@ struct Permutation {
   torch::Tensor token_index;    // [P] int64
   torch::Tensor weights;        // [P] routing weights (differentiable)
   std::vector<int64_t> counts;  // [experts] rows per expert (host)
+  // [n, k] int64: the rows of each token's k copies, when every token has k (dropless routing
+  // over all experts); then dispatch and combine are gathers both ways, without index_add.
+  torch::Tensor rows_of_token;
 };
 
 // Copies of routing_map [n, E'] (true: routed) sorted by expert, then token; weights from
-// probs [n, E']. One host sync (the counts).
-Permutation permute_by_map(const torch::Tensor& routing_map, const torch::Tensor& probs);
+// probs [n, E']. One host sync (the counts). `same_copies_per_token`: the map routes every token
+// to the same number of experts (dropless, all experts), so rows_of_token is filled.
+Permutation permute_by_map(const torch::Tensor& routing_map, const torch::Tensor& probs,
+                           bool same_copies_per_token = false);
 // Copies of pad_to_capacity slots [E', cap] (valid [E', cap]); padding slots weigh 0. No host sync.
 Permutation permute_by_slots(const torch::Tensor& slots, const torch::Tensor& valid, const torch::Tensor& probs);
 

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "layers/context.h"
+#include "moe/dispatcher.h"
 #include "moe/experts.h"
 #include "moe/moe_layer.h"
 #include "mpi_test.h"
@@ -111,6 +112,60 @@ TEST(MoeExperts, FusedWeightGradientsGoStraightIntoFp32MainGradients) {
       EXPECT_GT(error, 1e-4) << "a bf16 gradient widened afterwards carries bf16 rounding";
       EXPECT_LT(error, 1e-2);
     }
+  }
+}
+
+TEST(MoeDispatcher, DroplessDispatchAndCombineMatchTheDirectSum) {
+  // Dropless, every expert on this rank: dispatch copies each token into its k rows and combine
+  // sums them back, both as gathers (rows_of_token). Expert e scales its rows by c_e, so
+  // y[t] = sum_e p[t, e] c_e x[t]; dx and dp follow by hand.
+  const int64_t n = 6, experts = 4, k = 2, h = 3;
+  torch::manual_seed(11);
+  const auto dopt = torch::TensorOptions().dtype(torch::kDouble).device(device());
+  std::vector<std::vector<int64_t>> chosen;
+  torch::Tensor map = torch::zeros({n, experts}, torch::kBool);
+  torch::Tensor p = torch::zeros({n, experts}, torch::kDouble);
+  for (int64_t t = 0; t < n; ++t) {
+    const torch::Tensor picks = torch::randperm(experts).narrow(0, 0, k);
+    for (int64_t j = 0; j < k; ++j) {
+      map[t][picks[j].item<int64_t>()] = true;
+      p[t][picks[j].item<int64_t>()] = 0.1 + 0.2 * static_cast<double>(t + j);
+    }
+  }
+  const torch::Tensor scale = torch::tensor({0.5, -1.5, 2.0, 3.0}, torch::kDouble);
+  const torch::Tensor x0 = torch::randn({n, h}, torch::kDouble);
+  const torch::Tensor dy = torch::randn({n, h}, torch::kDouble);
+
+  const Permutation perm = permute_by_map(map.to(device()), p.to(device()), true);
+  ASSERT_TRUE(perm.rows_of_token.defined());
+  ASSERT_EQ(perm.rows_of_token.sizes(), (std::vector<int64_t>{n, k}));
+  const torch::Tensor owner = perm.token_index.index_select(0, perm.rows_of_token.reshape({-1})).view({n, k}).cpu();
+  EXPECT_TRUE(torch::equal(owner, torch::arange(n, torch::kLong).unsqueeze(1).expand({n, k})));
+  EXPECT_FALSE(permute_by_map(map.to(device()), p.to(device())).rows_of_token.defined());
+
+  auto groups = single_process_groups();
+  for (const Dispatcher kind : {Dispatcher::kAllGather, Dispatcher::kAllToAll}) {
+    SCOPED_TRACE(kind == Dispatcher::kAllGather ? "all-gather" : "all-to-all");
+    const auto dispatcher = make_dispatcher(kind, *groups, ExpertShard{experts, 0, 0, 1});
+    Routing routing;
+    routing.routing_map = map.to(device());
+    routing.probs = p.to(dopt).clone().requires_grad_(true);  // a leaf of its own (.to may return p)
+    const torch::Tensor x = x0.to(dopt).clone().requires_grad_(true);
+    const Dispatched d = dispatcher->dispatch(x, routing);
+    ASSERT_EQ(d.tokens.size(0), n * k);
+    std::vector<torch::Tensor> outs;
+    int64_t first = 0;
+    for (int64_t e = 0; e < experts; ++e) {
+      outs.push_back(d.tokens.narrow(0, first, d.counts[e]) * scale[e].item<double>());
+      first += d.counts[e];
+    }
+    const torch::Tensor y = dispatcher->combine(torch::cat(outs, 0));
+    y.backward(dy.to(dopt));
+    const torch::Tensor factor = (p * scale).sum(1, true);  // [n, 1]
+    EXPECT_TRUE(close(y.detach().cpu(), factor * x0, 1e-12, 1e-12));
+    EXPECT_TRUE(close(x.grad().cpu(), factor * dy, 1e-12, 1e-12));
+    const torch::Tensor dp = map.to(torch::kDouble) * scale * (x0 * dy).sum(1, true);  // [n, E]
+    EXPECT_TRUE(close(routing.probs.grad().cpu(), dp, 1e-12, 1e-12));
   }
 }
 
