@@ -42,11 +42,13 @@ torch::Tensor full_normal(const LayerContext& ctx, const std::string& name, at::
   const int64_t count = flat.numel(), blocks = (count + kBlock - 1) / kBlock;
   at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t block = begin; block < end; ++block) {
-      // splitmix64 of the block index keeps neighbouring blocks' seeds unrelated.
+      // splitmix64 of the block index keeps neighbouring blocks' seeds unrelated; torch's
+      // mt19937 keeps 32 bits of a seed, so the high half is folded in (not for block 0).
       uint64_t mix = static_cast<uint64_t>(block) * 0x9e3779b97f4a7c15ull;
       mix = (mix ^ (mix >> 30)) * 0xbf58476d1ce4e5b9ull;
       mix = (mix ^ (mix >> 27)) * 0x94d049bb133111ebull;
-      at::Generator generator = at::detail::createCPUGenerator(block == 0 ? seed : seed ^ (mix ^ (mix >> 31)));
+      const uint64_t block_seed = seed ^ mix ^ (mix >> 31);
+      at::Generator generator = at::detail::createCPUGenerator(block == 0 ? seed : block_seed ^ (block_seed >> 32));
       flat.narrow(0, block * kBlock, std::min(kBlock, count - block * kBlock)).normal_(0.0, 1.0, generator);
     }
   });

@@ -3,6 +3,7 @@
 
 #include <torch/torch.h>
 #ifdef FOLDTRON_WITH_CUDA
+#include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
 #include "layers/rmsnorm_cuda.h"
@@ -19,6 +20,7 @@ class FusedRmsNorm : public torch::autograd::Function<FusedRmsNorm> {
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
                                const torch::Tensor& weight, double eps) {
+    const c10::cuda::CUDAGuard device(x.device());
     const int64_t hidden = x.size(-1), rows = x.numel() / hidden;
     torch::Tensor y = torch::empty_like(x, torch::MemoryFormat::Contiguous);          // [..., h]
     torch::Tensor rstd = torch::empty({rows}, x.options().dtype(torch::kFloat));      // [rows]
@@ -31,12 +33,15 @@ class FusedRmsNorm : public torch::autograd::Function<FusedRmsNorm> {
                                                  torch::autograd::variable_list grads) {
     if (!grads[0].defined()) return {torch::Tensor(), torch::Tensor(), torch::Tensor()};
     const torch::autograd::variable_list saved = ctx->get_saved_variables();  // x, weight, rstd
-    const torch::Tensor& x = saved[0];
-    const torch::Tensor& weight = saved[1];
-    const torch::Tensor dy = grads[0].contiguous();
+    const torch::Tensor& x = saved[0];       // [..., h]
+    const torch::Tensor& weight = saved[1];  // [h]
+    const c10::cuda::CUDAGuard device(x.device());
+    torch::Tensor dy = grads[0].contiguous();  // [..., h]
+    // The kernel reads 16 bytes at a time: a contiguous view may start off that alignment.
+    if (reinterpret_cast<uintptr_t>(dy.data_ptr()) % 16 != 0) dy = dy.clone();
     const int64_t hidden = x.size(-1), rows = x.numel() / hidden;
     const int64_t blocks = rmsnorm_backward_blocks(rows);
-    torch::Tensor dx = torch::empty_like(x, torch::MemoryFormat::Contiguous);
+    torch::Tensor dx = torch::empty_like(x, torch::MemoryFormat::Contiguous);                  // [..., h]
     torch::Tensor partial = torch::empty({blocks, hidden}, x.options().dtype(torch::kFloat));  // [blocks, h]
     rmsnorm_backward_cuda(dy.data_ptr(), x.data_ptr(), weight.data_ptr(), saved[2].data_ptr<float>(), dx.data_ptr(),
                           partial.data_ptr<float>(), rows, hidden, blocks, c10::cuda::getCurrentCUDAStream().stream());

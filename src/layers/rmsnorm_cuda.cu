@@ -47,8 +47,11 @@ __device__ float block_sum(float value, float* shared) {
 
 template <int kPer>
 __global__ void __launch_bounds__(kMaxThreads)
-    rmsnorm_forward_kernel(const Pack* __restrict__ x, const Pack* __restrict__ weight, Pack* __restrict__ y,
-                           float* __restrict__ rstd, int64_t rows, int64_t packs, float eps) {
+    rmsnorm_forward_kernel(const Pack* __restrict__ x,       // [rows, packs]
+                           const Pack* __restrict__ weight,  // [packs]
+                           Pack* __restrict__ y,             // [rows, packs]
+                           float* __restrict__ rstd,         // [rows]
+                           int64_t rows, int64_t packs, float eps) {
   __shared__ float shared[33];
   const float inverse_hidden = 1.0f / static_cast<float>(packs * kPack);
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
@@ -85,8 +88,12 @@ __global__ void __launch_bounds__(kMaxThreads)
 
 template <int kPer>
 __global__ void __launch_bounds__(kMaxThreads)
-    rmsnorm_backward_kernel(const Pack* __restrict__ dy, const Pack* __restrict__ x, const Pack* __restrict__ weight,
-                            const float* __restrict__ rstd, Pack* __restrict__ dx, float* __restrict__ dw_partial,
+    rmsnorm_backward_kernel(const Pack* __restrict__ dy,      // [rows, packs]
+                            const Pack* __restrict__ x,       // [rows, packs]
+                            const Pack* __restrict__ weight,  // [packs]
+                            const float* __restrict__ rstd,   // [rows]
+                            Pack* __restrict__ dx,            // [rows, packs]
+                            float* __restrict__ dw_partial,   // [gridDim.x, packs * 8]
                             int64_t rows, int64_t packs) {
   __shared__ float shared[33];
   const float inverse_hidden = 1.0f / static_cast<float>(packs * kPack);
@@ -186,7 +193,9 @@ int64_t rmsnorm_backward_blocks(int64_t rows) {
   int device = 0, sms = 0;
   FT_CUDA_CHECK(cudaGetDevice(&device));
   FT_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  const int64_t blocks = int64_t{4} * sms;  // 4 x 512 threads fill an SM
+  // Up to 4 blocks per SM (4 x 512 threads fill one at hidden >= 4096; smaller rows take fewer
+  // threads per block, and each block then walks more rows).
+  const int64_t blocks = int64_t{4} * sms;
   return rows < blocks ? rows : blocks;
 }
 

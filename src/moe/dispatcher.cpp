@@ -280,6 +280,8 @@ Permutation permute_by_map(const torch::Tensor& routing_map, const torch::Tensor
   perm.token_index = order.remainder(std::max<int64_t>(n, 1));
   perm.weights = probs.t().reshape({-1}).index_select(0, order);
   if (same_copies_per_token && n > 0) {
+    // The caller's promise (dropless top-k over all experts: k distinct experts per token); the
+    // check catches a wrong total only, not uneven counts that sum right.
     FT_CHECK(total % n == 0, "permute_by_map: tokens have different numbers of copies");
     // Rows sorted by token (stably: expert order within a token), k per token.
     perm.rows_of_token = std::get<1>(perm.token_index.sort(/*stable=*/true, /*dim=*/0, /*descending=*/false)).view({n, total / n});

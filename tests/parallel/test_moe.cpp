@@ -3,6 +3,8 @@
 // hand computations, and the distributed layer (both dispatchers, dropless, dropping and
 // pad-to-capacity, ranks and experts with zero tokens) against the single-process layer: outputs,
 // input gradients and every parameter gradient, for every folded layout of the job's world size.
+// Also: the dropless gather-only dispatch and combine against the direct sum, and the fused
+// SwiGLU and expert weight gradients against fp32.
 #include <cmath>
 
 #include "layers/context.h"
@@ -160,6 +162,7 @@ TEST(MoeDispatcher, DroplessDispatchAndCombineMatchTheDirectSum) {
       first += d.counts[e];
     }
     const torch::Tensor y = dispatcher->combine(torch::cat(outs, 0));
+    EXPECT_NE(y.grad_fn()->name().find("SumCopies"), std::string::npos) << y.grad_fn()->name();
     y.backward(dy.to(dopt));
     const torch::Tensor factor = (p * scale).sum(1, true);  // [n, 1]
     EXPECT_TRUE(close(y.detach().cpu(), factor * x0, 1e-12, 1e-12));
