@@ -284,7 +284,8 @@ Permutation permute_by_map(const torch::Tensor& routing_map, const torch::Tensor
     // check catches a wrong total only, not uneven counts that sum right.
     FT_CHECK(total % n == 0, "permute_by_map: tokens have different numbers of copies");
     // Rows sorted by token (stably: expert order within a token), k per token.
-    perm.rows_of_token = std::get<1>(perm.token_index.sort(/*stable=*/true, /*dim=*/0, /*descending=*/false)).view({n, total / n});
+    const torch::Tensor by_token = std::get<1>(perm.token_index.sort(/*stable=*/true, /*dim=*/0, /*descending=*/false));
+    perm.rows_of_token = by_token.view({n, total / n});
   }
   return perm;
 }

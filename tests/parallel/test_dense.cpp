@@ -240,7 +240,8 @@ TEST(Norm, RmsNormMatchesAnFp32ComputationForwardAndBackward) {
   // 702 rows, more than the backward kernel's blocks, so blocks walk several rows; h 12: torch's
   // operations), else torch's operations; against fp32 on the same bf16 input and weight.
   auto self = self_communicator();
-  for (const auto& [rows, h] : std::vector<std::pair<int64_t, int64_t>>{{15, 64}, {15, 24}, {15, 4800}, {15, 12}, {702, 12296}}) {
+  const std::vector<std::pair<int64_t, int64_t>> cases{{15, 64}, {15, 24}, {15, 4800}, {15, 12}, {702, 12296}};
+  for (const auto& [rows, h] : cases) {
     SCOPED_TRACE(::testing::Message() << rows << " rows, hidden " << h);
     torch::manual_seed(h);
     const LayerContext ctx{self.get(), false, 7, device(), torch::kBFloat16, nullptr, nullptr};
@@ -249,7 +250,8 @@ TEST(Norm, RmsNormMatchesAnFp32ComputationForwardAndBackward) {
       torch::NoGradGuard no_grad;
       norm.weight.copy_(1.0 + 0.5 * torch::randn({h}));
     }
-    const torch::Tensor x = (3.0 * torch::randn({3, rows / 3, h})).to(torch::kBFloat16).to(device()).requires_grad_(true);
+    const torch::Tensor x =
+        (3.0 * torch::randn({3, rows / 3, h})).to(torch::kBFloat16).to(device()).requires_grad_(true);
     const torch::Tensor dy = torch::randn({3, rows / 3, h}).to(torch::kBFloat16).to(device());
     const torch::Tensor y = norm.forward(x);
     y.backward(dy);
