@@ -96,8 +96,8 @@ struct LayerContext {
   int64_t tp_size() const;
 };
 
-// The full (unsplit) tensor of parameter `name`, N(0, std^2), fp32 on the CPU: the same on
-// every rank and in every layout for the same seed.
+// The full (unsplit) tensor of parameter `name`, N(0, std^2), fp32 on ctx.device: the same on
+// every rank, in every layout and on every device for the same seed (drawn on the CPU).
 torch::Tensor full_normal(const LayerContext& ctx, const std::string& name, at::IntArrayRef shape, double std);
 
 // This rank's chunk of `full` along `dim` (tp must divide it), as a parameter in ctx's dtype and
