@@ -75,7 +75,9 @@ torch::Device rank_device(bool cuda, const ParallelConfig& parallel) {
     torch::set_num_threads(1);
     return torch::kCPU;
   }
-  return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(local_cuda_device(parallel.devices_per_node)));
+  const int index = local_cuda_device(parallel.devices_per_node);
+  torch_compat::set_cuda_device(index);  // kernels and streams of this rank go to its GPU
+  return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(index));
 }
 
 std::string environment_help() {

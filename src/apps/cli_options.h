@@ -39,8 +39,8 @@ void add_device_option(CLI::App& app, std::string& device);
 // Whether the --device value asks for CUDA (auto: when this build and machine have it); a
 // UsageError for cuda without CUDA.
 bool use_cuda(const std::string& device);
-// This rank's device: its GPU (by local rank, parallel.devices_per_node), or the CPU with one
-// torch thread per rank. Collective over MPI_COMM_WORLD when cuda.
+// This rank's device: its GPU (by local rank, parallel.devices_per_node), made the current CUDA
+// device, or the CPU with one torch thread per rank. Collective over MPI_COMM_WORLD when cuda.
 torch::Device rank_device(bool cuda, const ParallelConfig& parallel);
 
 // The help footer listing the environment variables foldtron reads.

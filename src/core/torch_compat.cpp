@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 #ifdef FOLDTRON_WITH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAFunctions.h>
 #endif
 
 namespace foldtron::torch_compat {
@@ -31,6 +32,14 @@ double cuda_peak_memory_gb(int device) {
 #else
   (void)device;
   return 0.0;
+#endif
+}
+
+void set_cuda_device(int device) {
+#ifdef FOLDTRON_WITH_CUDA
+  c10::cuda::set_device(static_cast<c10::DeviceIndex>(device));
+#else
+  (void)device;
 #endif
 }
 

@@ -21,6 +21,9 @@ bool built_with_cuda();
 int cuda_device_count();
 // Peak bytes the CUDA caching allocator has handed out on `device` (GiB); 0 without CUDA.
 double cuda_peak_memory_gb(int device);
+// Makes `device` the calling thread's current CUDA device: each rank's own GPU, since
+// foldtron's kernels launch on the current device's stream. A no-op without CUDA.
+void set_cuda_device(int device);
 
 // A Kineto trace (CPU ops, and CUDA kernels and copies when `cuda`) from start_trace() to
 // stop_trace(), written as a Chrome trace JSON file to `path`.

@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include "core/torch_compat.h"
 #include "mpi_test.h"
 #include "parallel/mpi_runtime.h"
 
@@ -95,6 +96,8 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--device=cuda") == 0) use_cuda = true;
   }
+  // As the trainer does: this rank's GPU is its current device (foldtron's kernels use its stream).
+  if (use_cuda) foldtron::torch_compat::set_cuda_device(static_cast<int>(device().index()));
   torch::set_num_threads(1);
   ::testing::TestEventListeners& listeners = ::testing::UnitTest::GetInstance()->listeners();
   if (rank != 0) {
