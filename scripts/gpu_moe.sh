@@ -10,8 +10,9 @@
 # Usage: scripts/gpu_moe.sh [output dir]; PARTS="tests one mb1 torch two" (the default) picks what
 # runs ("fold" runs only the folded, recomputation and context-parallel rows of "two"; "pipe" the
 # pipeline-parallel rows; "probe" the gradient-accumulation fusion probe; "moments" the reference
-# with bf16 AdamW moments; "accum" 8 micro-batches per step, foldtron; "torch_accum" the same PyTorch-native); TESTS the GPU test binaries of the tests part; CTEST_ARGS replaces the build's "-L unit"
-# (e.g. "-R ^$" runs no test).
+# with bf16 AdamW moments; "accum" 8 micro-batches per step, foldtron; "torch_accum" the same,
+# PyTorch-native); TESTS the GPU test binaries of the tests part; CTEST_ARGS replaces the build's
+# "-L unit" (e.g. "-R ^$" runs no test).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-${OUT:-/tmp}}
