@@ -39,6 +39,11 @@ run_train() {  # run_train NAME RANKS SECONDS FLAGS...
   step "$limit" $mpi -np "$np" build-gpu/bin/foldtron train "$@" --metrics-file "$out/$name.jsonl" > "$out/$name.log" 2>&1
   grep -E "step (1|15)/|mean step|error" "$out/$name.log" | cut -c1-250
 }
+run_native() {  # run_native NAME SECONDS FLAGS...: the PyTorch-native step (bench/torch_native_moe.py)
+  local name=$1 limit=$2; shift 2
+  step "$limit" python3 bench/torch_native_moe.py "$@" > "$out/$name.log" 2>&1
+  grep RESULT "$out/$name.log" || tail -20 "$out/$name.log"
+}
 # The reference run traces its step 13 (logging.profile_step) for bench/trace_summary.py.
 if has one; then
   run_train mixtral4_mb2 1 300 "${ref[@]}" --micro-batch-size 2 --global-batch-size 2 \
@@ -62,10 +67,8 @@ if has moments; then
 fi
 has mb1 && run_train mixtral4_mb1 1 300 "${ref[@]}" --micro-batch-size 1 --global-batch-size 1
 if has torch; then
-  step 300 python3 bench/torch_native_moe.py > "$out/torch_eager.log" 2>&1
-  grep RESULT "$out/torch_eager.log" || tail -20 "$out/torch_eager.log"
-  step 400 python3 bench/torch_native_moe.py --compile > "$out/torch_compile.log" 2>&1
-  grep RESULT "$out/torch_compile.log" || tail -20 "$out/torch_compile.log"
+  run_native torch_eager 300
+  run_native torch_compile 400 --compile
 fi
 if has accum; then
   # Gradient accumulation as training runs it: 8 micro-batches of 2 per AdamW step (global batch
@@ -76,10 +79,8 @@ if has accum; then
     --set train.adam_moments_dtype=bf16
 fi
 if has torch_accum; then
-  step 300 python3 bench/torch_native_moe.py --accum 8 > "$out/torch_eager_accum8.log" 2>&1
-  grep RESULT "$out/torch_eager_accum8.log" || tail -20 "$out/torch_eager_accum8.log"
-  step 400 python3 bench/torch_native_moe.py --accum 8 --compile > "$out/torch_compile_accum8.log" 2>&1
-  grep RESULT "$out/torch_compile_accum8.log" || tail -20 "$out/torch_compile_accum8.log"
+  run_native torch_eager_accum8 300 --accum 8
+  run_native torch_compile_accum8 400 --accum 8 --compile
 fi
 if has two && [[ $gpus -ge 2 ]]; then
   # Two GPUs: expert parallel, tensor parallel, and folded (attention tp 2, experts ep 2 x etp 1).

@@ -33,8 +33,7 @@ int64_t LayerContext::tp_size() const { return tp ? tp->size() : 1; }
 torch::Tensor full_normal(const LayerContext& ctx, const std::string& name, at::IntArrayRef shape, double std) {
   // Blocks of 2^20 values, each from its own generator (block 0's seed is the tensor's, so
   // smaller tensors are one torch::randn), filled in parallel: the values depend on the name,
-  // the seed and the shape only, not on the thread count. (With one generator per tensor a
-  // 6 B-parameter model took 121 s to initialize on the H200 machine, 73-86 s with blocks.)
+  // the seed and the shape only, not on the thread count.
   constexpr int64_t kBlock = int64_t{1} << 20;
   const uint64_t seed = fnv1a(name) ^ static_cast<uint64_t>(ctx.seed);
   // For a GPU the values go through pinned host memory, which torch's caching host allocator

@@ -3,7 +3,6 @@
 
 #include <torch/torch.h>
 #ifdef FOLDTRON_WITH_CUDA
-#include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
 #include "layers/rmsnorm_cuda.h"
@@ -20,7 +19,6 @@ class FusedRmsNorm : public torch::autograd::Function<FusedRmsNorm> {
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
                                const torch::Tensor& weight, double eps) {
-    const c10::cuda::CUDAGuard device(x.device());
     const int64_t hidden = x.size(-1), rows = x.numel() / hidden;
     torch::Tensor y = torch::empty_like(x, torch::MemoryFormat::Contiguous);          // [..., h]
     torch::Tensor rstd = torch::empty({rows}, x.options().dtype(torch::kFloat));      // [rows]
@@ -35,7 +33,6 @@ class FusedRmsNorm : public torch::autograd::Function<FusedRmsNorm> {
     const torch::autograd::variable_list saved = ctx->get_saved_variables();  // x, weight, rstd
     const torch::Tensor& x = saved[0];       // [..., h]
     const torch::Tensor& weight = saved[1];  // [h]
-    const c10::cuda::CUDAGuard device(x.device());
     torch::Tensor dy = grads[0].contiguous();  // [..., h]
     // The kernel reads 16 bytes at a time: a contiguous view may start off that alignment.
     if (reinterpret_cast<uintptr_t>(dy.data_ptr()) % 16 != 0) dy = dy.clone();
