@@ -12,6 +12,16 @@
 #include "parallel/process_groups.h"
 
 namespace foldtron::cli {
+namespace {
+
+std::string& log_level_flag() {
+  static std::string level;  // empty: not given
+  return level;
+}
+
+}  // namespace
+
+void set_log_level_flag(const std::string& level) { log_level_flag() = level; }
 
 void ConfigOptions::add_to(CLI::App& app) {
   app.add_option("--config", sources_.config_file, "YAML config file (sections model, moe, parallel, train, data, "
@@ -52,6 +62,7 @@ ConfigSources ConfigOptions::with_flags(const std::vector<std::string>& flag_ove
   }
   if (sequence_parallel_flag_->count() > 0) sources.overrides.push_back("parallel.sequence_parallel=true");
   sources.overrides.insert(sources.overrides.end(), flag_overrides.begin(), flag_overrides.end());
+  if (!log_level_flag().empty()) sources.overrides.push_back("logging.level=" + log_level_flag());
   return sources;
 }
 

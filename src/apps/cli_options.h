@@ -43,6 +43,9 @@ bool use_cuda(const std::string& device);
 // device, or the CPU with one torch thread per rank. Collective over MPI_COMM_WORLD when cuda.
 torch::Device rank_device(bool cuda, const ParallelConfig& parallel);
 
+// The root's --log-level, when given: every config then loads with logging.level set to it.
+void set_log_level_flag(const std::string& level);
+
 // The help footer listing the environment variables foldtron reads.
 std::string environment_help();
 

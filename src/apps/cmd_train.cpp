@@ -1,5 +1,5 @@
 // `foldtron train`: validate the config on every rank, start MPI and the process groups, train,
-// and (with --generate N) print a greedy continuation of --prompt. Launched like any MPI job:
+// and (with --generate N) print a continuation of --prompt. Launched like any MPI job:
 //   mpirun -np 4 foldtron train --preset demo
 #include <filesystem>
 #include <fstream>
@@ -44,8 +44,8 @@ Runner register_train(CLI::App& root) {
       {"--seed", "train.seed", "seed of initialization, data order and dropout"},
       {"--log-interval", "logging.log_interval", "steps between progress lines"},
       {"--metrics-file", "logging.metrics_file", "JSONL file with one record per logged step"},
-      {"--prompt", "logging.sample_prompt", "prompt of the greedy continuation printed after training"},
-      {"--generate", "logging.sample_tokens", "bytes of greedy continuation to print after training (0: none)"},
+      {"--prompt", "logging.sample_prompt", "prompt of the continuation printed after training"},
+      {"--generate", "logging.sample_tokens", "bytes of continuation to print after training (0: none)"},
   };
   flags->values.reserve(table.size());
   for (const auto& [flag, key, doc] : table) {
@@ -72,8 +72,8 @@ Runner register_train(CLI::App& root) {
         }
       }
       const Config config = flags->config.load(overrides);
-      validate_config(config, mpi.size());  // every rank, before any communicator exists
       log::set_level(config.logging.level);
+      validate_config(config, mpi.size());  // every rank, before any communicator exists
       if (mpi.rank() == 0) {
         log::info("train", "resolved configuration:\n{}", config_to_yaml(config));
         if (!config.logging.run_dir.empty()) {
@@ -86,11 +86,10 @@ Runner register_train(CLI::App& root) {
       ProcessGroups groups(topology, make_comm_options(config.parallel, cuda));
       TrainOptions options;
       options.device = rank_device(cuda, config.parallel);
-      options.prompt = config.logging.sample_prompt;
-      options.generate_tokens = config.logging.sample_tokens;
       const TrainResult result = train(config, groups, options);
       if (mpi.rank() == 0 && !result.sample.empty()) {
-        std::cout << fmt::format("\n--- greedy continuation ---\n{}{}\n---------------------------\n",
+        std::cout << fmt::format("\n--- {} continuation ---\n{}{}\n------------------------------\n",
+                                 config.logging.sample_temperature > 0 ? "sampled" : "greedy",
                                  config.logging.sample_prompt, result.sample);
       }
       return 0;

@@ -15,5 +15,6 @@ Runner register_config(CLI::App& root);
 Runner register_info(CLI::App& root);
 Runner register_train(CLI::App& root);
 Runner register_forward(CLI::App& root);
+Runner register_generate(CLI::App& root);
 
 }  // namespace foldtron::cli

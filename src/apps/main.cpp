@@ -7,6 +7,7 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include "apps/cli_options.h"
 #include "apps/commands.h"
 #include "core/errors.h"
 #include "core/log.h"
@@ -21,13 +22,18 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", FOLDTRON_VERSION);
   std::string log_level = "info";
-  app.add_option("--log-level", log_level, "debug, info, warning or error")->capture_default_str();
+  CLI::Option* log_level_flag =
+      app.add_option("--log-level", log_level, "debug, info, warning or error (before or after the command)")
+          ->capture_default_str();
+  // Subcommands (which inherit this) pass root options like --log-level up to the root.
+  app.fallthrough();
   std::map<std::string, cli::Runner> runners{
       {"topology", cli::register_topology(app)},
       {"config", cli::register_config(app)},
       {"info", cli::register_info(app)},
       {"train", cli::register_train(app)},
       {"forward", cli::register_forward(app)},
+      {"generate", cli::register_generate(app)},
   };
   app.footer("Run 'foldtron <command> --help' for a command's options.");
 
@@ -56,6 +62,8 @@ int main(int argc, char** argv) {
       throw UsageError(e.what(), fmt::format("run '{} --help' for the valid options", command));
     }
     log::set_level(log::parse_level(log_level));
+    // Commands that read a config take it as logging.level, above the config's own.
+    if (log_level_flag->count() > 0) cli::set_log_level_flag(log_level);
     return runners.at(app.get_subcommands().front()->get_name())();
   });
 }

@@ -1,6 +1,7 @@
 // Hugging Face config.json -> Config (see hf_config.h). The key names and defaults follow
-// transformers' LlamaConfig, MixtralConfig and Qwen2MoeConfig; keys that change the network's
-// shape are required (save_pretrained always writes them) rather than silently defaulted.
+// transformers' LlamaConfig, MixtralConfig, Qwen2MoeConfig, Qwen3MoeConfig and MarianConfig; keys
+// that change the network's shape are required (save_pretrained always writes them) rather than
+// silently defaulted.
 #include "checkpoint/hf_config.h"
 
 #include <algorithm>
@@ -107,10 +108,75 @@ double read_rope_theta(const Keys& keys, const json& root) {
   return theta;
 }
 
+// Marian (MarianMTModel): a post-norm encoder-decoder with biases everywhere, LayerNorm, fixed
+// sinusoidal positions, scaled embeddings shared by the encoder, the decoder and the output
+// layer, and final_logits_bias. Encoder and decoder must have the same width, heads and FFN.
+Config marian_config(const Keys& keys, const json& root) {
+  const std::string& file = keys.file();
+  Config config;
+  ModelConfig& m = config.model;
+  m.architecture = Architecture::kMarian;
+  m.hidden_size = keys.required<int64_t>("d_model");
+  m.encoder_layers = keys.required<int64_t>("encoder_layers");
+  m.num_layers = keys.required<int64_t>("decoder_layers");
+  m.num_attention_heads = keys.required<int64_t>("encoder_attention_heads");
+  m.ffn_hidden_size = keys.required<int64_t>("encoder_ffn_dim");
+  for (const auto& [decoder_key, encoder_value] :
+       std::vector<std::pair<std::string, int64_t>>{{"decoder_attention_heads", m.num_attention_heads},
+                                                    {"decoder_ffn_dim", m.ffn_hidden_size}}) {
+    const int64_t value = keys.optional<int64_t>(decoder_key, encoder_value);
+    if (value != encoder_value) {
+      throw unsupported(file, fmt::format("{} {} differs from the encoder's {}", decoder_key, value, encoder_value),
+                        "foldtron's encoder-decoder uses one width, head count and FFN size for both stacks");
+    }
+  }
+  m.num_query_groups = m.num_attention_heads;
+  m.head_dim = 0;
+  m.vocab_size = keys.required<int64_t>("vocab_size");
+  const int64_t decoder_vocab = keys.optional<int64_t>("decoder_vocab_size", m.vocab_size);
+  if (decoder_vocab != m.vocab_size || !keys.optional<bool>("share_encoder_decoder_embeddings", true)) {
+    throw unsupported(file, "separate source and target vocabularies are not supported",
+                      "foldtron's encoder-decoder shares one vocabulary (share_encoder_decoder_embeddings: true)");
+  }
+  m.max_position_embeddings = keys.required<int64_t>("max_position_embeddings");
+  const std::string act = keys.optional<std::string>("activation_function", "swish");
+  if (act == "swish" || act == "silu") {
+    m.activation = Activation::kSilu;
+  } else if (act == "gelu") {
+    m.activation = Activation::kGelu;
+  } else if (act == "relu") {
+    m.activation = Activation::kRelu;
+  } else {
+    throw unsupported(file, fmt::format("activation_function '{}' is not supported", act),
+                      "foldtron's encoder-decoder takes swish/silu, gelu or relu");
+  }
+  if (keys.optional<bool>("normalize_before", false)) {
+    throw unsupported(file, "normalize_before: true is not Marian's post-norm layout",
+                      "import a Marian checkpoint (post-norm)");
+  }
+  m.normalization = Normalization::kLayerNorm;
+  m.norm_eps = 1e-5;  // torch.nn.LayerNorm's default, which Marian uses
+  m.norm_position = NormPosition::kPost;
+  m.position_embedding = PositionKind::kSinusoidal;
+  m.linear_bias = true;
+  m.qkv_bias = true;
+  m.scale_embeddings = keys.optional<bool>("scale_embedding", false);
+  m.final_logits_bias = true;
+  m.tie_embeddings = keys.optional<bool>("tie_word_embeddings", true);
+  m.pad_token_id = keys.optional<int64_t>("pad_token_id", -1);
+  m.decoder_start_token_id = keys.optional<int64_t>("decoder_start_token_id", m.pad_token_id);
+  m.hidden_dropout = keys.optional<double>("dropout", 0.0);
+  m.attention_dropout = keys.optional<double>("attention_dropout", 0.0);
+  m.init_std = keys.optional<double>("init_std", m.init_std);
+  m.params_dtype = DType::kFloat32;
+  (void)root;
+  return config;
+}
+
 }  // namespace
 
 const std::vector<std::string>& hf_supported_model_types() {
-  static const std::vector<std::string> types = {"llama", "mixtral", "qwen2_moe"};
+  static const std::vector<std::string> types = {"llama", "mixtral", "qwen2_moe", "qwen3_moe", "marian"};
   return types;
 }
 
@@ -146,13 +212,15 @@ Config hf_model_config(const std::string& dir) {
     m.architecture = Architecture::kMixtral;
   } else if (type == "qwen2_moe") {
     m.architecture = Architecture::kQwen2Moe;
+  } else if (type == "qwen3_moe") {
+    m.architecture = Architecture::kQwen3Moe;
+  } else if (type == "marian") {
+    return marian_config(keys, root);
   } else {
     throw unsupported(file,
                       fmt::format("model_type '{}' is not supported (supported: {})", type,
                                   fmt::join(hf_supported_model_types(), ", ")),
-                      type == "qwen3_moe" ? "Qwen3-MoE normalizes each head's queries and keys (q_norm, k_norm), "
-                                            "which foldtron does not implement yet"
-                                          : "import a Llama, Mixtral or Qwen2-MoE checkpoint");
+                      "import a checkpoint of one of those families");
   }
 
   // ---- the dense transformer ----
@@ -167,6 +235,8 @@ Config hf_model_config(const std::string& dir) {
   m.norm_eps = keys.required<double>("rms_norm_eps");
   m.normalization = Normalization::kRmsNorm;
   m.tie_embeddings = keys.optional<bool>("tie_word_embeddings", false);
+  // nn.Embedding(padding_idx=pad_token_id): that row gets no gradient from lookups.
+  m.pad_token_id = keys.optional<int64_t>("pad_token_id", -1);
   m.rope_theta = read_rope_theta(keys, root);
   m.params_dtype = DType::kFloat32;
   m.init_std = keys.optional<double>("initializer_range", m.init_std);
@@ -222,21 +292,33 @@ Config hf_model_config(const std::string& dir) {
   }
 
   // Qwen2-MoE: q/k/v always carry biases (transformers 5 spells it qkv_bias), o_proj none.
+  // Qwen3-MoE: no biases (attention_bias would put one on o_proj too), each query and key head
+  // RMS-normalized before rotary, no shared expert.
   if (keys.optional<bool>("use_sliding_window", false)) {
     throw unsupported(file, "use_sliding_window: true (sliding-window attention) is not supported",
                       "foldtron attends over the whole sequence; import a model with use_sliding_window: false");
   }
-  m.qkv_bias = keys.optional<bool>("qkv_bias", true);
+  const bool qwen3 = m.architecture == Architecture::kQwen3Moe;
+  if (qwen3) {
+    if (keys.optional<bool>("attention_bias", false)) {
+      throw unsupported(file, "attention_bias: true (biases on q/k/v and o_proj) is not supported for qwen3_moe",
+                        "import a model with attention_bias: false");
+    }
+    m.qkv_bias = false;
+    m.qk_norm = true;
+  } else {
+    m.qkv_bias = keys.optional<bool>("qkv_bias", true);
+  }
   moe.num_experts = keys.has("num_experts") ? keys.required<int64_t>("num_experts")
                                             : keys.required<int64_t>("num_local_experts");
   if (moe.num_experts == 0) return config;  // transformers builds every layer dense
   moe.topk = keys.required<int64_t>("num_experts_per_tok");
   moe.expert_ffn_hidden_size = keys.required<int64_t>("moe_intermediate_size");
-  moe.shared_expert_ffn_hidden_size = keys.required<int64_t>("shared_expert_intermediate_size");
+  moe.shared_expert_ffn_hidden_size = qwen3 ? 0 : keys.required<int64_t>("shared_expert_intermediate_size");
   moe.shared_expert_gate = moe.shared_expert_ffn_hidden_size > 0;
   moe.router_score = RouterScore::kSoftmax;
   moe.router_pre_softmax = true;
-  moe.normalize_topk = keys.optional<bool>("norm_topk_prob", false);
+  moe.normalize_topk = keys.optional<bool>("norm_topk_prob", qwen3);
   moe.aux_loss_coeff = keys.optional<double>("router_aux_loss_coef", 0.001);
   // transformers makes layer i sparse when i is not in mlp_only_layers and (i + 1) % step == 0;
   // foldtron's layer_step counts from layer 0 (i % step == 0), so spell the dense layers out.

@@ -1,6 +1,6 @@
-// Hugging Face config.json -> foldtron Config: the model and moe sections of a Llama, Mixtral or
-// Qwen2-MoE model directory, so `foldtron forward/convert --model-dir` builds the same network
-// that transformers builds. Anything foldtron cannot reproduce exactly (another model_type, an
+// Hugging Face config.json -> foldtron Config: the model and moe sections of a Llama, Mixtral,
+// Qwen2-MoE, Qwen3-MoE or Marian model directory, so `foldtron forward/generate --model-dir`
+// builds the same network that transformers builds. Anything foldtron cannot reproduce exactly (another model_type, an
 // activation other than SiLU, scaled rotary, sliding-window attention, MLP or output-projection
 // biases) is refused with a CheckpointError instead of being approximated.
 #pragma once

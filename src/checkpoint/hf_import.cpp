@@ -10,6 +10,7 @@
 #include "checkpoint/safetensors.h"
 #include "core/errors.h"
 #include "core/text.h"
+#include "models/model.h"
 
 namespace foldtron {
 namespace {
@@ -21,7 +22,7 @@ std::string first_present(const HfCheckpoint& checkpoint, const std::vector<std:
   }
   throw CheckpointError(fmt::format("the checkpoint in '{}' has none of the tensors {}", checkpoint.dir(),
                                     fmt::format("'{}'", fmt::join(names, "', '"))),
-                        "is this directory a Llama, Mixtral or Qwen2-MoE checkpoint matching its config.json?");
+                        "is this directory a checkpoint of the family its config.json names?");
 }
 
 torch::Tensor load_checked(const HfCheckpoint& checkpoint, const std::string& name, at::IntArrayRef shape) {
@@ -33,13 +34,6 @@ torch::Tensor load_checked(const HfCheckpoint& checkpoint, const std::string& na
                           "the weights and config.json do not belong together");
   }
   return full;
-}
-
-// The full shape of a parameter from its shard and layout (experts: the local ones).
-std::vector<int64_t> full_shape(const torch::Tensor& param, const ParamInfo& info) {
-  std::vector<int64_t> shape(param.sizes().begin(), param.sizes().end());
-  if (info.tp_split_dim >= 0) shape[static_cast<size_t>(info.tp_split_dim)] *= info.split_size;
-  return shape;
 }
 
 // One expert's [gate; up] rows [2F, h] or down [h, F], from per-expert or fused tensors.
@@ -63,18 +57,15 @@ torch::Tensor expert_tensor(const HfCheckpoint& checkpoint, const std::string& l
 
 }  // namespace
 
-std::string hf_name(const std::string& name) { return name.rfind("lm_head", 0) == 0 ? name : "model." + name; }
-
-void load_hf_weights(torch::nn::Module& model, const ParamRegistry& registry, const HfCheckpoint& checkpoint) {
+void load_hf_weights(Model& model, const HfCheckpoint& checkpoint) {
   torch::NoGradGuard no_grad;
   static const std::regex expert_stack(R"(layers\.(\d+)\.mlp\.experts\.(gate_up_proj|down_proj))");
   static const std::regex expert_single(R"(layers\.(\d+)\.mlp\.experts\.(\d+)\.(gate_proj|up_proj|down_proj))");
   static const std::regex router(R"(layers\.(\d+)\.mlp\.gate\.weight)");
-  for (const auto& item : model.named_parameters()) {
-    const std::string& name = item.key();
-    torch::Tensor param = item.value();
-    const ParamInfo info = registry.info(param);
-    const std::vector<int64_t> shape = full_shape(param, info);
+  const ParamRegistry& registry = model.registry();
+  const auto load_into = [&](const std::string& name, torch::Tensor target) {
+    const ParamInfo info = registry.info(target);
+    const std::vector<int64_t> shape = global_shape(target, info);
     std::smatch match;
     torch::Tensor full;
     if (std::regex_match(name, match, expert_stack)) {  // [E/ep, 2F, h] or [E/ep, h, F]
@@ -98,9 +89,24 @@ void load_hf_weights(torch::nn::Module& model, const ParamRegistry& registry, co
                           first_present(checkpoint, {layer + ".mlp.gate.weight", layer + ".block_sparse_moe.gate.weight"}),
                           shape);
     } else {
-      full = load_checked(checkpoint, hf_name(name), shape);
+      const std::string hf = model.hf_name(name);
+      if (hf.empty()) {
+        throw CheckpointError(fmt::format("'{}' of the {} model has no Hugging Face counterpart", name,
+                                          enum_name(model.architecture())),
+                              "import checkpoints of the families Hugging Face has (docs/models.md)");
+      }
+      // Hugging Face keeps some vectors as [1, n] (Marian's final_logits_bias).
+      const std::vector<int64_t> stored = checkpoint.has(hf) ? checkpoint.shape(hf) : shape;
+      const bool row = stored.size() == 2 && stored[0] == 1 && shape.size() == 1;
+      full = load_checked(checkpoint, hf, row ? std::vector<int64_t>{1, shape[0]} : shape).reshape(shape);
     }
-    param.copy_(shard_of(full, info).to(param.scalar_type()));
+    target.copy_(shard_of(full, info).to(target.scalar_type()));
+  };
+  for (const auto& item : model.named_parameters()) load_into(item.key(), item.value());
+  // Buffers that are weights carry a layout in the registry (the rest is state: router counts,
+  // sinusoidal tables).
+  for (const auto& item : model.named_buffers()) {
+    if (registry.has(item.value())) load_into(item.key(), item.value());
   }
 }
 

@@ -10,9 +10,11 @@ namespace foldtron {
     return names;                                                  \
   }
 
-FOLDTRON_ENUM_NAMES(Architecture, "llama", "mixtral", "qwen2_moe")
+FOLDTRON_ENUM_NAMES(Architecture, "llama", "mixtral", "qwen2_moe", "qwen3_moe", "marian")
 FOLDTRON_ENUM_NAMES(Normalization, "rmsnorm", "layernorm")
-FOLDTRON_ENUM_NAMES(Activation, "swiglu", "gelu")
+FOLDTRON_ENUM_NAMES(Activation, "swiglu", "gelu", "relu", "silu")
+FOLDTRON_ENUM_NAMES(NormPosition, "pre", "post")
+FOLDTRON_ENUM_NAMES(PositionKind, "rotary", "learned", "sinusoidal")
 FOLDTRON_ENUM_NAMES(DType, "fp32", "bf16")
 FOLDTRON_ENUM_NAMES(RouterScore, "softmax", "sigmoid")
 FOLDTRON_ENUM_NAMES(LoadBalancing, "aux_loss", "seq_aux_loss", "sinkhorn", "none")

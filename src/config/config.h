@@ -17,9 +17,14 @@ namespace foldtron {
 
 // ---- enumerations (spelled in YAML as the strings of enum_names) ----
 
-enum class Architecture { kLlama, kMixtral, kQwen2Moe };
+// Model families (models/registry.cpp): decoder-only language models (llama dense; mixtral,
+// qwen2_moe, qwen3_moe with experts) and the encoder-decoder (marian, also XLM-style).
+enum class Architecture { kLlama, kMixtral, kQwen2Moe, kQwen3Moe, kMarian };
 enum class Normalization { kRmsNorm, kLayerNorm };
-enum class Activation { kSwiglu, kGelu };
+// swiglu is gated (down(silu(gate x) * up x)); the others are fc2(act(fc1 x)).
+enum class Activation { kSwiglu, kGelu, kRelu, kSilu };
+enum class NormPosition { kPre, kPost };  // norm before each sublayer (Llama) or after the residual add (Marian, XLM)
+enum class PositionKind { kRotary, kLearned, kSinusoidal };
 enum class DType { kFloat32, kBfloat16 };
 enum class RouterScore { kSoftmax, kSigmoid };
 enum class LoadBalancing { kAuxLoss, kSeqAuxLoss, kSinkhorn, kNone };
@@ -58,6 +63,17 @@ struct ModelConfig {
   Normalization normalization = Normalization::kRmsNorm;
   Activation activation = Activation::kSwiglu;
   bool qkv_bias = false;
+  bool linear_bias = false;
+  bool qk_norm = false;
+  NormPosition norm_position = NormPosition::kPre;
+  PositionKind position_embedding = PositionKind::kRotary;
+  int64_t encoder_layers = 0;
+  bool scale_embeddings = false;
+  bool embedding_norm = false;
+  int64_t num_languages = 0;
+  bool final_logits_bias = false;
+  int64_t pad_token_id = -1;
+  int64_t decoder_start_token_id = -1;
   bool tie_embeddings = false;
   DType params_dtype = DType::kFloat32;
   double init_std = 0.02;
@@ -67,13 +83,19 @@ struct ModelConfig {
   int64_t recompute_num_layers = 1;
 
   int64_t kv_channels() const { return head_dim > 0 ? head_dim : hidden_size / num_attention_heads; }
+  bool encoder_decoder() const { return architecture == Architecture::kMarian; }
+  // Layers of the whole model: the encoder's, then the decoder's (num_layers).
+  int64_t total_layers() const { return encoder_layers + num_layers; }
+  bool gated_mlp() const { return activation == Activation::kSwiglu; }
 
   bool recompute_core_attn() const { return recompute == Recompute::kCoreAttn || recompute == Recompute::kSelective; }
   bool recompute_moe_act() const { return recompute == Recompute::kMoeAct || recompute == Recompute::kSelective; }
   template <typename V>
   void visit(V& v) {
-    v("architecture", architecture, "model family: llama (dense), mixtral, qwen2_moe");
-    v("num_layers", num_layers, "transformer layers");
+    v("architecture", architecture,
+      "model family: llama (dense), mixtral, qwen2_moe, qwen3_moe (decoder-only), marian (encoder-decoder)");
+    v("num_layers", num_layers, "transformer layers (encoder-decoder: the decoder's)");
+    v("encoder_layers", encoder_layers, "encoder layers of an encoder-decoder (0 for decoder-only models)");
     v("hidden_size", hidden_size, "model width h");
     v("num_attention_heads", num_attention_heads, "query heads a");
     v("num_query_groups", num_query_groups, "key/value heads (grouped-query attention)");
@@ -84,8 +106,19 @@ struct ModelConfig {
     v("rope_theta", rope_theta, "rotary base frequency");
     v("norm_eps", norm_eps, "epsilon of RMSNorm / LayerNorm");
     v("normalization", normalization, "rmsnorm or layernorm");
-    v("activation", activation, "swiglu or gelu");
+    v("activation", activation, "swiglu (gated), or gelu, relu, silu (fc2(act(fc1 x)))");
     v("qkv_bias", qkv_bias, "bias on the query/key/value projections (Qwen2)");
+    v("linear_bias", linear_bias, "bias on every attention and MLP projection (Marian, XLM)");
+    v("qk_norm", qk_norm, "RMSNorm of each query and key head before rotary (Qwen3)");
+    v("norm_position", norm_position, "pre (norm before each sublayer) or post (after the residual add)");
+    v("position_embedding", position_embedding,
+      "rotary (q and k rotated), learned or sinusoidal (added to the embeddings)");
+    v("scale_embeddings", scale_embeddings, "multiply the token embeddings by sqrt(hidden_size)");
+    v("embedding_norm", embedding_norm, "normalize the embeddings (after positions and languages; XLM)");
+    v("num_languages", num_languages, "learned language embeddings added to every position (0: none)");
+    v("final_logits_bias", final_logits_bias, "a bias over the vocabulary added to the logits (Marian)");
+    v("pad_token_id", pad_token_id, "padding token: its embedding row gets no gradient from lookups; -1: none");
+    v("decoder_start_token_id", decoder_start_token_id, "first decoder token of an encoder-decoder; -1: none");
     v("tie_embeddings", tie_embeddings, "share the input embedding with the output layer");
     v("params_dtype", params_dtype, "parameter dtype: fp32 or bf16 (bf16 keeps fp32 main weights)");
     v("init_std", init_std, "standard deviation of the normal weight initialization");
@@ -289,6 +322,10 @@ struct LoggingConfig {
   double peak_tflops = 989.0;
   std::string sample_prompt = "The license";
   int64_t sample_tokens = 0;
+  double sample_temperature = 0.0;
+  int64_t sample_top_k = 0;
+  double sample_top_p = 1.0;
+  int64_t sample_seed = 0;
   int64_t profile_step = 0;
   std::string profile_file = "trace.json";
 
@@ -299,8 +336,12 @@ struct LoggingConfig {
     v("level", level, "debug, info, warning or error");
     v("run_dir", run_dir, "directory for the resolved config and logs; empty: none");
     v("peak_tflops", peak_tflops, "peak TFLOP/s per GPU for MFU (989: H100/H200 dense bf16)");
-    v("sample_prompt", sample_prompt, "prompt of the greedy continuation printed after training");
+    v("sample_prompt", sample_prompt, "prompt of the continuation printed after training");
     v("sample_tokens", sample_tokens, "tokens of that continuation (0: none)");
+    v("sample_temperature", sample_temperature, "sampling temperature of that continuation; 0 decodes greedily");
+    v("sample_top_k", sample_top_k, "sample among the k most likely tokens (0: all)");
+    v("sample_top_p", sample_top_p, "sample among the most likely tokens holding this probability (1: all)");
+    v("sample_seed", sample_seed, "seed of the sampled continuation");
     v("profile_step", profile_step, "step (1-based) traced with the torch profiler on rank 0; 0: none");
     v("profile_file", profile_file, "Chrome trace JSON file of that step");
   }

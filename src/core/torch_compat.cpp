@@ -2,7 +2,10 @@
 #include "core/torch_compat.h"
 
 #include <torch/csrc/autograd/profiler_kineto.h>
+#include <fmt/format.h>
 #include <torch/torch.h>
+
+#include "core/errors.h"
 #ifdef FOLDTRON_WITH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
@@ -40,6 +43,67 @@ void set_cuda_device(int device) {
   c10::cuda::set_device(static_cast<c10::DeviceIndex>(device));
 #else
   (void)device;
+#endif
+}
+
+namespace {
+
+[[noreturn]] void missing(const char* what) {
+  throw InternalError(fmt::format("{} needs a newer torch than {} (check torch_compat::has_* first)", what,
+                                  TORCH_VERSION));
+}
+
+}  // namespace
+
+torch::Tensor scaled_dot_product_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                                           const torch::Tensor& mask, bool causal, double scale) {
+#if FOLDTRON_TORCH_AT_LEAST(2, 0)
+  return at::scaled_dot_product_attention(q, k, v, mask.defined() ? c10::optional<torch::Tensor>(mask) : c10::nullopt,
+                                          0.0, causal, scale);
+#else
+  (void)q, (void)k, (void)v, (void)mask, (void)causal, (void)scale;
+  missing("scaled_dot_product_attention");
+#endif
+}
+
+torch::Tensor grouped_mm(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& offs) {
+#if FOLDTRON_TORCH_AT_LEAST(2, 8)
+  return at::_grouped_mm(a, b, offs);
+#else
+  (void)a, (void)b, (void)offs;
+  missing("grouped_mm");
+#endif
+}
+
+void mm_fp32_out(const torch::Tensor& out, const torch::Tensor& a, const torch::Tensor& b, bool accumulate) {
+#if FOLDTRON_TORCH_AT_LEAST(2, 9)
+  torch::Tensor target = out;
+  if (accumulate) {
+    at::_ops::addmm_dtype_out::call(target, a, b, torch::kFloat, 1, 1, target);
+  } else {
+    at::_ops::mm_dtype_out::call(a, b, torch::kFloat, target);
+  }
+#else
+  (void)out, (void)a, (void)b, (void)accumulate;
+  missing("mm_fp32_out");
+#endif
+}
+
+std::vector<torch::Tensor> foreach_norm(const std::vector<torch::Tensor>& tensors) {
+#if FOLDTRON_TORCH_AT_LEAST(2, 1)
+  return at::_foreach_norm(tensors, 2);
+#else
+  (void)tensors;
+  missing("foreach_norm");
+#endif
+}
+
+void foreach_copy(const std::vector<torch::Tensor>& into, const std::vector<torch::Tensor>& from) {
+#if FOLDTRON_TORCH_AT_LEAST(2, 2)
+  at::_foreach_copy_(into, from);
+#else
+  (void)into, (void)from;
+  missing("foreach_copy");
 #endif
 }
 

@@ -4,6 +4,9 @@
 #pragma once
 
 #include <string>
+#include <vector>
+
+#include <torch/types.h>
 
 namespace foldtron::torch_compat {
 
@@ -13,8 +16,27 @@ int torch_major();
 int torch_minor();
 
 // Fused kernels that appeared after 1.13.
-constexpr bool has_sdpa();        // at::scaled_dot_product_attention (torch >= 2.0)
-constexpr bool has_grouped_mm();  // at::_grouped_mm (torch >= 2.8, CUDA)
+constexpr bool has_sdpa();          // at::scaled_dot_product_attention (torch >= 2.0)
+constexpr bool has_grouped_mm();    // at::_grouped_mm (torch >= 2.8, CUDA)
+constexpr bool has_foreach_norm();  // at::_foreach_norm (torch >= 2.1)
+constexpr bool has_foreach_copy();  // at::_foreach_copy_ (torch >= 2.2)
+constexpr bool has_mm_fp32_out();   // mm/addmm of 16-bit inputs into an fp32 output (torch >= 2.9)
+
+// The operations behind those queries. Each throws InternalError where its query is false;
+// callers check the query (and fall back to plain operations) first.
+// Softmax attention of q [b, hq, sq, d] over k, v [b, hq, sk, d]: causal (top-left aligned) when
+// `causal`, else over the bool [sq, sk] or [b, 1, sq, sk] `mask` (true: attend; undefined: all).
+torch::Tensor scaled_dot_product_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                                           const torch::Tensor& mask, bool causal, double scale);
+// y [R, N] = x [R, K] w[e]^T for the rows of each expert e (offs [E] int32: row ends), w [E, N, K]
+// given as its transpose [E, K, N]; or the weight gradient form a [N, R], b [R, K] -> [E, N, K].
+torch::Tensor grouped_mm(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& offs);
+// out (fp32) = a b, or out += a b when `accumulate`: 16-bit inputs, fp32 accumulation and output.
+void mm_fp32_out(const torch::Tensor& out, const torch::Tensor& a, const torch::Tensor& b, bool accumulate);
+// The L2 norm of each tensor (fp32 results), one fused launch per dtype.
+std::vector<torch::Tensor> foreach_norm(const std::vector<torch::Tensor>& tensors);
+// into[i] <- from[i] (converting dtypes), vectorized across the tensors.
+void foreach_copy(const std::vector<torch::Tensor>& into, const std::vector<torch::Tensor>& from);
 
 // Built with the CUDA/NCCL paths, and how many CUDA devices this process sees (0 without).
 bool built_with_cuda();

@@ -1,4 +1,5 @@
-// constexpr parts of torch_compat.h (they need torch's version macros, which are light).
+// constexpr parts of torch_compat.h (they need torch's version macros, which are light). The
+// version macro is for torch_compat's own files only: every other file asks the has_* queries.
 #pragma once
 
 #include <torch/version.h>
@@ -10,5 +11,8 @@ namespace foldtron::torch_compat {
 
 constexpr bool has_sdpa() { return FOLDTRON_TORCH_AT_LEAST(2, 0); }
 constexpr bool has_grouped_mm() { return FOLDTRON_TORCH_AT_LEAST(2, 8); }
+constexpr bool has_foreach_norm() { return FOLDTRON_TORCH_AT_LEAST(2, 1); }
+constexpr bool has_foreach_copy() { return FOLDTRON_TORCH_AT_LEAST(2, 2); }
+constexpr bool has_mm_fp32_out() { return FOLDTRON_TORCH_AT_LEAST(2, 9); }
 
 }  // namespace foldtron::torch_compat

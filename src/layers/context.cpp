@@ -7,6 +7,7 @@
 
 #include "core/errors.h"
 #include "parallel/communicator.h"
+#include "parallel/process_groups.h"
 
 namespace foldtron {
 namespace {
@@ -29,6 +30,7 @@ torch::Tensor as_param(const LayerContext& ctx, const torch::Tensor& value) {
 
 int64_t LayerContext::tp_rank() const { return tp ? tp->rank() : 0; }
 int64_t LayerContext::tp_size() const { return tp ? tp->size() : 1; }
+bool LayerContext::context_parallel() const { return groups != nullptr && groups->cp().size() > 1 && !*decoding; }
 
 torch::Tensor full_normal(const LayerContext& ctx, const std::string& name, at::IntArrayRef shape, double std) {
   // Blocks of 2^20 values, each from its own generator (block 0's seed is the tensor's, so
@@ -58,38 +60,16 @@ torch::Tensor full_normal(const LayerContext& ctx, const std::string& name, at::
   return staged ? full.to(ctx.device).mul_(std) : full.mul_(std);
 }
 
-torch::Tensor shard_of(const torch::Tensor& full, const ParamInfo& info) {
-  if (info.tp_split_dim < 0 || info.split_size == 1) return full;
-  const int64_t dim = info.tp_split_dim;
-  FT_CHECK(full.size(dim) % (info.split_parts * info.split_size) == 0, "parameter dimension does not split");
-  std::vector<torch::Tensor> pieces;
-  for (const torch::Tensor& part : full.chunk(info.split_parts, dim)) {
-    pieces.push_back(part.chunk(info.split_size, dim)[info.split_rank]);
-  }
-  return pieces.size() == 1 ? pieces.front() : torch::cat(pieces, dim);
-}
-
-torch::Tensor unshard(const std::vector<torch::Tensor>& shards, const ParamInfo& info) {
-  if (info.tp_split_dim < 0 || shards.size() == 1) return shards.front();
-  const int64_t dim = info.tp_split_dim;
-  std::vector<torch::Tensor> parts;  // part p = cat over ranks of each rank's p-th block
-  for (int64_t p = 0; p < info.split_parts; ++p) {
-    std::vector<torch::Tensor> blocks;
-    for (const torch::Tensor& shard : shards) blocks.push_back(shard.chunk(info.split_parts, dim)[p]);
-    parts.push_back(torch::cat(blocks, dim));
-  }
-  return torch::cat(parts, dim);
-}
-
 torch::Tensor make_param(const LayerContext& ctx, const torch::Tensor& shard, const ParamInfo& info) {
   torch::Tensor param = as_param(ctx, shard);
   if (ctx.registry) ctx.registry->add(param, info);
   return param;
 }
 
-torch::Tensor shard_param(const LayerContext& ctx, const torch::Tensor& full, int64_t dim) {
+torch::Tensor shard_param(const LayerContext& ctx, const torch::Tensor& full, int64_t dim, int64_t padded_rows) {
   ParamInfo info;
   info.tp_split_dim = dim;
+  info.padded_rows = padded_rows;
   info.split_rank = ctx.tp_rank();
   info.split_size = ctx.tp_size();
   return make_param(ctx, shard_of(full, info), info);

@@ -1,6 +1,9 @@
 // Vocabulary-parallel embedding and cross-entropy (see embedding.h).
 #include "layers/embedding.h"
 
+#include <algorithm>
+#include <limits>
+
 #include <torch/torch.h>
 
 #include "core/errors.h"
@@ -17,11 +20,17 @@ using torch::autograd::tensor_list;
 // logit and the sum each all-reduced over tp. Backward: softmax - onehot(t), masked.
 struct VocabParallelCrossEntropy : torch::autograd::Function<VocabParallelCrossEntropy> {
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& logits, const torch::Tensor& targets,
-                               int64_t group_handle) {
+                               int64_t group_handle, int64_t vocab) {
     Communicator& tp = *reinterpret_cast<Communicator*>(group_handle);
     const int64_t local_vocab = logits.size(-1);
     const int64_t start = tp.rank() * local_vocab;
-    torch::Tensor z = logits.to(torch::kFloat);                      // [s, b, V/tp]
+    torch::Tensor z = logits.to(torch::kFloat);                      // [s, b, Vp/tp]
+    const int64_t padding = vocab < 0 ? 0 : std::clamp<int64_t>(start + local_vocab - vocab, 0, local_vocab);
+    if (padding > 0) {
+      // Padded columns: -inf, so they add nothing to the sum and get no gradient.
+      const torch::Tensor column = torch::arange(local_vocab, targets.options());
+      z = z.masked_fill(column >= local_vocab - padding, -std::numeric_limits<float>::infinity());
+    }
     torch::Tensor max = std::get<0>(z.max(-1));                      // [s, b]
     tp.all_reduce(max, ReduceOp::kMax);
     z = z - max.unsqueeze(-1);
@@ -45,17 +54,21 @@ struct VocabParallelCrossEntropy : torch::autograd::Function<VocabParallelCrossE
     grad.scatter_add_(-1, saved[1].unsqueeze(-1), -saved[2].unsqueeze(-1).to(grad.dtype()));
     grad.mul_((grads[0] * ~saved[3]).unsqueeze(-1));
     const auto dtype = static_cast<torch::ScalarType>(ctx->saved_data["dtype"].toInt());
-    return {grad.to(dtype), torch::Tensor(), torch::Tensor()};
+    return {grad.to(dtype), torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 
 }  // namespace
 
+int64_t padded_vocab(int64_t vocab, int64_t tp) { return (vocab + tp - 1) / tp * tp; }
+
 VocabParallelEmbedding::VocabParallelEmbedding(const LayerContext& ctx, const std::string& name, int64_t vocab,
-                                               int64_t hidden, double init_std)
-    : ctx_(ctx) {
-  weight = register_parameter("weight", shard_param(ctx, full_normal(ctx, name + ".weight", {vocab, hidden}, init_std), 0));
-  const int64_t local = vocab / ctx.tp_size();
+                                               int64_t hidden, double init_std, int64_t padding_idx)
+    : ctx_(ctx), vocab_(vocab), padding_idx_(padding_idx) {
+  const int64_t padded = padded_vocab(vocab, ctx.tp_size());
+  weight = register_parameter(
+      "weight", shard_param(ctx, full_normal(ctx, name + ".weight", {vocab, hidden}, init_std), 0, padded - vocab));
+  const int64_t local = padded / ctx.tp_size();
   vocab_start_ = ctx.tp_rank() * local;
   vocab_end_ = vocab_start_ + local;
 }
@@ -64,15 +77,19 @@ torch::Tensor VocabParallelEmbedding::forward(const torch::Tensor& ids) {
   // Tokens outside this rank's rows look up row 0 and are zeroed; the sum over tp completes them.
   const torch::Tensor outside = (ids < vocab_start_) | (ids >= vocab_end_);       // [s, b]
   const torch::Tensor local = (ids - vocab_start_).masked_fill(outside, 0);
-  torch::Tensor partial = torch::embedding(weight, local).masked_fill(outside.unsqueeze(-1), 0.0);  // [s, b, h]
-  return ctx_.sequence_parallel ? reduce_scatter_to_sequence(partial, *ctx_.tp)  // [s/tp, b, h]
+  // The padding token's row gets no gradient from lookups (torch's padding_idx), when this rank holds it.
+  const int64_t padding_idx =
+      padding_idx_ >= vocab_start_ && padding_idx_ < vocab_end_ ? padding_idx_ - vocab_start_ : -1;
+  torch::Tensor partial =
+      torch::embedding(weight, local, padding_idx).masked_fill(outside.unsqueeze(-1), 0.0);  // [s, b, h]
+  return ctx_.sp() ? reduce_scatter_to_sequence(partial, *ctx_.tp)  // [s/tp, b, h]
                                 : reduce_from_group(partial, *ctx_.tp);          // [s, b, h]
 }
 
 torch::Tensor vocab_parallel_cross_entropy(const torch::Tensor& logits, const torch::Tensor& targets,
-                                           Communicator& tp) {
+                                           Communicator& tp, int64_t vocab) {
   FT_CHECK(logits.dim() == targets.dim() + 1, "logits must have one more dimension than targets");
-  return VocabParallelCrossEntropy::apply(logits, targets, reinterpret_cast<int64_t>(&tp));
+  return VocabParallelCrossEntropy::apply(logits, targets, reinterpret_cast<int64_t>(&tp), vocab);
 }
 
 }  // namespace foldtron

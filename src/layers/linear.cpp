@@ -9,14 +9,15 @@
 namespace foldtron {
 
 ColumnParallelLinear::ColumnParallelLinear(const LayerContext& ctx, const std::string& name, int64_t in, int64_t out,
-                                           bool bias_on, double init_std, bool gather_output)
+                                           bool bias_on, double init_std, bool gather_output, int64_t padded_out)
     : ctx_(ctx), gather_output_(gather_output) {
-  weight = register_parameter("weight", shard_param(ctx, full_normal(ctx, name + ".weight", {out, in}, init_std), 0));
-  if (bias_on) bias = register_parameter("bias", shard_param(ctx, torch::zeros({out}), 0));
+  weight = register_parameter(
+      "weight", shard_param(ctx, full_normal(ctx, name + ".weight", {out, in}, init_std), 0, padded_out));
+  if (bias_on) bias = register_parameter("bias", shard_param(ctx, torch::zeros({out}), 0, padded_out));
 }
 
 torch::Tensor enter_column_parallel(const torch::Tensor& x, const LayerContext& ctx) {
-  return ctx.sequence_parallel ? gather_from_sequence(x, *ctx.tp) : copy_to_group(x, *ctx.tp);
+  return ctx.sp() ? gather_from_sequence(x, *ctx.tp) : copy_to_group(x, *ctx.tp);
 }
 
 torch::Tensor ColumnParallelLinear::forward(const torch::Tensor& x) {
@@ -33,7 +34,7 @@ RowParallelLinear::RowParallelLinear(const LayerContext& ctx, const std::string&
 
 torch::Tensor RowParallelLinear::forward(const torch::Tensor& x) {
   torch::Tensor partial = torch::nn::functional::linear(x, weight);  // [s, b, out], this rank's share
-  torch::Tensor y = ctx_.sequence_parallel ? reduce_scatter_to_sequence(partial, *ctx_.tp)  // [s/tp, b, out]
+  torch::Tensor y = ctx_.sp() ? reduce_scatter_to_sequence(partial, *ctx_.tp)  // [s/tp, b, out]
                                            : reduce_from_group(partial, *ctx_.tp);          // [s, b, out]
   return bias.defined() ? y + bias : y;
 }

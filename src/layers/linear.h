@@ -24,8 +24,10 @@ torch::Tensor enter_column_parallel(const torch::Tensor& x, const LayerContext& 
 
 class ColumnParallelLinear : public torch::nn::Module {
  public:
+  // `padded_out` zero rows are appended to the [out, in] weight before it is split (a vocabulary
+  // padded to a multiple of tp); the initial values do not depend on it.
   ColumnParallelLinear(const LayerContext& ctx, const std::string& name, int64_t in, int64_t out, bool bias,
-                       double init_std, bool gather_output = false);
+                       double init_std, bool gather_output = false, int64_t padded_out = 0);
   torch::Tensor forward(const torch::Tensor& x);
 
   torch::Tensor weight;  // [out/tp, in]

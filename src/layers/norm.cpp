@@ -59,10 +59,12 @@ bool fused_rmsnorm_applies(const torch::Tensor& x, const torch::Tensor& weight) 
 }  // namespace
 #endif
 
-Norm::Norm(const LayerContext& ctx, Normalization kind, int64_t hidden, double eps) : kind_(kind), eps_(eps) {
-  weight = register_parameter("weight", replicated_param(ctx, torch::ones({hidden}), ctx.sequence_parallel));
+Norm::Norm(const LayerContext& ctx, Normalization kind, int64_t hidden, double eps, bool partial_over_tp)
+    : kind_(kind), eps_(eps) {
+  const bool summed = ctx.sequence_parallel || partial_over_tp;
+  weight = register_parameter("weight", replicated_param(ctx, torch::ones({hidden}), summed));
   if (kind == Normalization::kLayerNorm) {
-    bias = register_parameter("bias", replicated_param(ctx, torch::zeros({hidden}), ctx.sequence_parallel));
+    bias = register_parameter("bias", replicated_param(ctx, torch::zeros({hidden}), summed));
   }
 }
 

@@ -16,7 +16,9 @@ namespace foldtron {
 
 class Norm : public torch::nn::Module {
  public:
-  Norm(const LayerContext& ctx, Normalization kind, int64_t hidden, double eps);
+  // `partial_over_tp`: each tp rank normalizes different values with the same weights (per-head
+  // norms), so their gradients are summed over tp, as with sequence parallelism.
+  Norm(const LayerContext& ctx, Normalization kind, int64_t hidden, double eps, bool partial_over_tp = false);
   torch::Tensor forward(const torch::Tensor& x);  // [..., h] -> [..., h]
 
   torch::Tensor weight;  // [h]

@@ -132,20 +132,29 @@ class AllGatherDispatcher : public TokenDispatcher {
  public:
   AllGatherDispatcher(ProcessGroups& groups, const ExpertShard& shard) : group_(groups.etp_ep()), shard_(shard) {}
 
+  struct State : DispatchState {
+    std::vector<int64_t> rows;  // tokens of each rank of the group
+    int64_t total = 0;
+    Permutation perm;
+  };
+
   Dispatched dispatch(const torch::Tensor& hidden, const Routing& routing) override {
     const int64_t n = hidden.size(0), first = shard_.first_expert, local = shard_.local_experts;
     const int64_t experts = routing.probs.size(1);
-    // Host: tokens and capacity of every rank of the group.
-    rows_.clear();
+    auto state = std::make_shared<State>();
+    std::vector<int64_t>& rows = state->rows;
+    // Host: tokens, capacity and whether every token is routed, of every rank of the group.
     std::vector<int64_t> capacities;
-    for (const auto& r : group_.all_gather_ints({n, routing.capacity})) {
-      rows_.push_back(r[0]);
+    bool every_token_routed = true;
+    for (const auto& r : group_.all_gather_ints({n, routing.capacity, routing.every_token_routed ? 1 : 0})) {
+      rows.push_back(r[0]);
       capacities.push_back(r[1]);
+      every_token_routed = every_token_routed && r[2] == 1;
     }
-    total_ = sum(rows_);
+    state->total = sum(rows);
     // The whole group's tokens and routing weights; backward reduce-scatters their gradients.
-    const torch::Tensor tokens = gather_rows(hidden, group_, rows_);                              // [N, h]
-    const torch::Tensor probs = gather_rows(routing.probs, group_, rows_).narrow(1, first, local);  // [N, E/ep]
+    const torch::Tensor tokens = gather_rows(hidden, group_, rows);                              // [N, h]
+    const torch::Tensor probs = gather_rows(routing.probs, group_, rows).narrow(1, first, local);  // [N, E/ep]
     if (routing.slots.defined()) {
       // Fixed slots: every rank's [E, cap_r] slots of the local experts, shifted to its rows.
       std::vector<int64_t> slot_rows;
@@ -154,34 +163,34 @@ class AllGatherDispatcher : public TokenDispatcher {
       const torch::Tensor valid = group_.all_gather(routing.slot_valid.reshape({-1}).to(torch::kInt).contiguous(), slot_rows);
       std::vector<torch::Tensor> slot_parts, valid_parts;
       int64_t slot_offset = 0, row_offset = 0;
-      for (size_t r = 0; r < rows_.size(); ++r) {
+      for (size_t r = 0; r < rows.size(); ++r) {
         const int64_t cap = capacities[r];
         slot_parts.push_back(slots.narrow(0, slot_offset, experts * cap).reshape({experts, cap}).narrow(0, first, local) +
                              row_offset);
         valid_parts.push_back(valid.narrow(0, slot_offset, experts * cap).reshape({experts, cap}).narrow(0, first, local));
         slot_offset += experts * cap;
-        row_offset += rows_[r];
+        row_offset += rows[r];
       }
-      perm_ = permute_by_slots(torch::cat(slot_parts, 1), torch::cat(valid_parts, 1).to(torch::kBool), probs);
+      state->perm = permute_by_slots(torch::cat(slot_parts, 1), torch::cat(valid_parts, 1).to(torch::kBool), probs);
     } else {
-      const torch::Tensor map = group_.all_gather(routing.routing_map.to(torch::kInt).contiguous(), rows_);  // [N, E]
-      // Dropless with every expert on this rank: each token has topk copies here.
-      const bool same_copies = routing.capacity < 0 && local == experts;
-      perm_ = permute_by_map(map.narrow(1, first, local).to(torch::kBool), probs, same_copies);
+      const torch::Tensor map = group_.all_gather(routing.routing_map.to(torch::kInt).contiguous(), rows);  // [N, E]
+      // Every token of the group routed, with every expert on this rank: each token has topk
+      // copies here.
+      const bool same_copies = every_token_routed && local == experts;
+      state->perm = permute_by_map(map.narrow(1, first, local).to(torch::kBool), probs, same_copies);
     }
-    return {permute(tokens, perm_), perm_.counts};
+    Dispatched out{permute(tokens, state->perm), state->perm.counts, state};
+    return out;
   }
 
-  torch::Tensor combine(const torch::Tensor& expert_output) override {
-    return reduce_scatter_rows(unpermute(expert_output, perm_, total_), group_, rows_);  // [n, h]
+  torch::Tensor combine(const torch::Tensor& expert_output, const Dispatched& dispatched) override {
+    const auto& state = static_cast<const State&>(*dispatched.state);
+    return reduce_scatter_rows(unpermute(expert_output, state.perm, state.total), group_, state.rows);  // [n, h]
   }
 
  private:
   Communicator& group_;
   ExpertShard shard_;
-  std::vector<int64_t> rows_;
-  int64_t total_ = 0;
-  Permutation perm_;
 };
 
 class AllToAllDispatcher : public TokenDispatcher {
@@ -192,15 +201,28 @@ class AllToAllDispatcher : public TokenDispatcher {
              "ep/etp group ranks must follow the ep/etp coordinates");
   }
 
+  struct State : DispatchState {
+    int64_t n = 0;
+    Permutation perm;
+    std::vector<int64_t> send_rows, recv_rows, etp_rows;
+    ChunkOrder by_expert;  // chunks (t, q, e) of the received rows, laid out by expert
+  };
+
   Dispatched dispatch(const torch::Tensor& hidden, const Routing& routing) override {
-    n_ = hidden.size(0);
-    // Dropless: every token has topk copies in the map (all experts).
-    perm_ = routing.slots.defined() ? permute_by_slots(routing.slots, routing.slot_valid, routing.probs)
-                                    : permute_by_map(routing.routing_map, routing.probs, routing.capacity < 0);
-    const torch::Tensor permuted = permute(hidden, perm_);  // [P, h] by expert
+    auto state = std::make_shared<State>();
+    state->n = hidden.size(0);
+    Permutation& perm = state->perm;
+    std::vector<int64_t>& send_rows = state->send_rows;
+    std::vector<int64_t>& recv_rows = state->recv_rows;
+    std::vector<int64_t>& etp_rows = state->etp_rows;
+    ChunkOrder& by_expert = state->by_expert;
+    // Dropless without padding: every token has topk copies in the map (all experts).
+    perm = routing.slots.defined() ? permute_by_slots(routing.slots, routing.slot_valid, routing.probs)
+                                   : permute_by_map(routing.routing_map, routing.probs, routing.every_token_routed);
+    const torch::Tensor permuted = permute(hidden, perm);  // [P, h] by expert
     // Every rank's coordinates and per-expert counts (host).
     std::vector<int64_t> mine{etp_.rank(), ep_.rank()};
-    mine.insert(mine.end(), perm_.counts.begin(), perm_.counts.end());
+    mine.insert(mine.end(), perm.counts.begin(), perm.counts.end());
     const int64_t ep = ep_.size(), etp = etp_.size(), local = shard_.local_experts;
     // counts[t][q][e]: copies rank (etp t, ep q) routed to my local expert e.
     std::vector<std::vector<std::vector<int64_t>>> counts(
@@ -210,48 +232,50 @@ class AllToAllDispatcher : public TokenDispatcher {
       counts[static_cast<size_t>(peer[0])][static_cast<size_t>(peer[1])].assign(begin, begin + local);
     }
     const size_t t_me = static_cast<size_t>(etp_.rank());
-    send_rows_.assign(static_cast<size_t>(ep), 0);
-    recv_rows_.assign(static_cast<size_t>(ep), 0);
+    send_rows.assign(static_cast<size_t>(ep), 0);
+    recv_rows.assign(static_cast<size_t>(ep), 0);
     for (int64_t q = 0; q < ep; ++q) {
-      for (int64_t e = 0; e < local; ++e) send_rows_[q] += perm_.counts[static_cast<size_t>(q * local + e)];
-      recv_rows_[q] = sum(counts[t_me][static_cast<size_t>(q)]);
+      for (int64_t e = 0; e < local; ++e) send_rows[q] += perm.counts[static_cast<size_t>(q * local + e)];
+      recv_rows[q] = sum(counts[t_me][static_cast<size_t>(q)]);
     }
     // Over ep: my copies to the ranks holding their experts; [sum(recv_rows), h] by (q, e).
-    const torch::Tensor received = all_to_all(permuted, ep_, recv_rows_, send_rows_);
+    const torch::Tensor received = all_to_all(permuted, ep_, recv_rows, send_rows);
     // Over etp: the copies my etp peers received for the same experts; [R, h] by (t, q, e).
-    etp_rows_.assign(static_cast<size_t>(etp), 0);
-    by_expert_.sizes.clear();
+    etp_rows.assign(static_cast<size_t>(etp), 0);
+    by_expert.sizes.clear();
     for (int64_t t = 0; t < etp; ++t) {
       for (int64_t q = 0; q < ep; ++q) {
         for (int64_t e = 0; e < local; ++e) {
           const int64_t c = counts[static_cast<size_t>(t)][static_cast<size_t>(q)][static_cast<size_t>(e)];
-          etp_rows_[t] += c;
-          by_expert_.sizes.push_back(c);
+          etp_rows[t] += c;
+          by_expert.sizes.push_back(c);
         }
       }
     }
-    const torch::Tensor gathered = gather_rows(received, etp_, etp_rows_);
+    const torch::Tensor gathered = gather_rows(received, etp_, etp_rows);
     // Chunks (t, q, e) sorted by e: the experts' rows become contiguous.
-    by_expert_.order.clear();
+    by_expert.order.clear();
     std::vector<int64_t> expert_counts(static_cast<size_t>(local), 0);
     for (int64_t e = 0; e < local; ++e) {
       for (int64_t tq = 0; tq < etp * ep; ++tq) {
         const int64_t chunk = tq * local + e;
-        by_expert_.order.push_back(chunk);
-        expert_counts[static_cast<size_t>(e)] += by_expert_.sizes[static_cast<size_t>(chunk)];
+        by_expert.order.push_back(chunk);
+        expert_counts[static_cast<size_t>(e)] += by_expert.sizes[static_cast<size_t>(chunk)];
       }
     }
-    return {reorder_chunks(gathered, by_expert_), expert_counts};
+    Dispatched out{reorder_chunks(gathered, by_expert), expert_counts, state};
+    return out;
   }
 
-  torch::Tensor combine(const torch::Tensor& expert_output) override {
+  torch::Tensor combine(const torch::Tensor& expert_output, const Dispatched& dispatched) override {
+    const auto& state = static_cast<const State&>(*dispatched.state);
     // Back to (t, q, e) order.
-    const torch::Tensor unsorted = reorder_chunks(expert_output, by_expert_.inverse());  // [R, h]
+    const torch::Tensor unsorted = reorder_chunks(expert_output, state.by_expert.inverse());  // [R, h]
     // Over etp: sum the partial outputs, keep the rows this rank received.
-    const torch::Tensor mine = reduce_scatter_rows(unsorted, etp_, etp_rows_);  // [sum(recv_rows), h]
+    const torch::Tensor mine = reduce_scatter_rows(unsorted, etp_, state.etp_rows);  // [sum(recv_rows), h]
     // Over ep: back to the ranks that routed them.
-    const torch::Tensor back = all_to_all(mine, ep_, send_rows_, recv_rows_);  // [P, h]
-    return unpermute(back, perm_, n_);
+    const torch::Tensor back = all_to_all(mine, ep_, state.send_rows, state.recv_rows);  // [P, h]
+    return unpermute(back, state.perm, state.n);
   }
 
  private:
@@ -259,10 +283,6 @@ class AllToAllDispatcher : public TokenDispatcher {
   Communicator& ep_;
   Communicator& etp_;
   ExpertShard shard_;
-  int64_t n_ = 0;
-  Permutation perm_;
-  std::vector<int64_t> send_rows_, recv_rows_, etp_rows_;
-  ChunkOrder by_expert_;  // chunks (t, q, e) of the received rows, laid out by expert
 };
 
 }  // namespace

@@ -50,9 +50,15 @@ Permutation permute_by_map(const torch::Tensor& routing_map, const torch::Tensor
 // Copies of pad_to_capacity slots [E', cap] (valid [E', cap]); padding slots weigh 0. No host sync.
 Permutation permute_by_slots(const torch::Tensor& slots, const torch::Tensor& valid, const torch::Tensor& probs);
 
+// What combine needs to send a dispatch's rows back (each dispatcher its own kind).
+struct DispatchState {
+  virtual ~DispatchState() = default;
+};
+
 struct Dispatched {
   torch::Tensor tokens;         // [R, h] sorted by local expert
   std::vector<int64_t> counts;  // [E/ep] rows per local expert
+  std::shared_ptr<const DispatchState> state;
 };
 
 class TokenDispatcher {
@@ -60,8 +66,9 @@ class TokenDispatcher {
   virtual ~TokenDispatcher() = default;
   // hidden [n, h] this rank's tokens -> the tokens of this rank's experts.
   virtual Dispatched dispatch(const torch::Tensor& hidden, const Routing& routing) = 0;
-  // expert outputs [R, h] (partial over etp) -> [n, h] the weighted sum over each token's experts.
-  virtual torch::Tensor combine(const torch::Tensor& expert_output) = 0;
+  // expert outputs [R, h] (partial over etp) of `dispatched` -> [n, h] the weighted sum over each
+  // token's experts.
+  virtual torch::Tensor combine(const torch::Tensor& expert_output, const Dispatched& dispatched) = 0;
 };
 
 std::unique_ptr<TokenDispatcher> make_dispatcher(Dispatcher kind, ProcessGroups& groups, const ExpertShard& shard);

@@ -52,36 +52,28 @@ class FusedSwiglu : public torch::autograd::Function<FusedSwiglu> {
 };
 #endif
 
-#if FOLDTRON_TORCH_AT_LEAST(2, 9)
 // out[e] (fp32 [E, N, K]) = dy_e^T x_e (dy [R, N], x [R, K]) for the rows of each expert, or +=
 // when `accumulate`: one cuBLAS GEMM per expert with an fp32 output (no bf16 copy to widen).
 void expert_wgrad_into(const torch::Tensor& out, const torch::Tensor& dy, const torch::Tensor& x,
                        const std::vector<int64_t>& counts, bool accumulate) {
   int64_t start = 0;
   for (size_t e = 0; e < counts.size(); ++e) {
-    torch::Tensor target = out[static_cast<int64_t>(e)];
+    const torch::Tensor target = out[static_cast<int64_t>(e)];
     const int64_t rows = counts[e];
     if (rows == 0) {
       if (!accumulate) target.zero_();
       continue;
     }
-    const torch::Tensor a = dy.narrow(0, start, rows).t(), b = x.narrow(0, start, rows);
-    if (accumulate) {
-      at::_ops::addmm_dtype_out::call(target, a, b, torch::kFloat, 1, 1, target);
-    } else {
-      at::_ops::mm_dtype_out::call(a, b, torch::kFloat, target);
-    }
+    torch_compat::mm_fp32_out(target, dy.narrow(0, start, rows).t(), x.narrow(0, start, rows), accumulate);
     start += rows;
   }
 }
-#endif
 
-#if FOLDTRON_TORCH_AT_LEAST(2, 8)
 // y [R, N] = x [R, K] weight[e]^T for the rows of expert e, weight [E, N, K], offs [E] the row
-// ends: one grouped GEMM forward and one for the input gradient. The weight gradient is a grouped
-// GEMM as well, unless `registry` (a ParamRegistry*, as an integer; 0 for none) holds a
-// MainGradSlot for the weight when backward runs (torch >= 2.9): then it goes straight into the
-// fp32 main gradient and autograd gets an uninitialized placeholder, which the buffers drop.
+// ends: one grouped GEMM forward and one for the input gradient (torch >= 2.8). The weight
+// gradient is a grouped GEMM as well, unless the registry's MainGradWriter (a ParamRegistry*, as
+// an integer; 0 for none) takes it when backward runs (torch >= 2.9): then it goes straight into
+// the fp32 main gradient and autograd gets an uninitialized placeholder, which the buffers drop.
 class GroupedLinear : public torch::autograd::Function<GroupedLinear> {
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
@@ -90,7 +82,7 @@ class GroupedLinear : public torch::autograd::Function<GroupedLinear> {
     ctx->save_for_backward({x, weight, offs});
     ctx->saved_data["counts"] = counts;
     ctx->saved_data["registry"] = registry;
-    return at::_grouped_mm(x, weight.transpose(1, 2), offs);  // [R, N]
+    return torch_compat::grouped_mm(x, weight.transpose(1, 2), offs);  // [R, N]
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
@@ -99,25 +91,24 @@ class GroupedLinear : public torch::autograd::Function<GroupedLinear> {
     if (!grads[0].defined()) return {torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
     const torch::Tensor dy = grads[0].contiguous();  // [R, N]
     torch::Tensor dx, dw;
-    if (ctx->needs_input_grad(0)) dx = at::_grouped_mm(dy, weight, offs);  // [R, K]
+    if (ctx->needs_input_grad(0)) dx = torch_compat::grouped_mm(dy, weight, offs);  // [R, K]
     if (ctx->needs_input_grad(1)) {
-#if FOLDTRON_TORCH_AT_LEAST(2, 9)
       // Looked up now, not in forward: buffers made or dropped in between are seen.
       const auto* registry = reinterpret_cast<const ParamRegistry*>(static_cast<intptr_t>(ctx->saved_data["registry"].toInt()));
-      MainGradSlot* slot = registry != nullptr ? registry->main_grad_slot(weight) : nullptr;
-      if (slot != nullptr) {
-        FT_CHECK(!slot->reducing, "an expert weight gradient arrived after its bucket started reducing");
-        expert_wgrad_into(slot->grad, dy, x, ctx->saved_data["counts"].toIntVector(), slot->written || slot->fused);
-        slot->fused = true;
+      MainGradWriter* writer = registry != nullptr ? registry->main_grad_writer() : nullptr;
+      const std::vector<int64_t> counts = ctx->saved_data["counts"].toIntVector();
+      const auto write = [&](const torch::Tensor& main_grad, bool accumulate) {
+        expert_wgrad_into(main_grad, dy, x, counts, accumulate);
+      };
+      if (torch_compat::has_mm_fp32_out() && writer != nullptr && writer->write_main_grad(weight, write)) {
         dw = torch::empty_like(weight);  // the placeholder
+      } else {
+        dw = torch_compat::grouped_mm(dy.t(), x, offs);  // [E, N, K]
       }
-#endif
-      if (!dw.defined()) dw = at::_grouped_mm(dy.t(), x, offs);  // [E, N, K]
     }
     return {dx, dw, torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
-#endif
 
 }  // namespace
 
@@ -158,8 +149,7 @@ GroupedExperts::GroupedExperts(const LayerContext& ctx, const std::string& name,
 
 torch::Tensor grouped_linear(const torch::Tensor& x, const torch::Tensor& weight, const std::vector<int64_t>& counts,
                              const ParamRegistry* registry) {
-#if FOLDTRON_TORCH_AT_LEAST(2, 8)
-  if (x.is_cuda() && x.scalar_type() == torch::kBFloat16 && x.size(0) > 0) {
+  if (torch_compat::has_grouped_mm() && x.is_cuda() && x.scalar_type() == torch::kBFloat16 && x.size(0) > 0) {
     // Offsets are the cumulative row ends of the experts.
     std::vector<int32_t> ends;
     int64_t end = 0;
@@ -167,8 +157,6 @@ torch::Tensor grouped_linear(const torch::Tensor& x, const torch::Tensor& weight
     const torch::Tensor offs = torch::tensor(ends, torch::kInt).to(x.device(), /*non_blocking=*/true);
     return GroupedLinear::apply(x, weight, offs, counts, static_cast<int64_t>(reinterpret_cast<intptr_t>(registry)));
   }
-#endif
-  (void)registry;  // only the grouped GEMM path fuses the weight gradient
   // Experts without tokens still run (on zero rows): every rank's autograd graph must reach the
   // dispatcher's collectives, whatever the counts.
   std::vector<torch::Tensor> outputs;

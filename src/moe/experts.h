@@ -13,7 +13,7 @@
 // and runs one grouped GEMM per projection (at::_grouped_mm for bf16 on CUDA with torch >= 2.8),
 // else a loop over the experts; between them the SwiGLU of the gate|up product is one fused
 // CUDA kernel each way (moe/swiglu_cuda.h) for bf16 on the GPU. There (torch >= 2.9), when the
-// optimizer's buffers offer a MainGradSlot for a weight, its gradient is one cuBLAS GEMM per expert writing
+// optimizer's buffers take a weight's gradient (MainGradWriter), its gradient is one cuBLAS GEMM per expert writing
 // fp32 straight into the main gradient (gradient-accumulation fusion) instead of a bf16 grouped
 // GEMM that the buffers then widen. SequentialExperts is the simple reference: one gate/up/down
 // weight per expert (experts.<e>.{gate,up,down}_proj), a loop, nothing fused. Both draw
@@ -37,7 +37,7 @@ torch::Tensor swiglu(const torch::Tensor& gate_up);
 
 // y = x weight[e]^T for the rows of each expert e (counts[e] rows each, in order), weight
 // [E, N, K]: grouped GEMMs for bf16 on CUDA, whose weight gradient goes straight into the fp32
-// main gradient when `registry` holds a MainGradSlot for `weight`; a loop over the experts
+// main gradient when `registry` has a MainGradWriter that takes `weight`; a loop over the experts
 // otherwise. `registry` may be null.
 torch::Tensor grouped_linear(const torch::Tensor& x, const torch::Tensor& weight, const std::vector<int64_t>& counts,
                              const ParamRegistry* registry);

@@ -31,7 +31,8 @@ MoELayer::MoELayer(const LayerContext& ctx, const std::string& name, const Model
   if (moe.shared_expert_ffn_hidden_size > 0) {
     shared_expert = register_module(
         "shared_expert", std::make_shared<Mlp>(ctx, name + ".shared_expert", model.hidden_size,
-                                               moe.shared_expert_ffn_hidden_size, Activation::kSwiglu, model.init_std));
+                                               moe.shared_expert_ffn_hidden_size, Activation::kSwiglu, false,
+                                               model.init_std));
     if (moe.shared_expert_gate) {
       // One output, so replicated; with SP each tp rank gates its own tokens (gradient summed over tp).
       auto module = register_module("shared_expert_gate", std::make_shared<torch::nn::Module>());
@@ -45,27 +46,29 @@ MoELayer::MoELayer(const LayerContext& ctx, const std::string& name, const Model
   experts->recompute_act = model.recompute_moe_act();
 }
 
-torch::Tensor MoELayer::forward(const torch::Tensor& x) {
+torch::Tensor MoELayer::forward(const torch::Tensor& x, const torch::Tensor& token_mask, ForwardState& state) {
   const int64_t h = x.size(2), batch = x.size(1);
   Communicator& tp = *ctx_.tp;
   torch::Tensor tokens = x.reshape({-1, h});  // [s/tp * b, h] (SP) or [s * b, h]
-  int64_t first_row = ctx_.sequence_parallel ? tp.rank() * tokens.size(0) : 0;
+  torch::Tensor mask = token_mask.defined() ? token_mask.reshape({-1}) : token_mask;  // the same rows
+  int64_t first_row = ctx_.sp() ? tp.rank() * tokens.size(0) : 0;
   std::vector<int64_t> tp_rows;
-  if (!ctx_.sequence_parallel && tp.size() > 1) {
+  if (!ctx_.sp() && tp.size() > 1) {
     // Replicated over tp: each tp rank routes its contiguous share of the rows.
     const int64_t rows = tokens.size(0), size = tp.size();
     for (int64_t r = 0; r < size; ++r) tp_rows.push_back(rows / size + (r < rows % size ? 1 : 0));
     first_row = rows_before(tp_rows, tp.rank());
     tokens = split_rows(tokens, tp, tp_rows);  // [n, h]
+    if (mask.defined()) mask = mask.narrow(0, first_row, tokens.size(0));
   }
   const int64_t n = tokens.size(0);
   // Rows are (position, sequence) with the sequence fastest: row r belongs to sequence r % b.
   const torch::Tensor sequence =
       torch::arange(first_row, first_row + n, torch::TensorOptions().dtype(torch::kLong).device(x.device()))
           .remainder(std::max<int64_t>(batch, 1));
-  const Routing routing = gate->forward(tokens, sequence, batch);
+  const Routing routing = gate->forward(tokens, sequence, batch, mask);
   const Dispatched dispatched = dispatcher_->dispatch(tokens, routing);
-  torch::Tensor y = dispatcher_->combine(experts->forward(dispatched.tokens, dispatched.counts));  // [n, h]
+  torch::Tensor y = dispatcher_->combine(experts->forward(dispatched.tokens, dispatched.counts), dispatched);  // [n, h]
   if (!tp_rows.empty()) y = gather_rows(y, tp, tp_rows, /*reduce_grad=*/false);  // consumers are replicated
   y = y.reshape(x.sizes());
   if (shared_expert) {
@@ -76,7 +79,8 @@ torch::Tensor MoELayer::forward(const torch::Tensor& x) {
     y = y + shared;
   }
   // The router losses' gradient rides on the output (so it survives recomputation and pipelining).
-  const RouterLosses& losses = gate->losses();
+  const RouterLosses& losses = routing.losses;
+  state.add_router_losses(losses.load_balancing, losses.z_loss);
   torch::Tensor router_loss = losses.load_balancing;
   if (losses.z_loss.defined()) router_loss = router_loss.defined() ? router_loss + losses.z_loss : losses.z_loss;
   return attach_loss_gradient(y, router_loss, router_loss_scale_);

@@ -3,7 +3,7 @@
 //   x [s/tp, b, h] with sequence parallelism ([s, b, h] replicated over tp without it)
 //   tokens [n, h]: this rank's own tokens (without SP, each tp rank takes its contiguous share
 //                  of the s*b replicated tokens, and the outputs are gathered back)
-//   routing = router(tokens)                      over all E experts
+//   routing = router(tokens, token_mask)          over all E experts; padding is not routed
 //   dispatched = dispatcher.dispatch(tokens)      over etp_ep: the tokens of this rank's experts
 //   y = dispatcher.combine(experts(dispatched))   [n, h]
 //   out = y (+ shared_expert(x) * sigmoid(shared_expert_gate(x)))   same shape as x
@@ -20,16 +20,18 @@
 
 #include "config/config.h"
 #include "layers/mlp.h"
+#include "layers/transformer_layer.h"
 #include "moe/dispatcher.h"
 #include "moe/experts.h"
 #include "moe/router.h"
 
 namespace foldtron {
 
-class MoELayer : public torch::nn::Module {
+class MoELayer : public FeedForward {
  public:
   MoELayer(const LayerContext& ctx, const std::string& name, const ModelConfig& model, const MoEConfig& moe);
-  torch::Tensor forward(const torch::Tensor& x);
+  // Adds this forward's router losses to `state` (values; their gradient rides on the output).
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& token_mask, ForwardState& state) override;
   // Weight of this layer's router losses in the training loss: their gradient enters backward
   // through the layer's output (attach_loss_gradient), scaled by this (1 / micro-batches / dp).
   void set_router_loss_scale(double scale) { router_loss_scale_ = scale; }

@@ -121,7 +121,8 @@ Router::Router(const LayerContext& ctx, const std::string& name, int64_t hidden,
   if (moe.expert_bias) {
     expert_bias = register_buffer("expert_bias", torch::zeros({moe.num_experts}, torch::TensorOptions().device(ctx.device)));
   }
-  pending_counts_ = torch::zeros({moe.num_experts}, torch::TensorOptions().dtype(torch::kLong).device(ctx.device));
+  pending_counts = register_buffer("pending_counts",
+                                   torch::zeros({moe.num_experts}, torch::TensorOptions().dtype(torch::kLong).device(ctx.device)));
 }
 
 torch::ScalarType Router::score_dtype(const torch::Tensor& x) const {
@@ -130,7 +131,8 @@ torch::ScalarType Router::score_dtype(const torch::Tensor& x) const {
   return x.scalar_type();
 }
 
-Routing Router::forward(const torch::Tensor& x, const torch::Tensor& sequence, int64_t batch) {
+Routing Router::forward(const torch::Tensor& x, const torch::Tensor& sequence, int64_t batch,
+                        const torch::Tensor& token_mask) {
   const int64_t n = x.size(0), num_experts = moe_.num_experts, k = moe_.topk;
   const torch::ScalarType dtype = score_dtype(x);
   const torch::Tensor logits = torch::nn::functional::linear(x.to(dtype), weight.to(dtype));  // [n, E]
@@ -139,13 +141,21 @@ Routing Router::forward(const torch::Tensor& x, const torch::Tensor& sequence, i
   Routing routing;
   routing.routing_map = torch::zeros({n, num_experts}, x.options().dtype(torch::kBool)).scatter(1, experts, true);
   routing.probs = torch::zeros({n, num_experts}, logits.options()).scatter(1, experts, weights);
+  // Padding: no copies, no weight, not counted.
+  const bool masked = token_mask.defined();
+  const torch::Tensor real = masked ? token_mask.to(x.device()).to(torch::kBool).reshape({n, 1}) : torch::Tensor();
+  if (masked) {
+    routing.routing_map = routing.routing_map.logical_and(real);
+    routing.probs = routing.probs * real.to(routing.probs.scalar_type());
+  }
+  routing.every_token_routed = !masked && moe_.capacity_factor <= 0;
 
   // Counts before dropping: statistics of the whole micro-batch over tp_cp.
   Communicator& tp_cp = ctx_.groups->tp_cp();
   const bool training = is_training();
   // A recomputed forward (activation recomputation) routes the same tokens again: not counted twice.
-  if (training && moe_.expert_bias && !recomputing()) pending_counts_ += routing.routing_map.sum(0);
-  losses_ = RouterLosses{};
+  if (training && moe_.expert_bias && !recomputing()) pending_counts += routing.routing_map.sum(0);
+  RouterLosses& losses = routing.losses;
   const bool lb = training && moe_.aux_loss_coeff > 0 &&
                   (moe_.load_balancing == LoadBalancing::kAuxLoss || moe_.load_balancing == LoadBalancing::kSeqAuxLoss);
   const bool z = training && moe_.z_loss_coeff > 0;
@@ -157,32 +167,49 @@ Routing Router::forward(const torch::Tensor& x, const torch::Tensor& sequence, i
       torch::NoGradGuard no_grad;
       const torch::Tensor per_seq =
           torch::zeros({batch, num_experts}, logits.options()).index_add(0, sequence, routing.routing_map.to(dtype));
-      const torch::Tensor seq_tokens =
-          torch::zeros({batch}, logits.options()).index_add(0, sequence, torch::ones({n}, logits.options()));
+      const torch::Tensor ones =
+          masked ? real.reshape({n}).to(logits.scalar_type()) : torch::ones({n}, logits.options());
+      const torch::Tensor seq_tokens = torch::zeros({batch}, logits.options()).index_add(0, sequence, ones);
       stats = torch::cat({per_seq.reshape({-1}), seq_tokens});
       tp_cp.all_reduce(stats);
     }
     const torch::Tensor counts = stats.narrow(0, 0, batch * num_experts).reshape({batch, num_experts});  // [b, E]
     const torch::Tensor seq_tokens = stats.narrow(0, batch * num_experts, batch);                        // [b]
-    // The token total is a shape: summed on the host, so the device never waits here.
+    // The token total T: without padding a shape, summed on the host (the device never waits
+    // here); with padding the count of tokens, on the device. `per_t2` is 1/T^2, `per_t` 1/T.
     double total = 0;
-    for (const auto& r : tp_cp.all_gather_ints({n})) total += static_cast<double>(r[0]);
+    torch::Tensor per_t2, per_t;
+    if (masked) {
+      const torch::Tensor t = seq_tokens.sum().clamp_min(1);
+      per_t = 1.0 / t;
+      per_t2 = per_t * per_t;
+      total = 1;  // a count of 0 gives losses of 0 (no routed copies)
+    } else {
+      for (const auto& r : tp_cp.all_gather_ints({n})) total += static_cast<double>(r[0]);
+    }
+    // Rows of padding contribute nothing.
+    const auto p_real = [&](const torch::Tensor& rows) { return masked ? rows * real.to(rows.scalar_type()) : rows; };
     if (lb && total > 0) {
       // Probabilities over all experts, as the losses see them.
       torch::Tensor p = moe_.router_score == RouterScore::kSigmoid ? torch::sigmoid(logits) : torch::softmax(logits, -1);
       if (moe_.router_score == RouterScore::kSigmoid) p = p / (p.sum(-1, true) + 1e-20);
       if (moe_.load_balancing == LoadBalancing::kAuxLoss) {
-        const double scale = static_cast<double>(num_experts) * moe_.aux_loss_coeff / (static_cast<double>(k) * total * total);
-        losses_.load_balancing = (p.sum(0) * counts.sum(0)).sum() * scale;
+        const double coeff = static_cast<double>(num_experts) * moe_.aux_loss_coeff / static_cast<double>(k);
+        const torch::Tensor terms = (p_real(p).sum(0) * counts.sum(0)).sum();
+        losses.load_balancing = masked ? terms * coeff * per_t2 : terms * (coeff / (total * total));
       } else {
         // Per sequence b: E/(k*S_b^2) * sum_e P_be * f_be, averaged over the b sequences.
-        const torch::Tensor p_seq = torch::zeros({batch, num_experts}, p.options()).index_add(0, sequence, p);  // [b, E]
+        const torch::Tensor p_seq =
+            torch::zeros({batch, num_experts}, p.options()).index_add(0, sequence, p_real(p));  // [b, E]
         const torch::Tensor s2 = seq_tokens.clamp_min(1).pow(2).unsqueeze(1);
-        losses_.load_balancing = (p_seq * counts / s2).sum() *
+        losses.load_balancing = (p_seq * counts / s2).sum() *
                                  (static_cast<double>(num_experts) * moe_.aux_loss_coeff / (static_cast<double>(k) * batch));
       }
     }
-    if (z && total > 0) losses_.z_loss = torch::logsumexp(logits, -1).pow(2).sum() * (moe_.z_loss_coeff / total);
+    if (z && total > 0) {
+      const torch::Tensor terms = p_real(torch::logsumexp(logits, -1).pow(2).unsqueeze(1)).sum();
+      losses.z_loss = masked ? terms * moe_.z_loss_coeff * per_t : terms * (moe_.z_loss_coeff / total);
+    }
   }
   if (moe_.capacity_factor > 0) {
     apply_capacity(routing, expert_capacity(n, k, num_experts, moe_.capacity_factor), moe_.drop_policy,
@@ -194,11 +221,11 @@ Routing Router::forward(const torch::Tensor& x, const torch::Tensor& sequence, i
 void Router::update_expert_bias() {
   if (!moe_.expert_bias) return;
   torch::NoGradGuard no_grad;
-  torch::Tensor counts = pending_counts_.clone();
+  torch::Tensor counts = pending_counts.clone();
   ctx_.groups->get(GroupKind::kTpDpCp).all_reduce(counts);  // the whole global batch of this stage
   const torch::Tensor f = counts.to(torch::kFloat);
   expert_bias += moe_.expert_bias_update_rate * torch::sign(f.mean() - f);
-  pending_counts_.zero_();
+  pending_counts.zero_();
 }
 
 }  // namespace foldtron

@@ -35,17 +35,19 @@
 
 namespace foldtron {
 
+struct RouterLosses {
+  torch::Tensor load_balancing;  // scalar, this rank's share (coefficient applied), or undefined
+  torch::Tensor z_loss;          // scalar, this rank's share, or undefined
+};
+
 struct Routing {
   torch::Tensor probs;        // [n, E] routing weights of the kept choices, 0 elsewhere (differentiable)
   torch::Tensor routing_map;  // [n, E] bool: kept choices
   torch::Tensor slots;        // [E, capacity] int64 token of each slot (pad_to_capacity only)
   torch::Tensor slot_valid;   // [E, capacity] bool: the slot holds a kept choice (else padding)
   int64_t capacity = -1;      // -1: dropless
-};
-
-struct RouterLosses {
-  torch::Tensor load_balancing;  // scalar, this rank's share (coefficient applied), or undefined
-  torch::Tensor z_loss;          // scalar, this rank's share, or undefined
+  bool every_token_routed = false;  // dropless and no padding: every token has topk copies
+  RouterLosses losses;        // this forward's (training only)
 };
 
 class Router : public torch::nn::Module {
@@ -53,25 +55,24 @@ class Router : public torch::nn::Module {
   Router(const LayerContext& ctx, const std::string& name, int64_t hidden, const MoEConfig& moe, double init_std);
 
   // x [n, h] this rank's tokens; sequence [n] int64: which of the micro-batch's `batch` sequences
-  // each token belongs to (for seq_aux_loss). Collective over tp_cp (token counts).
-  Routing forward(const torch::Tensor& x, const torch::Tensor& sequence, int64_t batch);
-
-  // Losses and expert counts of the last forward.
-  const RouterLosses& losses() const { return losses_; }
+  // each token belongs to (for seq_aux_loss); token_mask [n] bool (undefined: all tokens): the
+  // others (padding) are not routed and not counted in the losses. Collective over tp_cp (token
+  // counts).
+  Routing forward(const torch::Tensor& x, const torch::Tensor& sequence, int64_t batch,
+                  const torch::Tensor& token_mask = {});
   // Expert-bias update after an optimizer step: bias += rate * sign(mean - count) with the counts
   // routed since the last update summed over tp x dp x cp. Collective over tp_dp_cp.
   void update_expert_bias();
 
   torch::Tensor weight;       // [E, h] replicated
   torch::Tensor expert_bias;  // [E] fp32 buffer (expert_bias only)
+  torch::Tensor pending_counts;  // [E] int64 buffer: tokens routed since the last bias update
 
  private:
   torch::ScalarType score_dtype(const torch::Tensor& x) const;
 
   LayerContext ctx_;
   MoEConfig moe_;
-  RouterLosses losses_;
-  torch::Tensor pending_counts_;  // [E] int64, tokens routed since the last bias update
 };
 
 // The hand-checkable pieces, exposed for tests.

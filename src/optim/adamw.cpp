@@ -54,12 +54,10 @@ double global_grad_norm(const ParamBuffers& buffers, const ParamRegistry& regist
     if (counted[kind].empty()) continue;
     const torch::Tensor& first = counted[kind].front();
     if (!sums.defined()) sums = torch::zeros({2}, first.options().dtype(torch::kDouble));
-#if FOLDTRON_TORCH_AT_LEAST(2, 1)
-    if (first.is_cuda()) {
-      sums[kind] += torch::stack(at::_foreach_norm(counted[kind], 2)).to(torch::kDouble).pow(2).sum();
+    if (torch_compat::has_foreach_norm() && first.is_cuda()) {
+      sums[kind] += torch::stack(torch_compat::foreach_norm(counted[kind])).to(torch::kDouble).pow(2).sum();
       continue;
     }
-#endif
     for (const torch::Tensor& grad : counted[kind]) {
       const torch::Tensor norm = at::linalg_vector_norm(grad, 2, c10::nullopt, false, torch::kDouble);
       sums[kind] += norm * norm;

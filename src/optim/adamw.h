@@ -10,7 +10,7 @@
 #include <torch/types.h>
 
 #include "config/config.h"
-#include "layers/context.h"
+#include "parallel/sharding.h"
 #include "optim/adamw_cuda.h"
 #include "optim/param_buffer.h"
 

@@ -27,12 +27,10 @@ int64_t round_up(int64_t n, int64_t multiple) { return (n + multiple - 1) / mult
 // copy_ converts element by element: 1.74 against 2.66 ms for one layer's expert gradient on an
 // H200 (docs/performance.md).
 void copy_widening(torch::Tensor& into, const torch::Tensor& from) {
-#if FOLDTRON_TORCH_AT_LEAST(2, 2)
-  if (into.is_cuda()) {
-    at::_foreach_copy_({into}, {from});
+  if (torch_compat::has_foreach_copy() && into.is_cuda()) {
+    torch_compat::foreach_copy({into}, {from});
     return;
   }
-#endif
   into.copy_(from);
 }
 
@@ -70,6 +68,13 @@ void all_reduce_packed(const std::vector<torch::Tensor>& tensors, Communicator& 
 
 }  // namespace
 
+// A 16-bit parameter's fp32 main gradient and what this step did with it.
+struct ParamBuffers::MainGradSlot {
+  bool written = false;    // holds a gradient of this step (else stale values)
+  bool fused = false;      // written by a layer in this backward; autograd delivers a placeholder
+  bool reducing = false;   // its bucket is being reduced: no more writes this step
+};
+
 struct ParamBuffers::Entry {
   torch::Tensor param;
   torch::Tensor grad;  // fp32 main gradient, shaped like the parameter (view of the buffer)
@@ -77,7 +82,7 @@ struct ParamBuffers::Entry {
   int64_t offset = 0;  // in the buffer
   bool low_precision = false;
   bool sequence_parallel = false;  // its gradient is also summed over tp
-  std::shared_ptr<MainGradSlot> slot;  // 16-bit: the main gradient and whether this step wrote it
+  std::unique_ptr<MainGradSlot> slot;  // 16-bit parameters
   bool ready = false;    // its gradient of the synced backward is in
   std::shared_ptr<torch::autograd::Node> accumulator;
   uintptr_t hook_key = 0;
@@ -187,16 +192,14 @@ ParamBuffers::ParamBuffers(const std::vector<torch::Tensor>& params, ParamRegist
                param.strides());
     entry.grad = buffer.grads.narrow(0, entry.offset, param.numel()).view(param.sizes());
     if (!entry.low_precision) param.mutable_grad() = entry.grad;
-    if (entry.low_precision) {
-      entry.slot = std::make_shared<MainGradSlot>();
-      entry.slot->grad = entry.grad;
-      if (options_.fuse_wgrad) registry.attach_main_grad(param, entry.slot);
-    }
+    if (entry.low_precision) entry.slot = std::make_unique<MainGradSlot>();
+    entry_of_[param.unsafeGetTensorImpl()] = e;
     entry.accumulator = torch::autograd::impl::grad_accumulator(param);
     FT_CHECK(entry.accumulator != nullptr, "a parameter without a gradient accumulator (requires_grad off?)");
     entry.hook_key = entry.accumulator->add_post_hook(std::make_unique<Hook>(this, e));
     if (entry.sequence_parallel && groups.tp().size() > 1) sequence_parallel_grads_.push_back(entry.grad);
   }
+  if (options_.fuse_wgrad) registry.set_main_grad_writer(this);
 
   // This rank's shard: rank r of the group owns the r-th 1/size of every bucket (the whole bucket
   // without sharding).
@@ -223,8 +226,8 @@ ParamBuffers::ParamBuffers(const std::vector<torch::Tensor>& params, ParamRegist
 ParamBuffers::~ParamBuffers() {
   for (Entry& entry : entries_) {
     if (entry.accumulator) entry.accumulator->del_post_hook(entry.hook_key);
-    if (entry.slot) registry_.detach_main_grad(entry.param, entry.slot.get());
   }
+  if (registry_.main_grad_writer() == this) registry_.set_main_grad_writer(nullptr);
 }
 
 int64_t ParamBuffers::num_buffers() const { return static_cast<int64_t>(buffers_.size()); }
@@ -239,10 +242,20 @@ int64_t ParamBuffers::grad_bytes() const {
 }
 
 torch::Tensor ParamBuffers::main_grad(const torch::Tensor& param) const {
-  for (const Entry& entry : entries_) {
-    if (entry.param.unsafeGetTensorImpl() == param.unsafeGetTensorImpl()) return entry.grad;
-  }
-  throw InternalError("main_grad: the parameter is not in these buffers");
+  const auto it = entry_of_.find(param.unsafeGetTensorImpl());
+  if (it == entry_of_.end()) throw InternalError("main_grad: the parameter is not in these buffers");
+  return entries_[it->second].grad;
+}
+
+bool ParamBuffers::write_main_grad(const torch::Tensor& param,
+                                   const std::function<void(const torch::Tensor& main_grad, bool accumulate)>& write) {
+  const auto it = entry_of_.find(param.unsafeGetTensorImpl());
+  if (it == entry_of_.end() || !entries_[it->second].slot) return false;
+  Entry& entry = entries_[it->second];
+  FT_CHECK(!entry.slot->reducing, "a fused weight gradient arrived after its bucket started reducing");
+  write(entry.grad, entry.slot->written || entry.slot->fused);
+  entry.slot->fused = true;
+  return true;
 }
 
 void ParamBuffers::zero_grads() {

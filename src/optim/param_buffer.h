@@ -12,9 +12,9 @@
 // in place); a 16-bit parameter's gradient is added into the buffer by a hook on its gradient
 // accumulator and then freed, so accumulation over micro-batches is in fp32 and the 16-bit copy
 // lives only until it is added (the step's first one is copied, so these buffers need no zeroing).
-// Layers may also write a 16-bit parameter's gradient into its buffer themselves (MainGradSlot in
-// layers/context.h, attached to the registry with `fuse_wgrad`); the hook then only drops
-// autograd's placeholder.
+// Layers may also write a 16-bit parameter's gradient into its buffer themselves: with
+// `fuse_wgrad` the buffers register as the registry's MainGradWriter (parallel/sharding.h), and the
+// hook then only drops autograd's placeholder.
 //
 // Reduction: with sync on (the last micro-batch), a bucket is reduced as soon as all of its
 // gradients are in, asynchronously, while backward goes on. Buckets start strictly in bucket
@@ -32,12 +32,14 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <memory>
 #include <vector>
 
 #include <torch/types.h>
 
-#include "layers/context.h"
+#include "parallel/sharding.h"
 
 namespace foldtron {
 
@@ -48,8 +50,8 @@ struct BufferOptions {
   int64_t bucket_bytes = int64_t{40} << 20;  // fp32 gradient bytes per bucket
   bool shard = false;    // distributed optimizer: reduce-scatter, this rank updates its shard
   bool overlap = true;   // reduce buckets during backward; false: all after it
-  // Give every 16-bit parameter a MainGradSlot in the registry (gradient-accumulation fusion;
-  // removed again when the buffers go).
+  // Offer layers the 16-bit parameters' fp32 main gradients (gradient-accumulation fusion): the
+  // buffers are the registry's MainGradWriter until they go.
   bool fuse_wgrad = true;
 };
 
@@ -69,11 +71,11 @@ struct ShardChunk {
   int64_t shard_offset = 0;
 };
 
-class ParamBuffers {
+class ParamBuffers : public MainGradWriter {
  public:
   ParamBuffers(const std::vector<torch::Tensor>& params, ParamRegistry& registry, ProcessGroups& groups,
                BufferOptions options = {});
-  ~ParamBuffers();
+  ~ParamBuffers() override;
   ParamBuffers(const ParamBuffers&) = delete;
   ParamBuffers& operator=(const ParamBuffers&) = delete;
 
@@ -104,7 +106,11 @@ class ParamBuffers {
   // Bytes of the fp32 gradient buffers on this rank.
   int64_t grad_bytes() const;
 
+  bool write_main_grad(const torch::Tensor& param,
+                       const std::function<void(const torch::Tensor& main_grad, bool accumulate)>& write) override;
+
  private:
+  struct MainGradSlot;
   struct Entry;
   struct Bucket;
   struct Buffer;
@@ -117,9 +123,10 @@ class ParamBuffers {
 
   BufferOptions options_;
   ProcessGroups& groups_;
-  ParamRegistry& registry_;  // outlives the buffers; holds their MainGradSlots
+  ParamRegistry& registry_;  // outlives the buffers; their MainGradWriter while they live
   std::vector<Buffer> buffers_;
   std::vector<Entry> entries_;
+  std::map<const c10::TensorImpl*, size_t> entry_of_;  // parameter -> its entry
   std::vector<Bucket> buckets_;
   std::vector<ShardSegment> segments_;
   std::vector<ShardChunk> chunks_;

@@ -3,15 +3,17 @@
 
 #include <functional>
 
+#include <fmt/format.h>
 #include <torch/torch.h>
 
 #include "core/errors.h"
+#include "core/text.h"
 #include "layers/context_parallel.h"
 #include "layers/embedding.h"
-#include "models/decoder_lm.h"
+#include "models/model.h"
 #include "parallel/mappings.h"
 #include "parallel/process_groups.h"
-#include "training/pipeline.h"
+#include "pipeline/schedule.h"
 
 namespace foldtron {
 namespace {
@@ -29,64 +31,113 @@ torch::Tensor gather_batch(torch::Tensor x, ProcessGroups& groups, bool sequence
   return groups.dp().all_gather(x.narrow(0, 0, mine).contiguous(), rows);
 }
 
+// Checks what the model and the layout need of the inputs.
+void check_inputs(const Model& model, ProcessGroups& groups, const ForwardInputs& in) {
+  const auto length_fits = [&](int64_t length, const char* what) {
+    const int64_t tp = groups.tp().size(), cp = groups.cp().size();
+    if (model.context().sequence_parallel && length % tp != 0) {
+      throw DataError(fmt::format("the {} length {} does not split over tp {} with sequence parallelism", what, length, tp),
+                      "pad the input to a multiple of tp, or run without --sequence-parallel");
+    }
+    if (cp > 1 && (length % (2 * cp) != 0 || (model.context().sequence_parallel && length % (cp * tp) != 0))) {
+      throw DataError(fmt::format("the {} length {} does not split into 2*cp = {} chunks{}", what, length, 2 * cp,
+                                  model.context().sequence_parallel ? fmt::format(" and over tp*cp = {}", cp * tp) : ""),
+                      "pad the input to a multiple of those, or run with a smaller --cp");
+    }
+  };
+  length_fits(in.input_ids.size(1), "input");
+  if (in.attention_mask.defined() && in.attention_mask.sizes() != in.input_ids.sizes()) {
+    throw DataError(fmt::format("attention_mask has shape {}, but input_ids {}", shape_text(in.attention_mask.sizes().vec()),
+                                shape_text(in.input_ids.sizes().vec())),
+                    "give attention_mask the shape of input_ids");
+  }
+  if (groups.cp().size() > 1 && in.attention_mask.defined() && !in.attention_mask.all().item<bool>()) {
+    throw DataError("attention_mask with padding runs without context parallelism",
+                    "run with --cp 1, or pass unpadded sequences");
+  }
+  if (!model.encoder_decoder()) return;
+  if (!in.decoder_input_ids.defined() || !in.labels.defined()) {
+    throw DataError("an encoder-decoder model needs decoder_input_ids and labels beside input_ids",
+                    "store decoder_input_ids and labels, int64 [batch, target length]");
+  }
+  if (in.decoder_input_ids.sizes() != in.labels.sizes() || in.decoder_input_ids.size(0) != in.input_ids.size(0)) {
+    throw DataError(fmt::format("decoder_input_ids {} and labels {} must both be [batch {}, target length]",
+                                shape_text(in.decoder_input_ids.sizes().vec()), shape_text(in.labels.sizes().vec()),
+                                in.input_ids.size(0)),
+                    "write them with the same shape, one row per input sequence");
+  }
+  length_fits(in.decoder_input_ids.size(1), "target");
+}
+
 }  // namespace
 
-ForwardResult forward_batch(DecoderLM& model, ProcessGroups& groups, const torch::Tensor& ids_in, torch::Device device,
-                            bool sequence_parallel, bool hidden_states) {
-  const int64_t batch = ids_in.size(0), seq = ids_in.size(1), dp = groups.dp().size();
-  if (sequence_parallel && seq % groups.tp().size() != 0) {
-    throw DataError(fmt::format("the input's sequence length {} does not split over tp {} with sequence parallelism",
-                                seq, groups.tp().size()),
-                    "pad the input to a multiple of tp, or run without --sequence-parallel");
-  }
-  const int64_t cp = groups.cp().size();
-  if (cp > 1 && (seq % (2 * cp) != 0 || (sequence_parallel && seq % (cp * groups.tp().size()) != 0))) {
-    throw DataError(fmt::format("the input's sequence length {} does not split into 2*cp = {} chunks{}", seq, 2 * cp,
-                                sequence_parallel ? fmt::format(" and over tp*cp = {}", cp * groups.tp().size()) : ""),
-                    "pad the input to a multiple of those, or run with a smaller --cp");
-  }
+ForwardResult forward_batch(Model& model, ProcessGroups& groups, const ForwardInputs& in, bool hidden_states,
+                            bool backward) {
+  check_inputs(model, groups, in);
+  FT_CHECK(!backward || model.part().vpp == 1, "forward_batch runs backward with one micro-batch: not interleaved");
+  const torch::Device device = model.context().device;
+  const bool encoder_decoder = model.encoder_decoder();
+  const int64_t batch = in.input_ids.size(0), seq = in.input_ids.size(1), dp = groups.dp().size();
   std::vector<int64_t> rows;
   for (int64_t d = 0; d < dp; ++d) rows.push_back(batch / dp + (d < batch % dp ? 1 : 0));
   const int64_t d = groups.dp().rank(), mine = rows[static_cast<size_t>(d)];
   int64_t first = 0;
   for (int64_t r = 0; r < d; ++r) first += rows[static_cast<size_t>(r)];
   // A rank without sequences runs sequence 0 and weighs it 0.
-  const torch::Tensor ids = ids_in.narrow(0, mine > 0 ? first : 0, std::max<int64_t>(mine, 1)).t().contiguous().to(device);
-  torch::Tensor targets = torch::full_like(ids, kIgnoreIndex);  // [S, b]: next token; the last predicts nothing
-  targets.narrow(0, 0, seq - 1).copy_(ids.narrow(0, 1, seq - 1));
-  // Context parallelism: this rank's chunks; `order` puts the gathered chunks back in position order.
-  const torch::Tensor positions = cp_positions(seq, cp, groups.cp().rank(), device);
-  torch::Tensor order;
-  if (cp > 1) order = cp_gathered_positions(seq, cp, device).argsort();
-  const torch::Tensor local_ids = cp > 1 ? ids.index_select(0, positions) : ids;
-  if (cp > 1) targets = targets.index_select(0, positions);
-
-  // The model's chunks through the pipeline (one micro-batch, forward only; without pipeline
-  // parallelism a single step). The last stage keeps the logits.
-  const ModelPart& part = model.part();
-  std::vector<std::vector<torch::Tensor>> hidden(static_cast<size_t>(part.num_chunks()));
-  torch::Tensor logits;  // [S/cp, b, V/tp] on the last stage
-  PipelineStage stage;
-  stage.forward = [&](const PipelineOp& op, const torch::Tensor& input) {
-    torch::Tensor out = model.forward_chunk(op.chunk, part.has_embedding(op.chunk) ? local_ids : input, positions,
-                                            hidden_states ? &hidden[static_cast<size_t>(op.chunk)] : nullptr);
-    if (part.has_head(op.chunk)) logits = out;
-    return out;
+  const auto share = [&](const torch::Tensor& x) {  // [B, L] -> [L, b] on the device
+    return x.narrow(0, mine > 0 ? first : 0, std::max<int64_t>(mine, 1)).t().contiguous().to(device);
   };
-  const int64_t pp = groups.pp().size(), last = pp - 1;
-  run_pipeline(plan_pipeline(pp, part.vpp, 1, true)[static_cast<size_t>(groups.pp().rank())], groups.pp(),
-               model.stream_shape(seq, local_ids.size(1)), model.stream_options(), stage, true);
-
-  ForwardResult result;
-  const double predictions = static_cast<double>(batch * (seq - 1));
-  torch::Tensor total = torch::zeros({1}, torch::kDouble);
-  const bool has_head = groups.pp().rank() == last;
-  if (has_head) {
-    const torch::Tensor losses = vocab_parallel_cross_entropy(logits, targets, groups.tp());  // [S/cp, b]
-    result.loss = losses.sum() * (mine > 0 ? 1.0 / predictions : 0.0);
-    if (pp > 1) result.loss = result.loss.detach();
-    total = result.loss.detach().to(torch::kDouble).reshape({1}).cpu();
+  ModelInputs inputs;
+  inputs.input_ids = share(in.input_ids);  // [S, b]
+  if (in.attention_mask.defined()) inputs.mask = share(in.attention_mask).to(torch::kBool);
+  torch::Tensor targets, predictions;  // [S or T, b], and the count of all targets of the batch
+  if (encoder_decoder) {
+    inputs.decoder_input_ids = share(in.decoder_input_ids);
+    targets = share(in.labels);
+    predictions = (in.labels != kIgnoreIndex).sum();
+  } else {
+    // Next token; the last predicts nothing, nor does a target that is padding.
+    targets = torch::full_like(inputs.input_ids, kIgnoreIndex);
+    targets.narrow(0, 0, seq - 1).copy_(inputs.input_ids.narrow(0, 1, seq - 1));
+    if (inputs.mask.defined()) targets = targets.masked_fill(inputs.mask.logical_not(), kIgnoreIndex);
+    predictions = in.attention_mask.defined() ? in.attention_mask.narrow(1, 1, seq - 1).sum()
+                                              : torch::full({}, batch * (seq - 1), torch::kLong);
   }
+  // Context parallelism (decoder-only): this rank's chunks; `order` puts gathered chunks back.
+  const int64_t cp = groups.cp().size();
+  inputs.positions = cp_positions(seq, cp, groups.cp().rank(), device);
+  torch::Tensor order;
+  if (cp > 1) {
+    order = cp_gathered_positions(seq, cp, device).argsort();
+    inputs.input_ids = inputs.input_ids.index_select(0, inputs.positions);
+    targets = targets.index_select(0, inputs.positions);
+  }
+
+  // The model's chunks through the pipeline (one micro-batch; without pipeline parallelism a
+  // single step). The last stage keeps the logits and the loss, this rank's share of the mean.
+  const ModelPart& part = model.part();
+  const double count = std::max<double>(static_cast<double>(predictions.item<int64_t>()), 1.0);
+  std::vector<torch::Tensor> hidden;
+  torch::Tensor logits;  // [S/cp or T, b, Vp/tp] on the last stage
+  ForwardResult result;
+  PipelineStage stage;
+  stage.forward = [&](const PipelineOp& op, const TensorList& input) -> TensorList {
+    ForwardState state;
+    state.hidden_states = hidden_states ? &hidden : nullptr;
+    TensorList out = model.forward_chunk(op.chunk, inputs, input, state);
+    if (!part.has_head(op.chunk)) return out;
+    logits = out.at(0);
+    const torch::Tensor loss =
+        vocab_parallel_cross_entropy(logits, targets, groups.tp(), model.vocab_size()).sum() * (mine > 0 ? 1.0 / count : 0.0);
+    result.loss = loss.detach();
+    return {loss};
+  };
+  stage.stream_spec = [&](int64_t /*micro*/) { return model.stream_spec(inputs); };
+  const int64_t pp = groups.pp().size(), last = pp - 1;
+  run_pipeline(plan_pipeline(pp, part.vpp, 1, !backward)[static_cast<size_t>(groups.pp().rank())], groups.pp(), stage,
+               !backward);
+  torch::Tensor total = torch::zeros({1}, torch::kDouble);
+  if (groups.pp().rank() == last) total = result.loss.to(torch::kDouble).reshape({1}).cpu();
   groups.dp_cp().all_reduce(total);
   groups.pp().all_reduce(total);  // from the last stage to every stage
   result.loss_value = total.item<double>();
@@ -100,21 +151,22 @@ ForwardResult forward_batch(DecoderLM& model, ProcessGroups& groups, const torch
     if (pp > 1) groups.pp().broadcast(out, static_cast<int>(owner));
     return out;
   };
+  const int64_t out_seq = encoder_decoder ? in.decoder_input_ids.size(1) : seq, vocab = model.vocab_size();
   result.logits = from_stage(last, [&] {
-    return gather_batch(gather_last_dim(logits.detach(), groups.tp()).to(torch::kFloat), groups, false, rows, order);
-  }, {batch, seq, model.vocab_size()});
+    const torch::Tensor full = gather_last_dim(logits.detach(), groups.tp()).narrow(-1, 0, vocab);
+    return gather_batch(full.to(torch::kFloat), groups, false, rows, order);
+  }, {batch, out_seq, vocab});
   if (hidden_states) {
-    // Hidden state i is the input of layer i (its chunk's stage); the last is the final norm's.
-    const int64_t layers = part.chunk_begin.back();
-    std::vector<torch::Tensor> mine_in_order;
-    for (const auto& chunk : hidden) mine_in_order.insert(mine_in_order.end(), chunk.begin(), chunk.end());
+    // Each rank captured its states in order; state i lives on hidden_state_owner(i).
+    const int64_t encoder_states = model.num_encoder_states();
     size_t next = 0;
-    for (int64_t i = 0; i <= layers; ++i) {
-      const int64_t owner = i < layers ? part.pp_rank_of_layer(i) : last;
-      result.hidden_states.push_back(from_stage(owner, [&] {
-        const torch::Tensor h = mine_in_order.at(next++).detach().to(torch::kFloat);
-        return gather_batch(h, groups, sequence_parallel, rows, order);
-      }, {batch, seq, model.hidden_size()}));
+    const bool sp = model.context().sequence_parallel;
+    for (int64_t i = 0; i < model.num_hidden_states(); ++i) {
+      const int64_t length = i < encoder_states ? seq : out_seq;
+      result.hidden_states.push_back(from_stage(model.hidden_state_owner(i), [&] {
+        const torch::Tensor h = hidden.at(next++).detach().to(torch::kFloat);
+        return gather_batch(h, groups, sp, rows, order);
+      }, {batch, length, model.hidden_size()}));
     }
   }
   return result;

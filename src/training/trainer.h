@@ -1,15 +1,16 @@
-// The training loop: for each step, the global batch (the same samples on every layout for the
-// same seed) is split over dp ranks and into micro-batches (gradient accumulation); losses are
-// scaled by the global token count so summed gradients are those of the global mean; gradients
-// are reduced in buckets during the last micro-batch's backward (ParamBuffers: over dp_cp for
-// dense parameters, edp for experts; reduce-scattered with the distributed optimizer), clipped
-// by the global norm, and applied by AdamW. A step
-// whose loss or gradient norm is not finite is skipped with a warning; max_bad_steps in a row
-// abort the run. Rank 0 logs progress (step/total, ETA, loss, lr, grad norm, tokens/s, TFLOP/s
-// per GPU, MFU, memory) and writes one JSON record per logged step to logging.metrics_file.
+// The training loop. For each step the global batch (the same samples on every layout for the
+// same seed) is split over dp ranks and into micro-batches (gradient accumulation), which run
+// through the pipeline schedule (pipeline/schedule.h; one stage without pipeline parallelism).
+// The task (training/task.h) makes the batches and the loss, each micro-batch's share of the
+// global mean, so summed gradients are those of the global mean. Gradients are reduced in buckets
+// during the last micro-batch's backward (ParamBuffers: over dp_cp for dense parameters, edp for
+// experts; reduce-scattered with the distributed optimizer), clipped by the global norm, and
+// applied by AdamW. A step whose loss or gradient norm is not finite is skipped with a warning;
+// max_bad_steps in a row abort the run. Registered hooks run around each step (the expert-bias
+// update). Rank 0 logs progress (step/total, ETA, loss, lr, grad norm, tokens/s, TFLOP/s per
+// GPU, MFU, memory) and writes one JSON record per logged step to logging.metrics_file.
 #pragma once
 
-#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -17,20 +18,15 @@
 #include <torch/types.h>
 
 #include "config/config.h"
-#include "layers/context.h"
+#include "parallel/sharding.h"
+#include "training/hooks.h"
+#include "training/metrics.h"
+#include "training/task.h"
+#include "training/train_state.h"
 
 namespace foldtron {
 
 class ProcessGroups;
-
-struct StepRecord {
-  int64_t step = 0;  // 1-based
-  double loss = 0, lm_loss = 0, aux_loss = 0, z_loss = 0, grad_norm = 0, lr = 0;  // loss = lm + aux + z
-  int64_t tokens = 0;
-  double step_time_s = 0, tokens_per_s = 0, tflops_per_gpu = 0, mfu = 0, mem_gb = 0;
-  double fwd_bwd_s = 0, grad_reduce_s = 0, optimizer_s = 0;  // parts of step_time_s
-  bool skipped = false;
-};
 
 // A parameter as this rank holds it: its name in the model, its values (fp32, CPU), its split.
 struct RankParam {
@@ -41,7 +37,7 @@ struct RankParam {
 
 struct TrainResult {
   std::vector<StepRecord> steps;
-  std::string sample;  // greedy continuation of the prompt (empty when not asked)
+  std::string sample;  // continuation of logging.sample_prompt (empty when not asked)
   // Bytes of optimizer state (fp32 main weights and moments) on this rank, dense and expert.
   int64_t dense_state_bytes = 0, expert_state_bytes = 0;
   std::vector<RankParam> final_params;  // with TrainOptions::keep_final_params
@@ -49,14 +45,40 @@ struct TrainResult {
 
 struct TrainOptions {
   torch::Device device = torch::kCPU;
-  std::string prompt;           // generate a continuation after training when not empty
-  int64_t generate_tokens = 0;  // how many
   bool keep_final_params = false;  // return this rank's parameters after the last step
 };
 
-TrainResult train(const Config& config, ProcessGroups& groups, const TrainOptions& options);
+class Trainer {
+ public:
+  Trainer(TrainState& state, const Task& task);
+  void add_hook(std::shared_ptr<StepHook> hook) { hooks_.push_back(std::move(hook)); }
+  // One optimizer step on the next global batch.
+  StepRecord step();
+  // Steps until train.train_iters with the progress log, the metrics file and the profiled step.
+  std::vector<StepRecord> run();
 
-// The JSON line of one record (DESIGN.md's metrics contract).
-std::string metrics_json(const StepRecord& record);
+ private:
+  struct Sums;
+  // Forward and backward of every micro-batch of the step through the pipeline schedule.
+  void forward_backward(Sums& sums);
+  // The micro-batch `micro` of this step on this rank (made once, context-parallel chunks cut).
+  const Batch& micro_batch(int64_t micro);
+  // Loss terms over the whole job and the gradient norm, into `record`.
+  void reduce(Sums& sums, StepRecord& record);
+  // The optimizer step, or the skip of a non-finite one.
+  void update(StepRecord& record);
+  void log_start() const;
+
+  TrainState& state_;
+  const Task& task_;
+  std::vector<std::shared_ptr<StepHook>> hooks_;
+  int64_t dp_, micro_batches_, per_rank_;
+  std::map<int64_t, Batch> batches_;  // this step's micro-batches
+  double units_ = 0;                  // loss units of this step's global batch
+};
+
+// The standard job: the train state, the language-model task and the default hooks; trains, then
+// writes a continuation of logging.sample_prompt when logging.sample_tokens asks for one.
+TrainResult train(const Config& config, ProcessGroups& groups, const TrainOptions& options);
 
 }  // namespace foldtron

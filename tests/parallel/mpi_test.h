@@ -9,6 +9,11 @@
 #include <torch/torch.h>
 
 #include "parallel/communicator.h"
+#include "parallel/sharding.h"
+
+namespace foldtron {
+class ProcessGroups;
+}  // namespace foldtron
 
 namespace foldtron::testing {
 
@@ -24,6 +29,11 @@ Communicator& world();
 // A deterministic tensor of `shape`, the same wherever it is built for the same `seed`: every
 // rank can build every other rank's input and compute the expected result alone.
 torch::Tensor data(int64_t seed, at::IntArrayRef shape, torch::ScalarType dtype = torch::kFloat);
+
+// The global tensor of a parameter's shard (or of its gradient) `shard` on every rank: gathered
+// over its split group (tp, or etp for experts) by `info` (padding rows dropped), then experts
+// over ep. Collective over those groups; on the CPU.
+torch::Tensor gather_full(const torch::Tensor& shard, const ParamInfo& info, ProcessGroups& groups);
 
 // Expects a and b (moved to the CPU) to be close; prints the worst difference otherwise.
 ::testing::AssertionResult close(const torch::Tensor& a, const torch::Tensor& b, double rtol = 1e-6,

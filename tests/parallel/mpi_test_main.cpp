@@ -9,6 +9,7 @@
 #include "core/torch_compat.h"
 #include "mpi_test.h"
 #include "parallel/mpi_runtime.h"
+#include "parallel/process_groups.h"
 
 namespace foldtron::testing {
 namespace {
@@ -68,6 +69,19 @@ torch::Tensor data(int64_t seed, at::IntArrayRef shape, torch::ScalarType dtype)
     values = torch::randint(-50, 50, shape, generator, torch::kLong).to(dtype);
   }
   return values;
+}
+
+torch::Tensor gather_full(const torch::Tensor& shard, const ParamInfo& info, ProcessGroups& groups) {
+  torch::Tensor full = shard.detach();
+  Communicator& split_group = info.expert ? groups.etp() : groups.tp();
+  if (info.tp_split_dim >= 0 && split_group.size() > 1) {
+    const torch::Tensor all = split_group.all_gather(full.contiguous());  // shards stacked on dim 0
+    full = unshard(all.chunk(split_group.size(), 0), info);
+  } else if (info.padded_rows > 0) {
+    full = unshard({full}, info);
+  }
+  if (info.expert && groups.ep().size() > 1) full = groups.ep().all_gather(full.contiguous());  // [E, ...]
+  return full.cpu();
 }
 
 ::testing::AssertionResult close(const torch::Tensor& a, const torch::Tensor& b, double rtol, double atol) {

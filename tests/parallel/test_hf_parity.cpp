@@ -1,10 +1,9 @@
-// Hugging Face parity: the tiny Mixtral, Qwen2-MoE and Llama checkpoints of
+// Hugging Face parity: the tiny Mixtral, Qwen2-MoE, Qwen3-MoE, Llama and Marian checkpoints of
 // ../shared/reference/hf, imported into every layout of the job's world size that the model
-// allows (tp, ep, etp, sequence parallelism, folded), reproduce transformers' logits, every
-// hidden state, the loss and every gradient of the loss within 1e-4 (relative to each tensor's
-// largest entry). Layouts with dp larger than the batch of 2 exercise ranks without a sequence.
-// Pipeline layouts (pp 2, one layer per stage) check logits, hidden states and loss; their
-// gradients are checked by the training equivalence tests (backward needs the schedule).
+// allows (tp, ep, etp, sequence parallelism, context and pipeline parallelism, folded), reproduce
+// transformers' logits, every hidden state, the loss and every stored gradient of the loss within
+// 1e-5 (relative to each tensor's largest entry). Layouts with dp larger than the batch of 2
+// exercise ranks without a sequence; pipeline layouts backpropagate through the schedule.
 #include <filesystem>
 #include <iostream>
 
@@ -14,39 +13,29 @@
 #include "checkpoint/hf_import.h"
 #include "checkpoint/safetensors.h"
 #include "config/validate.h"
-#include "models/decoder_lm.h"
+#include "models/registry.h"
 #include "mpi_test.h"
 #include "optim/param_buffer.h"
 #include "parallel/process_groups.h"
-#include "parallel/rng.h"
 #include "training/forward.h"
 
 namespace foldtron::testing {
 namespace {
 
 const std::string kReference = FOLDTRON_REFERENCE_DIR "/hf/";
+constexpr double kTolerance = 1e-5;
 
 double worst_error = 0;  // largest max|a-b| / max|b| seen, printed at the end
 
+// Relative to the reference's largest entry, floored at 1e-2: some gradients are zero in exact
+// arithmetic (a key bias shifts every score of a query alike) and hold only rounding noise of
+// about 1e-9.
 ::testing::AssertionResult near(const torch::Tensor& a, const torch::Tensor& b) {
-  const double scale = std::max(b.abs().max().item<double>(), 1e-6);
+  const double scale = std::max(b.abs().max().item<double>(), 1e-2);
   if (a.sizes() == b.sizes()) {
     worst_error = std::max(worst_error, (a.detach().cpu().to(torch::kDouble) - b.to(torch::kDouble)).abs().max().item<double>() / scale);
   }
-  return close(a, b, 1e-4, 1e-4 * scale);
-}
-
-// The full gradient of a parameter from every rank's shard: gathered over its split group
-// (tp, or etp for experts) by its layout, then experts over ep.
-torch::Tensor full_grad(const torch::Tensor& param, const ParamInfo& info, ProcessGroups& groups) {
-  torch::Tensor grad = param.grad().detach();
-  Communicator& split_group = info.expert ? groups.etp() : groups.tp();
-  if (info.tp_split_dim >= 0 && split_group.size() > 1) {
-    const torch::Tensor all = split_group.all_gather(grad.contiguous());  // shards stacked on dim 0
-    grad = unshard(all.chunk(split_group.size(), 0), info);
-  }
-  if (info.expert && groups.ep().size() > 1) grad = groups.ep().all_gather(grad.contiguous());  // [E, ...]
-  return grad.cpu();
+  return close(a, b, kTolerance, kTolerance * scale);
 }
 
 struct Layout {
@@ -57,7 +46,8 @@ struct Layout {
   int64_t pp = 1;
 };
 
-// False when the model does not split that way (heads, experts); other layouts cover it.
+// False when the model does not split that way (heads, experts, sequence lengths); other
+// layouts cover it.
 bool check_model(const std::string& model_name, const Layout& layout) {
   const std::string dir = kReference + model_name;
   Config config = hf_model_config(dir);
@@ -73,6 +63,18 @@ bool check_model(const std::string& model_name, const Layout& layout) {
   const int64_t dp = world / (layout.tp * layout.cp * layout.pp);
   config.train.global_batch_size = dp;
   config.train.micro_batch_size = 1;
+  const SafetensorsFile reference(dir + "/reference.safetensors");
+  ForwardInputs inputs;
+  inputs.input_ids = reference.load("input_ids");
+  config.train.seq_length = inputs.input_ids.size(1);
+  const bool encoder_decoder = reference.has("decoder_input_ids");
+  if (encoder_decoder) {
+    inputs.attention_mask = reference.load("attention_mask");
+    inputs.decoder_input_ids = reference.load("decoder_input_ids");
+    inputs.labels = reference.load("labels");
+    // Sequence parallelism splits the target too.
+    if (layout.sp && inputs.decoder_input_ids.size(1) % layout.tp != 0) return false;
+  }
   try {
     validate_config(config, world);
   } catch (const ConfigError&) {
@@ -81,43 +83,52 @@ bool check_model(const std::string& model_name, const Layout& layout) {
   SCOPED_TRACE(fmt::format("{} world {} tp {} ep {} etp {} sp {} cp {} pp {}", model_name, world, layout.tp,
                            layout.ep, layout.etp, layout.sp, layout.cp, layout.pp));
   ProcessGroups groups(Topology(layout_of(config.parallel, world)), comm_options());
-  RngTracker rng(1, groups.coords(), device());
-  ParamRegistry registry;
-  const bool sp = layout.sp && layout.tp > 1;
-  const LayerContext ctx{&groups.tp(), sp, 1, device(), torch::kFloat, &rng, &registry, &groups, layout.cp_comm_type};
-  DecoderLM model(ctx, config.model, config.moe,
-                  ModelPart::of(config.parallel, config.model.num_layers, groups.pp().rank()));
-  model.eval();  // no dropout, no router losses: the stored gradients are those of ce_loss alone
-  load_hf_weights(model, registry, HfCheckpoint(dir));
-  ParamBuffers buffers(model.parameters(), registry, groups);
+  const std::shared_ptr<Model> model = build_model(config, groups, device(), 1);
+  model->eval();  // no dropout, no router losses: the stored gradients are those of the loss alone
+  load_hf_weights(*model, HfCheckpoint(dir));
+  ParamBuffers buffers(model->parameters(), model->registry(), groups);
 
-  const SafetensorsFile reference(dir + "/reference.safetensors");
-  const ForwardResult result = forward_batch(model, groups, reference.load("input_ids"), device(), sp, true);
+  const ForwardResult result = forward_batch(*model, groups, inputs, true, /*backward=*/true);
   EXPECT_TRUE(near(result.logits, reference.load("logits"))) << "logits";
-  const double ce = reference.load("ce_loss").item<double>();
-  EXPECT_NEAR(result.loss_value, ce, 1e-4 * ce) << "loss";
-  worst_error = std::max(worst_error, std::abs(result.loss_value - ce) / ce);
-  EXPECT_EQ(static_cast<int64_t>(result.hidden_states.size()), config.model.num_layers + 1);
-  for (size_t i = 0; i < result.hidden_states.size(); ++i) {
-    EXPECT_TRUE(near(result.hidden_states[i], reference.load(fmt::format("hidden_states.{}", i)))) << "hidden state " << i;
+  const double loss = reference.load(encoder_decoder ? "loss" : "ce_loss").item<double>();
+  EXPECT_NEAR(result.loss_value, loss, kTolerance * loss) << "loss";
+  worst_error = std::max(worst_error, std::abs(result.loss_value - loss) / loss);
+  // Hidden states in Hugging Face's order: an encoder-decoder's encoder states, then its decoder's.
+  std::vector<std::string> names;
+  const int64_t encoder_states = model->num_encoder_states();
+  for (int64_t i = 0; i < model->num_hidden_states(); ++i) {
+    names.push_back(!encoder_decoder ? fmt::format("hidden_states.{}", i)
+                    : i < encoder_states ? fmt::format("encoder_hidden_states.{}", i)
+                                         : fmt::format("decoder_hidden_states.{}", i - encoder_states));
+  }
+  EXPECT_EQ(result.hidden_states.size(), names.size());
+  for (size_t i = 0; i < std::min(names.size(), result.hidden_states.size()); ++i) {
+    if (!reference.has(names[i])) {
+      ADD_FAILURE() << "the reference has no " << names[i];
+      continue;
+    }
+    EXPECT_TRUE(near(result.hidden_states[i], reference.load(names[i]))) << names[i];
   }
 
-  if (layout.pp > 1) return true;
-  result.loss.backward();
   buffers.finish_grad_sync();
   // The reference stores the gradients of some parameters (layer 0, embeddings, output layer):
-  // every one of them must be compared.
-  size_t stored = 0, compared = 0;
+  // every one of them must be compared, on the pipeline stage that holds it.
+  size_t stored = 0;
   for (const std::string& name : reference.names()) stored += name.rfind("grad.", 0) == 0 ? 1 : 0;
-  for (const auto& item : model.named_parameters()) {
+  int64_t compared = 0;
+  for (const auto& item : model->named_parameters()) {
     // Gathering is collective: every rank gathers every parameter, stored or not.
-    const torch::Tensor grad = full_grad(item.value(), registry.info(item.value()), groups);
-    const std::string name = "grad." + hf_name(item.key());
+    const torch::Tensor grad = gather_full(buffers.main_grad(item.value()), model->registry().info(item.value()), groups);
+    const std::string name = "grad." + model->hf_name(item.key());
     if (!reference.has(name)) continue;
     EXPECT_TRUE(near(grad, reference.load(name))) << name;
-    ++compared;
+    // A tied table on two stages is counted once (both hold the summed gradient).
+    if (!model->registry().info(item.value()).stage_tied || groups.pp().rank() == 0) ++compared;
   }
-  EXPECT_EQ(compared, stored) << "stored gradients without a matching parameter";
+  // Counted once per pipeline stage (tp/dp replicas compare the same tensors).
+  torch::Tensor total = torch::full({1}, static_cast<double>(compared), torch::kDouble);
+  groups.pp().all_reduce(total);
+  EXPECT_EQ(static_cast<size_t>(total.item<double>()), stored) << "stored gradients without a matching parameter";
   return true;
 }
 
@@ -125,20 +136,21 @@ TEST(HfParity, EveryLayoutMatchesTransformers) {
   if (!std::filesystem::exists(kReference)) GTEST_SKIP() << "no reference vectors at " << kReference;
   const std::vector<Layout> layouts{{1, 1, 1, false}, {2, 1, 2, false}, {2, 1, 2, true}, {1, 2, 1, false},
                                     {1, 4, 1, false}, {2, 2, 1, true},  {2, 4, 1, true}, {2, 4, 1, false},
-                                    {2, 2, 2, true},  {1, 8, 1, false},
+                                    {2, 2, 2, true},  {1, 8, 1, false}, {4, 1, 4, false}, {4, 2, 1, true},
                                     // Context parallelism: all-gather and Ulysses attention.
                                     {1, 1, 1, false, 2}, {2, 1, 2, true, 2, CpCommType::kAllToAll},
                                     {1, 2, 1, false, 2, CpCommType::kAllToAll}, {2, 4, 1, true, 2},
                                     {1, 1, 1, false, 4}, {1, 4, 2, false, 4},
                                     {1, 1, 1, false, 2, CpCommType::kP2P}, {2, 4, 1, true, 2, CpCommType::kP2P},
                                     {1, 2, 1, false, 4, CpCommType::kP2P},
-                                    // Pipeline parallelism (forward only), with every other dimension.
+                                    // Pipeline parallelism (backward through the schedule), with every
+                                    // other dimension.
                                     {1, 1, 1, false, 1, CpCommType::kAllGather, 2},
                                     {2, 2, 1, true, 1, CpCommType::kAllGather, 2},
                                     {1, 2, 1, false, 2, CpCommType::kP2P, 2},
                                     {2, 2, 1, true, 2, CpCommType::kAllGather, 2},
                                     {1, 4, 1, false, 2, CpCommType::kAllToAll, 2}};
-  for (const std::string model : {"mixtral-tiny", "qwen2moe-tiny", "llama-tiny"}) {
+  for (const std::string model : {"mixtral-tiny", "qwen2moe-tiny", "qwen3moe-tiny", "llama-tiny", "marian-tiny"}) {
     std::vector<std::string> checked;
     for (const Layout& layout : layouts) {
       if (check_model(model, layout)) {

@@ -150,6 +150,7 @@ TEST(MoeDispatcher, DroplessDispatchAndCombineMatchTheDirectSum) {
     SCOPED_TRACE(kind == Dispatcher::kAllGather ? "all-gather" : "all-to-all");
     const auto dispatcher = make_dispatcher(kind, *groups, ExpertShard{experts, 0, 0, 1});
     Routing routing;
+    routing.every_token_routed = true;
     routing.routing_map = map.to(device());
     routing.probs = p.to(dopt).clone().requires_grad_(true);  // a leaf of its own (.to may return p)
     const torch::Tensor x = x0.to(dopt).clone().requires_grad_(true);
@@ -161,7 +162,7 @@ TEST(MoeDispatcher, DroplessDispatchAndCombineMatchTheDirectSum) {
       outs.push_back(d.tokens.narrow(0, first, d.counts[e]) * scale[e].item<double>());
       first += d.counts[e];
     }
-    const torch::Tensor y = dispatcher->combine(torch::cat(outs, 0));
+    const torch::Tensor y = dispatcher->combine(torch::cat(outs, 0), d);
     EXPECT_NE(y.grad_fn()->name().find("SumCopies"), std::string::npos) << y.grad_fn()->name();
     y.backward(dy.to(dopt));
     const torch::Tensor factor = (p * scale).sum(1, true);  // [n, 1]
@@ -279,7 +280,7 @@ TEST(MoeRouter, LossesAndBiasUpdateMatchHandComputations) {
   const torch::Tensor sequence = torch::arange(n, torch::kLong).remainder(2).to(device());  // row r: sequence r % 2
   Router router(context(*groups, nullptr, false), "gate", h, moe, 0.5);
   router.train();
-  router.forward(x.to(torch::kFloat), sequence, 2);
+  const RouterLosses losses = router.forward(x.to(torch::kFloat), sequence, 2).losses;
   const torch::Tensor logits = torch::matmul(x, router.weight.detach().to(torch::kDouble).t()).cpu();  // [n, E]
   const torch::Tensor p = torch::softmax(logits, -1);
   const torch::Tensor chosen = std::get<1>(p.topk(k, -1));
@@ -297,14 +298,14 @@ TEST(MoeRouter, LossesAndBiasUpdateMatchHandComputations) {
   aux *= experts * moe.aux_loss_coeff / (k * n * n);
   for (int64_t t = 0; t < n; ++t) z += std::pow(torch::logsumexp(logits[t], 0).item<double>(), 2);
   z *= moe.z_loss_coeff / n;
-  EXPECT_NEAR(router.losses().load_balancing.item<double>(), aux, 1e-12);
-  EXPECT_NEAR(router.losses().z_loss.item<double>(), z, 1e-12);
+  EXPECT_NEAR(losses.load_balancing.item<double>(), aux, 1e-12);
+  EXPECT_NEAR(losses.z_loss.item<double>(), z, 1e-12);
 
   // Per sequence (3 tokens each): mean over sequences of E/(k S^2) sum_e P_be f_be.
   moe.load_balancing = LoadBalancing::kSeqAuxLoss;
   Router seq_router(context(*groups, nullptr, false), "gate", h, moe, 0.5);
   seq_router.train();
-  seq_router.forward(x.to(torch::kFloat), sequence, 2);
+  const RouterLosses seq_losses = seq_router.forward(x.to(torch::kFloat), sequence, 2).losses;
   double seq_aux = 0;
   for (int64_t b = 0; b < 2; ++b) {
     for (int64_t e = 0; e < experts; ++e) {
@@ -313,7 +314,39 @@ TEST(MoeRouter, LossesAndBiasUpdateMatchHandComputations) {
       seq_aux += p_sum * f_seq[b * experts + e] * experts / (k * 9.0);
     }
   }
-  EXPECT_NEAR(seq_router.losses().load_balancing.item<double>(), moe.aux_loss_coeff * seq_aux / 2, 1e-12);
+  EXPECT_NEAR(seq_losses.load_balancing.item<double>(), moe.aux_loss_coeff * seq_aux / 2, 1e-12);
+}
+
+TEST(MoeRouter, PaddingIsNeitherRoutedNorCounted) {
+  // Tokens 2 and 5 are padding: they get no copies and no weight, and every loss equals that of
+  // the four real tokens routed alone (the same sequences).
+  auto groups = single_process_groups();
+  const int64_t n = 6, h = 4;
+  MoEConfig moe;
+  moe.num_experts = 4;
+  moe.topk = 2;
+  moe.aux_loss_coeff = 0.1;
+  moe.z_loss_coeff = 0.01;
+  moe.router_fp64 = true;
+  const torch::Tensor x = data(21, {n, h}).to(device());
+  const torch::Tensor sequence = torch::arange(n, torch::kLong).remainder(2).to(device());
+  const torch::Tensor mask = torch::tensor({1, 1, 0, 1, 1, 0}, torch::kBool).to(device());
+  const torch::Tensor real = torch::tensor({0, 1, 3, 4}, torch::kLong).to(device());
+  for (const LoadBalancing balancing : {LoadBalancing::kAuxLoss, LoadBalancing::kSeqAuxLoss}) {
+    SCOPED_TRACE(enum_name(balancing));
+    moe.load_balancing = balancing;
+    Router router(context(*groups, nullptr, false), "gate", h, moe, 0.5);
+    router.train();
+    const Routing padded = router.forward(x, sequence, 2, mask);
+    const Routing alone = router.forward(x.index_select(0, real), sequence.index_select(0, real), 2);
+    EXPECT_FALSE(padded.every_token_routed);
+    EXPECT_EQ(padded.routing_map.select(0, 2).sum().item<int64_t>(), 0);
+    EXPECT_EQ(padded.routing_map.select(0, 5).sum().item<int64_t>(), 0);
+    EXPECT_EQ(padded.probs.select(0, 5).abs().sum().item<double>(), 0.0);
+    EXPECT_TRUE(torch::equal(padded.routing_map.index_select(0, real), alone.routing_map));
+    EXPECT_NEAR(padded.losses.load_balancing.item<double>(), alone.losses.load_balancing.item<double>(), 1e-12);
+    EXPECT_NEAR(padded.losses.z_loss.item<double>(), alone.losses.z_loss.item<double>(), 1e-12);
+  }
 }
 
 TEST(MoeRouter, ExpertBiasUpdateUsesCountsOverAllRanks) {
@@ -409,7 +442,8 @@ void check_layer(const LayerCase& c) {
   torch::Tensor my_ref_out, my_ref_grad;
   for (int r = 0; r < world; ++r) {
     const torch::Tensor x = data(100 + r, {tokens_of(r), 1, 16}).to(device()).requires_grad_(true);
-    const torch::Tensor out = reference.forward(x);
+    ForwardState state;
+    const torch::Tensor out = reference.forward(x, torch::Tensor(), state);
     (out * data(200 + r, out.sizes()).to(device())).sum().backward();
     if (r == world_rank()) {
       my_ref_out = out.detach();
@@ -424,7 +458,8 @@ void check_layer(const LayerCase& c) {
   starve_experts(layer);
   ParamBuffers buffers(layer.parameters(), registry, groups);
   const torch::Tensor x = data(100 + world_rank(), {tokens_of(world_rank()), 1, 16}).to(device()).requires_grad_(true);
-  const torch::Tensor out = layer.forward(x);
+  ForwardState state;
+  const torch::Tensor out = layer.forward(x, torch::Tensor(), state);
   (out * data(200 + world_rank(), out.sizes()).to(device())).sum().backward();
   EXPECT_TRUE(near(out, my_ref_out)) << "output";
   EXPECT_TRUE(near(x.grad(), my_ref_grad)) << "input gradient";

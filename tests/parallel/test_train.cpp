@@ -324,27 +324,33 @@ TEST(Optim, Bf16GradientsAccumulateInFp32MainGradients) {
 }
 
 // A layer that computes its weight's gradient itself (gradient-accumulation fusion): the
-// gradient of w * x by w is x, written or added into the slot in fp32; autograd gets a placeholder.
+// gradient of w * x by w is x, handed to the registry's MainGradWriter in fp32; autograd gets a
+// placeholder. `accumulated` records what the writer asked for each time.
 class FusedScale : public torch::autograd::Function<FusedScale> {
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& w, const torch::Tensor& x,
-                               int64_t slot) {
-    ctx->save_for_backward({x});
-    ctx->saved_data["slot"] = slot;
+                               int64_t registry) {
+    ctx->save_for_backward({x, w});
+    ctx->saved_data["registry"] = registry;
     return w * x;
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
-    auto* slot = reinterpret_cast<MainGradSlot*>(static_cast<intptr_t>(ctx->saved_data["slot"].toInt()));
-    const torch::Tensor grad = (grads[0].to(torch::kFloat) * ctx->get_saved_variables()[0].to(torch::kFloat));
-    if (slot->written) {
-      slot->grad.add_(grad);
-    } else {
-      slot->grad.copy_(grad);
-    }
-    slot->fused = true;
+    const auto* registry = reinterpret_cast<const ParamRegistry*>(static_cast<intptr_t>(ctx->saved_data["registry"].toInt()));
+    const auto saved = ctx->get_saved_variables();
+    const torch::Tensor grad = grads[0].to(torch::kFloat) * saved[0].to(torch::kFloat);
+    const bool taken = registry->main_grad_writer()->write_main_grad(saved[1], [&](const torch::Tensor& main, bool add) {
+      accumulated.push_back(add);
+      if (add) {
+        main.add_(grad);
+      } else {
+        main.copy_(grad);
+      }
+    });
+    EXPECT_TRUE(taken);
     return {torch::empty_like(grads[0]), torch::Tensor(), torch::Tensor()};
   }
+  static inline std::vector<bool> accumulated;
 };
 
 TEST(Optim, LayersMayWriteBf16GradientsIntoTheMainGradientThemselves) {
@@ -355,29 +361,32 @@ TEST(Optim, LayersMayWriteBf16GradientsIntoTheMainGradientThemselves) {
     BufferOptions off;
     off.fuse_wgrad = false;
     ParamBuffers buffers({w}, registry, groups, off);
-    EXPECT_EQ(registry.main_grad_slot(w), nullptr) << "no slot with fusion off";
+    EXPECT_EQ(registry.main_grad_writer(), nullptr) << "no writer with fusion off";
   }
   ParamBuffers buffers({w}, registry, groups);
-  MainGradSlot* slot = registry.main_grad_slot(w);
-  ASSERT_NE(slot, nullptr);
-  EXPECT_TRUE(slot->grad.is_same(buffers.main_grad(w)));
+  ASSERT_EQ(registry.main_grad_writer(), &buffers);
+  torch::Tensor fp32 = torch::zeros({1}, torch::kFloat).requires_grad_(true);
+  EXPECT_FALSE(buffers.write_main_grad(fp32, [](const torch::Tensor&, bool) {})) << "not a parameter of the buffers";
   buffers.main_grad(w).fill_(std::nan(""));  // stale: the step's first gradient overwrites it
-  const auto handle = static_cast<int64_t>(reinterpret_cast<intptr_t>(slot));
+  const auto handle = static_cast<int64_t>(reinterpret_cast<intptr_t>(&registry));
+  FusedScale::accumulated.clear();
   for (const double x : {256.0, 1.0}) {  // 257 is not a bf16 number: accumulated in fp32
     buffers.set_sync(x == 1.0);
     FusedScale::apply(w, torch::full({1, 1}, x, torch::kBFloat16), handle).sum().backward();
     EXPECT_FALSE(w.grad().defined()) << "the placeholder is dropped";
-    EXPECT_TRUE(slot->written);
-    EXPECT_FALSE(slot->fused);
   }
+  EXPECT_EQ(FusedScale::accumulated, (std::vector<bool>{false, true})) << "overwrite first, then add";
   EXPECT_EQ(buffers.buckets_started_in_backward(), 1) << "the bucket still starts when its gradient is in";
-  EXPECT_TRUE(slot->reducing) << "layers must not write a gradient whose bucket is being reduced";
+  EXPECT_THROW(buffers.write_main_grad(w, [](const torch::Tensor&, bool) {}), InternalError)
+      << "layers must not write a gradient whose bucket is being reduced";
   buffers.finish_grad_sync();
   EXPECT_EQ(buffers.main_grad(w).item<double>(), 257.0);
   buffers.zero_grads();
-  EXPECT_FALSE(slot->written);
-  EXPECT_FALSE(slot->reducing);
+  FusedScale::accumulated.clear();
+  FusedScale::apply(w, torch::full({1, 1}, 3.0, torch::kBFloat16), handle).sum().backward();
+  EXPECT_EQ(FusedScale::accumulated, (std::vector<bool>{false})) << "a new step overwrites again";
 }
+
 
 TEST(TrainEquivalence, Bf16TrainingFollowsFp32) {
   // bf16 parameters with fp32 main weights and gradients stay close to the fp32 run.

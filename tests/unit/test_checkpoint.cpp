@@ -327,12 +327,37 @@ TEST(HfConfig, LlamaTiny) {
   EXPECT_FALSE(c.moe.enabled());
 }
 
-TEST(HfConfig, Qwen3MoeIsRefused) {
-  const std::string dir = hf_dir("qwen3moe-tiny");
-  SKIP_WITHOUT_REFERENCE(dir);
-  const auto e = error_of<CheckpointError>([&] { hf_model_config(dir); });
-  expect_mentions(e, {"qwen3_moe", "llama, mixtral, qwen2_moe", "config.json"});
-  EXPECT_NE(e.hint().find("q_norm"), std::string::npos) << e.hint();
+TEST(HfConfig, Qwen3MoeAndMarian) {
+  const std::string qwen3 = hf_dir("qwen3moe-tiny"), marian = hf_dir("marian-tiny");
+  SKIP_WITHOUT_REFERENCE(qwen3);
+  const Config q = hf_model_config(qwen3);
+  EXPECT_EQ(q.model.architecture, Architecture::kQwen3Moe);
+  EXPECT_TRUE(q.model.qk_norm);
+  EXPECT_FALSE(q.model.qkv_bias);
+  EXPECT_EQ(q.model.kv_channels(), 16);  // explicit head_dim, not hidden / heads
+  EXPECT_EQ(q.moe.num_experts, 8);       // transformers 5 writes num_local_experts
+  EXPECT_EQ(q.moe.shared_expert_ffn_hidden_size, 0);
+  EXPECT_TRUE(q.moe.normalize_topk);
+  EXPECT_DOUBLE_EQ(q.model.rope_theta, 1e6);
+  const Config m = hf_model_config(marian);
+  EXPECT_EQ(m.model.architecture, Architecture::kMarian);
+  EXPECT_TRUE(m.model.encoder_decoder());
+  EXPECT_EQ(m.model.encoder_layers, 2);
+  EXPECT_EQ(m.model.num_layers, 2);
+  EXPECT_EQ(m.model.norm_position, NormPosition::kPost);
+  EXPECT_EQ(m.model.position_embedding, PositionKind::kSinusoidal);
+  EXPECT_EQ(m.model.normalization, Normalization::kLayerNorm);
+  EXPECT_EQ(m.model.activation, Activation::kSilu);
+  EXPECT_TRUE(m.model.linear_bias && m.model.scale_embeddings && m.model.final_logits_bias && m.model.tie_embeddings);
+  EXPECT_EQ(m.model.pad_token_id, 0);
+  EXPECT_EQ(m.model.decoder_start_token_id, 0);
+}
+
+TEST(HfConfig, AnotherFamilyIsRefused) {
+  const fs::path dir = fresh_dir("gpt2");
+  write_json(dir / "config.json", json{{"model_type", "gpt2"}});
+  const auto e = error_of<CheckpointError>([&] { hf_model_config(dir.string()); });
+  expect_mentions(e, {"gpt2", "llama, mixtral, qwen2_moe, qwen3_moe, marian", "config.json"});
 }
 
 // Minimal configs written by save_pretrained, independent of the reference folder.

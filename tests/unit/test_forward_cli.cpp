@@ -26,10 +26,62 @@ std::string temp_path(const std::string& name) {
 }
 
 std::string forward(const std::string& launcher, const std::string& input, const std::string& output,
-                    const std::string& flags, int* exit_code) {
+                    const std::string& flags, int* exit_code, const std::string& model = kModel) {
   return run_command(fmt::format("{}{} forward --device cpu --model-dir {} --input {} --output {} {} 2>&1", launcher,
-                                 FOLDTRON_BINARY, kModel, input, output, flags),
+                                 FOLDTRON_BINARY, model, input, output, flags),
                      exit_code);
+}
+
+// The encoder-decoder contract: attention_mask, decoder_input_ids and labels in; the decoder's
+// logits and the mean loss over the labels that are not -100 out, alone and under tp 2 with
+// sequence parallelism x dp 2.
+TEST(ForwardCli, EncoderDecoderMatchesTransformers) {
+  const std::string model = FOLDTRON_REFERENCE_DIR "/hf/marian-tiny";
+  if (!std::filesystem::exists(model)) GTEST_SKIP() << "no reference model at " << model;
+  const SafetensorsFile reference(model + "/reference.safetensors");
+  const torch::Tensor logits = reference.load("logits");
+  const double loss = reference.load("loss").item<double>();
+  for (const auto& [launcher, flags] :
+       std::vector<std::pair<std::string, std::string>>{{"", ""}, {kMpirun + "-np 4 ", "--tp 2 --sequence-parallel"}}) {
+    SCOPED_TRACE(launcher + flags);
+    const std::string out = temp_path("marian.safetensors");
+    int code = -1;
+    const std::string log = forward(launcher, model + "/reference.safetensors", out, flags, &code, model);
+    ASSERT_EQ(code, 0) << log;
+    const SafetensorsFile result(out);
+    ASSERT_EQ(result.load("logits").sizes(), logits.sizes());
+    EXPECT_TRUE(torch::allclose(result.load("logits"), logits, 1e-5, 1e-5 * logits.abs().max().item<double>()));
+    EXPECT_NEAR(result.load("loss").item<double>(), loss, 1e-5 * loss);
+  }
+}
+
+TEST(ForwardCli, EncoderDecoderInputErrorsNameTheProblem) {
+  const std::string model = FOLDTRON_REFERENCE_DIR "/hf/marian-tiny";
+  if (!std::filesystem::exists(model)) GTEST_SKIP() << "no reference model at " << model;
+  const torch::Tensor ids = torch::ones({2, 6}, torch::kLong);
+  const std::vector<std::pair<std::vector<std::pair<std::string, torch::Tensor>>, std::string>> cases{
+      {{{"input_ids", ids}}, "an encoder-decoder model needs decoder_input_ids and labels beside input_ids"},
+      {{{"input_ids", ids}, {"decoder_input_ids", torch::ones({2, 4}, torch::kLong)},
+        {"labels", torch::ones({2, 5}, torch::kLong)}},
+       "decoder_input_ids [2, 4] and labels [2, 5] must both be [batch 2, target length]"},
+      {{{"input_ids", ids}, {"attention_mask", torch::ones({2, 5}, torch::kLong)},
+        {"decoder_input_ids", torch::ones({2, 4}, torch::kLong)}, {"labels", torch::ones({2, 4}, torch::kLong)}},
+       "attention_mask has shape [2, 5], but input_ids [2, 6]"},
+      {{{"input_ids", ids}, {"decoder_input_ids", torch::ones({2, 4}, torch::kLong)},
+        {"labels", torch::full({2, 4}, 400, torch::kLong)}},
+       "'labels' in"},
+  };
+  for (const auto& [tensors, expect] : cases) {
+    SCOPED_TRACE(expect);
+    const std::string input = temp_path("bad_marian.safetensors");
+    write_safetensors(input, tensors);
+    int code = -1;
+    const std::string log = forward("", input, temp_path("unused.safetensors"), "", &code, model);
+    EXPECT_EQ(code, 2) << log;
+    EXPECT_NE(log.find("data error"), std::string::npos) << log;
+    EXPECT_NE(log.find(expect), std::string::npos) << log;
+    EXPECT_NE(log.find("hint:"), std::string::npos) << log;
+  }
 }
 
 TEST(ForwardCli, AloneAndFoldedUnderMpirunMatchTransformers) {
@@ -67,7 +119,7 @@ TEST(ForwardCli, InputErrorsNameTheProblem) {
   };
   const std::vector<Case> cases{
       {"ids", torch::zeros({2, 8}, torch::kLong), "has no tensor 'input_ids'"},
-      {"input_ids", torch::zeros({2, 8}, torch::kInt), "must be int64 [batch >= 1, sequence >= 2], got I32 [2, 8]"},
+      {"input_ids", torch::zeros({2, 8}, torch::kFloat), "must be int64 [batch >= 1, length >= 1], got F32 [2, 8]"},
       {"input_ids", torch::full({1, 8}, 999, torch::kLong), "outside the vocabulary [0, 320)"},
       // The input's length becomes train.seq_length, which validation checks against the layout.
       {"input_ids", torch::zeros({2, 6}, torch::kLong), "train.seq_length (6) must be divisible by 2*parallel.cp (4)",
@@ -79,6 +131,7 @@ TEST(ForwardCli, InputErrorsNameTheProblem) {
   for (const Case& c : cases) {
     const std::string input = temp_path("bad_input.safetensors");
     write_safetensors(input, {{c.name, c.tensor}});
+    SCOPED_TRACE(c.expect);
     int code = -1;
     const std::string log = forward(c.launcher, input, temp_path("unused.safetensors"), c.flags, &code);
     EXPECT_EQ(code, 2) << log;

@@ -11,7 +11,7 @@
 #include <gtest/gtest.h>
 
 #include "core/errors.h"
-#include "training/pipeline.h"
+#include "pipeline/schedule.h"
 
 namespace foldtron {
 namespace {

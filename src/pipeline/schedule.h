@@ -23,9 +23,12 @@
 
 #include <cstdint>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include <torch/types.h>
+
+#include "parallel/stream.h"
 
 namespace foldtron {
 
@@ -66,19 +69,21 @@ std::vector<std::vector<PipelineTick>> plan_pipeline(const std::vector<std::vect
                                                      int64_t vpp, int64_t micro_batches, bool forward_only);
 
 struct PipelineStage {
-  // The forward of `op`: `input` is the activation received from the stage before (undefined on
-  // the first stage). Returns the activation to send on, or on the last stage the loss to
-  // backpropagate (with forward_only: anything, it is dropped).
-  std::function<torch::Tensor(const PipelineOp& op, const torch::Tensor& input)> forward;
+  // The forward of `op`: `input` holds the tensors received from the stage before (empty on the
+  // first stage). Returns the tensors to send on (stream_spec(op.micro)), or on the last stage
+  // one loss to backpropagate (with forward_only: anything, it is dropped).
+  std::function<TensorList(const PipelineOp& op, const TensorList& input)> forward;
+  // The tensors between stages for micro-batch `micro` (every rank can compute it: the data is
+  // read alike everywhere).
+  std::function<StreamSpec(int64_t micro)> stream_spec;
   // Called before the backward of `op` (may be empty).
   std::function<void(const PipelineOp& op)> before_backward;
 };
 
-// Runs this rank's `ticks` (plan_pipeline()[pp_group.rank()]). Every activation and gradient between
-// stages has `shape` and `options` (the residual stream of a micro-batch). Backward seeds the last
-// stage's loss with 1 and the others with the received gradient; the gradients reach the
-// parameters through autograd.
-void run_pipeline(const std::vector<PipelineTick>& ticks, Communicator& pp_group, at::IntArrayRef shape,
-                  const torch::TensorOptions& options, const PipelineStage& stage, bool forward_only);
+// Runs this rank's `ticks` (plan_pipeline()[pp_group.rank()]). Backward seeds the last stage's
+// loss with 1 and the others with the received gradients of the tensors they sent (a sent tensor
+// that needs no gradient gets none); the gradients reach the parameters through autograd.
+void run_pipeline(const std::vector<PipelineTick>& ticks, Communicator& pp_group, const PipelineStage& stage,
+                  bool forward_only);
 
 }  // namespace foldtron

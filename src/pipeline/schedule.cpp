@@ -1,5 +1,5 @@
 // Pipeline schedules and their execution (see pipeline.h).
-#include "training/pipeline.h"
+#include "pipeline/schedule.h"
 
 #include <algorithm>
 #include <map>
@@ -102,34 +102,45 @@ std::vector<std::vector<PipelineTick>> plan_pipeline(const std::vector<std::vect
   return plan;
 }
 
-void run_pipeline(const std::vector<PipelineTick>& ticks, Communicator& pp_group, at::IntArrayRef shape,
-                  const torch::TensorOptions& options, const PipelineStage& stage, bool forward_only) {
+void run_pipeline(const std::vector<PipelineTick>& ticks, Communicator& pp_group, const PipelineStage& stage,
+                  bool forward_only) {
   struct Slot {
-    torch::Tensor activation;  // received input [s/cp(/tp), b, h] (undefined on the first stage)
-    torch::Tensor gradient;    // received gradient of the output, the same shape
-    torch::Tensor output;      // kept for backward: the stream to send on, or the loss
+    TensorList activation;  // received inputs (empty on the first stage)
+    TensorList gradient;    // received gradients of the outputs, the same specs
+    TensorList output;      // kept for backward: the tensors sent on, or the loss
   };
   std::map<std::pair<int64_t, int64_t>, Slot> slots;  // (micro-batch, chunk)
-  const auto check_message = [&](const torch::Tensor& t, const PipelineOp& op) {
-    if (!t.defined() || t.sizes() != shape || t.scalar_type() != options.dtype().toScalarType()) {
-      throw InternalError(fmt::format("pipeline {} of micro-batch {} chunk {} produced {} {}, but stages exchange "
-                                      "{} {}",
-                                      op.forward ? "forward" : "backward", op.micro, op.chunk,
-                                      t.defined() ? c10::toString(t.scalar_type()) : "nothing",
-                                      t.defined() ? shape_text(t.sizes().vec()) : "",
-                                      c10::toString(options.dtype().toScalarType()), shape_text(shape.vec())));
+  const auto check_message = [&](const TensorList& tensors, const PipelineOp& op) {
+    const StreamSpec spec = stage.stream_spec(op.micro);
+    bool ok = tensors.size() == spec.size();
+    for (size_t i = 0; ok && i < tensors.size(); ++i) {
+      ok = tensors[i].defined() && tensors[i].sizes() == spec[i].shape &&
+           tensors[i].scalar_type() == spec[i].options.dtype().toScalarType();
     }
+    if (ok) return;
+    StreamSpec got;
+    for (const torch::Tensor& t : tensors) {
+      got.push_back({t.defined() ? t.sizes().vec() : std::vector<int64_t>{},
+                     t.defined() ? t.options() : torch::TensorOptions()});
+    }
+    throw InternalError(fmt::format("pipeline {} of micro-batch {} chunk {} produced {}, but stages exchange {}",
+                                    op.forward ? "forward" : "backward", op.micro, op.chunk, spec_text(got),
+                                    spec_text(spec)));
   };
   for (const PipelineTick& tick : ticks) {
-    torch::Tensor produced;  // this tick's activation or gradient for the next / previous stage, `shape`
+    TensorList produced;  // this tick's activations or gradients for the next / previous stage
     if (tick.has_op) {
       const PipelineOp& op = tick.op;
       Slot& slot = slots[{op.micro, op.chunk}];
       if (op.forward) {
-        if (slot.activation.defined() && !forward_only) slot.activation.requires_grad_(true);
-        torch::Tensor output = stage.forward(op, slot.activation);
+        if (!forward_only) {
+          for (torch::Tensor& t : slot.activation) {
+            if (t.is_floating_point()) t.requires_grad_(true);
+          }
+        }
+        TensorList output = stage.forward(op, slot.activation);
         if (!tick.sends.empty()) {
-          produced = output.detach();
+          for (const torch::Tensor& t : output) produced.push_back(t.detach());
           check_message(produced, op);
         }
         if (forward_only) {
@@ -139,14 +150,24 @@ void run_pipeline(const std::vector<PipelineTick>& ticks, Communicator& pp_group
         }
       } else {
         if (stage.before_backward) stage.before_backward(op);
-        if (slot.gradient.defined()) {
-          torch::autograd::backward({slot.output}, {slot.gradient});
+        if (!slot.gradient.empty()) {
+          TensorList outputs, grads;
+          for (size_t i = 0; i < slot.output.size(); ++i) {
+            if (!slot.output[i].requires_grad()) continue;  // no gradient flows through it
+            outputs.push_back(slot.output[i]);
+            grads.push_back(slot.gradient[i]);
+          }
+          if (!outputs.empty()) torch::autograd::backward(outputs, grads);
         } else {
-          FT_CHECK(slot.output.numel() == 1, "the last pipeline stage must return a scalar loss");
-          torch::autograd::backward({slot.output});
+          FT_CHECK(slot.output.size() == 1 && slot.output[0].numel() == 1,
+                   "the last pipeline stage must return one scalar loss");
+          torch::autograd::backward({slot.output[0]});
         }
         if (!tick.sends.empty()) {
-          produced = slot.activation.grad();
+          for (const torch::Tensor& input : slot.activation) {
+            // An input the stage did not use (or not differentiably) sends zeros.
+            produced.push_back(input.grad().defined() ? input.grad() : torch::zeros_like(input));
+          }
           check_message(produced, op);
         }
         slots.erase({op.micro, op.chunk});
@@ -155,13 +176,20 @@ void run_pipeline(const std::vector<PipelineTick>& ticks, Communicator& pp_group
     if (tick.sends.empty() && tick.recvs.empty()) continue;
     std::vector<P2POp> exchange;
     for (const PipelineMessage& message : tick.sends) {
-      exchange.push_back({true, produced, static_cast<int>(message.peer)});
+      // Empty tensors (an encoder output no longer needed while decoding) are not exchanged: both
+      // sides know the spec.
+      for (const torch::Tensor& t : produced) {
+        if (t.numel() > 0) exchange.push_back({true, t, static_cast<int>(message.peer)});
+      }
     }
     for (const PipelineMessage& message : tick.recvs) {
       Slot& slot = slots[{message.micro, message.chunk}];
-      torch::Tensor& into = message.activation ? slot.activation : slot.gradient;
-      into = torch::empty(shape, options);
-      exchange.push_back({false, into, static_cast<int>(message.peer)});
+      TensorList& into = message.activation ? slot.activation : slot.gradient;
+      into.clear();
+      for (const TensorSpec& t : stage.stream_spec(message.micro)) {
+        into.push_back(torch::empty(t.shape, t.options));
+        if (into.back().numel() > 0) exchange.push_back({false, into.back(), static_cast<int>(message.peer)});
+      }
     }
     pp_group.batch_p2p_async(exchange)->wait();
   }

@@ -1,0 +1,78 @@
+// Sharding metadata: which slice of which global tensor a rank holds. Layers record each
+// parameter's layout here when they build it; gradient reduction, the optimizer, checkpoints and
+// the equivalence tests read it. Also the seam through which the optimizer's buffers let a layer
+// write a weight gradient straight into its fp32 main gradient (gradient-accumulation fusion).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <vector>
+
+#include <torch/types.h>
+
+namespace foldtron {
+
+// How a parameter is laid out. Dense parameters are split over tp (or replicated) and hold the
+// same values on every dp x cp rank; expert parameters hold experts
+// [expert_begin, expert_begin + size(0)) of their layer (split over ep), are split over etp, and
+// hold the same values on every edp rank.
+struct ParamInfo {
+  int64_t tp_split_dim = -1;       // dimension split over tp (etp for experts); -1: replicated
+  bool sequence_parallel = false;  // replicated, but fed only this rank's tokens: its gradient
+                                   // must be summed over tp
+  int64_t split_parts = 1;         // the split dimension holds this many fused blocks (gate|up),
+                                   // each split on its own
+  int64_t split_rank = 0, split_size = 1;  // this rank's place in the group it is split over
+  bool expert = false;
+  int64_t expert_begin = 0;
+  bool stage_tied = false;  // the tied embedding/output weight, held by both the first and the last
+                            // pipeline stage: its gradients are summed between them
+  int64_t padded_rows = 0;  // rows of the split dimension beyond the global tensor (a vocabulary
+                            // padded to a multiple of tp): zero, never trained, never saved
+};
+
+// Where the optimizer keeps a 16-bit parameter's fp32 main gradient, for layers that compute that
+// parameter's weight gradient themselves (Megatron's gradient_accumulation_fusion). The optimizer's
+// buffers implement it; layers see only this interface.
+class MainGradWriter {
+ public:
+  virtual ~MainGradWriter() = default;
+  // When `param` has an fp32 main gradient that may be written now, calls
+  // write(main_grad, accumulate) — overwrite it when `accumulate` is false, add to it otherwise —
+  // and returns true: the layer then hands autograd an uninitialized placeholder of the
+  // parameter's shape, which the buffers drop. Such a parameter must get no other gradient in the
+  // same backward. Returns false (nothing called) otherwise.
+  virtual bool write_main_grad(const torch::Tensor& param,
+                               const std::function<void(const torch::Tensor& main_grad, bool accumulate)>& write) = 0;
+};
+
+class ParamRegistry {
+ public:
+  void add(const torch::Tensor& param, ParamInfo info) { infos_[param.unsafeGetTensorImpl()] = info; }
+  bool has(const torch::Tensor& param) const { return infos_.count(param.unsafeGetTensorImpl()) > 0; }
+  // The info of a registered parameter; replicated when unknown.
+  ParamInfo info(const torch::Tensor& param) const {
+    const auto it = infos_.find(param.unsafeGetTensorImpl());
+    return it == infos_.end() ? ParamInfo{} : it->second;
+  }
+  // The optimizer's buffers register themselves while they exist (null: none).
+  void set_main_grad_writer(MainGradWriter* writer) { writer_ = writer; }
+  MainGradWriter* main_grad_writer() const { return writer_; }
+
+ private:
+  std::map<const c10::TensorImpl*, ParamInfo> infos_;
+  MainGradWriter* writer_ = nullptr;
+};
+
+// This rank's slice of `full` as `info` describes it (split_parts blocks of `tp_split_dim`, each
+// chunked split_size ways, after padding the dimension by padded_rows zero rows); `full` itself
+// when replicated. Experts: `full` holds this rank's experts only.
+torch::Tensor shard_of(const torch::Tensor& full, const ParamInfo& info);
+// The inverse: the global tensor from every rank's `shards` (in split-rank order), padding rows
+// removed.
+torch::Tensor unshard(const std::vector<torch::Tensor>& shards, const ParamInfo& info);
+// The global shape of a parameter from its shard (experts: this rank's experts).
+std::vector<int64_t> global_shape(const torch::Tensor& shard, const ParamInfo& info);
+
+}  // namespace foldtron

@@ -1,0 +1,43 @@
+// The language-model task (see lm_task.h).
+#include "training/lm_task.h"
+
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include "core/errors.h"
+#include "layers/embedding.h"
+#include "training/flops.h"
+
+namespace foldtron {
+
+LmTask::LmTask(const Config& config)
+    : config_(config), data_(config.data, config.train.seq_length, config.model.vocab_size, config.train.seed) {}
+
+int64_t LmTask::num_samples(Split split) const { return split == Split::kTrain ? data_.num_windows() : 0; }
+
+Batch LmTask::batch(Split split, int64_t first, int64_t count, torch::Device device) const {
+  FT_CHECK(split == Split::kTrain, "the language-model task has only a training split so far");
+  const int64_t s = config_.train.seq_length;
+  const torch::Tensor tokens = data_.batch(first, count).t().contiguous().to(device);  // [s + 1, b]
+  Batch batch;
+  batch.inputs.input_ids = tokens.narrow(0, 0, s);
+  batch.inputs.positions = torch::arange(s, torch::TensorOptions().dtype(torch::kLong).device(device));
+  batch.labels = tokens.narrow(0, 1, s);
+  return batch;
+}
+
+double LmTask::loss_units(Split /*split*/, int64_t /*first*/, int64_t count) const {
+  return static_cast<double>(count * config_.train.seq_length);
+}
+
+LossTerms LmTask::loss(const torch::Tensor& logits, const Batch& batch, double units, Communicator& tp,
+                       int64_t vocab) const {
+  const torch::Tensor loss = vocab_parallel_cross_entropy(logits, batch.labels, tp, vocab).sum() / units;
+  return {loss, {}};
+}
+
+double LmTask::flops(int64_t /*first*/, int64_t count) const {
+  return flops_per_step(config_, count, config_.train.seq_length);
+}
+
+}  // namespace foldtron

@@ -1,0 +1,32 @@
+// The language-model task: next-token prediction on windows of seq_length + 1 tokens of a corpus
+// (data/corpus.h: the byte-level default, or synthetic tokens), the loss the mean next-token
+// cross-entropy over every token of the global batch, logged as lm_loss.
+#pragma once
+
+#include <memory>
+
+#include "config/config.h"
+#include "data/corpus.h"
+#include "training/task.h"
+
+namespace foldtron {
+
+class LmTask : public Task {
+ public:
+  explicit LmTask(const Config& config);
+
+  std::string name() const override { return "lm"; }
+  std::string describe() const override { return data_.describe(); }
+  int64_t num_samples(Split split) const override;
+  Batch batch(Split split, int64_t first, int64_t count, torch::Device device) const override;
+  double loss_units(Split split, int64_t first, int64_t count) const override;
+  LossTerms loss(const torch::Tensor& logits, const Batch& batch, double units, Communicator& tp,
+                 int64_t vocab) const override;
+  double flops(int64_t first, int64_t count) const override;
+
+ private:
+  Config config_;
+  TokenDataset data_;
+};
+
+}  // namespace foldtron

@@ -1,0 +1,21 @@
+// The train state (see train_state.h).
+#include "training/train_state.h"
+
+#include "models/registry.h"
+
+namespace foldtron {
+
+TrainState::TrainState(const Config& config_in, ProcessGroups& groups_in, torch::Device device_in)
+    : config(config_in), groups(groups_in), device(device_in) {
+  model = build_model(config, groups, device);
+  model->train();
+  BufferOptions options;
+  options.bucket_bytes = static_cast<int64_t>(config.parallel.grad_bucket_mb * (1 << 20));
+  options.shard = config.parallel.distributed_optimizer;
+  options.overlap = config.parallel.overlap_grad_reduce;
+  options.fuse_wgrad = config.parallel.gradient_accumulation_fusion;
+  buffers = std::make_unique<ParamBuffers>(model->parameters(), model->registry(), groups, options);
+  optimizer = std::make_unique<AdamW>(*buffers, config.train);
+}
+
+}  // namespace foldtron
