@@ -1,6 +1,8 @@
 // Activation recomputation (see recompute.h).
 #include "layers/recompute.h"
 
+#include <atomic>
+
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/functions/utils.h>
 #include <torch/torch.h>
@@ -12,6 +14,7 @@ namespace foldtron {
 namespace {
 
 thread_local int recompute_depth = 0;
+std::atomic<int64_t> recomputed_regions{0};
 
 // Backward of a checkpointed region: recompute, then backpropagate through the recomputation.
 class CheckpointBackward : public torch::autograd::Node {
@@ -38,6 +41,7 @@ class CheckpointBackward : public torch::autograd::Node {
     {
       at::AutoGradMode grad_mode(true);
       ++recompute_depth;
+      ++recomputed_regions;
       try {
         outputs = fn_(inputs);
       } catch (...) {
@@ -119,6 +123,8 @@ std::vector<torch::Tensor> checkpoint(CheckpointFn fn, const std::vector<torch::
 }
 
 bool recomputing() { return recompute_depth > 0; }
+
+int64_t recompute_count() { return recomputed_regions.load(); }
 
 torch::Tensor attach_loss_gradient(const torch::Tensor& x, const torch::Tensor& loss, double scale) {
   if (!loss.defined() || !loss.requires_grad() || !at::GradMode::is_enabled()) return x;

@@ -31,6 +31,10 @@ std::vector<torch::Tensor> checkpoint(CheckpointFn fn, const std::vector<torch::
 // (the routers' expert counts) must not count it twice.
 bool recomputing();
 
+// Checkpointed regions recomputed in backward so far in this process (tests assert that
+// recomputation ran).
+int64_t recompute_count();
+
 torch::Tensor attach_loss_gradient(const torch::Tensor& x, const torch::Tensor& loss, double scale);
 
 }  // namespace foldtron

@@ -370,17 +370,22 @@ void ParamBuffers::sum_stage_tied_grads() {
   }
 }
 
-void ParamBuffers::gather_params() {
+void ParamBuffers::gather_shards(bool values) {
   if (!options_.shard) return;
   std::vector<WorkPtr> works;
   for (size_t b = 0; b < buckets_.size(); ++b) {
     const Bucket& bucket = buckets_[b];
     Buffer& buffer = buffers_[bucket.buffer];
     if (buffer.group->size() == 1) continue;
-    works.push_back(buffer.group->all_gather_into_async(chunks_[b].value.clone(),
-                                                        buffer.values.narrow(0, bucket.begin, bucket.size)));
+    const torch::Tensor& full = values ? buffer.values : buffer.grads;
+    const torch::Tensor& mine = values ? chunks_[b].value : chunks_[b].grad;
+    works.push_back(buffer.group->all_gather_into_async(mine.clone(), full.narrow(0, bucket.begin, bucket.size)));
   }
   for (WorkPtr& work : works) work->wait();
 }
+
+void ParamBuffers::gather_params() { gather_shards(true); }
+
+void ParamBuffers::gather_grads() { gather_shards(false); }
 
 }  // namespace foldtron

@@ -91,6 +91,10 @@ class ParamBuffers : public MainGradWriter {
   // After the optimizer wrote its shard's values: every rank's parameters updated (all-gather
   // with `shard`; nothing to do without).
   void gather_params();
+  // With `shard`: every rank's reduced gradient shards all-gathered, so main_grad() of every
+  // parameter is the reduced gradient everywhere (checks and diagnostics; training does not need
+  // it). Nothing to do without.
+  void gather_grads();
 
   bool sharded() const { return options_.shard; }
   int64_t num_buffers() const;
@@ -117,6 +121,7 @@ class ParamBuffers : public MainGradWriter {
   class Hook;
 
   void on_grad_ready(size_t entry);
+  void gather_shards(bool values);  // the parameters' or the gradients' shards
   void start_ready_buckets(bool all);
   void start_bucket(Bucket& bucket);
   void sum_stage_tied_grads();

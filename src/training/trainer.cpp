@@ -13,6 +13,7 @@
 #include "core/torch_compat.h"
 #include "generation/sample.h"
 #include "layers/context_parallel.h"
+#include "layers/recompute.h"
 #include "moe/moe_layer.h"
 #include "parallel/process_groups.h"
 #include "pipeline/schedule.h"
@@ -297,10 +298,13 @@ TrainResult train(const Config& config, ProcessGroups& groups, const TrainOption
   const LmTask task(config);
   Trainer trainer(state, task);
   if (config.moe.enabled() && config.moe.expert_bias) trainer.add_hook(std::make_shared<ExpertBiasUpdate>());
+  for (const auto& hook : options.hooks) trainer.add_hook(hook);
   TrainResult result;
   result.dense_state_bytes = state.optimizer->state_bytes(false);
   result.expert_state_bytes = state.optimizer->state_bytes(true);
+  const int64_t recomputed_before = recompute_count();
   result.steps = trainer.run();
+  result.recomputed_regions = recompute_count() - recomputed_before;
   Model& model = *state.model;
   if (options.keep_final_params) {
     for (const auto& item : model.named_parameters()) {

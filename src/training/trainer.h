@@ -37,6 +37,7 @@ struct RankParam {
 
 struct TrainResult {
   std::vector<StepRecord> steps;
+  int64_t recomputed_regions = 0;  // checkpointed regions recomputed in backward during training
   std::string sample;  // continuation of logging.sample_prompt (empty when not asked)
   // Bytes of optimizer state (fp32 main weights and moments) on this rank, dense and expert.
   int64_t dense_state_bytes = 0, expert_state_bytes = 0;
@@ -46,6 +47,7 @@ struct TrainResult {
 struct TrainOptions {
   torch::Device device = torch::kCPU;
   bool keep_final_params = false;  // return this rank's parameters after the last step
+  std::vector<std::shared_ptr<StepHook>> hooks;  // run after the default ones
 };
 
 class Trainer {

@@ -81,7 +81,7 @@ torch::Tensor gather_full(const torch::Tensor& shard, const ParamInfo& info, Pro
     full = unshard({full}, info);
   }
   if (info.expert && groups.ep().size() > 1) full = groups.ep().all_gather(full.contiguous());  // [E, ...]
-  return full.cpu();
+  return full.cpu().clone();  // a copy: the shard may be a buffer that changes later
 }
 
 ::testing::AssertionResult close(const torch::Tensor& a, const torch::Tensor& b, double rtol, double atol) {

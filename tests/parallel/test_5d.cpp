@@ -1,6 +1,6 @@
 // Five-dimensional parallelism: the MoE model trained for five steps with every dimension active
-// at once equals the single-process run (losses, router losses, gradient norms and every final
-// parameter within 1e-5 relative), and the optimizer state per rank shrinks by dp for dense and
+// at once equals the single-process run (losses, router losses, gradient norms, every gathered
+// gradient at every step and every final parameter within 1e-5 relative), and the optimizer state per rank shrinks by dp for dense and
 // by edp for expert parameters. One layout per world size:
 //   8:  attention tp 2 x cp 2 x pp 2,        experts ep 2 x etp 1 (x edp 2) x pp 2
 //   16: attention tp 2 x cp 2 x pp 2 x dp 2, experts ep 4 x etp 1 (x edp 2) x pp 2
@@ -40,7 +40,8 @@ std::vector<std::string> layout_for(int ranks) {
 TEST(FiveD, EveryDimensionAtOnceMatchesSingleProcess) {
   const int ranks = world_size();
   if (ranks != 8 && ranks != 16 && ranks != 32) GTEST_SKIP() << "layouts are defined for 8, 16 and 32 ranks";
-  const TrainResult reference = train_on(five_d_config({}), MPI_COMM_SELF, 1, true);
+  const Recorded recorded = train_recorded(five_d_config({}), MPI_COMM_SELF, 1, true);
+  const TrainResult& reference = recorded.result;
   EXPECT_LT(reference.steps.back().lm_loss, reference.steps.front().lm_loss) << "the loss should fall";
   for (const std::string cp_comm : {"allgather", "p2p", "a2a"}) {
     std::vector<std::string> overrides = layout_for(ranks);
@@ -49,7 +50,9 @@ TEST(FiveD, EveryDimensionAtOnceMatchesSingleProcess) {
     if (cp_comm == "allgather") overrides.push_back("parallel.distributed_optimizer=true");
     if (cp_comm == "p2p") overrides.push_back("model.recompute=full");
     SCOPED_TRACE(fmt::format("world {}: {}", ranks, fmt::join(overrides, " ")));
-    const TrainResult result = train_on(five_d_config(overrides), MPI_COMM_WORLD, ranks, true);
+    const Recorded run = train_recorded(five_d_config(overrides), MPI_COMM_WORLD, ranks, true);
+    const TrainResult& result = run.result;
+    const double grads = expect_same_gradients(run, recorded);
     ASSERT_EQ(result.steps.size(), reference.steps.size());
     double worst = 0;
     for (size_t i = 0; i < result.steps.size(); ++i) {
@@ -64,12 +67,13 @@ TEST(FiveD, EveryDimensionAtOnceMatchesSingleProcess) {
     const double params = final_param_difference(result, reference, &covered);
     EXPECT_LT(params, 1e-5) << "final parameters";
     EXPECT_EQ(uncovered_params(reference, covered), std::vector<std::string>{});
-    torch::Tensor worst_all = torch::tensor({worst, params}, torch::kDouble);
+    torch::Tensor worst_all = torch::tensor({worst, params, grads}, torch::kDouble);
     world().all_reduce(worst_all, ReduceOp::kMax);
     if (world_rank() == 0) {
-      std::cout << fmt::format("world {} cp {}: worst relative difference of losses/norms {:.3g}, of final "
-                               "parameters {:.3g}\n",
-                               ranks, cp_comm, worst_all[0].item<double>(), worst_all[1].item<double>());
+      std::cout << fmt::format("world {} cp {}: worst relative difference of losses/norms {:.3g}, of gradients "
+                               "{:.3g}, of final parameters {:.3g}\n",
+                               ranks, cp_comm, worst_all[0].item<double>(), worst_all[2].item<double>(),
+                               worst_all[1].item<double>());
     }
   }
 }

@@ -1,7 +1,8 @@
-// Training equivalence over several optimizer steps: the per-step losses and gradient norms of
-// every tensor/sequence/data-parallel layout of the job (and of gradient accumulation against a
-// larger micro-batch) equal those of the single-process run (a one-rank job over MPI_COMM_SELF
-// on every rank). Also: clipping norm and AdamW against hand computations.
+// Training equivalence over several optimizer steps: the per-step losses, gradient norms and
+// every gathered gradient of every tensor/sequence/context/data/pipeline-parallel layout of the
+// job (and of gradient accumulation against a larger micro-batch) equal those of the
+// single-process run (a one-rank job over MPI_COMM_SELF on every rank). Also: clipping norm and
+// AdamW against hand computations.
 #include <unistd.h>
 
 #include <cstdio>
@@ -31,8 +32,17 @@ Config tiny_config(std::vector<std::string> overrides) {
 
 TEST(TrainEquivalence, LayoutsAndAccumulationMatchSingleProcessOverFiveSteps) {
   const int world = world_size();
-  const std::vector<StepRecord> reference = run_training(tiny_config({"train.micro_batch_size=1"}), MPI_COMM_SELF, 1);
+  // Gradients are compared element by element at every step: kSmoothAdam keeps the updates of
+  // near-zero gradients from amplifying rounding (see train_test.h).
+  const auto config_of = [](std::vector<std::string> overrides) {
+    overrides.insert(overrides.end(), kSmoothAdam.begin(), kSmoothAdam.end());
+    return tiny_config(overrides);
+  };
+  const Recorded recorded = train_recorded(config_of({"train.micro_batch_size=1"}), MPI_COMM_SELF, 1);
+  const std::vector<StepRecord>& reference = recorded.result.steps;
   ASSERT_EQ(reference.size(), 5u);
+  double worst_grad = 0;
+  int checked = 0;
   EXPECT_LT(reference.back().loss, reference.front().loss) << "the loss should fall";
   struct Case {
     int64_t tp;
@@ -57,13 +67,21 @@ TEST(TrainEquivalence, LayoutsAndAccumulationMatchSingleProcessOverFiveSteps) {
                                        fmt::format("parallel.sequence_parallel={}", c.sp ? "true" : "false"),
                                        fmt::format("train.micro_batch_size={}", c.micro)};
     overrides.insert(overrides.end(), c.extra.begin(), c.extra.end());
-    const Config config = tiny_config(overrides);
-    const std::vector<StepRecord> steps = run_training(config, MPI_COMM_WORLD, world);
+    const Config config = config_of(overrides);
+    const Recorded run = train_recorded(config, MPI_COMM_WORLD, world);
+    const std::vector<StepRecord>& steps = run.result.steps;
     ASSERT_EQ(steps.size(), reference.size());
     for (size_t i = 0; i < steps.size(); ++i) {
       EXPECT_NEAR(steps[i].loss, reference[i].loss, 1e-5 * reference[i].loss) << "step " << i + 1;
       EXPECT_NEAR(steps[i].grad_norm, reference[i].grad_norm, 1e-5 * reference[i].grad_norm) << "step " << i + 1;
     }
+    worst_grad = std::max(worst_grad, expect_same_gradients(run, recorded));
+    ++checked;
+  }
+  if (checked == 0) GTEST_SKIP() << "no layout of the cases fits " << world << " ranks";
+  if (world_rank() == 0) {
+    std::cout << fmt::format("{} layouts; worst relative difference of a gradient over five steps: {:.3g}\n", checked,
+                             worst_grad);
   }
 }
 
@@ -99,8 +117,8 @@ TEST(TrainEquivalence, PipelineSchedulesMatchSingleProcessOverFiveSteps) {
     std::vector<std::string> extra = {};
   };
   const std::string tied = "model.tie_embeddings=true", distributed = "parallel.distributed_optimizer=true";
-  std::map<bool, TrainResult> references;  // by tie_embeddings
-  double worst_step = 0, worst_param = 0;
+  std::map<bool, Recorded> recorded;  // by tie_embeddings
+  double worst_step = 0, worst_param = 0, worst_grad = 0;
   int checked = 0;
   for (const Case& c : {Case{2, 1, 1, 1, 1}, Case{2, 2, 1, 1, 1}, Case{2, 1, 1, 1, 2, {tied}}, Case{4, 1, 1, 1, 1},
                         Case{2, 1, 2, 1, 1, {"parallel.sequence_parallel=true"}},
@@ -116,8 +134,8 @@ TEST(TrainEquivalence, PipelineSchedulesMatchSingleProcessOverFiveSteps) {
                              c.micro, fmt::join(c.extra, " ")));
     std::vector<std::string> common{"model.num_layers=4", fmt::format("model.tie_embeddings={}", tie)};
     common.insert(common.end(), kSmoothAdam.begin(), kSmoothAdam.end());
-    if (!references.count(tie)) references[tie] = train_on(tiny_config(common), MPI_COMM_SELF, 1, true);
-    const TrainResult& reference = references[tie];
+    if (!recorded.count(tie)) recorded[tie] = train_recorded(tiny_config(common), MPI_COMM_SELF, 1, true);
+    const TrainResult& reference = recorded[tie].result;
     std::vector<std::string> overrides = common;
     for (const std::string& o : {fmt::format("parallel.pp={}", c.pp), fmt::format("parallel.vpp={}", c.vpp),
                                  fmt::format("parallel.tp={}", c.tp), fmt::format("parallel.cp={}", c.cp),
@@ -125,7 +143,9 @@ TEST(TrainEquivalence, PipelineSchedulesMatchSingleProcessOverFiveSteps) {
       overrides.push_back(o);
     }
     overrides.insert(overrides.end(), c.extra.begin(), c.extra.end());
-    const TrainResult result = train_on(tiny_config(overrides), MPI_COMM_WORLD, world, true);
+    const Recorded run = train_recorded(tiny_config(overrides), MPI_COMM_WORLD, world, true);
+    const TrainResult& result = run.result;
+    worst_grad = std::max(worst_grad, expect_same_gradients(run, recorded[tie]));
     ASSERT_EQ(result.steps.size(), reference.steps.size());
     for (size_t i = 0; i < result.steps.size(); ++i) {
       const StepRecord &got = result.steps[i], &want = reference.steps[i];
@@ -141,13 +161,11 @@ TEST(TrainEquivalence, PipelineSchedulesMatchSingleProcessOverFiveSteps) {
     EXPECT_EQ(uncovered_params(reference, covered), std::vector<std::string>{});
     ++checked;
   }
-  if (world > 1) {
-    EXPECT_GT(checked, 0);
-  }
+  if (checked == 0) GTEST_SKIP() << "no pipeline layout of the cases fits " << world << " ranks";
   if (world_rank() == 0) {
-    std::cout << fmt::format("{} pipeline layouts; worst relative difference: losses/norms {:.3g}, final "
-                             "parameters {:.3g}\n",
-                             checked, worst_step, worst_param);
+    std::cout << fmt::format("{} pipeline layouts; worst relative difference: losses/norms {:.3g}, gradients {:.3g}, "
+                             "final parameters {:.3g}\n",
+                             checked, worst_step, worst_grad, worst_param);
   }
 }
 

@@ -1,6 +1,8 @@
 // Runs `foldtron train`'s loop for a config on the ranks of `base` (the whole job, or
 // MPI_COMM_SELF for the single-process reference) and returns its result (or its per-step
-// records), and compares a layout's final parameters with the single-process run's.
+// records, or with every step's gathered gradients), and compares a layout's gradients and final
+// parameters with the single-process run's. A run configured to recompute activations must
+// have recomputed some.
 #pragma once
 
 #include <algorithm>
@@ -14,18 +16,79 @@
 #include "config/validate.h"
 #include "mpi_test.h"
 #include "parallel/process_groups.h"
+#include "training/hooks.h"
 #include "training/trainer.h"
 
 namespace foldtron::testing {
 
-inline TrainResult train_on(const Config& config, MPI_Comm base, int world, bool keep_final_params = false) {
+// Every parameter's reduced gradient after each step, gathered to the global tensor (CPU), by name.
+using GradientsByName = std::map<std::string, torch::Tensor>;
+class GradientRecorder : public StepHook {
+ public:
+  std::string name() const override { return "record_gradients"; }
+  void after_step(TrainState& state, const StepRecord& /*record*/) override {
+    state.buffers->gather_grads();  // the distributed optimizer's shards, everywhere
+    GradientsByName grads;
+    for (const auto& item : state.model->named_parameters()) {
+      grads[item.key()] = gather_full(state.buffers->main_grad(item.value()),
+                                      state.model->registry().info(item.value()), state.groups);
+    }
+    steps.push_back(std::move(grads));
+  }
+  std::vector<GradientsByName> steps;
+};
+
+struct Recorded {
+  TrainResult result;
+  std::vector<GradientsByName> grads;  // by step
+};
+
+inline Recorded train_recorded(const Config& config, MPI_Comm base, int world, bool keep_final_params = false,
+                               bool record_gradients = true) {
   validate_config(config, world);
   const Topology topology(layout_of(config.parallel, world));
   ProcessGroups groups(topology, comm_options(), base);
   TrainOptions options;
   options.device = device();
   options.keep_final_params = keep_final_params;
-  return train(config, groups, options);
+  auto recorder = std::make_shared<GradientRecorder>();
+  if (record_gradients) options.hooks.push_back(recorder);
+  Recorded out{train(config, groups, options), std::move(recorder->steps)};
+  if (config.model.recompute != Recompute::kNone) {
+    EXPECT_GT(out.result.recomputed_regions, 0) << "model.recompute is " << enum_name(config.model.recompute)
+                                                << " but nothing was recomputed";
+  }
+  return out;
+}
+
+inline TrainResult train_on(const Config& config, MPI_Comm base, int world, bool keep_final_params = false) {
+  return train_recorded(config, base, world, keep_final_params, false).result;
+}
+
+// Every gradient this rank recorded equals the reference's of the same step and name within `tol`
+// of the reference tensor's largest entry, or of 1e-3 of the model's largest gradient entry when
+// that is larger: some gradients are zero in exact arithmetic (a key bias shifts every score of
+// a query alike) and hold only rounding noise. Returns the worst relative difference.
+inline double expect_same_gradients(const Recorded& got, const Recorded& reference, double tol = 1e-5) {
+  double worst = 0;
+  EXPECT_EQ(got.grads.size(), reference.grads.size());
+  for (size_t step = 0; step < std::min(got.grads.size(), reference.grads.size()); ++step) {
+    double model_max = 0;
+    for (const auto& [name, grad] : reference.grads[step]) model_max = std::max(model_max, grad.abs().max().item<double>());
+    for (const auto& [name, grad] : got.grads[step]) {
+      const auto it = reference.grads[step].find(name);
+      if (it == reference.grads[step].end()) {
+        ADD_FAILURE() << "parameter " << name << " is not in the single-process model";
+        continue;
+      }
+      const double scale = std::max({it->second.abs().max().item<double>(), 1e-3 * model_max, 1e-30});
+      if (grad.sizes() == it->second.sizes()) {
+        worst = std::max(worst, (grad - it->second).abs().max().item<double>() / scale);
+      }
+      EXPECT_TRUE(close(grad, it->second, tol, tol * scale)) << "gradient of " << name << " at step " << step + 1;
+    }
+  }
+  return worst;
 }
 
 inline std::vector<StepRecord> run_training(const Config& config, MPI_Comm base, int world) {

@@ -1,0 +1,3 @@
+// A planted violation: a torch-version test outside core/torch_compat.
+#if TORCH_VERSION_MAJOR >= 2
+#endif
