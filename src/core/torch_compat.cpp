@@ -48,7 +48,7 @@ void set_cuda_device(int device) {
 
 namespace {
 
-[[noreturn]] void missing(const char* what) {
+[[noreturn, maybe_unused]] void missing(const char* what) {
   throw InternalError(fmt::format("{} needs a newer torch than {} (check torch_compat::has_* first)", what,
                                   TORCH_VERSION));
 }
