@@ -8,7 +8,8 @@
 #          bf16, dropless, one GPU, at global batch 2 and 16 (8 micro-batches), alternating this
 #          tree and the baseline; prints the median step time and MFU of steps 6-15 of each
 # The baseline is a source tree: git archive <commit> | tar -x -C .gpu/baseline (carry .gpu, which
-# also holds the reference vectors in .gpu/reference).
+# also holds the reference vectors in .gpu/reference). It builds into build-baseline/, outside
+# .gpu: carrying .gpu again in a later call replaces that folder, builds included.
 # Usage: scripts/gpu_regression.sh [output dir]; PARTS="build tests perf" (the default) picks the
 # parts, BASELINE the baseline tree (.gpu/baseline), TESTS the test binaries of the tests part.
 set -uo pipefail
@@ -21,12 +22,13 @@ has() { [[ " $parts " == *" $1 "* ]]; }
 
 if has build; then
   # Warnings are reported, not fatal: the image's compiler may know warnings the CI's does not.
-  (cd "$baseline" && GPU_CMAKE_ARGS="-DFOLDTRON_WERROR=OFF" scripts/gpu_build.sh -R '^$' > "$out/build_baseline.log" 2>&1) &
+  (cd "$baseline" && GPU_CMAKE_ARGS="-DFOLDTRON_WERROR=OFF" BUILD_DIR="$OLDPWD/build-baseline" \
+     scripts/gpu_build.sh -R '^$' > "$out/build_baseline.log" 2>&1) &
   GPU_CMAKE_ARGS="-DFOLDTRON_REFERENCE_DIR=$PWD/.gpu/reference -DFOLDTRON_WERROR=OFF" \
     scripts/gpu_build.sh -L unit > "$out/build.log" 2>&1
   echo "== this tree: build and unit tests rc=$?"
   wait
-  echo "== baseline build: $([[ -x $baseline/build-gpu/bin/foldtron ]] && echo ok || echo FAILED)"
+  echo "== baseline build: $([[ -x build-baseline/bin/foldtron ]] && echo ok || echo FAILED)"
   grep -E "tests passed|FAILED|warning:" "$out/build.log" | head -20
   [[ -x build-gpu/bin/foldtron ]] || { tail -40 "$out/build.log"; exit 1; }
 fi
@@ -47,7 +49,7 @@ if has perf; then
   for gbs in 2 16; do
     for tree in new baseline; do
       binary=build-gpu/bin/foldtron
-      [[ $tree == baseline ]] && binary=$baseline/build-gpu/bin/foldtron
+      [[ $tree == baseline ]] && binary=build-baseline/bin/foldtron
       name=${tree}_gbs$gbs
       step 200 $binary train "${ref[@]}" --global-batch-size "$gbs" --metrics-file "$out/$name.jsonl" > "$out/$name.log" 2>&1
       grep -E "model:|initialized|mean step|error" "$out/$name.log" | cut -c1-200
