@@ -96,12 +96,21 @@ ForwardResult forward_batch(Model& model, ProcessGroups& groups, const ForwardIn
     targets = share(in.labels);
     predictions = (in.labels != kIgnoreIndex).sum();
   } else {
-    // Next token; the last predicts nothing, nor does a target that is padding.
+    // Next token; the last position predicts nothing, nor does a position that is padding or
+    // whose next token is.
     targets = torch::full_like(inputs.input_ids, kIgnoreIndex);
     targets.narrow(0, 0, seq - 1).copy_(inputs.input_ids.narrow(0, 1, seq - 1));
-    if (inputs.mask.defined()) targets = targets.masked_fill(inputs.mask.logical_not(), kIgnoreIndex);
-    predictions = in.attention_mask.defined() ? in.attention_mask.narrow(1, 1, seq - 1).sum()
-                                              : torch::full({}, batch * (seq - 1), torch::kLong);
+    if (inputs.mask.defined()) {
+      torch::Tensor counted = torch::zeros_like(inputs.mask);  // [S, b]
+      counted.narrow(0, 0, seq - 1).copy_(inputs.mask.narrow(0, 0, seq - 1).logical_and(inputs.mask.narrow(0, 1, seq - 1)));
+      targets = targets.masked_fill(counted.logical_not(), kIgnoreIndex);
+    }
+    if (in.attention_mask.defined()) {
+      const torch::Tensor tokens = in.attention_mask != 0;  // [B, S]
+      predictions = tokens.narrow(1, 0, seq - 1).logical_and(tokens.narrow(1, 1, seq - 1)).sum();
+    } else {
+      predictions = torch::full({}, batch * (seq - 1), torch::kLong);
+    }
   }
   // Context parallelism (decoder-only): this rank's chunks; `order` puts gathered chunks back.
   const int64_t cp = groups.cp().size();

@@ -4,8 +4,9 @@
 // still takes part in every collective. With pipeline parallelism the batch passes the stages as
 // one micro-batch (forward only). Outputs are gathered to every rank.
 //
-// The loss: decoder-only, the mean next-token cross-entropy over the targets that are tokens
-// (attention_mask 1); encoder-decoder, the mean cross-entropy over the labels that are not -100.
+// The loss: decoder-only, the mean next-token cross-entropy over the positions that are tokens and
+// whose next token is one too (attention_mask 1 at both); encoder-decoder, the mean cross-entropy
+// over the labels that are not -100.
 #pragma once
 
 #include <vector>
