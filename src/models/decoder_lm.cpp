@@ -10,7 +10,6 @@
 #include "layers/embedding.h"
 #include "layers/linear.h"
 #include "layers/norm.h"
-#include "moe/moe_layer.h"
 #include "parallel/process_groups.h"
 
 namespace foldtron {
@@ -28,46 +27,18 @@ DecoderLM::DecoderLM(const LayerContext& ctx, const ModelConfig& model, const Mo
     embed_tokens = register_module("embed_tokens", std::make_shared<VocabParallelEmbedding>(
                                                        ctx, "model.embed_tokens", model.vocab_size, model.hidden_size,
                                                        model.init_std, model.pad_token_id));
-    if (model.tie_embeddings && part_.pp > 1) {
-      ParamInfo info = ctx.registry->info(embed_tokens->weight);
-      info.stage_tied = true;
-      ctx.registry->add(embed_tokens->weight, info);
-    }
+    if (model.tie_embeddings && part_.pp > 1) tie_across_stages(ctx, embed_tokens->weight);
   }
-  TransformerLayerOptions options;
-  options.norm_position = NormPosition::kPre;
-  options.normalization = model.normalization;
-  options.hidden = model.hidden_size;
-  options.norm_eps = model.norm_eps;
-  options.dropout = model.hidden_dropout;
-  AttentionOptions& attention = options.attention;
-  attention.hidden = model.hidden_size;
-  attention.heads = model.num_attention_heads;
-  attention.groups = model.num_query_groups;
-  attention.head_dim = model.kv_channels();
-  attention.qkv_bias = model.qkv_bias || model.linear_bias;
-  attention.out_bias = model.linear_bias;
-  attention.qk_norm = model.qk_norm;
-  attention.norm_eps = model.norm_eps;
-  attention.rope_theta = model.rope_theta;
-  attention.dropout = model.attention_dropout;
-  attention.recompute = model.recompute_core_attn();
-  attention.init_std = model.init_std;
+  TransformerLayerOptions options = transformer_layer_options(model);
   // Named by global index ("layers.<i>."), whichever of them this rank holds.
   auto stack = register_module("layers", std::make_shared<torch::nn::Module>());
   for (int64_t chunk = 0; chunk < part_.num_chunks(); ++chunk) {
     for (int64_t i = part_.begin(chunk); i < part_.end(chunk); ++i) {
       const std::string name = fmt::format("model.layers.{}", i);
-      std::shared_ptr<FeedForward> ffn;
-      if (moe.is_moe_layer(i)) {
-        ffn = std::make_shared<MoELayer>(ctx, name + ".mlp", model, moe);
-      } else {
-        ffn = std::make_shared<Mlp>(ctx, name + ".mlp", model.hidden_size, model.ffn_hidden_size, model.activation,
-                                    model.linear_bias, model.init_std);
-      }
       options.index = i;
-      add_layer(i, stack->register_module(std::to_string(i),
-                                          std::make_shared<TransformerLayer>(ctx, name, options, std::move(ffn))));
+      add_layer(i, stack->register_module(std::to_string(i), std::make_shared<TransformerLayer>(
+                                                                 ctx, name, options,
+                                                                 feed_forward(ctx, name + ".mlp", i, model, moe))));
     }
   }
   if (last) {

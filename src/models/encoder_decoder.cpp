@@ -12,7 +12,6 @@
 #include "layers/linear.h"
 #include "layers/norm.h"
 #include "layers/positions.h"
-#include "moe/moe_layer.h"
 #include "parallel/rng.h"
 
 namespace foldtron {
@@ -35,11 +34,7 @@ EncoderDecoder::EncoderDecoder(const LayerContext& ctx, const ModelConfig& model
     shared = register_module("shared", std::make_shared<VocabParallelEmbedding>(
                                            ctx, "model.shared", model.vocab_size, model.hidden_size, model.init_std,
                                            model.pad_token_id));
-    if (model.tie_embeddings && part_.pp > 1) {
-      ParamInfo info = ctx.registry->info(shared->weight);
-      info.stage_tied = true;
-      ctx.registry->add(shared->weight, info);
-    }
+    if (model.tie_embeddings && part_.pp > 1) tie_across_stages(ctx, shared->weight);
   }
   auto encoder = register_module("encoder", std::make_shared<torch::nn::Module>());
   auto decoder = register_module("decoder", std::make_shared<torch::nn::Module>());
@@ -47,25 +42,7 @@ EncoderDecoder::EncoderDecoder(const LayerContext& ctx, const ModelConfig& model
     build_embeddings(encoder_embeddings, *encoder, "model.encoder", model);
     build_embeddings(decoder_embeddings, *decoder, "model.decoder", model);
   }
-  TransformerLayerOptions options;
-  options.norm_position = model.norm_position;
-  options.normalization = model.normalization;
-  options.hidden = model.hidden_size;
-  options.norm_eps = model.norm_eps;
-  options.dropout = model.hidden_dropout;
-  AttentionOptions& attention = options.attention;
-  attention.hidden = model.hidden_size;
-  attention.heads = model.num_attention_heads;
-  attention.groups = model.num_query_groups;
-  attention.head_dim = model.kv_channels();
-  attention.qkv_bias = model.qkv_bias || model.linear_bias;
-  attention.out_bias = model.linear_bias;
-  attention.qk_norm = model.qk_norm;
-  attention.norm_eps = model.norm_eps;
-  attention.rope_theta = rotary_ ? model.rope_theta : 0.0;
-  attention.dropout = model.attention_dropout;
-  attention.recompute = model.recompute_core_attn();
-  attention.init_std = model.init_std;
+  TransformerLayerOptions options = transformer_layer_options(model);
   auto encoder_stack = encoder->register_module("layers", std::make_shared<torch::nn::Module>());
   auto decoder_stack = decoder->register_module("layers", std::make_shared<torch::nn::Module>());
   for (int64_t chunk = 0; chunk < part_.num_chunks(); ++chunk) {
@@ -73,16 +50,10 @@ EncoderDecoder::EncoderDecoder(const LayerContext& ctx, const ModelConfig& model
       const bool in_encoder = i < encoder_layers_;
       const int64_t local = in_encoder ? i : i - encoder_layers_;
       const std::string name = fmt::format("model.{}.layers.{}", in_encoder ? "encoder" : "decoder", local);
-      std::shared_ptr<FeedForward> ffn;
-      if (moe.is_moe_layer(i)) {
-        ffn = std::make_shared<MoELayer>(ctx, name + ".mlp", model, moe);
-      } else {
-        ffn = std::make_shared<Mlp>(ctx, name + ".mlp", model.hidden_size, model.ffn_hidden_size, model.activation,
-                                    model.linear_bias, model.init_std);
-      }
       options.index = i;
       options.cross_attention = !in_encoder;
-      auto layer = std::make_shared<TransformerLayer>(ctx, name, options, std::move(ffn));
+      auto layer =
+          std::make_shared<TransformerLayer>(ctx, name, options, feed_forward(ctx, name + ".mlp", i, model, moe));
       add_layer(i, (in_encoder ? encoder_stack : decoder_stack)->register_module(std::to_string(local), layer));
     }
   }

@@ -17,6 +17,42 @@ torch::Tensor key_padding_of(const torch::Tensor& mask) {
   return mask.defined() ? mask.t().to(torch::kBool) : mask;
 }
 
+TransformerLayerOptions transformer_layer_options(const ModelConfig& model) {
+  TransformerLayerOptions options;
+  options.norm_position = model.norm_position;
+  options.normalization = model.normalization;
+  options.hidden = model.hidden_size;
+  options.norm_eps = model.norm_eps;
+  options.dropout = model.hidden_dropout;
+  AttentionOptions& attention = options.attention;
+  attention.hidden = model.hidden_size;
+  attention.heads = model.num_attention_heads;
+  attention.groups = model.num_query_groups;
+  attention.head_dim = model.kv_channels();
+  attention.qkv_bias = model.qkv_bias || model.linear_bias;
+  attention.out_bias = model.linear_bias;
+  attention.qk_norm = model.qk_norm;
+  attention.norm_eps = model.norm_eps;
+  attention.rope_theta = model.position_embedding == PositionKind::kRotary ? model.rope_theta : 0.0;
+  attention.dropout = model.attention_dropout;
+  attention.recompute = model.recompute_core_attn();
+  attention.init_std = model.init_std;
+  return options;
+}
+
+std::shared_ptr<FeedForward> feed_forward(const LayerContext& ctx, const std::string& name, int64_t index,
+                                          const ModelConfig& model, const MoEConfig& moe) {
+  if (moe.is_moe_layer(index)) return std::make_shared<MoELayer>(ctx, name, model, moe);
+  return std::make_shared<Mlp>(ctx, name, model.hidden_size, model.ffn_hidden_size, model.activation,
+                               model.linear_bias, model.init_std);
+}
+
+void tie_across_stages(const LayerContext& ctx, const torch::Tensor& weight) {
+  ParamInfo info = ctx.registry->info(weight);
+  info.stage_tied = true;
+  ctx.registry->add(weight, info);
+}
+
 Model::Model(const LayerContext& ctx, ModelPart part, std::shared_ptr<ParamRegistry> registry,
              std::shared_ptr<RngTracker> rng)
     : ctx_(ctx), part_(std::move(part)), registry_(std::move(registry)), rng_(std::move(rng)) {}

@@ -111,4 +111,14 @@ class Model : public torch::nn::Module {
 // [s, b] bool token mask -> [b, s] key padding; undefined stays undefined.
 torch::Tensor key_padding_of(const torch::Tensor& mask);
 
+// What every family builds alike from the model config:
+// the options of its Transformer layers (norms, attention, positions, dropout, recomputation);
+TransformerLayerOptions transformer_layer_options(const ModelConfig& model);
+// layer `index`'s feed-forward block, the MoE layer where moe.is_moe_layer(index), else the dense MLP;
+std::shared_ptr<FeedForward> feed_forward(const LayerContext& ctx, const std::string& name, int64_t index,
+                                          const ModelConfig& model, const MoEConfig& moe);
+// a table that the first and the last pipeline stage both hold (tied embeddings with pp > 1),
+// marked so both copies take the same update (ParamInfo::stage_tied).
+void tie_across_stages(const LayerContext& ctx, const torch::Tensor& weight);
+
 }  // namespace foldtron

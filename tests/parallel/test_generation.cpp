@@ -60,17 +60,31 @@ std::shared_ptr<Model> model_for(const Config& config, ProcessGroups& groups) {
   return model;
 }
 
+// The family's model in the job's layout (config_for), with its groups.
+struct Built {
+  Config config;
+  std::unique_ptr<ProcessGroups> groups;
+  std::shared_ptr<Model> model;
+};
+Built build_for(const Family& family) {
+  Built built;
+  built.config = config_for(family, world_size(), false);
+  built.groups = std::make_unique<ProcessGroups>(Topology(layout_of(built.config.parallel, world_size())), comm_options());
+  built.model = model_for(built.config, *built.groups);
+  return built;
+}
+
 torch::Tensor prompts(int64_t rows, int64_t length, int64_t seed) {
   return torch::randint(2, 250, {rows, length}, at::detail::createCPUGenerator(seed), torch::kLong);
 }
 
 TEST(Generation, IncrementalDecodingEqualsRecomputingThePrefix) {
-  const int world = world_size();
   for (const Family& family : families()) {
     SCOPED_TRACE(family.name);
-    const Config config = config_for(family, world, false);
-    ProcessGroups groups(Topology(layout_of(config.parallel, world)), comm_options());
-    const std::shared_ptr<Model> model = model_for(config, groups);
+    const Built built = build_for(family);
+    const Config& config = built.config;
+    ProcessGroups& groups = *built.groups;
+    const std::shared_ptr<Model>& model = built.model;
     const torch::Tensor source = prompts(3, 6, 7).to(device());  // [b, S] (the prompt, or the source)
     const torch::Tensor tokens = prompts(3, 5, 8).to(device());  // [b, n] fed one at a time
     const auto longs = torch::TensorOptions().dtype(torch::kLong).device(device());
@@ -123,14 +137,14 @@ TEST(Generation, IncrementalDecodingEqualsRecomputingThePrefix) {
 
 TEST(Generation, EveryLayoutDecodesLikeOneRank) {
   // Greedy and beam search over a batch of 3 (dp ranks may hold none), with a padded prompt.
-  const int world = world_size();
   for (const Family& family : families()) {
     SCOPED_TRACE(family.name);
     ProcessGroups self(Topology(ParallelLayout{1, 1, 1, 1, 1, 1, "tp-cp-ep-dp-pp"}), comm_options(), MPI_COMM_SELF);
     const std::shared_ptr<Model> reference = model_for(config_for(family, 1, true), self);
-    const Config config = config_for(family, world, false);
-    ProcessGroups groups(Topology(layout_of(config.parallel, world)), comm_options());
-    const std::shared_ptr<Model> model = model_for(config, groups);
+    const Built built = build_for(family);
+    const Config& config = built.config;
+    ProcessGroups& groups = *built.groups;
+    const std::shared_ptr<Model>& model = built.model;
     const torch::Tensor ids = prompts(3, 6, 9);
     torch::Tensor mask = torch::ones({3, 6}, torch::kLong);
     // Decoder-only prompts are padded on the left, an encoder's source on the right.
@@ -158,12 +172,12 @@ TEST(Generation, EveryLayoutDecodesLikeOneRank) {
 }
 
 TEST(Generation, BeamSearchWithOneBeamEqualsGreedySearch) {
-  const int world = world_size();
   for (const Family& family : families()) {
     SCOPED_TRACE(family.name);
-    const Config config = config_for(family, world, false);
-    ProcessGroups groups(Topology(layout_of(config.parallel, world)), comm_options());
-    const std::shared_ptr<Model> model = model_for(config, groups);
+    const Built built = build_for(family);
+    const Config& config = built.config;
+    ProcessGroups& groups = *built.groups;
+    const std::shared_ptr<Model>& model = built.model;
     GenerationOptions options;
     options.max_new_tokens = 9;
     options.eos_token_ids = {7};
