@@ -36,7 +36,8 @@ Runner register_forward(CLI::App& root) {
       ->required();
   app->add_option("--input", flags->input,
                   "safetensors file with input_ids int64 [batch, sequence] (+ attention_mask; encoder-decoder: "
-                  "decoder_input_ids and labels [batch, target])")
+                  "decoder_input_ids and labels [batch, target]; with language embeddings: languages, "
+                  "decoder_languages [batch])")
       ->required();
   app->add_option("--output", flags->output, "safetensors file to write: logits fp32 [B, S, V], loss fp32 [1]")
       ->required();
@@ -53,6 +54,8 @@ Runner register_forward(CLI::App& root) {
       inputs.attention_mask = read_ids(file, "attention_mask", false);
       inputs.decoder_input_ids = read_ids(file, "decoder_input_ids", false);
       inputs.labels = read_ids(file, "labels", false);
+      inputs.languages = read_languages(file, "languages", inputs.input_ids.size(0));
+      inputs.decoder_languages = read_languages(file, "decoder_languages", inputs.input_ids.size(0));
       const int64_t vocab = config.model.vocab_size;
       check_ids(inputs.input_ids, "input_ids", vocab, flags->input, false);
       if (inputs.decoder_input_ids.defined()) check_ids(inputs.decoder_input_ids, "decoder_input_ids", vocab, flags->input, false);

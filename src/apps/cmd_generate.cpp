@@ -78,6 +78,9 @@ Runner register_generate(CLI::App& root) {
       }
       LoadedModel loaded = load_model_dir(std::move(config), flags->model_dir, mpi, flags->device, ids.size(1));
       GenerationOptions options = read_generation_config(flags->model_dir);
+      // The model section (config.json, --set model.*) where generation_config.json names none.
+      if (options.decoder_start_token_id < 0) options.decoder_start_token_id = loaded.config.model.decoder_start_token_id;
+      if (options.pad_token_id < 0) options.pad_token_id = loaded.config.model.pad_token_id;
       if (flags->num_beams) options.num_beams = *flags->num_beams;
       if (flags->max_new_tokens) {
         options.max_new_tokens = *flags->max_new_tokens;

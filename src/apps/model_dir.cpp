@@ -63,6 +63,17 @@ torch::Tensor read_ids(const SafetensorsFile& file, const std::string& name, boo
   return ids.to(torch::kLong);
 }
 
+torch::Tensor read_languages(const SafetensorsFile& file, const std::string& name, int64_t batch) {
+  if (!file.has(name)) return torch::Tensor();
+  const torch::Tensor ids = file.load(name);
+  if (ids.scalar_type() != torch::kLong || ids.dim() != 1 || ids.size(0) != batch) {
+    throw DataError(fmt::format("'{}' in '{}' must be int64 [batch {}], got {} {}", name, file.path(), batch,
+                                safetensors_dtype_name(ids.scalar_type()), shape_text(ids.sizes().vec())),
+                    "write one language id per sequence, int64");
+  }
+  return ids;
+}
+
 void check_ids(const torch::Tensor& ids, const std::string& name, int64_t vocab, const std::string& path, bool labels) {
   const torch::Tensor real = labels ? ids.masked_select(ids != kIgnoreIndex) : ids.reshape({-1});
   if (real.numel() == 0) return;

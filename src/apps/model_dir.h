@@ -36,6 +36,8 @@ LoadedModel load_model_dir(Config config, const std::string& dir, MpiRuntime& mp
 // Tensor `name` of `file` as int64 [batch >= 1, length >= 1] (integer or bool dtypes); undefined
 // when absent and not `required`. DataError naming the file otherwise.
 torch::Tensor read_ids(const SafetensorsFile& file, const std::string& name, bool required);
+// Tensor `name` of `file` as int64 [batch] language ids; undefined when absent. DataError otherwise.
+torch::Tensor read_languages(const SafetensorsFile& file, const std::string& name, int64_t batch);
 // ids within [0, vocab) (labels may also be -100). DataError naming the tensor and the file.
 void check_ids(const torch::Tensor& ids, const std::string& name, int64_t vocab, const std::string& path, bool labels);
 

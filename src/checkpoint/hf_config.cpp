@@ -173,15 +173,8 @@ Config marian_config(const Keys& keys, const json& root) {
   return config;
 }
 
-}  // namespace
-
-const std::vector<std::string>& hf_supported_model_types() {
-  static const std::vector<std::string> types = {"llama", "mixtral", "qwen2_moe", "qwen3_moe", "marian"};
-  return types;
-}
-
-Config hf_model_config(const std::string& dir) {
-  const std::string file = (fs::path(dir) / "config.json").string();
+// config.json as a JSON object; CheckpointError naming the file otherwise.
+json read_config_json(const std::string& file) {
   std::error_code error;
   if (!fs::is_regular_file(file, error)) {
     throw CheckpointError(fmt::format("the model config '{}' does not exist", file),
@@ -199,31 +192,12 @@ Config hf_model_config(const std::string& dir) {
     throw CheckpointError(fmt::format("'{}' holds JSON {}, not an object", file, root.type_name()),
                           "copy or download config.json again");
   }
-  const Keys keys(root, file);
+  return root;
+}
 
-  Config config;
-  ModelConfig& m = config.model;
-  MoEConfig& moe = config.moe;
-
-  const std::string type = keys.required<std::string>("model_type");
-  if (type == "llama") {
-    m.architecture = Architecture::kLlama;
-  } else if (type == "mixtral") {
-    m.architecture = Architecture::kMixtral;
-  } else if (type == "qwen2_moe") {
-    m.architecture = Architecture::kQwen2Moe;
-  } else if (type == "qwen3_moe") {
-    m.architecture = Architecture::kQwen3Moe;
-  } else if (type == "marian") {
-    return marian_config(keys, root);
-  } else {
-    throw unsupported(file,
-                      fmt::format("model_type '{}' is not supported (supported: {})", type,
-                                  fmt::join(hf_supported_model_types(), ", ")),
-                      "import a checkpoint of one of those families");
-  }
-
-  // ---- the dense transformer ----
+// The decoder-only transformer every family shares (attention, norms, rotary, the SwiGLU MLP).
+void read_decoder_only(const Keys& keys, const json& root, ModelConfig& m) {
+  const std::string& file = keys.file();
   m.hidden_size = keys.required<int64_t>("hidden_size");
   m.num_layers = keys.required<int64_t>("num_hidden_layers");
   m.num_attention_heads = keys.required<int64_t>("num_attention_heads");
@@ -253,44 +227,55 @@ Config hf_model_config(const std::string& dir) {
     throw unsupported(file, "mlp_bias: true (biases on the MLP projections) is not supported",
                       "foldtron's MLP has no biases; import a model with mlp_bias: false");
   }
+}
 
-  // ---- per architecture: attention biases, sliding windows, experts ----
-  if (m.architecture == Architecture::kLlama) {
-    // LlamaAttention's attention_bias puts a bias on o_proj as well as q/k/v; foldtron's output
-    // projection has none, so only the default (false) can be reproduced.
-    if (keys.optional<bool>("attention_bias", false)) {
-      throw unsupported(file, "attention_bias: true (biases on q/k/v and o_proj) is not supported",
-                        "foldtron has q/k/v biases (qkv_bias) but no output-projection bias; import a model with "
-                        "attention_bias: false");
-    }
-    m.qkv_bias = false;
-    moe.num_experts = 0;
-    return config;
+// Llama: dense.
+void read_llama(const Keys& keys, Config& config) {
+  const std::string& file = keys.file();
+  ModelConfig& m = config.model;
+  MoEConfig& moe = config.moe;
+  // LlamaAttention's attention_bias puts a bias on o_proj as well as q/k/v; foldtron's output
+  // projection has none, so only the default (false) can be reproduced.
+  if (keys.optional<bool>("attention_bias", false)) {
+    throw unsupported(file, "attention_bias: true (biases on q/k/v and o_proj) is not supported",
+                      "foldtron has q/k/v biases (qkv_bias) but no output-projection bias; import a model with "
+                      "attention_bias: false");
   }
+  m.qkv_bias = false;
+  moe.num_experts = 0;
+}
 
-  if (m.architecture == Architecture::kMixtral) {
-    if (keys.has("sliding_window")) {
-      throw unsupported(file,
-                        fmt::format("sliding_window {} (sliding-window attention) is not supported",
-                                    root.at("sliding_window").dump()),
-                        "foldtron attends over the whole sequence; set sliding_window to null only if every "
-                        "sequence is shorter than the window");
-    }
-    m.qkv_bias = false;
-    moe.num_experts = keys.required<int64_t>("num_local_experts");
-    moe.topk = keys.required<int64_t>("num_experts_per_tok");
-    moe.expert_ffn_hidden_size = m.ffn_hidden_size;
-    moe.shared_expert_ffn_hidden_size = 0;
-    moe.shared_expert_gate = false;
-    moe.router_score = RouterScore::kSoftmax;
-    moe.router_pre_softmax = true;  // softmax over all experts, top-k, renormalize
-    moe.normalize_topk = true;
-    moe.layer_step = 1;
-    moe.dense_layers.clear();
-    moe.aux_loss_coeff = keys.optional<double>("router_aux_loss_coef", 0.001);
-    return config;
+// Mixtral: softmax over all experts, top-k renormalized, every layer sparse.
+void read_mixtral(const Keys& keys, const json& root, Config& config) {
+  const std::string& file = keys.file();
+  ModelConfig& m = config.model;
+  MoEConfig& moe = config.moe;
+  if (keys.has("sliding_window")) {
+    throw unsupported(file,
+                      fmt::format("sliding_window {} (sliding-window attention) is not supported",
+                                  root.at("sliding_window").dump()),
+                      "foldtron attends over the whole sequence; set sliding_window to null only if every "
+                      "sequence is shorter than the window");
   }
+  m.qkv_bias = false;
+  moe.num_experts = keys.required<int64_t>("num_local_experts");
+  moe.topk = keys.required<int64_t>("num_experts_per_tok");
+  moe.expert_ffn_hidden_size = m.ffn_hidden_size;
+  moe.shared_expert_ffn_hidden_size = 0;
+  moe.shared_expert_gate = false;
+  moe.router_score = RouterScore::kSoftmax;
+  moe.router_pre_softmax = true;  // softmax over all experts, top-k, renormalize
+  moe.normalize_topk = true;
+  moe.layer_step = 1;
+  moe.dense_layers.clear();
+  moe.aux_loss_coeff = keys.optional<double>("router_aux_loss_coef", 0.001);
+}
 
+// Qwen2-MoE and Qwen3-MoE.
+void read_qwen_moe(const Keys& keys, Config& config) {
+  const std::string& file = keys.file();
+  ModelConfig& m = config.model;
+  MoEConfig& moe = config.moe;
   // Qwen2-MoE: q/k/v always carry biases (transformers 5 spells it qkv_bias), o_proj none.
   // Qwen3-MoE: no biases (attention_bias would put one on o_proj too), each query and key head
   // RMS-normalized before rotary, no shared expert.
@@ -311,7 +296,7 @@ Config hf_model_config(const std::string& dir) {
   }
   moe.num_experts = keys.has("num_experts") ? keys.required<int64_t>("num_experts")
                                             : keys.required<int64_t>("num_local_experts");
-  if (moe.num_experts == 0) return config;  // transformers builds every layer dense
+  if (moe.num_experts == 0) return;  // transformers builds every layer dense
   moe.topk = keys.required<int64_t>("num_experts_per_tok");
   moe.expert_ffn_hidden_size = keys.required<int64_t>("moe_intermediate_size");
   moe.shared_expert_ffn_hidden_size = qwen3 ? 0 : keys.required<int64_t>("shared_expert_intermediate_size");
@@ -333,6 +318,44 @@ Config hf_model_config(const std::string& dir) {
   moe.dense_layers.clear();
   for (int64_t layer = 0; layer < m.num_layers; ++layer) {
     if (listed.count(layer) > 0 || (layer + 1) % step != 0) moe.dense_layers.push_back(layer);
+  }
+}
+
+}  // namespace
+
+const std::vector<std::string>& hf_supported_model_types() {
+  static const std::vector<std::string> types = {"llama", "mixtral", "qwen2_moe", "qwen3_moe", "marian"};
+  return types;
+}
+
+Config hf_model_config(const std::string& dir) {
+  const std::string file = (fs::path(dir) / "config.json").string();
+  const json root = read_config_json(file);
+  const Keys keys(root, file);
+  const std::string type = keys.required<std::string>("model_type");
+  if (type == "marian") return marian_config(keys, root);
+  Config config;
+  if (type == "llama") {
+    config.model.architecture = Architecture::kLlama;
+  } else if (type == "mixtral") {
+    config.model.architecture = Architecture::kMixtral;
+  } else if (type == "qwen2_moe") {
+    config.model.architecture = Architecture::kQwen2Moe;
+  } else if (type == "qwen3_moe") {
+    config.model.architecture = Architecture::kQwen3Moe;
+  } else {
+    throw unsupported(file,
+                      fmt::format("model_type '{}' is not supported (supported: {})", type,
+                                  fmt::join(hf_supported_model_types(), ", ")),
+                      "import a checkpoint of one of those families");
+  }
+  read_decoder_only(keys, root, config.model);
+  if (type == "llama") {
+    read_llama(keys, config);
+  } else if (type == "mixtral") {
+    read_mixtral(keys, root, config);
+  } else {
+    read_qwen_moe(keys, config);
   }
   return config;
 }

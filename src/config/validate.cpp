@@ -366,6 +366,12 @@ void check_data_and_rest(const Config& c, Checker& check) {
     check.add("logging.sample_top_p", fmt::format("must be in (0, 1], got {}", c.logging.sample_top_p),
               "use e.g. 0.9, or 1 to sample from every token");
   }
+  // top-k and top-p shape a sampled continuation; a greedy one (temperature 0) would ignore them.
+  if (c.logging.sample_temperature == 0 && (c.logging.sample_top_k > 0 || c.logging.sample_top_p < 1)) {
+    check.add(c.logging.sample_top_k > 0 ? "logging.sample_top_k" : "logging.sample_top_p",
+              "top-k and top-p apply to a sampled continuation, but logging.sample_temperature is 0 (greedy)",
+              "set logging.sample_temperature above 0 (e.g. 0.8), or leave top-k and top-p out");
+  }
   check.non_negative("logging.profile_step", static_cast<double>(c.logging.profile_step));
 }
 

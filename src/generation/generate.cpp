@@ -119,29 +119,40 @@ torch::Tensor is_eos(const torch::Tensor& tokens, const GenerationOptions& optio
   return hit;
 }
 
-// Greedy search and sampling over the rows of `session`: [n, L] on the CPU.
+// Greedy search and sampling over the rows of `session`: [n, L] on the CPU. Row r samples from
+// its own generator, seeded by the seed and the row's index in the whole batch (`first` + r), so
+// a seed gives the same samples in every layout.
 torch::Tensor search(Session& session, Communicator& world, const GenerationOptions& options, int64_t max_length,
-                     int64_t min_length, uint64_t seed) {
+                     int64_t min_length, int64_t first) {
   torch::Tensor sequences = session.start().cpu();  // [n, P]
   const int64_t n = sequences.size(0);
   torch::Tensor unfinished = torch::ones({n}, torch::kBool);
-  at::Generator generator = at::detail::createCPUGenerator(seed);
+  std::vector<at::Generator> generators;
+  for (int64_t r = 0; r < n; ++r) {
+    generators.push_back(at::detail::createCPUGenerator(options.seed + static_cast<uint64_t>(first + r)));
+  }
   const int64_t pad = pad_id(options);
   torch::Tensor logits = session.prefill().cpu();
+  bool running = sequences.size(1) < max_length;  // the same on every rank
   while (true) {
-    const bool running = unfinished.any().item<bool>() && sequences.size(1) < max_length;
-    if (!any_rank(world, running)) break;
     torch::Tensor next;
     if (running) {
       const torch::Tensor scores = process_logits(logits, sequences, max_length, min_length, options, options.do_sample);
-      next = options.do_sample ? torch::multinomial(torch::softmax(scores, -1), 1, false, generator).reshape({n})
-                               : scores.argmax(-1);
+      if (options.do_sample) {
+        const torch::Tensor probs = torch::softmax(scores, -1);  // [n, V]
+        next = torch::empty({n}, torch::kLong);
+        for (int64_t r = 0; r < n; ++r) next[r] = torch::multinomial(probs[r], 1, false, generators[r]).item<int64_t>();
+      } else {
+        next = scores.argmax(-1);
+      }
       if (!options.eos_token_ids.empty()) next = torch::where(unfinished, next, torch::full_like(next, pad));
       sequences = torch::cat({sequences, next.unsqueeze(1)}, 1);
       unfinished = unfinished.logical_and(is_eos(next, options).logical_not());
+      running = unfinished.any().item<bool>() && sequences.size(1) < max_length;
     } else {
       next = sequences.select(1, sequences.size(1) - 1);  // a step for the others' sake; not kept
     }
+    if (!any_rank(world, running)) break;
     logits = session.next(next).cpu();
   }
   return sequences;
@@ -331,7 +342,7 @@ torch::Tensor generate(Model& model, ProcessGroups& groups, const torch::Tensor&
     out = beam_search(session, groups.world(), options, count, max_length, min_length);
   } else {
     Session session(model, groups, ids, mask, options);
-    out = search(session, groups.world(), options, max_length, min_length, options.seed + static_cast<uint64_t>(d));
+    out = search(session, groups.world(), options, max_length, min_length, mine > 0 ? first : 0);
   }
   // Every rank's rows, padded to the longest.
   int64_t longest = 0;

@@ -42,7 +42,7 @@ struct GenerationOptions {
   double temperature = 1.0;
   int64_t top_k = 0;    // 0: off
   double top_p = 1.0;   // 1: off
-  uint64_t seed = 0;    // sampling
+  uint64_t seed = 0;    // sampling: row r of the batch draws from a generator seeded seed + r
   std::vector<int64_t> eos_token_ids;
   int64_t pad_token_id = -1;  // -1: the first eos id
   int64_t decoder_start_token_id = -1;

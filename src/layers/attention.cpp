@@ -5,6 +5,7 @@
 
 #include <torch/torch.h>
 
+#include "core/errors.h"
 #include "core/torch_compat.h"
 #include "layers/context_parallel.h"
 #include "layers/norm.h"
@@ -191,7 +192,10 @@ torch::Tensor Attention::forward(const torch::Tensor& x, const AttentionInputs& 
 
 torch::Tensor Attention::attend(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                 const torch::Tensor& mask) {
-  if (mask.defined() || !ctx_.context_parallel()) return core_attention(q, k, v, mask);
+  // Context-parallel attention knows the causal mask of its chunks only; models keep padding,
+  // caches and bidirectional attention away from it (validation and forward refuse them).
+  FT_CHECK(!mask.defined() || !ctx_.context_parallel(), "an attention mask under context parallelism");
+  if (!ctx_.context_parallel()) return core_attention(q, k, v, mask);
   return context_parallel_attention(q, k, v, ctx_.groups->cp(), ctx_.cp_comm_type,
                                     1.0 / std::sqrt(static_cast<double>(options_.head_dim)),
                                     [this](const torch::Tensor& cq, const torch::Tensor& ck, const torch::Tensor& cv,

@@ -33,7 +33,6 @@ struct KVCache {
   std::map<int64_t, Layer> layers;  // by global layer index
   torch::Tensor key_padding;        // [b, cached + new] bool: which cached keys are tokens; undefined: all
   torch::Tensor encoder_padding;    // [b, s_src] bool: the encoder's key padding (cross-attention)
-  int64_t length = 0;               // tokens cached per sequence (before this step's)
   bool encoder_done = false;        // an encoder-decoder's encoder ran and its keys/values are cached
 
   // Keeps rows `rows` (int64 [b']) of every cache, in that order (beam search).

@@ -116,7 +116,14 @@ torch::Tensor EncoderDecoder::embed(const Embeddings& embeddings, const torch::T
   torch::Tensor x = shared->forward(ids);  // [s(/tp), b, h]: this rank's rows with SP
   if (embed_scale_ != 1.0) x = x * embed_scale_;
   if (embeddings.positions) x = x + embeddings.positions->forward(local_rows(positions_or_default(positions, ids.size(0))));
-  if (embeddings.languages && languages.defined()) {
+  if (languages.defined()) {
+    const int64_t count = embeddings.languages ? embeddings.language_weight.size(0) : 0;
+    const int64_t low = languages.min().item<int64_t>(), high = languages.max().item<int64_t>();
+    if (low < 0 || high >= count) {
+      throw DataError(fmt::format("language ids in [{}, {}], but the model has {} language embeddings", low, high, count),
+                      count == 0 ? "leave the language ids out, or set model.num_languages"
+                                 : fmt::format("use ids in [0, {})", count));
+    }
     x = x + torch::embedding(embeddings.language_weight, languages).unsqueeze(0);  // [1, b, h]
   }
   if (embeddings.norm) x = embeddings.norm->forward(x);
@@ -154,7 +161,11 @@ TensorList EncoderDecoder::forward_chunk(int64_t chunk, const ModelInputs& input
     in.causal = false;
     in.key_padding = key_padding_of(inputs.mask);
     in.token_mask = local_rows(inputs.mask);
+    // The encoder runs once while decoding: its self-attention keeps no cache.
+    KVCache* cache = state.cache;
+    state.cache = nullptr;
     enc = run_layers(begin, std::min(end, encoder_layers_), enc, in, state);
+    state.cache = cache;
     if (end >= encoder_layers_) {  // the encoder ends in this chunk
       if (encoder_norm) enc = encoder_norm->forward(enc);
       if (state.hidden_states) state.hidden_states->push_back(enc);
@@ -183,11 +194,10 @@ TensorList EncoderDecoder::forward_chunk(int64_t chunk, const ModelInputs& input
 std::string EncoderDecoder::hf_name(const std::string& name) const {
   // Marian's names: o_proj -> out_proj, cross_attn -> encoder_attn, the norms by position, the
   // MLP's projections fc1/fc2 directly on the layer. Experts and XLM-only parts have none.
-  if (name == "final_logits_bias") return name;
+  if (name == "final_logits_bias" || name.rfind("lm_head", 0) == 0) return name;
   if (name.find(".mlp.gate") != std::string::npos || name.find(".mlp.experts") != std::string::npos ||
       name.find("shared_expert") != std::string::npos || name.find("embed_") != std::string::npos ||
-      name.find("embedding_norm") != std::string::npos || name.rfind("lm_head", 0) == 0 ||
-      name.find(".norm.") != std::string::npos) {
+      name.find("embedding_norm") != std::string::npos || name.find(".norm.") != std::string::npos) {
     return "";
   }
   std::string out = "model." + name;

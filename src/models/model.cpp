@@ -88,22 +88,28 @@ torch::Tensor Model::run_layers(int64_t begin, int64_t end, torch::Tensor x, con
     }
     return x;
   }
-  // Full recomputation: blocks of recompute_num_layers layers keep only their input. The
+  // Full recomputation: blocks of recompute_num_layers layers keep only their input (and the
+  // encoder's output, an input of cross-attention: through the block's inputs, so its gradient
+  // leaves each recomputation instead of reaching into the encoder's graph from inside it). The
   // recomputation in backward collects nothing (its router losses were counted in forward).
   ForwardState* outer = &state;
+  std::vector<torch::Tensor> inputs{x};
+  if (in.memory.defined()) inputs.push_back(in.memory);
   for (int64_t block = begin; block < end; block += recompute_num_layers_) {
     const int64_t block_end = std::min(block + recompute_num_layers_, end);
-    x = checkpoint(
+    inputs[0] = checkpoint(
         [this, block, block_end, in, outer](const std::vector<torch::Tensor>& input) -> std::vector<torch::Tensor> {
           ForwardState scratch;
           ForwardState& s = recomputing() ? scratch : *outer;
+          LayerInputs block_in = in;
+          if (input.size() > 1) block_in.memory = input[1];
           torch::Tensor y = input[0];
-          for (int64_t l = block; l < block_end; ++l) y = layer(l).forward(y, in, s);
+          for (int64_t l = block; l < block_end; ++l) y = layer(l).forward(y, block_in, s);
           return {y};
         },
-        {x}, ctx_.rng)[0];
+        inputs, ctx_.rng)[0];
   }
-  return x;
+  return inputs[0];
 }
 
 int64_t Model::num_hidden_states() const {

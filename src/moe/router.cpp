@@ -142,80 +142,77 @@ Routing Router::forward(const torch::Tensor& x, const torch::Tensor& sequence, i
   routing.routing_map = torch::zeros({n, num_experts}, x.options().dtype(torch::kBool)).scatter(1, experts, true);
   routing.probs = torch::zeros({n, num_experts}, logits.options()).scatter(1, experts, weights);
   // Padding: no copies, no weight, not counted.
-  const bool masked = token_mask.defined();
-  const torch::Tensor real = masked ? token_mask.to(x.device()).to(torch::kBool).reshape({n, 1}) : torch::Tensor();
-  if (masked) {
+  const torch::Tensor real =
+      token_mask.defined() ? token_mask.to(x.device()).to(torch::kBool).reshape({n, 1}) : torch::Tensor();  // [n, 1]
+  if (real.defined()) {
     routing.routing_map = routing.routing_map.logical_and(real);
     routing.probs = routing.probs * real.to(routing.probs.scalar_type());
   }
-  routing.every_token_routed = !masked && moe_.capacity_factor <= 0;
-
-  // Counts before dropping: statistics of the whole micro-batch over tp_cp.
-  Communicator& tp_cp = ctx_.groups->tp_cp();
-  const bool training = is_training();
+  routing.every_token_routed = !real.defined() && moe_.capacity_factor <= 0;
   // A recomputed forward (activation recomputation) routes the same tokens again: not counted twice.
-  if (training && moe_.expert_bias && !recomputing()) pending_counts += routing.routing_map.sum(0);
-  RouterLosses& losses = routing.losses;
-  const bool lb = training && moe_.aux_loss_coeff > 0 &&
-                  (moe_.load_balancing == LoadBalancing::kAuxLoss || moe_.load_balancing == LoadBalancing::kSeqAuxLoss);
-  const bool z = training && moe_.z_loss_coeff > 0;
-  if (lb || z) {
-    // One all-reduce carries the per-(sequence, expert) counts and the per-sequence token
-    // counts: [b * E + b].
-    torch::Tensor stats;
-    {
-      torch::NoGradGuard no_grad;
-      const torch::Tensor per_seq =
-          torch::zeros({batch, num_experts}, logits.options()).index_add(0, sequence, routing.routing_map.to(dtype));
-      const torch::Tensor ones =
-          masked ? real.reshape({n}).to(logits.scalar_type()) : torch::ones({n}, logits.options());
-      const torch::Tensor seq_tokens = torch::zeros({batch}, logits.options()).index_add(0, sequence, ones);
-      stats = torch::cat({per_seq.reshape({-1}), seq_tokens});
-      tp_cp.all_reduce(stats);
-    }
-    const torch::Tensor counts = stats.narrow(0, 0, batch * num_experts).reshape({batch, num_experts});  // [b, E]
-    const torch::Tensor seq_tokens = stats.narrow(0, batch * num_experts, batch);                        // [b]
-    // The token total T: without padding a shape, summed on the host (the device never waits
-    // here); with padding the count of tokens, on the device. `per_t2` is 1/T^2, `per_t` 1/T.
-    double total = 0;
-    torch::Tensor per_t2, per_t;
-    if (masked) {
-      const torch::Tensor t = seq_tokens.sum().clamp_min(1);
-      per_t = 1.0 / t;
-      per_t2 = per_t * per_t;
-      total = 1;  // a count of 0 gives losses of 0 (no routed copies)
-    } else {
-      for (const auto& r : tp_cp.all_gather_ints({n})) total += static_cast<double>(r[0]);
-    }
-    // Rows of padding contribute nothing.
-    const auto p_real = [&](const torch::Tensor& rows) { return masked ? rows * real.to(rows.scalar_type()) : rows; };
-    if (lb && total > 0) {
-      // Probabilities over all experts, as the losses see them.
-      torch::Tensor p = moe_.router_score == RouterScore::kSigmoid ? torch::sigmoid(logits) : torch::softmax(logits, -1);
-      if (moe_.router_score == RouterScore::kSigmoid) p = p / (p.sum(-1, true) + 1e-20);
-      if (moe_.load_balancing == LoadBalancing::kAuxLoss) {
-        const double coeff = static_cast<double>(num_experts) * moe_.aux_loss_coeff / static_cast<double>(k);
-        const torch::Tensor terms = (p_real(p).sum(0) * counts.sum(0)).sum();
-        losses.load_balancing = masked ? terms * coeff * per_t2 : terms * (coeff / (total * total));
-      } else {
-        // Per sequence b: E/(k*S_b^2) * sum_e P_be * f_be, averaged over the b sequences.
-        const torch::Tensor p_seq =
-            torch::zeros({batch, num_experts}, p.options()).index_add(0, sequence, p_real(p));  // [b, E]
-        const torch::Tensor s2 = seq_tokens.clamp_min(1).pow(2).unsqueeze(1);
-        losses.load_balancing = (p_seq * counts / s2).sum() *
-                                 (static_cast<double>(num_experts) * moe_.aux_loss_coeff / (static_cast<double>(k) * batch));
-      }
-    }
-    if (z && total > 0) {
-      const torch::Tensor terms = p_real(torch::logsumexp(logits, -1).pow(2).unsqueeze(1)).sum();
-      losses.z_loss = masked ? terms * moe_.z_loss_coeff * per_t : terms * (moe_.z_loss_coeff / total);
-    }
-  }
+  if (is_training() && moe_.expert_bias && !recomputing()) pending_counts += routing.routing_map.sum(0);
+  if (is_training()) routing.losses = losses_of(logits, routing.routing_map, sequence, batch, real);
   if (moe_.capacity_factor > 0) {
     apply_capacity(routing, expert_capacity(n, k, num_experts, moe_.capacity_factor), moe_.drop_policy,
                    moe_.pad_to_capacity);
   }
   return routing;
+}
+
+RouterLosses Router::losses_of(const torch::Tensor& logits, const torch::Tensor& routing_map,
+                               const torch::Tensor& sequence, int64_t batch, const torch::Tensor& real) const {
+  const int64_t n = logits.size(0), num_experts = moe_.num_experts, k = moe_.topk;
+  const bool lb = moe_.aux_loss_coeff > 0 &&
+                  (moe_.load_balancing == LoadBalancing::kAuxLoss || moe_.load_balancing == LoadBalancing::kSeqAuxLoss);
+  const bool z = moe_.z_loss_coeff > 0;
+  RouterLosses losses;
+  if (!lb && !z) return losses;
+  const bool masked = real.defined();
+  // Statistics of the whole micro-batch over tp_cp, before dropping: one all-reduce carries the
+  // per-(sequence, expert) counts and the per-sequence token counts, [b * E + b].
+  Communicator& tp_cp = ctx_.groups->tp_cp();
+  torch::Tensor stats;
+  {
+    torch::NoGradGuard no_grad;
+    const torch::Tensor per_seq =
+        torch::zeros({batch, num_experts}, logits.options()).index_add(0, sequence, routing_map.to(logits.scalar_type()));
+    const torch::Tensor ones = masked ? real.reshape({n}).to(logits.scalar_type()) : torch::ones({n}, logits.options());
+    const torch::Tensor seq_tokens = torch::zeros({batch}, logits.options()).index_add(0, sequence, ones);
+    stats = torch::cat({per_seq.reshape({-1}), seq_tokens});
+    tp_cp.all_reduce(stats);
+  }
+  const torch::Tensor counts = stats.narrow(0, 0, batch * num_experts).reshape({batch, num_experts});  // [b, E]
+  const torch::Tensor seq_tokens = stats.narrow(0, batch * num_experts, batch);                        // [b]
+  // The token total T: without padding a shape, summed on the host (the device never waits
+  // here); with padding the count of tokens, on the device (1/T as `per_t`). Every rank gathers
+  // the shapes, padded or not, so the group's collectives stay in step.
+  double total = 0;
+  for (const auto& r : tp_cp.all_gather_ints({n})) total += static_cast<double>(r[0]);
+  if (total == 0) return losses;
+  const torch::Tensor per_t = masked ? 1.0 / seq_tokens.sum().clamp_min(1) : torch::Tensor();
+  // Rows of padding contribute nothing.
+  const auto real_rows = [&](const torch::Tensor& rows) { return masked ? rows * real.to(rows.scalar_type()) : rows; };
+  if (lb) {
+    // Probabilities over all experts, as the losses see them.
+    torch::Tensor p = moe_.router_score == RouterScore::kSigmoid ? torch::sigmoid(logits) : torch::softmax(logits, -1);
+    if (moe_.router_score == RouterScore::kSigmoid) p = p / (p.sum(-1, true) + 1e-20);
+    const double coeff = static_cast<double>(num_experts) * moe_.aux_loss_coeff / static_cast<double>(k);
+    if (moe_.load_balancing == LoadBalancing::kAuxLoss) {
+      const torch::Tensor terms = (real_rows(p).sum(0) * counts.sum(0)).sum();
+      losses.load_balancing = masked ? terms * coeff * per_t * per_t : terms * (coeff / (total * total));
+    } else {
+      // Per sequence b: E/(k*S_b^2) * sum_e P_be * f_be, averaged over the b sequences.
+      const torch::Tensor p_seq =
+          torch::zeros({batch, num_experts}, p.options()).index_add(0, sequence, real_rows(p));  // [b, E]
+      const torch::Tensor s2 = seq_tokens.clamp_min(1).pow(2).unsqueeze(1);
+      losses.load_balancing = (p_seq * counts / s2).sum() * (coeff / static_cast<double>(batch));
+    }
+  }
+  if (z) {
+    const torch::Tensor terms = real_rows(torch::logsumexp(logits, -1).pow(2).unsqueeze(1)).sum();
+    losses.z_loss = masked ? terms * moe_.z_loss_coeff * per_t : terms * (moe_.z_loss_coeff / total);
+  }
+  return losses;
 }
 
 void Router::update_expert_bias() {

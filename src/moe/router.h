@@ -70,6 +70,11 @@ class Router : public torch::nn::Module {
 
  private:
   torch::ScalarType score_dtype(const torch::Tensor& x) const;
+  // The load-balancing and z-losses of `logits` [n, E] routed as `routing_map` (this rank's
+  // shares; `real` [n, 1]: the tokens that are not padding, undefined for all). Collective over
+  // tp_cp.
+  RouterLosses losses_of(const torch::Tensor& logits, const torch::Tensor& routing_map, const torch::Tensor& sequence,
+                         int64_t batch, const torch::Tensor& real) const;
 
   LayerContext ctx_;
   MoEConfig moe_;

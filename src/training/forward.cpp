@@ -69,89 +69,72 @@ void check_inputs(const Model& model, ProcessGroups& groups, const ForwardInputs
   length_fits(in.decoder_input_ids.size(1), "target");
 }
 
-}  // namespace
-
-ForwardResult forward_batch(Model& model, ProcessGroups& groups, const ForwardInputs& in, bool hidden_states,
-                            bool backward) {
-  check_inputs(model, groups, in);
-  FT_CHECK(!backward || model.part().vpp == 1, "forward_batch runs backward with one micro-batch: not interleaved");
-  const torch::Device device = model.context().device;
-  const bool encoder_decoder = model.encoder_decoder();
-  const int64_t batch = in.input_ids.size(0), seq = in.input_ids.size(1), dp = groups.dp().size();
-  std::vector<int64_t> rows;
-  for (int64_t d = 0; d < dp; ++d) rows.push_back(batch / dp + (d < batch % dp ? 1 : 0));
-  const int64_t d = groups.dp().rank(), mine = rows[static_cast<size_t>(d)];
-  int64_t first = 0;
-  for (int64_t r = 0; r < d; ++r) first += rows[static_cast<size_t>(r)];
-  // A rank without sequences runs sequence 0 and weighs it 0.
-  const auto share = [&](const torch::Tensor& x) {  // [B, L] -> [L, b] on the device
-    return x.narrow(0, mine > 0 ? first : 0, std::max<int64_t>(mine, 1)).t().contiguous().to(device);
-  };
+// This dp rank's share of the batch (contiguous rows, sizes differing by at most one) as the
+// model reads it, with its next-token or label targets. A rank without rows runs row 0 and weighs
+// it 0.
+struct Share {
+  std::vector<int64_t> rows;  // per dp rank
+  int64_t mine = 0;
   ModelInputs inputs;
+  torch::Tensor targets;  // [S/cp or T, b]
+  double count = 1;       // the targets of the whole batch
+  torch::Tensor order;    // cp > 1: puts gathered chunks back in position order
+};
+
+Share share_batch(const Model& model, ProcessGroups& groups, const ForwardInputs& in) {
+  const torch::Device device = model.context().device;
+  const int64_t batch = in.input_ids.size(0), seq = in.input_ids.size(1), dp = groups.dp().size();
+  Share out;
+  for (int64_t d = 0; d < dp; ++d) out.rows.push_back(batch / dp + (d < batch % dp ? 1 : 0));
+  const int64_t d = groups.dp().rank();
+  out.mine = out.rows[static_cast<size_t>(d)];
+  int64_t first = 0;
+  for (int64_t r = 0; r < d; ++r) first += out.rows[static_cast<size_t>(r)];
+  const auto share = [&](const torch::Tensor& x) {  // [B, L] -> [L, b] on the device
+    return x.narrow(0, out.mine > 0 ? first : 0, std::max<int64_t>(out.mine, 1)).t().contiguous().to(device);
+  };
+  ModelInputs& inputs = out.inputs;
   inputs.input_ids = share(in.input_ids);  // [S, b]
   if (in.attention_mask.defined()) inputs.mask = share(in.attention_mask).to(torch::kBool);
-  torch::Tensor targets, predictions;  // [S or T, b], and the count of all targets of the batch
-  if (encoder_decoder) {
+  if (in.languages.defined()) inputs.languages = share(in.languages.unsqueeze(1)).squeeze(0);
+  torch::Tensor predictions;
+  if (model.encoder_decoder()) {
     inputs.decoder_input_ids = share(in.decoder_input_ids);
-    targets = share(in.labels);
+    if (in.decoder_languages.defined()) inputs.decoder_languages = share(in.decoder_languages.unsqueeze(1)).squeeze(0);
+    out.targets = share(in.labels);
     predictions = (in.labels != kIgnoreIndex).sum();
   } else {
     // Next token; the last position predicts nothing, nor does a position that is padding or
     // whose next token is.
-    targets = torch::full_like(inputs.input_ids, kIgnoreIndex);
-    targets.narrow(0, 0, seq - 1).copy_(inputs.input_ids.narrow(0, 1, seq - 1));
+    out.targets = torch::full_like(inputs.input_ids, kIgnoreIndex);
+    out.targets.narrow(0, 0, seq - 1).copy_(inputs.input_ids.narrow(0, 1, seq - 1));
+    const torch::Tensor tokens = in.attention_mask.defined() ? in.attention_mask != 0
+                                                             : torch::ones(in.input_ids.sizes(), torch::kBool);
+    const torch::Tensor counted = tokens.narrow(1, 0, seq - 1).logical_and(tokens.narrow(1, 1, seq - 1));  // [B, S-1]
+    predictions = counted.sum();
     if (inputs.mask.defined()) {
-      torch::Tensor counted = torch::zeros_like(inputs.mask);  // [S, b]
-      counted.narrow(0, 0, seq - 1).copy_(inputs.mask.narrow(0, 0, seq - 1).logical_and(inputs.mask.narrow(0, 1, seq - 1)));
-      targets = targets.masked_fill(counted.logical_not(), kIgnoreIndex);
-    }
-    if (in.attention_mask.defined()) {
-      const torch::Tensor tokens = in.attention_mask != 0;  // [B, S]
-      predictions = tokens.narrow(1, 0, seq - 1).logical_and(tokens.narrow(1, 1, seq - 1)).sum();
-    } else {
-      predictions = torch::full({}, batch * (seq - 1), torch::kLong);
+      out.targets.narrow(0, 0, seq - 1).masked_fill_(share(counted).logical_not(), kIgnoreIndex);
     }
   }
-  // Context parallelism (decoder-only): this rank's chunks; `order` puts gathered chunks back.
+  out.count = std::max<double>(static_cast<double>(predictions.item<int64_t>()), 1.0);
+  // Context parallelism (decoder-only, no padding): this rank's chunks.
   const int64_t cp = groups.cp().size();
   inputs.positions = cp_positions(seq, cp, groups.cp().rank(), device);
-  torch::Tensor order;
   if (cp > 1) {
-    order = cp_gathered_positions(seq, cp, device).argsort();
+    out.order = cp_gathered_positions(seq, cp, device).argsort();
     inputs.input_ids = inputs.input_ids.index_select(0, inputs.positions);
-    targets = targets.index_select(0, inputs.positions);
+    out.targets = out.targets.index_select(0, inputs.positions);
   }
+  return out;
+}
 
-  // The model's chunks through the pipeline (one micro-batch; without pipeline parallelism a
-  // single step). The last stage keeps the logits and the loss, this rank's share of the mean.
-  const ModelPart& part = model.part();
-  const double count = std::max<double>(static_cast<double>(predictions.item<int64_t>()), 1.0);
-  std::vector<torch::Tensor> hidden;
-  torch::Tensor logits;  // [S/cp or T, b, Vp/tp] on the last stage
-  ForwardResult result;
-  PipelineStage stage;
-  stage.forward = [&](const PipelineOp& op, const TensorList& input) -> TensorList {
-    ForwardState state;
-    state.hidden_states = hidden_states ? &hidden : nullptr;
-    TensorList out = model.forward_chunk(op.chunk, inputs, input, state);
-    if (!part.has_head(op.chunk)) return out;
-    logits = out.at(0);
-    const torch::Tensor loss =
-        vocab_parallel_cross_entropy(logits, targets, groups.tp(), model.vocab_size()).sum() * (mine > 0 ? 1.0 / count : 0.0);
-    result.loss = loss.detach();
-    return {loss};
-  };
-  stage.stream_spec = [&](int64_t /*micro*/) { return model.stream_spec(inputs); };
-  const int64_t pp = groups.pp().size(), last = pp - 1;
-  run_pipeline(plan_pipeline(pp, part.vpp, 1, !backward)[static_cast<size_t>(groups.pp().rank())], groups.pp(), stage,
-               !backward);
-  torch::Tensor total = torch::zeros({1}, torch::kDouble);
-  if (groups.pp().rank() == last) total = result.loss.to(torch::kDouble).reshape({1}).cpu();
-  groups.dp_cp().all_reduce(total);
-  groups.pp().all_reduce(total);  // from the last stage to every stage
-  result.loss_value = total.item<double>();
-
-  // Gathered over tp, cp and dp on the stage that holds them, then sent to every stage.
+// The logits and hidden states on every rank: gathered over tp, cp and dp on the stage that holds
+// them, then sent to every stage.
+void gather_outputs(Model& model, ProcessGroups& groups, const ForwardInputs& in, const Share& share,
+                    const torch::Tensor& logits, const std::vector<torch::Tensor>& hidden, bool hidden_states,
+                    ForwardResult& result) {
+  const torch::Device device = model.context().device;
+  const int64_t batch = in.input_ids.size(0), seq = in.input_ids.size(1), pp = groups.pp().size();
   const auto from_stage = [&](int64_t owner, const std::function<torch::Tensor()>& gather,
                               const std::vector<int64_t>& shape) {
     torch::Tensor out = groups.pp().rank() == owner
@@ -160,24 +143,66 @@ ForwardResult forward_batch(Model& model, ProcessGroups& groups, const ForwardIn
     if (pp > 1) groups.pp().broadcast(out, static_cast<int>(owner));
     return out;
   };
-  const int64_t out_seq = encoder_decoder ? in.decoder_input_ids.size(1) : seq, vocab = model.vocab_size();
-  result.logits = from_stage(last, [&] {
+  const int64_t out_seq = model.encoder_decoder() ? in.decoder_input_ids.size(1) : seq, vocab = model.vocab_size();
+  result.logits = from_stage(pp - 1, [&] {
     const torch::Tensor full = gather_last_dim(logits.detach(), groups.tp()).narrow(-1, 0, vocab);
-    return gather_batch(full.to(torch::kFloat), groups, false, rows, order);
+    return gather_batch(full.to(torch::kFloat), groups, false, share.rows, share.order);
   }, {batch, out_seq, vocab});
-  if (hidden_states) {
-    // Each rank captured its states in order; state i lives on hidden_state_owner(i).
-    const int64_t encoder_states = model.num_encoder_states();
-    size_t next = 0;
-    const bool sp = model.context().sequence_parallel;
-    for (int64_t i = 0; i < model.num_hidden_states(); ++i) {
-      const int64_t length = i < encoder_states ? seq : out_seq;
-      result.hidden_states.push_back(from_stage(model.hidden_state_owner(i), [&] {
-        const torch::Tensor h = hidden.at(next++).detach().to(torch::kFloat);
-        return gather_batch(h, groups, sp, rows, order);
-      }, {batch, length, model.hidden_size()}));
-    }
+  if (!hidden_states) return;
+  // Each rank captured its states in order; state i lives on hidden_state_owner(i).
+  const int64_t encoder_states = model.num_encoder_states();
+  size_t next = 0;
+  for (int64_t i = 0; i < model.num_hidden_states(); ++i) {
+    const int64_t length = i < encoder_states ? seq : out_seq;
+    result.hidden_states.push_back(from_stage(model.hidden_state_owner(i), [&] {
+      const torch::Tensor h = hidden.at(next++).detach().to(torch::kFloat);
+      return gather_batch(h, groups, model.context().sequence_parallel, share.rows, share.order);
+    }, {batch, length, model.hidden_size()}));
   }
+}
+
+}  // namespace
+
+ForwardResult forward_batch(Model& model, ProcessGroups& groups, const ForwardInputs& in_given, bool hidden_states,
+                            bool backward) {
+  check_inputs(model, groups, in_given);
+  ForwardInputs in = in_given;
+  // An all-ones mask is no padding: the plain causal kernels (and context parallelism) then run.
+  if (in.attention_mask.defined() && (in.attention_mask != 0).all().item<bool>()) in.attention_mask = torch::Tensor();
+  FT_CHECK(!backward || model.part().vpp == 1, "forward_batch runs backward with one micro-batch: not interleaved");
+  const Share share = share_batch(model, groups, in);
+  const double weight = share.mine > 0 ? 1.0 / share.count : 0.0;
+  // Router losses (in training mode): each dp rank's share of the batch's, none for a dummy row.
+  model.set_router_loss_scale(share.mine > 0 ? 1.0 / static_cast<double>(groups.dp().size()) : 0.0);
+
+  // The model's chunks through the pipeline (one micro-batch; without pipeline parallelism a
+  // single step). The last stage keeps the logits and the loss, this rank's share of the mean.
+  const ModelPart& part = model.part();
+  std::vector<torch::Tensor> hidden;
+  torch::Tensor logits;  // [S/cp or T, b, Vp/tp] on the last stage
+  ForwardResult result;
+  PipelineStage stage;
+  stage.forward = [&](const PipelineOp& op, const TensorList& input) -> TensorList {
+    ForwardState state;
+    state.hidden_states = hidden_states ? &hidden : nullptr;
+    TensorList out = model.forward_chunk(op.chunk, share.inputs, input, state);
+    if (!part.has_head(op.chunk)) return out;
+    logits = out.at(0);
+    const torch::Tensor loss =
+        vocab_parallel_cross_entropy(logits, share.targets, groups.tp(), model.vocab_size()).sum() * weight;
+    result.loss = loss.detach();
+    return {loss};
+  };
+  stage.stream_spec = [&](int64_t /*micro*/) { return model.stream_spec(share.inputs); };
+  const int64_t pp = groups.pp().size();
+  run_pipeline(plan_pipeline(pp, part.vpp, 1, !backward)[static_cast<size_t>(groups.pp().rank())], groups.pp(), stage,
+               !backward);
+  torch::Tensor total = torch::zeros({1}, torch::kDouble);
+  if (part.is_last_stage()) total = result.loss.to(torch::kDouble).reshape({1}).cpu();
+  groups.dp_cp().all_reduce(total);
+  groups.pp().all_reduce(total);  // from the last stage to every stage
+  result.loss_value = total.item<double>();
+  gather_outputs(model, groups, in, share, logits, hidden, hidden_states, result);
   return result;
 }
 

@@ -23,6 +23,8 @@ struct ForwardInputs {
   torch::Tensor attention_mask;     // [B, S], 1: token, 0: padding; undefined: all tokens
   torch::Tensor decoder_input_ids;  // [B, T] (encoder-decoder)
   torch::Tensor labels;             // [B, T] (encoder-decoder), -100: ignored
+  torch::Tensor languages;          // [B] int64 language ids (models with language embeddings)
+  torch::Tensor decoder_languages;  // [B] the target's (encoder-decoder)
 };
 
 struct ForwardResult {

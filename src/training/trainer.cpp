@@ -73,7 +73,7 @@ const Batch& Trainer::micro_batch(int64_t micro) {
   return batches_.emplace(micro, std::move(batch)).first->second;
 }
 
-void Trainer::forward_backward(Sums& sums) {
+void Trainer::forward_backward(Sums& sums, double units) {
   Model& model = *state_.model;
   ProcessGroups& groups = state_.groups;
   const ModelPart& part = model.part();
@@ -89,7 +89,7 @@ void Trainer::forward_backward(Sums& sums) {
     if (forward_state.aux_loss.defined()) sums.aux.push_back(forward_state.aux_loss.reshape({1}) * aux_scale);
     if (forward_state.z_loss.defined()) sums.z.push_back(forward_state.z_loss.reshape({1}) * aux_scale);
     if (!part.has_head(op.chunk)) return out;
-    LossTerms terms = task_.loss(out.at(0), batch, units_, groups.tp(), model.vocab_size());
+    LossTerms terms = task_.loss(out.at(0), batch, units, groups.tp(), model.vocab_size());
     sums.loss.push_back(terms.loss.detach().to(torch::kDouble).reshape({1}));
     for (const auto& [name, value] : terms.metrics) {
       sums.metrics[name].push_back(value.detach().to(torch::kDouble).reshape({1}));
@@ -160,11 +160,11 @@ StepRecord Trainer::step() {
   record.step = state_.step + 1;
   record.lr = learning_rate(t, state_.step);
   record.tokens = t.global_batch_size * t.seq_length;
-  units_ = task_.loss_units(Split::kTrain, state_.consumed_samples, t.global_batch_size);
+  const double units = task_.loss_units(Split::kTrain, state_.consumed_samples, t.global_batch_size);
   batches_.clear();
   state_.buffers->zero_grads();
   Sums sums;
-  forward_backward(sums);
+  forward_backward(sums, units);
   const auto computed = now();
   state_.buffers->finish_grad_sync();
   reduce(sums, record);

@@ -61,8 +61,9 @@ class Trainer {
 
  private:
   struct Sums;
-  // Forward and backward of every micro-batch of the step through the pipeline schedule.
-  void forward_backward(Sums& sums);
+  // Forward and backward of every micro-batch of the step through the pipeline schedule; each
+  // loss is divided by the global batch's `units` (Task::loss_units).
+  void forward_backward(Sums& sums, double units);
   // The micro-batch `micro` of this step on this rank (made once, context-parallel chunks cut).
   const Batch& micro_batch(int64_t micro);
   // Loss terms over the whole job and the gradient norm, into `record`.
@@ -75,8 +76,7 @@ class Trainer {
   const Task& task_;
   std::vector<std::shared_ptr<StepHook>> hooks_;
   int64_t dp_, micro_batches_, per_rank_;
-  std::map<int64_t, Batch> batches_;  // this step's micro-batches
-  double units_ = 0;                  // loss units of this step's global batch
+  std::map<int64_t, Batch> batches_;  // this step's micro-batches, made once each
 };
 
 // The standard job: the train state, the language-model task and the default hooks; trains, then

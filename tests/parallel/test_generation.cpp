@@ -99,8 +99,10 @@ TEST(Generation, IncrementalDecodingEqualsRecomputingThePrefix) {
     if (encoder_decoder) {
       step.decoder_input_ids = decoder.t().contiguous();
       step.decoder_positions = torch::zeros({1}, longs);
-      step.languages = torch::tensor({0, 1, 0}, longs);
-      step.decoder_languages = torch::tensor({1, 0, 1}, longs);
+      if (config.model.num_languages > 0) {
+        step.languages = torch::tensor({0, 1, 0}, longs);
+        step.decoder_languages = torch::tensor({1, 0, 1}, longs);
+      }
     }
     torch::Tensor prefix = source;
     for (int64_t i = 0; i <= tokens.size(1); ++i) {

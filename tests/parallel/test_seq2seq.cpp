@@ -10,6 +10,7 @@
 
 #include "config/config_load.h"
 #include "layers/embedding.h"
+#include "layers/recompute.h"
 #include "mpi_test.h"
 #include "train_test.h"
 
@@ -99,7 +100,11 @@ Recorded train_seq2seq(const Config& config, MPI_Comm base, int world) {
   auto recorder = std::make_shared<GradientRecorder>();
   trainer.add_hook(recorder);
   Recorded out;
+  const int64_t recomputed_before = recompute_count();
   out.result.steps = trainer.run();
+  if (config.model.recompute != Recompute::kNone) {
+    EXPECT_GT(recompute_count(), recomputed_before) << "model.recompute is set but nothing was recomputed";
+  }
   out.grads = std::move(recorder->steps);
   return out;
 }
@@ -117,6 +122,9 @@ TEST(Seq2SeqTraining, EncoderDecoderLayoutsMatchSingleProcessOverFiveSteps) {
       {true, {"parallel.tp=2", "parallel.ep=2", "parallel.etp=1", "parallel.sequence_parallel=true"}},
       {true, {"parallel.ep=2", "parallel.distributed_optimizer=true"}},
       {true, {"parallel.tp=2", "parallel.ep=4", "parallel.etp=1", "moe.dispatcher=allgather"}},
+      // Full recomputation: the encoder's output enters every recomputed decoder block.
+      {false, {"parallel.tp=2", "parallel.sequence_parallel=true", "model.recompute=full"}},
+      {true, {"parallel.ep=2", "model.recompute=full", "model.recompute_num_layers=1"}},
   };
   std::map<bool, Recorded> references;
   int checked = 0;
