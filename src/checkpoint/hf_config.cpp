@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 
 #include <fmt/format.h>
@@ -330,7 +331,10 @@ const std::vector<std::string>& hf_supported_model_types() {
 
 Config hf_model_config(const std::string& dir) {
   const std::string file = (fs::path(dir) / "config.json").string();
-  const json root = read_config_json(file);
+  return hf_model_config_of(read_config_json(file), file);
+}
+
+Config hf_model_config_of(const json& root, const std::string& file) {
   const Keys keys(root, file);
   const std::string type = keys.required<std::string>("model_type");
   if (type == "marian") return marian_config(keys, root);
@@ -358,6 +362,75 @@ Config hf_model_config(const std::string& dir) {
     read_qwen_moe(keys, config);
   }
   return config;
+}
+
+json hf_config_json(const Config& config) {
+  const ModelConfig& m = config.model;
+  const MoEConfig& moe = config.moe;
+  json out;
+  const char* dtype = m.params_dtype == DType::kBfloat16 ? "bfloat16" : "float32";
+  if (m.architecture == Architecture::kMarian) {
+    out = {{"architectures", {"MarianMTModel"}}, {"model_type", "marian"}, {"d_model", m.hidden_size},
+           {"encoder_layers", m.encoder_layers}, {"decoder_layers", m.num_layers},
+           {"encoder_attention_heads", m.num_attention_heads}, {"decoder_attention_heads", m.num_attention_heads},
+           {"encoder_ffn_dim", m.ffn_hidden_size}, {"decoder_ffn_dim", m.ffn_hidden_size},
+           {"vocab_size", m.vocab_size}, {"decoder_vocab_size", m.vocab_size},
+           {"share_encoder_decoder_embeddings", true}, {"max_position_embeddings", m.max_position_embeddings},
+           {"activation_function", enum_name(m.activation)}, {"normalize_before", m.norm_position == NormPosition::kPre},
+           {"scale_embedding", m.scale_embeddings}, {"tie_word_embeddings", m.tie_embeddings},
+           {"dropout", m.hidden_dropout}, {"attention_dropout", m.attention_dropout}, {"init_std", m.init_std},
+           {"is_encoder_decoder", true}, {"torch_dtype", dtype}};
+    if (m.pad_token_id >= 0) out["pad_token_id"] = m.pad_token_id;
+    if (m.decoder_start_token_id >= 0) out["decoder_start_token_id"] = m.decoder_start_token_id;
+    return out;
+  }
+  static const std::map<Architecture, std::pair<const char*, const char*>> kinds{
+      {Architecture::kLlama, {"LlamaForCausalLM", "llama"}},
+      {Architecture::kMixtral, {"MixtralForCausalLM", "mixtral"}},
+      {Architecture::kQwen2Moe, {"Qwen2MoeForCausalLM", "qwen2_moe"}},
+      {Architecture::kQwen3Moe, {"Qwen3MoeForCausalLM", "qwen3_moe"}}};
+  const auto& [cls, type] = kinds.at(m.architecture);
+  out = {{"architectures", {cls}}, {"model_type", type}, {"hidden_size", m.hidden_size},
+         {"num_hidden_layers", m.num_layers}, {"num_attention_heads", m.num_attention_heads},
+         {"num_key_value_heads", m.num_query_groups}, {"head_dim", m.kv_channels()},
+         {"intermediate_size", m.ffn_hidden_size}, {"vocab_size", m.vocab_size},
+         {"max_position_embeddings", m.max_position_embeddings}, {"rms_norm_eps", m.norm_eps},
+         {"rope_theta", m.rope_theta}, {"hidden_act", "silu"}, {"tie_word_embeddings", m.tie_embeddings},
+         {"initializer_range", m.init_std}, {"attention_dropout", m.attention_dropout},
+         {"attention_bias", false}, {"torch_dtype", dtype}};
+  if (m.pad_token_id >= 0) out["pad_token_id"] = m.pad_token_id;
+  switch (m.architecture) {
+    case Architecture::kLlama:
+      out["mlp_bias"] = false;
+      break;
+    case Architecture::kMixtral:
+      // Mixtral's experts are intermediate_size wide (every layer has experts).
+      out["intermediate_size"] = moe.expert_ffn(m.ffn_hidden_size);
+      out["num_local_experts"] = moe.num_experts;
+      out["num_experts_per_tok"] = moe.topk;
+      out["router_aux_loss_coef"] = moe.aux_loss_coeff;
+      out["sliding_window"] = nullptr;
+      break;
+    default: {  // Qwen2-MoE, Qwen3-MoE
+      const bool qwen3 = m.architecture == Architecture::kQwen3Moe;
+      out["num_experts"] = moe.num_experts;
+      out["num_experts_per_tok"] = moe.topk;
+      out["moe_intermediate_size"] = moe.expert_ffn(m.ffn_hidden_size);
+      if (!qwen3) out["shared_expert_intermediate_size"] = moe.shared_expert_ffn_hidden_size;
+      if (!qwen3 && !m.qkv_bias) out["qkv_bias"] = false;  // transformers 4 always has them
+      out["norm_topk_prob"] = moe.normalize_topk;
+      out["router_aux_loss_coef"] = moe.aux_loss_coeff;
+      out["decoder_sparse_step"] = 1;
+      json dense = json::array();
+      for (int64_t layer = 0; layer < m.num_layers; ++layer) {
+        if (!moe.is_moe_layer(layer)) dense.push_back(layer);
+      }
+      out["mlp_only_layers"] = dense;
+      out["use_sliding_window"] = false;
+      break;
+    }
+  }
+  return out;
 }
 
 }  // namespace foldtron

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "config/config.h"
 
 namespace foldtron {
@@ -20,5 +22,12 @@ const std::vector<std::string>& hf_supported_model_types();
 // missing or not JSON, a required key is missing or has the wrong type, or the model is not one
 // foldtron can reproduce.
 Config hf_model_config(const std::string& dir);
+// The same from config.json's contents (`file` names it in messages).
+Config hf_model_config_of(const nlohmann::json& root, const std::string& file);
+
+// The config.json transformers would write for `config`'s model (the inverse of
+// hf_model_config for what it reads). It does not check that the family can express the model:
+// read it back with hf_model_config_of and compare (config/compare.h).
+nlohmann::json hf_config_json(const Config& config);
 
 }  // namespace foldtron

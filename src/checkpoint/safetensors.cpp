@@ -15,6 +15,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "core/checksum.h"
 #include "core/errors.h"
 #include "core/text.h"
 
@@ -117,6 +118,15 @@ bool byte_size(const std::vector<int64_t>& shape, size_t element_size, uint64_t*
 
 
 }  // namespace
+
+torch::ScalarType safetensors_dtype(const std::string& name, const std::string& where) {
+  torch::ScalarType dtype;
+  if (!dtype_from_name(name, &dtype)) {
+    throw CheckpointError(fmt::format("{}: unknown dtype '{}' (supported: {})", where, name, supported_dtype_names()),
+                          "the file was not written by foldtron or safetensors");
+  }
+  return dtype;
+}
 
 std::string safetensors_dtype_name(torch::ScalarType dtype) {
   for (const DtypeName& d : kDtypes) {
@@ -269,82 +279,128 @@ torch::Tensor SafetensorsFile::load(const std::string& name) const {
   return out;
 }
 
-// ---- write_safetensors ----
+// ---- SafetensorsWriter ----
 
-void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
-                       const std::map<std::string, std::string>& metadata) {
-  // Data order as in the reference writer: larger elements first, then by name, so every tensor
-  // starts aligned to its element size.
+SafetensorsWriter::SafetensorsWriter(std::string path, std::vector<Entry> entries,
+                                     const std::map<std::string, std::string>& metadata)
+    : path_(std::move(path)), tmp_(path_ + ".tmp"), entries_(std::move(entries)) {
   std::set<std::string> seen;
-  std::vector<size_t> order;
-  for (size_t i = 0; i < tensors.size(); ++i) {
-    const auto& [name, tensor] = tensors[i];
-    if (name == "__metadata__") {
-      throw CheckpointError(fmt::format("cannot write '{}': '__metadata__' is reserved and cannot name a tensor", path),
+  for (const Entry& entry : entries_) {
+    if (entry.name == "__metadata__") {
+      throw CheckpointError(fmt::format("cannot write '{}': '__metadata__' is reserved and cannot name a tensor", path_),
                             "rename the tensor");
     }
-    if (!seen.insert(name).second) {
-      throw CheckpointError(fmt::format("cannot write '{}': the tensor name '{}' appears twice", path, name),
+    if (!seen.insert(entry.name).second) {
+      throw CheckpointError(fmt::format("cannot write '{}': the tensor name '{}' appears twice", path_, entry.name),
                             "give every tensor a unique name");
     }
-    if (!tensor.defined() || tensor.layout() != torch::kStrided) {
-      throw CheckpointError(fmt::format("cannot write '{}': tensor '{}' is {}", path, name,
-                                        tensor.defined() ? "not a dense (strided) tensor" : "undefined"),
-                            "pass dense tensors (to_dense() a sparse one)");
-    }
-    safetensors_dtype_name(tensor.scalar_type());  // throws for unsupported dtypes
-    order.push_back(i);
+    safetensors_dtype_name(entry.dtype);  // throws for unsupported dtypes
   }
-  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-    const size_t size_a = tensors[a].second.element_size(), size_b = tensors[b].second.element_size();
+  // Data order as in the reference writer: larger elements first, then by name, so every tensor
+  // starts aligned to its element size.
+  std::stable_sort(entries_.begin(), entries_.end(), [](const Entry& a, const Entry& b) {
+    const size_t size_a = c10::elementSize(a.dtype), size_b = c10::elementSize(b.dtype);
     if (size_a != size_b) return size_a > size_b;
-    return tensors[a].first < tensors[b].first;
+    return a.name < b.name;
   });
-
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   uint64_t offset = 0;
-  for (size_t i : order) {
-    const torch::Tensor& t = tensors[i].second;
-    const uint64_t size = static_cast<uint64_t>(t.numel()) * t.element_size();
-    header[tensors[i].first] = {{"dtype", safetensors_dtype_name(t.scalar_type())},
-                                {"shape", t.sizes().vec()},
-                                {"data_offsets", {offset, offset + size}}};
+  for (const Entry& entry : entries_) {
+    uint64_t size = c10::elementSize(entry.dtype);
+    for (int64_t d : entry.shape) size *= static_cast<uint64_t>(d);
+    header[entry.name] = {{"dtype", safetensors_dtype_name(entry.dtype)},
+                          {"shape", entry.shape},
+                          {"data_offsets", {offset, offset + size}}};
     offset += size;
   }
   std::string text = header.dump();
   text.append((8 - text.size() % 8) % 8, ' ');
   char length_bytes[8];
   for (int i = 0; i < 8; ++i) length_bytes[i] = static_cast<char>((static_cast<uint64_t>(text.size()) >> (8 * i)) & 0xff);
+  fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd_ < 0) throw fail("create");
+  checksum_ = std::make_unique<Checksum>();
+  bytes_ = 8 + text.size() + offset;
+  put(length_bytes, 8);
+  put(text.data(), text.size());
+}
 
-  const std::string tmp = path + ".tmp";
-  const auto fail = [&](const std::string& what) {
-    const std::string reason = errno_text();
-    ::unlink(tmp.c_str());
-    return IoError(fmt::format("cannot {} '{}': {}", what, tmp, reason),
-                   "check that the directory exists, is writable and has free space");
-  };
-  Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-  if (fd.get() < 0) throw fail("create");
-  if (!write_all(fd.get(), length_bytes, 8) || !write_all(fd.get(), text.data(), text.size())) throw fail("write");
-  for (size_t i : order) {
-    // One contiguous CPU copy at a time: a GPU model is never copied to the host all at once.
-    const torch::Tensor t = tensors[i].second.detach().to(torch::kCPU).contiguous();
-    const uint64_t size = static_cast<uint64_t>(t.numel()) * t.element_size();
-    if (size > 0 && !write_all(fd.get(), static_cast<const char*>(t.data_ptr()), size)) throw fail("write");
+SafetensorsWriter::~SafetensorsWriter() {
+  if (fd_ >= 0) {  // not finished: nothing is left behind
+    ::close(fd_);
+    ::unlink(tmp_.c_str());
   }
-  if (::fsync(fd.get()) != 0) throw fail("flush");
-  if (!fd.close()) throw fail("close");
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+}
+
+IoError SafetensorsWriter::fail(const std::string& what) {
+  const std::string reason = errno_text();
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+  ::unlink(tmp_.c_str());
+  return IoError(fmt::format("cannot {} '{}': {}", what, tmp_, reason),
+                 "check that the directory exists, is writable and has free space");
+}
+
+void SafetensorsWriter::put(const void* data, uint64_t size) {
+  if (size > 0 && !write_all(fd_, static_cast<const char*>(data), size)) throw fail("write");
+  checksum_->update(data, size);
+}
+
+void SafetensorsWriter::write(const torch::Tensor& tensor) {
+  FT_CHECK(fd_ >= 0 && next_ < entries_.size(), "SafetensorsWriter::write past the last entry of " + path_);
+  const Entry& entry = entries_[next_];
+  if (!tensor.defined() || tensor.layout() != torch::kStrided || tensor.scalar_type() != entry.dtype ||
+      tensor.sizes().vec() != entry.shape) {
+    throw CheckpointError(fmt::format("cannot write '{}': tensor '{}' is not the dense {} {} its header declares", path_,
+                                      entry.name, safetensors_dtype_name(entry.dtype), shape_text(entry.shape)),
+                          "pass dense tensors of the declared dtype and shape");
+  }
+  // One contiguous CPU copy at a time: a GPU model is never copied to the host all at once.
+  const torch::Tensor t = tensor.detach().to(torch::kCPU).contiguous();
+  put(t.data_ptr(), static_cast<uint64_t>(t.numel()) * t.element_size());
+  ++next_;
+}
+
+WrittenFile SafetensorsWriter::finish() {
+  FT_CHECK(fd_ >= 0 && next_ == entries_.size(), "SafetensorsWriter::finish before every tensor of " + path_);
+  if (::fsync(fd_) != 0) throw fail("flush");
+  const int fd = fd_;
+  fd_ = -1;
+  if (::close(fd) != 0) {
+    fd_ = -1;
+    ::unlink(tmp_.c_str());
+    throw IoError(fmt::format("cannot close '{}': {}", tmp_, errno_text()), "check the disk and its free space");
+  }
+  if (::rename(tmp_.c_str(), path_.c_str()) != 0) {
     const std::string reason = errno_text();
-    ::unlink(tmp.c_str());
-    throw IoError(fmt::format("cannot rename '{}' to '{}': {}", tmp, path, reason),
+    ::unlink(tmp_.c_str());
+    throw IoError(fmt::format("cannot rename '{}' to '{}': {}", tmp_, path_, reason),
                   "check that the target is not a directory and the folder is writable");
   }
   // Make the rename itself durable (best effort: some filesystems refuse fsync on directories).
-  const std::string parent = fs::path(path).parent_path().empty() ? "." : fs::path(path).parent_path().string();
+  const std::string parent = fs::path(path_).parent_path().empty() ? "." : fs::path(path_).parent_path().string();
   Fd dir(::open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (dir.get() >= 0) ::fsync(dir.get());
+  return {checksum_->value(), bytes_};
+}
+
+WrittenFile write_safetensors(const std::string& path, const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
+                              const std::map<std::string, std::string>& metadata) {
+  std::vector<SafetensorsWriter::Entry> entries;
+  std::map<std::string, const torch::Tensor*> by_name;
+  for (const auto& [name, tensor] : tensors) {
+    if (!tensor.defined() || tensor.layout() != torch::kStrided) {
+      throw CheckpointError(fmt::format("cannot write '{}': tensor '{}' is {}", path, name,
+                                        tensor.defined() ? "not a dense (strided) tensor" : "undefined"),
+                            "pass dense tensors (to_dense() a sparse one)");
+    }
+    entries.push_back({name, tensor.scalar_type(), tensor.sizes().vec()});
+    by_name[name] = &tensor;
+  }
+  SafetensorsWriter writer(path, std::move(entries), metadata);
+  for (const SafetensorsWriter::Entry& entry : writer.order()) writer.write(*by_name.at(entry.name));
+  return writer.finish();
 }
 
 // ---- HfCheckpoint ----

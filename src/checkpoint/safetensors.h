@@ -22,6 +22,9 @@
 
 namespace foldtron {
 
+class Checksum;
+class IoError;
+
 // One safetensors file, header parsed and checked on open. load() opens its own stream, so
 // concurrent loads from one SafetensorsFile are safe.
 class SafetensorsFile {
@@ -54,12 +57,51 @@ class SafetensorsFile {
   std::map<std::string, std::string> metadata_;
 };
 
-// Writes `tensors` (any device, any layout; stored as contiguous CPU copies in the given order)
-// and `metadata` to `path`. The data goes to `path + ".tmp"` first, is flushed to disk, then
-// renamed over `path`, so `path` never holds a half-written file. Throws CheckpointError for a
-// duplicate name or an unsupported dtype, IoError when the file cannot be written.
-void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
-                       const std::map<std::string, std::string>& metadata = {});
+struct WrittenFile {
+  uint64_t checksum = 0;  // core/checksum.h's, of the whole file
+  uint64_t bytes = 0;
+};
+
+// Writes a safetensors file one tensor at a time, so a file larger than memory can be streamed:
+// the header (from the declared entries) first, then each tensor's data in order(). The data goes
+// to `path + ".tmp"`, which finish() flushes to disk and renames over `path`, so `path` never
+// holds a half-written file (a writer destroyed unfinished removes the temporary file). Throws
+// CheckpointError for a duplicate name, an unsupported dtype or a tensor other than the one
+// declared next, IoError when the file cannot be written.
+class SafetensorsWriter {
+ public:
+  struct Entry {
+    std::string name;
+    torch::ScalarType dtype;
+    std::vector<int64_t> shape;
+  };
+  SafetensorsWriter(std::string path, std::vector<Entry> entries, const std::map<std::string, std::string>& metadata = {});
+  ~SafetensorsWriter();
+  SafetensorsWriter(const SafetensorsWriter&) = delete;
+  SafetensorsWriter& operator=(const SafetensorsWriter&) = delete;
+
+  // The entries in the order their data is written (larger elements first, then by name, as
+  // the reference writer stores them).
+  const std::vector<Entry>& order() const { return entries_; }
+  // The data of the next entry in order() (any device, any strides; its dtype and shape).
+  void write(const torch::Tensor& tensor);
+  WrittenFile finish();
+
+ private:
+  void put(const void* data, uint64_t size);
+  IoError fail(const std::string& what);
+
+  std::string path_, tmp_;
+  std::vector<Entry> entries_;
+  size_t next_ = 0;
+  int fd_ = -1;
+  uint64_t bytes_ = 0;
+  std::unique_ptr<Checksum> checksum_;
+};
+
+// Writes `tensors` (any device, any layout) and `metadata` to `path` with a SafetensorsWriter.
+WrittenFile write_safetensors(const std::string& path, const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
+                              const std::map<std::string, std::string>& metadata = {});
 
 // A Hugging Face model directory: `dir/model.safetensors`, or `dir/model.safetensors.index.json`
 // whose "weight_map" maps each tensor name to a shard file in `dir`. Shards are opened on first
@@ -88,5 +130,7 @@ class HfCheckpoint {
 
 // The safetensors spelling of a dtype ("F32", "BF16", ...); CheckpointError when unsupported.
 std::string safetensors_dtype_name(torch::ScalarType dtype);
+// The dtype of a safetensors spelling; CheckpointError naming `where` when unknown.
+torch::ScalarType safetensors_dtype(const std::string& name, const std::string& where);
 
 }  // namespace foldtron

@@ -1,7 +1,6 @@
 // Decoder-only language models (see decoder_lm.h).
 #include "models/decoder_lm.h"
 
-#include <regex>
 
 #include <fmt/format.h>
 #include <torch/torch.h>
@@ -74,16 +73,6 @@ TensorList DecoderLM::forward_chunk(int64_t chunk, const ModelInputs& inputs, co
   // The output layer gathers the sequence (SP) and returns this rank's vocabulary shard.
   if (lm_head) return {lm_head->forward(x)};  // [s, b, Vp/tp]
   return {torch::nn::functional::linear(enter_column_parallel(x, ctx_), embed_tokens->weight)};  // tied: [Vp/tp, h]
-}
-
-std::string DecoderLM::hf_name(const std::string& name) const {
-  static const std::regex layer_norm(R"(layers\.(\d+)\.(self_attn_norm|mlp_norm)\.weight)");
-  std::smatch match;
-  if (std::regex_match(name, match, layer_norm)) {
-    return fmt::format("model.layers.{}.{}.weight", match[1].str(),
-                       match[2] == "self_attn_norm" ? "input_layernorm" : "post_attention_layernorm");
-  }
-  return name.rfind("lm_head", 0) == 0 ? name : "model." + name;
 }
 
 }  // namespace foldtron

@@ -7,7 +7,7 @@
 // context parallelism). With pp > 1 and tied embeddings the last stage holds its own copy of the
 // embedding table (ParamInfo::stage_tied), kept equal to the first stage's by summing their
 // gradients. Parameter names are Hugging Face's Llama names without "model." and with the layers'
-// role names (hf_name maps them).
+// role names (checkpoint/hf_names.h maps them).
 #pragma once
 
 #include <memory>
@@ -32,7 +32,6 @@ class DecoderLM : public Model {
   StreamSpec stream_spec(const ModelInputs& inputs, const KVCache* cache = nullptr) const override;
   TensorList forward_chunk(int64_t chunk, const ModelInputs& inputs, const TensorList& stream,
                            ForwardState& state) override;
-  std::string hf_name(const std::string& name) const override;
 
   // Null where this rank's chunks do not hold them.
   std::shared_ptr<VocabParallelEmbedding> embed_tokens;  // first chunk (and the last when tied)

@@ -2,7 +2,6 @@
 #include "models/encoder_decoder.h"
 
 #include <cmath>
-#include <regex>
 
 #include <fmt/format.h>
 #include <torch/torch.h>
@@ -189,29 +188,6 @@ TensorList EncoderDecoder::forward_chunk(int64_t chunk, const ModelInputs& input
                                  : torch::nn::functional::linear(enter_column_parallel(dec, ctx_), shared->weight);
   if (final_logits_bias.defined()) logits = logits + final_logits_bias;  // [t, b, Vp/tp]
   return {logits};
-}
-
-std::string EncoderDecoder::hf_name(const std::string& name) const {
-  // Marian's names: o_proj -> out_proj, cross_attn -> encoder_attn, the norms by position, the
-  // MLP's projections fc1/fc2 directly on the layer. Experts and XLM-only parts have none.
-  if (name == "final_logits_bias" || name.rfind("lm_head", 0) == 0) return name;
-  if (name.find(".mlp.gate") != std::string::npos || name.find(".mlp.experts") != std::string::npos ||
-      name.find("shared_expert") != std::string::npos || name.find("embed_") != std::string::npos ||
-      name.find("embedding_norm") != std::string::npos || name.find(".norm.") != std::string::npos) {
-    return "";
-  }
-  std::string out = "model." + name;
-  static const std::vector<std::pair<std::regex, std::string>> renames{
-      {std::regex(R"(\.o_proj\.)"), ".out_proj."},
-      {std::regex(R"(\.cross_attn\.)"), ".encoder_attn."},
-      {std::regex(R"(\.self_attn_norm\.)"), ".self_attn_layer_norm."},
-      {std::regex(R"(\.cross_attn_norm\.)"), ".encoder_attn_layer_norm."},
-      {std::regex(R"(\.mlp_norm\.)"), ".final_layer_norm."},
-      {std::regex(R"(\.mlp\.up_proj\.)"), ".fc1."},
-      {std::regex(R"(\.mlp\.down_proj\.)"), ".fc2."},
-  };
-  for (const auto& [pattern, replacement] : renames) out = std::regex_replace(out, pattern, replacement);
-  return out;
 }
 
 }  // namespace foldtron

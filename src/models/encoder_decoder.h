@@ -41,7 +41,6 @@ class EncoderDecoder : public Model {
   StreamSpec stream_spec(const ModelInputs& inputs, const KVCache* cache = nullptr) const override;
   TensorList forward_chunk(int64_t chunk, const ModelInputs& inputs, const TensorList& stream,
                            ForwardState& state) override;
-  std::string hf_name(const std::string& name) const override;
 
   // The embeddings of one stack (on the first stage).
   struct Embeddings {

@@ -80,9 +80,6 @@ class Model : public torch::nn::Module {
   std::vector<std::shared_ptr<MoELayer>> moe_layers() const;
   void set_router_loss_scale(double scale);
 
-  // Hugging Face's name for a parameter or buffer of this model (experts excepted: the import
-  // maps their fused layout), or "" when it has none.
-  virtual std::string hf_name(const std::string& name) const = 0;
 
  protected:
   // The layers of this rank by global index, in order (models register them).

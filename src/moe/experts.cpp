@@ -24,6 +24,7 @@ ParamInfo expert_info(const ExpertShard& shard, int64_t dim, int64_t parts) {
   info.split_size = shard.etp_size;
   info.expert = true;
   info.expert_begin = shard.first_expert;
+  info.num_experts = shard.num_experts;
   return info;
 }
 
@@ -179,6 +180,7 @@ torch::Tensor GroupedExperts::forward(const torch::Tensor& x, const std::vector<
 SequentialExperts::SequentialExperts(const LayerContext& ctx, const std::string& name, const ExpertShard& shard,
                                      int64_t hidden, int64_t ffn, double init_std) {
   ParamInfo column = expert_info(shard, 0, 1), row = expert_info(shard, 1, 1);
+  column.num_experts = row.num_experts = 0;  // one expert per tensor, expert_begin says which
   for (int64_t e = 0; e < shard.local_experts; ++e) {
     const int64_t global = shard.first_expert + e;
     const ExpertInit w = expert_init(ctx, name, global, hidden, ffn, init_std);

@@ -46,6 +46,7 @@ torch::Tensor grouped_linear(const torch::Tensor& x, const torch::Tensor& weight
 struct ExpertShard {
   int64_t local_experts = 0;  // E/ep
   int64_t first_expert = 0;   // ep_rank * E/ep
+  int64_t num_experts = 0;    // E
   int64_t etp_rank = 0, etp_size = 1;
 };
 

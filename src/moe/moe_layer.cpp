@@ -16,6 +16,7 @@ MoELayer::MoELayer(const LayerContext& ctx, const std::string& name, const Model
   const ProcessGroups& groups = *ctx.groups;
   shard_.local_experts = moe.num_experts / groups.ep().size();
   shard_.first_expert = groups.coords().ep * shard_.local_experts;
+  shard_.num_experts = moe.num_experts;
   shard_.etp_rank = groups.etp().rank();
   shard_.etp_size = groups.etp().size();
   const int64_t ffn = moe.expert_ffn(model.ffn_hidden_size);
