@@ -1,6 +1,7 @@
 // `foldtron train`: validate the config on every rank, start MPI and the process groups, train,
 // and (with --generate N) print a continuation of --prompt. Launched like any MPI job:
-//   mpirun -np 4 foldtron train --preset demo
+//   mpirun -np 4 foldtron train --preset demo --save ckpt --save-interval 100
+// and resumed, in this layout or any other, with --load ckpt.
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -11,6 +12,7 @@
 
 #include "apps/cli_options.h"
 #include "apps/commands.h"
+#include "checkpoint/model_state.h"
 #include "config/validate.h"
 #include "core/errors.h"
 #include "core/log.h"
@@ -29,6 +31,22 @@ struct TrainFlags {
   std::string device = "auto";
 };
 
+// validate_config, and when a checkpoint is to be loaded into a layout that cannot hold the
+// model, the layout it was saved under too.
+void validate_train_config(const Config& config, int64_t world) {
+  std::vector<ConfigProblem> problems = check_config(config, world);
+  if (problems.empty()) return;
+  const std::string saved = config.checkpoint.load.empty() ? "" : saved_layout_text(config.checkpoint.load);
+  if (!saved.empty()) {
+    problems.push_back({"checkpoint.load",
+                        fmt::format("'{}' was saved under {}; it loads into any layout that holds the model, but "
+                                    "not into {}",
+                                    config.checkpoint.load, saved, layout_text(layout_json(config.parallel, world))),
+                        "choose a layout without the problems above (the saved one always works)"});
+  }
+  throw ConfigError(std::move(problems));
+}
+
 }  // namespace
 
 Runner register_train(CLI::App& root) {
@@ -46,6 +64,10 @@ Runner register_train(CLI::App& root) {
       {"--metrics-file", "logging.metrics_file", "JSONL file with one record per logged step"},
       {"--prompt", "logging.sample_prompt", "prompt of the continuation printed after training"},
       {"--generate", "logging.sample_tokens", "bytes of continuation to print after training (0: none)"},
+      {"--save", "checkpoint.save", "folder to save checkpoints into (at the end, every --save-interval steps, on "
+                                    "SIGTERM/SIGINT)"},
+      {"--save-interval", "checkpoint.save_interval", "steps between checkpoints (0: only at the end)"},
+      {"--load", "checkpoint.load", "save folder (its latest checkpoint) or checkpoint to resume or start from"},
   };
   flags->values.reserve(table.size());
   for (const auto& [flag, key, doc] : table) {
@@ -63,7 +85,8 @@ Runner register_train(CLI::App& root) {
           // Text values go in YAML single quotes, so a prompt like "Note: x" stays one string.
           const std::string& key = flags->values[i].first;
           std::string value = flags->values[i].second;
-          if (key == "logging.sample_prompt" || key == "logging.metrics_file") {
+          if (key == "logging.sample_prompt" || key == "logging.metrics_file" || key == "checkpoint.save" ||
+              key == "checkpoint.load") {
             std::string quoted = "'";
             for (char c : value) quoted += c == '\'' ? std::string("''") : std::string(1, c);
             value = quoted + "'";
@@ -73,7 +96,7 @@ Runner register_train(CLI::App& root) {
       }
       const Config config = flags->config.load(overrides);
       log::set_level(config.logging.level);
-      validate_config(config, mpi.size());  // every rank, before any communicator exists
+      validate_train_config(config, mpi.size());  // every rank, before any communicator exists
       if (mpi.rank() == 0) {
         log::info("train", "resolved configuration:\n{}", config_to_yaml(config));
         if (!config.logging.run_dir.empty()) {

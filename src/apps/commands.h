@@ -16,5 +16,6 @@ Runner register_info(CLI::App& root);
 Runner register_train(CLI::App& root);
 Runner register_forward(CLI::App& root);
 Runner register_generate(CLI::App& root);
+Runner register_convert(CLI::App& root);
 
 }  // namespace foldtron::cli

@@ -34,6 +34,7 @@ int main(int argc, char** argv) {
       {"train", cli::register_train(app)},
       {"forward", cli::register_forward(app)},
       {"generate", cli::register_generate(app)},
+      {"convert", cli::register_convert(app)},
   };
   app.footer("Run 'foldtron <command> --help' for a command's options.");
 

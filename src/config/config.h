@@ -304,13 +304,17 @@ struct CheckpointConfig {
   std::string load;
   int64_t save_interval = 0;  // 0: only at the end when save is set
   int64_t keep_last = 2;
+  bool async = false;
+  bool load_optional = false;
 
   template <typename V>
   void visit(V& v) {
-    v("save", save, "directory to write checkpoints into; empty saves nothing");
-    v("load", load, "checkpoint directory to resume from; empty starts fresh");
+    v("save", save, "folder to save checkpoints into (also at the end and on SIGTERM/SIGINT); empty saves nothing");
+    v("load", load, "save folder (its latest checkpoint) or checkpoint folder to resume from; empty starts fresh");
     v("save_interval", save_interval, "steps between checkpoints; 0 saves only at the end");
-    v("keep_last", keep_last, "checkpoints kept on disk (older ones are removed)");
+    v("keep_last", keep_last, "complete checkpoints kept (older ones removed after a new one is complete); 0: all");
+    v("async", async, "write checkpoints from host copies while training goes on");
+    v("load_optional", load_optional, "start fresh when checkpoint.load holds no checkpoint yet (else an error)");
   }
 };
 

@@ -321,16 +321,6 @@ void check_train(const Config& c, Checker& check) {
 
 // Keys whose machinery has not landed yet are refused rather than read and ignored.
 void check_not_yet(const Config& c, Checker& check) {
-  const CheckpointConfig& ckpt = c.checkpoint;
-  const std::string later = "checkpoints arrive with the checkpoint issue; remove the key for now";
-  if (!ckpt.save.empty()) check.add("checkpoint.save", fmt::format("'{}': saving checkpoints is not built yet", ckpt.save), later);
-  if (!ckpt.load.empty()) check.add("checkpoint.load", fmt::format("'{}': loading checkpoints is not built yet", ckpt.load), later);
-  if (ckpt.save_interval != 0) {
-    check.add("checkpoint.save_interval", fmt::format("{}: saving checkpoints is not built yet", ckpt.save_interval), later);
-  }
-  if (ckpt.keep_last != CheckpointConfig{}.keep_last) {
-    check.add("checkpoint.keep_last", fmt::format("{}: saving checkpoints is not built yet", ckpt.keep_last), later);
-  }
   if (c.data.tokenizer == Tokenizer::kSentencePiece) {
     check.add("data.tokenizer", "sentencepiece corpora are not read yet",
               "use data.tokenizer: byte (sentencepiece tokenizers arrive with the data issue)");
@@ -349,14 +339,35 @@ void check_not_yet(const Config& c, Checker& check) {
   }
 }
 
+void check_checkpoint(const Config& c, Checker& check) {
+  const CheckpointConfig& ckpt = c.checkpoint;
+  check.non_negative("checkpoint.save_interval", static_cast<double>(ckpt.save_interval));
+  check.non_negative("checkpoint.keep_last", static_cast<double>(ckpt.keep_last));
+  const bool saves = !ckpt.save.empty(), loads = !ckpt.load.empty();
+  if (!saves && ckpt.save_interval > 0) {
+    check.add("checkpoint.save_interval", fmt::format("{} steps, but checkpoint.save names no folder", ckpt.save_interval),
+              "set checkpoint.save (--save DIR) or remove save_interval");
+  }
+  if (!saves && ckpt.async) {
+    check.add("checkpoint.async", "true, but checkpoint.save names no folder", "set checkpoint.save (--save DIR)");
+  }
+  if (!loads && ckpt.load_optional) {
+    check.add("checkpoint.load_optional", "true, but checkpoint.load names no folder", "set checkpoint.load (--load DIR)");
+  }
+  // The sequential reference experts name their tensors by local index: they cannot be resharded.
+  if ((saves || loads) && c.moe.enabled() && !c.moe.grouped_experts) {
+    check.add("moe.grouped_experts", "false (the sequential reference experts) cannot be saved or loaded",
+              "set moe.grouped_experts: true to use checkpoints");
+  }
+}
+
 void check_data_and_rest(const Config& c, Checker& check) {
   check_not_yet(c, check);
   if (c.data.tokenizer == Tokenizer::kByte && c.model.vocab_size < 256) {
     check.add("model.vocab_size", fmt::format("the byte tokenizer needs vocab_size >= 256, got {}", c.model.vocab_size),
               "set model.vocab_size: 256 or more");
   }
-  check.non_negative("checkpoint.save_interval", static_cast<double>(c.checkpoint.save_interval));
-  check.positive("checkpoint.keep_last", c.checkpoint.keep_last);
+  check_checkpoint(c, check);
   check.positive("logging.log_interval", c.logging.log_interval);
   check.positive_real("logging.peak_tflops", c.logging.peak_tflops);
   check.non_negative("logging.sample_tokens", static_cast<double>(c.logging.sample_tokens));

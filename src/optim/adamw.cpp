@@ -99,16 +99,15 @@ AdamW::AdamW(ParamBuffers& buffers, const TrainConfig& train) : buffers_(buffers
     exp_avg_.push_back(torch::zeros({buffers.shard_numel(b)}, options.dtype(moments)));
     exp_avg_sq_.push_back(torch::zeros({buffers.shard_numel(b)}, options.dtype(moments)));
   }
-  for (const ShardChunk& chunk : buffers.chunks()) {
-    main_[static_cast<size_t>(chunk.buffer)].narrow(0, chunk.shard_offset, chunk.value.numel()).copy_(chunk.value);
-  }
   for (const ShardSegment& segment : buffers.segments()) {
     const auto b = static_cast<size_t>(segment.buffer);
     const int64_t n = segment.grad.numel();
     segments_.push_back({main_[b].narrow(0, segment.shard_offset, n), segment.grad,
                          exp_avg_[b].narrow(0, segment.shard_offset, n), exp_avg_sq_[b].narrow(0, segment.shard_offset, n),
-                         segment.value, segment.param.dim() > 1});  // no decay on norm weights and biases
+                         segment.value, segment.param.dim() > 1,  // no decay on norm weights and biases
+                         segment.param, segment.param_begin});
   }
+  reset_from_params();
 #ifdef FOLDTRON_WITH_CUDA
   if (device.is_cuda() && !segments_.empty()) {
     // The buffers never move, so the kernel's table of pointers is built once.
@@ -191,6 +190,24 @@ void AdamW::step_reference(double lr, double grad_scale) {
     }
     s.value.copy_(s.main);  // the model's parameter from the main copy
   }
+}
+
+void AdamW::reset_from_params() {
+  torch::NoGradGuard no_grad;
+  for (size_t b = 0; b < main_.size(); ++b) {
+    exp_avg_[b].zero_();
+    exp_avg_sq_[b].zero_();
+  }
+  for (const ShardChunk& chunk : buffers_.chunks()) {
+    main_[static_cast<size_t>(chunk.buffer)].narrow(0, chunk.shard_offset, chunk.value.numel()).copy_(chunk.value);
+  }
+  steps_ = 0;
+}
+
+std::vector<AdamW::StateSegment> AdamW::state_segments() const {
+  std::vector<StateSegment> out;
+  for (const Segment& s : segments_) out.push_back({s.param, s.begin, s.main, s.exp_avg, s.exp_avg_sq});
+  return out;
 }
 
 int64_t AdamW::state_bytes() const { return state_bytes(false) + state_bytes(true); }

@@ -47,11 +47,26 @@ class AdamW {
   int64_t state_bytes() const;
   int64_t state_bytes(bool expert) const;  // of the dense or the expert parameters
 
+  // The state of this rank's elements of each parameter (checkpoints): elements
+  // [begin, begin + main.numel()) of the parameter's shard (row-major), views of the state.
+  struct StateSegment {
+    torch::Tensor param;
+    int64_t begin = 0;
+    torch::Tensor main, exp_avg, exp_avg_sq;  // [n]
+  };
+  std::vector<StateSegment> state_segments() const;
+  // After the parameters were replaced (a checkpoint without optimizer state): main weights from
+  // the parameters, moments zero, no steps taken.
+  void reset_from_params();
+  void set_steps(int64_t steps) { steps_ = steps; }
+
  private:
   struct Segment {
     torch::Tensor main, grad, exp_avg, exp_avg_sq;
     torch::Tensor value;  // the model parameter's elements, refreshed from `main`
     bool decay;
+    torch::Tensor param;  // the parameter
+    int64_t begin;        // its first element here
   };
   struct CudaPlan;  // the fused kernel's segment table on the device
 

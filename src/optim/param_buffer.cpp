@@ -216,7 +216,7 @@ ParamBuffers::ParamBuffers(const std::vector<torch::Tensor>& params, ParamRegist
       const int64_t hi = std::min(entry.offset + entry.param.numel(), begin + chunk);
       if (hi <= lo) continue;
       segments_.push_back({entry.param, buffer.grads.narrow(0, lo, hi - lo), buffer.values.narrow(0, lo, hi - lo),
-                           static_cast<int64_t>(bucket.buffer), buffer.shard_numel + (lo - begin)});
+                           static_cast<int64_t>(bucket.buffer), buffer.shard_numel + (lo - begin), lo - entry.offset});
     }
     buffer.shard_numel += chunk;
   }

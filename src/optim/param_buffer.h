@@ -62,6 +62,7 @@ struct ShardSegment {
   torch::Tensor value;  // the same elements of the parameter (view of the parameter buffer)
   int64_t buffer = 0;   // which buffer group
   int64_t shard_offset = 0;  // offset in this rank's shard of that group (optimizer state)
+  int64_t param_begin = 0;   // the first of the parameter's elements it holds (row-major)
 };
 
 // A bucket's part of this rank's shard: contiguous in both buffers and in the shard.

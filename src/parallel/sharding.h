@@ -26,6 +26,7 @@ struct ParamInfo {
   int64_t split_rank = 0, split_size = 1;  // this rank's place in the group it is split over
   bool expert = false;
   int64_t expert_begin = 0;
+  int64_t num_experts = 0;  // a stack of experts (dim 0 of the global tensor holds all of them)
   bool stage_tied = false;  // the tied embedding/output weight, held by both the first and the last
                             // pipeline stage: its gradients are summed between them
   int64_t padded_rows = 0;  // rows of the split dimension beyond the global tensor (a vocabulary
@@ -72,7 +73,32 @@ torch::Tensor shard_of(const torch::Tensor& full, const ParamInfo& info);
 // The inverse: the global tensor from every rank's `shards` (in split-rank order), padding rows
 // removed.
 torch::Tensor unshard(const std::vector<torch::Tensor>& shards, const ParamInfo& info);
-// The global shape of a parameter from its shard (experts: this rank's experts).
+// The global shape of a parameter from its shard (a stack of experts: all of them).
 std::vector<int64_t> global_shape(const torch::Tensor& shard, const ParamInfo& info);
+
+// A box of a tensor: the elements [offset[d], offset[d] + size[d]) along every dimension d.
+struct Box {
+  std::vector<int64_t> offset, size;
+  int64_t numel() const;
+  bool empty() const { return numel() == 0; }
+};
+// The overlap of two boxes (empty when they do not meet).
+Box intersect(const Box& a, const Box& b);
+
+// A part of a rank's shard as a box of the global tensor, with the shard's elements of it (a view,
+// possibly strided).
+struct GlobalPiece {
+  Box box;             // of the global tensor (experts: of all experts; vocabulary padding excluded)
+  torch::Tensor view;  // [box.size...]
+};
+// The boxes of a tensor of `shape` that together hold its elements [begin, end) in row-major
+// order, each covering a contiguous run of that order, in order (at most ~2 per dimension).
+std::vector<Box> flat_range_boxes(const std::vector<int64_t>& shape, int64_t begin, int64_t end);
+// Where the elements [begin, end) (row-major) of this rank's shard `local` sit in the global
+// tensor, as `info` describes the split, each with its view of `data`: a tensor holding those
+// elements contiguously ([end - begin], e.g. an optimizer state segment; `local` itself for the
+// whole shard when undefined). Padding rows are left out.
+std::vector<GlobalPiece> global_pieces(const torch::Tensor& local, const ParamInfo& info, int64_t begin = 0,
+                                       int64_t end = -1, const torch::Tensor& data = {});
 
 }  // namespace foldtron

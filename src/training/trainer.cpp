@@ -4,8 +4,10 @@
 #include <chrono>
 #include <cmath>
 #include <fstream>
+#include <optional>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include "core/errors.h"
@@ -230,6 +232,48 @@ void Trainer::log_start() const {
   }
 }
 
+std::ofstream Trainer::open_metrics() const {
+  const std::string& path = state_.config.logging.metrics_file;
+  std::vector<std::string> kept;
+  if (state_.step > 0) {
+    // Resumed: keep the records up to the loaded step (the interrupted run may have logged past it).
+    std::ifstream in(path);
+    for (std::string line; std::getline(in, line);) {
+      const nlohmann::json record = nlohmann::json::parse(line, nullptr, false);
+      if (!record.is_discarded() && record.value("step", int64_t{0}) <= state_.step) kept.push_back(line);
+    }
+  }
+  std::ofstream out(path, std::ios::trunc);
+  if (!out) {
+    throw IoError(fmt::format("cannot write the metrics file '{}'", path), "check that its folder exists and is writable");
+  }
+  for (const std::string& line : kept) out << line << "\n";
+  out.flush();
+  return out;
+}
+
+bool Trainer::checkpoint_after_step() {
+  if (checkpointer_ == nullptr) return false;
+  // Every rank must agree to stop: a signal may reach only some of them.
+  torch::Tensor stop = torch::full({1}, stop_requested() ? 1.0 : 0.0, torch::kDouble);
+  state_.groups.world().all_reduce(stop, ReduceOp::kMax);
+  const bool stopping = stop.item<double>() > 0;
+  const int64_t interval = state_.config.checkpoint.save_interval;
+  if (stopping || (interval > 0 && state_.step % interval == 0)) {
+    checkpointer_->save();
+    saved_step_ = state_.step;
+  } else {
+    checkpointer_->finish(false);
+  }
+  if (stopping) {
+    checkpointer_->finish(true);
+    log::warning("train", "stopping after step {} on SIGTERM/SIGINT; the checkpoint of this step is saved in '{}' "
+                          "(resume with --load {})",
+                 state_.step, state_.config.checkpoint.save, state_.config.checkpoint.save);
+  }
+  return stopping;
+}
+
 std::vector<StepRecord> Trainer::run() {
   const Config& config = state_.config;
   const bool rank0 = state_.groups.world_rank() == 0;
@@ -240,14 +284,9 @@ std::vector<StepRecord> Trainer::run() {
   }
   log_start();
   std::ofstream metrics;
-  if (rank0 && !config.logging.metrics_file.empty()) {
-    metrics.open(config.logging.metrics_file, std::ios::trunc);
-    if (!metrics) {
-      throw IoError(fmt::format("cannot write the metrics file '{}'", config.logging.metrics_file),
-                    "check that its folder exists and is writable");
-    }
-  }
+  if (rank0 && !config.logging.metrics_file.empty()) metrics = open_metrics();
   const int64_t total = config.train.train_iters;
+  const int64_t first_step = state_.step;
   std::vector<StepRecord> records;
   double elapsed = 0;
   while (state_.step < total) {
@@ -268,6 +307,14 @@ std::vector<StepRecord> Trainer::run() {
       log::info("train", "{}", progress_line(record, total, eta, config.moe.enabled(), config.moe.z_loss_coeff > 0));
       if (metrics.is_open()) metrics << metrics_json(record) << "\n" << std::flush;
     }
+    if (checkpoint_after_step()) {
+      stopped_ = true;
+      break;
+    }
+  }
+  if (checkpointer_ != nullptr) {
+    if (!stopped_ && state_.step > first_step && saved_step_ != state_.step) checkpointer_->save();
+    checkpointer_->finish(true);
   }
   if (records.size() > 1) {
     // Where the time went, without the first step (start-up).
@@ -299,12 +346,21 @@ TrainResult train(const Config& config, ProcessGroups& groups, const TrainOption
   Trainer trainer(state, task);
   if (config.moe.enabled() && config.moe.expert_bias) trainer.add_hook(std::make_shared<ExpertBiasUpdate>());
   for (const auto& hook : options.hooks) trainer.add_hook(hook);
+  // Resume (or start from a converted model) before anything runs; save where asked.
+  Checkpointer checkpointer(state);
+  if (!config.checkpoint.load.empty()) checkpointer.load(config.checkpoint.load);
+  std::optional<StopSignals> stop_signals;
+  if (!config.checkpoint.save.empty()) {
+    stop_signals.emplace();
+    trainer.set_checkpointer(&checkpointer);
+  }
   TrainResult result;
   result.dense_state_bytes = state.optimizer->state_bytes(false);
   result.expert_state_bytes = state.optimizer->state_bytes(true);
   const int64_t recomputed_before = recompute_count();
   result.steps = trainer.run();
   result.recomputed_regions = recompute_count() - recomputed_before;
+  result.stopped = trainer.stopped();
   Model& model = *state.model;
   if (options.keep_final_params) {
     for (const auto& item : model.named_parameters()) {

@@ -8,9 +8,12 @@
 // applied by AdamW. A step whose loss or gradient norm is not finite is skipped with a warning;
 // max_bad_steps in a row abort the run. Registered hooks run around each step (the expert-bias
 // update). Rank 0 logs progress (step/total, ETA, loss, lr, grad norm, tokens/s, TFLOP/s per
-// GPU, MFU, memory) and writes one JSON record per logged step to logging.metrics_file.
+// GPU, MFU, memory) and writes one JSON record per logged step to logging.metrics_file. With a
+// Checkpointer the loop saves every checkpoint.save_interval steps, at the end, and at the end of
+// the step in which SIGTERM/SIGINT arrived (then stops); a resumed run appends to the metrics file.
 #pragma once
 
+#include <fstream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -19,6 +22,7 @@
 
 #include "config/config.h"
 #include "parallel/sharding.h"
+#include "training/checkpointing.h"
 #include "training/hooks.h"
 #include "training/metrics.h"
 #include "training/task.h"
@@ -42,6 +46,7 @@ struct TrainResult {
   // Bytes of optimizer state (fp32 main weights and moments) on this rank, dense and expert.
   int64_t dense_state_bytes = 0, expert_state_bytes = 0;
   std::vector<RankParam> final_params;  // with TrainOptions::keep_final_params
+  bool stopped = false;  // stopped by SIGTERM/SIGINT before train_iters (after saving)
 };
 
 struct TrainOptions {
@@ -54,6 +59,10 @@ class Trainer {
  public:
   Trainer(TrainState& state, const Task& task);
   void add_hook(std::shared_ptr<StepHook> hook) { hooks_.push_back(std::move(hook)); }
+  // Saves through `checkpointer` (checkpoint.save must be set); null: never.
+  void set_checkpointer(Checkpointer* checkpointer) { checkpointer_ = checkpointer; }
+  // Whether run() stopped early on SIGTERM/SIGINT.
+  bool stopped() const { return stopped_; }
   // One optimizer step on the next global batch.
   StepRecord step();
   // Steps until train.train_iters with the progress log, the metrics file and the profiled step.
@@ -71,12 +80,20 @@ class Trainer {
   // The optimizer step, or the skip of a non-finite one.
   void update(StepRecord& record);
   void log_start() const;
+  // The metrics file, continued after the loaded step on a resumed run.
+  std::ofstream open_metrics() const;
+  // After a step: saves when the interval or a stop signal (on any rank) asks; otherwise
+  // completes an asynchronous save that has finished. Returns whether to stop.
+  bool checkpoint_after_step();
 
   TrainState& state_;
   const Task& task_;
   std::vector<std::shared_ptr<StepHook>> hooks_;
   int64_t dp_, micro_batches_, per_rank_;
   std::map<int64_t, Batch> batches_;  // this step's micro-batches, made once each
+  Checkpointer* checkpointer_ = nullptr;
+  int64_t saved_step_ = -1;  // the step of the last save started by this run
+  bool stopped_ = false;
 };
 
 // The standard job: the train state, the language-model task and the default hooks; trains, then

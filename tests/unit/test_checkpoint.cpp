@@ -2,6 +2,7 @@
 // and the stored cross-entropy recomputed from the stored logits), write/read round trips of every
 // dtype, sharded model directories, config.json import for Llama / Mixtral / Qwen2-MoE, and one
 // test per error message.
+#include <algorithm>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -12,8 +13,13 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include "checkpoint/distributed.h"
 #include "checkpoint/hf_config.h"
+#include "checkpoint/hf_names.h"
+#include "checkpoint/model_state.h"
 #include "checkpoint/safetensors.h"
+#include "config/compare.h"
+#include "core/checksum.h"
 #include "core/errors.h"
 
 namespace foldtron {
@@ -631,6 +637,152 @@ TEST(HfConfigErrors, BadSparseStep) {
   json j = qwen2_moe_config();
   j["decoder_sparse_step"] = 0;
   expect_mentions(config_error("err_cfg_step", j), {"decoder_sparse_step 0"});
+}
+
+}  // namespace
+}  // namespace foldtron
+
+namespace foldtron {
+namespace {
+
+// ---- streaming writes, distributed pieces, Hugging Face names ----
+
+// The checksum of a stream does not depend on how it is split into updates, and it changes with
+// one flipped bit, one more zero byte, or two words swapped.
+TEST(Checksum, DependsOnTheBytesNotOnHowTheyArrive) {
+  std::vector<unsigned char> bytes(1000);
+  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<unsigned char>((i * 131 + 7) % 251);
+  const auto sum_of = [](const std::vector<unsigned char>& data, std::vector<size_t> splits) {
+    Checksum sum;
+    size_t at = 0;
+    for (size_t split : splits) {
+      sum.update(data.data() + at, split - at);
+      at = split;
+    }
+    sum.update(data.data() + at, data.size() - at);
+    return sum.value();
+  };
+  const uint64_t whole = sum_of(bytes, {});
+  for (const std::vector<size_t>& splits : std::vector<std::vector<size_t>>{{1}, {7, 8, 9}, {31, 32, 33, 500}, {999}}) {
+    EXPECT_EQ(sum_of(bytes, splits), whole) << splits.size() << " splits";
+  }
+  std::vector<unsigned char> flipped = bytes;
+  flipped[517] ^= 0x10;
+  EXPECT_NE(sum_of(flipped, {}), whole);
+  std::vector<unsigned char> longer = bytes;
+  longer.push_back(0);
+  EXPECT_NE(sum_of(longer, {}), whole);
+  std::vector<unsigned char> swapped = bytes;
+  std::swap_ranges(swapped.begin(), swapped.begin() + 8, swapped.begin() + 32);
+  EXPECT_NE(sum_of(swapped, {}), whole);
+  EXPECT_EQ(Checksum::hex(0xabcull), "0000000000000abc");
+}
+
+TEST(SafetensorsWriter, StreamsTensorsInFileOrderAndLeavesNothingUnfinished) {
+  const fs::path dir = fresh_dir("writer");
+  const std::string path = (dir / "t.safetensors").string();
+  {
+    SafetensorsWriter writer(path, {{"b", torch::kFloat, {2}}, {"a", torch::kBFloat16, {3}}, {"c", torch::kFloat, {1}}});
+    std::vector<std::string> order;
+    for (const auto& entry : writer.order()) order.push_back(entry.name);
+    EXPECT_EQ(order, (std::vector<std::string>{"b", "c", "a"})) << "larger elements first, then by name";
+    writer.write(torch::ones({2}));
+    const auto e = error_of<CheckpointError>([&] { writer.write(torch::ones({2})); });
+    expect_mentions(e, {"'c'", "F32 [1]"});
+    EXPECT_TRUE(fs::exists(path + ".tmp"));
+  }
+  EXPECT_FALSE(fs::exists(path + ".tmp")) << "an unfinished writer removes its temporary file";
+  EXPECT_FALSE(fs::exists(path));
+  SafetensorsWriter writer(path, {{"b", torch::kFloat, {2}}, {"a", torch::kBFloat16, {3}}});
+  writer.write(torch::tensor({1.0F, 2.0F}));
+  writer.write(torch::tensor({3.0F, 4.0F, 5.0F}).to(torch::kBFloat16));
+  const WrittenFile written = writer.finish();
+  EXPECT_EQ(written.bytes, fs::file_size(path));
+  EXPECT_EQ(written.checksum, file_checksum(path));
+  const SafetensorsFile file(path);
+  EXPECT_TRUE(torch::equal(file.load("a"), torch::tensor({3.0F, 4.0F, 5.0F}).to(torch::kBFloat16)));
+}
+
+// A [2, 8, 3] expert stack split over etp 2 as gate|up blocks, each rank's shard saved in two
+// flat ranges (as the distributed optimizer's shards are): the metadata's boxes put every
+// element back, any box reads across pieces, and a gap is named.
+TEST(DistributedCheckpoint, PiecesOfShardsReadBackAsGlobalTensors) {
+  const fs::path dir = fresh_dir("pieces");
+  const torch::Tensor full = torch::arange(48, torch::kFloat).reshape({2, 8, 3});
+  std::vector<nlohmann::json> files;
+  for (int64_t rank = 0; rank < 2; ++rank) {
+    ParamInfo info;
+    info.tp_split_dim = 1;
+    info.split_parts = 2;
+    info.split_rank = rank;
+    info.split_size = 2;
+    info.expert = true;
+    info.num_experts = 2;
+    const torch::Tensor local = shard_of(full, info);  // [2, 4, 3]: gate rows, then up rows
+    std::vector<CheckpointItem> items;
+    const torch::Tensor flat = local.flatten();
+    add_items(items, "w", local, info, 0, 10, flat.narrow(0, 0, 10));
+    add_items(items, "w", local, info, 10, 24, flat.narrow(0, 10, 14));
+    files.push_back(write_rank_file(dir.string(), rank, items, {{"rng.0", torch::full({1}, rank)}}));
+  }
+  write_metadata(dir.string(), files, {{"step", 7}});
+  const CheckpointReader reader(dir.string());
+  EXPECT_EQ(reader.state().at("step"), 7);
+  EXPECT_EQ(reader.shape("w"), (std::vector<int64_t>{2, 8, 3}));
+  EXPECT_TRUE(torch::equal(reader.read_full("w"), full));
+  torch::Tensor box = torch::empty({1, 5, 2});
+  reader.read("w", Box{{1, 2, 1}, {1, 5, 2}}, box);
+  EXPECT_TRUE(torch::equal(box, full.narrow(0, 1, 1).narrow(1, 2, 5).narrow(2, 1, 2)));
+  EXPECT_EQ(reader.rank_tensor(1, "rng.0").item<int64_t>(), 1);
+  reader.verify_all();
+
+  // Drop one piece: reading what it held names the gap.
+  nlohmann::json metadata;
+  std::ifstream(dir / "metadata.json") >> metadata;
+  metadata["tensors"]["w"]["pieces"].erase(0);
+  write_json(dir / "metadata.json", metadata);
+  const CheckpointReader gappy(dir.string());
+  const auto e = error_of<CheckpointError>([&] { gappy.read_full("w"); });
+  expect_mentions(e, {"its pieces of 'w'", "cover"});
+}
+
+TEST(HfNames, ExpertStacksMapToEachFamilysTensors) {
+  const auto names = [](Architecture arch, const std::string& name, std::vector<int64_t> shape, HfExperts experts) {
+    std::vector<std::string> out;
+    for (const HfPart& part : hf_parts(arch, name, shape, experts)) out.push_back(part.name);
+    return out;
+  };
+  EXPECT_EQ(names(Architecture::kMixtral, "layers.1.mlp.experts.gate_up_proj", {2, 8, 3}, HfExperts::kPerExpert),
+            (std::vector<std::string>{"model.layers.1.block_sparse_moe.experts.0.w1.weight",
+                                      "model.layers.1.block_sparse_moe.experts.0.w3.weight",
+                                      "model.layers.1.block_sparse_moe.experts.1.w1.weight",
+                                      "model.layers.1.block_sparse_moe.experts.1.w3.weight"}));
+  const std::vector<HfPart> up = hf_parts(Architecture::kQwen2Moe, "layers.0.mlp.experts.gate_up_proj", {2, 8, 3},
+                                          HfExperts::kPerExpert);
+  EXPECT_EQ(up[3].name, "model.layers.0.mlp.experts.1.up_proj.weight");
+  EXPECT_EQ(up[3].box.offset, (std::vector<int64_t>{1, 4, 0}));
+  EXPECT_EQ(up[3].shape, (std::vector<int64_t>{4, 3}));
+  EXPECT_EQ(names(Architecture::kMixtral, "layers.0.mlp.gate.weight", {2, 3}, HfExperts::kPerExpert),
+            (std::vector<std::string>{"model.layers.0.block_sparse_moe.gate.weight"}));
+  EXPECT_EQ(names(Architecture::kMixtral, "layers.0.mlp.experts.down_proj", {2, 3, 4}, HfExperts::kFused),
+            (std::vector<std::string>{"model.layers.0.mlp.experts.down_proj"}));
+  EXPECT_EQ(names(Architecture::kLlama, "layers.2.mlp_norm.weight", {3}, HfExperts::kPerExpert),
+            (std::vector<std::string>{"model.layers.2.post_attention_layernorm.weight"}));
+  EXPECT_EQ(names(Architecture::kMarian, "decoder.layers.0.cross_attn.o_proj.bias", {3}, HfExperts::kPerExpert),
+            (std::vector<std::string>{"model.decoder.layers.0.encoder_attn.out_proj.bias"}));
+  EXPECT_EQ(hf_parts(Architecture::kMarian, "final_logits_bias", {5}, HfExperts::kPerExpert)[0].shape,
+            (std::vector<int64_t>{1, 5}));
+  EXPECT_TRUE(names(Architecture::kMarian, "embed_languages.weight", {2, 3}, HfExperts::kPerExpert).empty());
+}
+
+// config.json written for each reference family's config reads back as the same network.
+TEST(HfConfig, WrittenConfigsReadBackAsTheSameNetwork) {
+  for (const std::string model : {"llama-tiny", "mixtral-tiny", "qwen2moe-tiny", "qwen3moe-tiny", "marian-tiny"}) {
+    SKIP_WITHOUT_REFERENCE(hf_dir(model));
+    const Config config = hf_model_config(hf_dir(model));
+    const Config back = hf_model_config_of(hf_config_json(config), model);
+    for (const ModelDifference& d : model_differences(config, back)) ADD_FAILURE() << model << ": " << d.text();
+  }
 }
 
 }  // namespace

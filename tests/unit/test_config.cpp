@@ -273,13 +273,7 @@ TEST(Validate, VocabularyIsPaddedRatherThanRefused) {
 }
 
 TEST(Validate, KeysWhoseMachineryHasNotLandedAreRefused) {
-  const auto p = problems_of({"checkpoint.save=ckpt", "checkpoint.load=ckpt", "checkpoint.save_interval=10",
-                              "checkpoint.keep_last=3", "data.tokenizer=sentencepiece", "data.tokenizer_model=m.model"},
-                             8);
-  EXPECT_TRUE(has_problem(p, "checkpoint.save", "'ckpt': saving checkpoints is not built yet"));
-  EXPECT_TRUE(has_problem(p, "checkpoint.load", "'ckpt': loading checkpoints is not built yet"));
-  EXPECT_TRUE(has_problem(p, "checkpoint.save_interval", "10: saving checkpoints is not built yet"));
-  EXPECT_TRUE(has_problem(p, "checkpoint.keep_last", "3: saving checkpoints is not built yet"));
+  const auto p = problems_of({"data.tokenizer=sentencepiece", "data.tokenizer_model=m.model"}, 8);
   EXPECT_TRUE(has_problem(p, "data.tokenizer", "sentencepiece corpora are not read yet"));
   EXPECT_TRUE(has_problem(p, "data.tokenizer_model", "'m.model': no tokenizer reads model files yet"));
   for (const std::string path : {"corpus.bin", "corpus.idx"}) {
@@ -430,16 +424,31 @@ TEST(Validate, GlobalBatchDivisibleByMicroBatchTimesDp) {
   EXPECT_TRUE(has_problem(p, "train.global_batch_size", "(12) must be divisible by micro_batch_size*dp (16)"));
 }
 
+TEST(Validate, CheckpointKeysNeedTheirFolders) {
+  const auto p = problems_of({"checkpoint.save_interval=10", "checkpoint.async=true", "checkpoint.load_optional=true",
+                              "checkpoint.keep_last=-1"},
+                             8);
+  EXPECT_TRUE(has_problem(p, "checkpoint.save_interval", "10 steps, but checkpoint.save names no folder"));
+  EXPECT_TRUE(has_problem(p, "checkpoint.async", "true, but checkpoint.save names no folder"));
+  EXPECT_TRUE(has_problem(p, "checkpoint.load_optional", "true, but checkpoint.load names no folder"));
+  EXPECT_TRUE(has_problem(p, "checkpoint.keep_last", "must not be negative, got -1"));
+  const auto q = problems_of({"checkpoint.save=ckpt", "moe.grouped_experts=false"}, 8, "tiny-moe");
+  EXPECT_TRUE(has_problem(q, "moe.grouped_experts", "cannot be saved or loaded"));
+  EXPECT_TRUE(problems_of({"checkpoint.save=ckpt", "checkpoint.load=ckpt", "checkpoint.save_interval=2",
+                           "checkpoint.async=true", "checkpoint.load_optional=true", "checkpoint.keep_last=0"},
+                          8, "tiny-moe")
+                  .empty());
+}
+
 TEST(Validate, TrainingAndOtherSections) {
   const auto p = problems_of({"train.min_lr=1.0", "train.lr=0.1", "train.adam_beta2=1.0", "train.seq_length=512",
-                              "logging.log_interval=0", "checkpoint.keep_last=0",
+                              "logging.log_interval=0",
                               "model.hidden_dropout=1.5"},
                              8);
   EXPECT_TRUE(has_problem(p, "train.min_lr", "min_lr (1) must not exceed lr (0.1)"));
   EXPECT_TRUE(has_problem(p, "train.adam_beta2", "must be in [0, 1), got 1"));
   EXPECT_TRUE(has_problem(p, "train.seq_length", "exceeds model.max_position_embeddings (256)"));
   EXPECT_TRUE(has_problem(p, "logging.log_interval", "must be at least 1"));
-  EXPECT_TRUE(has_problem(p, "checkpoint.keep_last", "must be at least 1"));
   EXPECT_TRUE(has_problem(p, "model.hidden_dropout", "must be in [0, 1)"));
   const auto q = problems_of({"model.vocab_size=100"}, 8);
   EXPECT_TRUE(has_problem(q, "model.vocab_size", "the byte tokenizer needs vocab_size >= 256"));

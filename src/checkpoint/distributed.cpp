@@ -1,0 +1,303 @@
+// Distributed checkpoints of sharded tensors (see distributed.h).
+#include "checkpoint/distributed.h"
+
+#include <filesystem>
+#include <fstream>
+#include <optional>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <torch/torch.h>
+
+#include "checkpoint/safetensors.h"
+#include "core/checksum.h"
+#include "core/errors.h"
+#include "core/text.h"
+#include "parallel/communicator.h"
+
+namespace foldtron {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+std::string rank_file_name(int64_t rank) { return fmt::format("rank_{:05d}.safetensors", rank); }
+
+// The key of a piece inside its rank file: the tensor's name and the box's offset.
+std::string piece_key(const std::string& tensor, const Box& box) {
+  return fmt::format("{}@{}", tensor, fmt::join(box.offset, ","));
+}
+
+std::string box_text(const Box& box) {
+  std::string text;
+  for (size_t d = 0; d < box.offset.size(); ++d) {
+    text += fmt::format("{}{}:{}", d ? ", " : "", box.offset[d], box.offset[d] + box.size[d]);
+  }
+  return "[" + text + "]";
+}
+
+// The view of `t` ([outer.size...]) holding `inner`, a box inside `outer`.
+torch::Tensor sub_view(const torch::Tensor& t, const Box& outer, const Box& inner) {
+  torch::Tensor view = t;
+  for (size_t d = 0; d < inner.offset.size(); ++d) {
+    view = view.narrow(static_cast<int64_t>(d), inner.offset[d] - outer.offset[d], inner.size[d]);
+  }
+  return view;
+}
+
+CheckpointError broken(const std::string& dir, const std::string& what) {
+  return CheckpointError(fmt::format("checkpoint '{}': {}", dir, what),
+                         "the checkpoint is damaged or was not written by foldtron; load another one (the folder "
+                         "holds the earlier ones) or save it again");
+}
+
+}  // namespace
+
+json write_rank_file(const std::string& dir, int64_t rank, const std::vector<CheckpointItem>& items,
+                     const std::vector<std::pair<std::string, torch::Tensor>>& extra) {
+  std::vector<std::pair<std::string, torch::Tensor>> tensors;
+  json pieces = json::array();
+  for (const CheckpointItem& item : items) {
+    if (item.box.empty()) continue;
+    const std::string key = piece_key(item.tensor, item.box);
+    tensors.emplace_back(key, item.data.detach().to(item.dtype));
+    pieces.push_back({{"tensor", item.tensor},
+                      {"key", key},
+                      {"shape", item.shape},
+                      {"dtype", safetensors_dtype_name(item.dtype)},
+                      {"offset", item.box.offset},
+                      {"size", item.box.size}});
+  }
+  for (const auto& [key, tensor] : extra) tensors.emplace_back(key, tensor);
+  const std::string name = rank_file_name(rank);
+  const WrittenFile written = write_safetensors((fs::path(dir) / name).string(), tensors);
+  return {{"name", name}, {"rank", rank}, {"bytes", written.bytes}, {"checksum", Checksum::hex(written.checksum)},
+          {"pieces", pieces}};
+}
+
+void sync_dir(const std::string& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
+}
+
+void write_file_atomically(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << text;
+    out.flush();
+    if (!out) throw IoError(fmt::format("cannot write '{}'", tmp), "check that the folder is writable and has free space");
+  }
+  const int fd = ::open(tmp.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
+  std::error_code error;
+  fs::rename(tmp, path, error);
+  if (error) {
+    throw IoError(fmt::format("cannot rename '{}' to '{}': {}", tmp, path, error.message()),
+                  "check that the folder is writable");
+  }
+  sync_dir(fs::path(path).parent_path().empty() ? "." : fs::path(path).parent_path().string());
+}
+
+void write_metadata(const std::string& dir, const std::vector<json>& files, const json& state) {
+  json tensors = json::object(), file_list = json::array();
+  for (size_t f = 0; f < files.size(); ++f) {
+    file_list.push_back({{"name", files[f].at("name")}, {"bytes", files[f].at("bytes")}, {"checksum", files[f].at("checksum")}});
+    for (const json& piece : files[f].at("pieces")) {
+      json& tensor = tensors[piece.at("tensor").get<std::string>()];
+      tensor["shape"] = piece.at("shape");
+      tensor["dtype"] = piece.at("dtype");
+      tensor["pieces"].push_back({{"file", f}, {"key", piece.at("key")}, {"offset", piece.at("offset")},
+                                  {"size", piece.at("size")}});
+    }
+  }
+  const json metadata{{"format", kCheckpointFormat}, {"version", kCheckpointVersion}, {"state", state},
+                      {"files", file_list}, {"tensors", tensors}};
+  write_file_atomically((fs::path(dir) / "metadata.json").string(), metadata.dump(1) + "\n");
+}
+
+CheckpointReader::CheckpointReader(std::string dir, bool verify) : dir_(std::move(dir)), verify_(verify) {
+  const std::string path = (fs::path(dir_) / "metadata.json").string();
+  std::ifstream in(path);
+  if (!in) {
+    throw CheckpointError(fmt::format("'{}' holds no metadata.json: not a complete foldtron checkpoint", dir_),
+                          "point at a folder written by foldtron's save (iter_NNNNNNN), or at the save folder "
+                          "whose 'latest' names one");
+  }
+  json metadata;
+  try {
+    metadata = json::parse(in);
+  } catch (const json::parse_error& e) {
+    throw broken(dir_, fmt::format("metadata.json is not valid JSON ({})", e.what()));
+  }
+  if (!metadata.is_object() || metadata.value("format", "") != kCheckpointFormat) {
+    throw CheckpointError(fmt::format("'{}' is not a foldtron checkpoint (metadata.json names no format '{}')", path,
+                                      kCheckpointFormat),
+                          "import Hugging Face directories with foldtron convert --from hf --to foldtron");
+  }
+  const int version = metadata.value("version", -1);
+  if (version < 1 || version > kCheckpointVersion) {
+    throw CheckpointError(fmt::format("checkpoint '{}' has format version {}; this build reads versions 1 to {}", dir_,
+                                      version, kCheckpointVersion),
+                          "load it with the foldtron version that wrote it, or a newer one");
+  }
+  try {
+    state_ = metadata.at("state");
+    for (const json& f : metadata.at("files")) {
+      File file;
+      file.name = f.at("name").get<std::string>();
+      file.bytes = f.at("bytes").get<uint64_t>();
+      file.checksum = std::stoull(f.at("checksum").get<std::string>(), nullptr, 16);
+      files_.push_back(std::move(file));
+    }
+    for (const auto& [name, t] : metadata.at("tensors").items()) {
+      Tensor tensor;
+      tensor.shape = t.at("shape").get<std::vector<int64_t>>();
+      tensor.dtype = safetensors_dtype(t.at("dtype").get<std::string>(), path);
+      for (const json& p : t.at("pieces")) {
+        Piece piece{p.at("file").get<int64_t>(), p.at("key").get<std::string>(),
+                    Box{p.at("offset").get<std::vector<int64_t>>(), p.at("size").get<std::vector<int64_t>>()}};
+        if (piece.file < 0 || piece.file >= num_files() || piece.box.offset.size() != tensor.shape.size() ||
+            piece.box.size.size() != tensor.shape.size()) {
+          throw broken(dir_, fmt::format("metadata.json describes a piece of '{}' that does not fit", name));
+        }
+        tensor.pieces.push_back(std::move(piece));
+      }
+      tensors_[name] = std::move(tensor);
+    }
+  } catch (const json::exception& e) {
+    throw broken(dir_, fmt::format("metadata.json lacks a field or has one of the wrong type ({})", e.what()));
+  }
+}
+
+CheckpointReader::~CheckpointReader() = default;
+
+std::vector<std::string> CheckpointReader::tensors() const {
+  std::vector<std::string> names;
+  for (const auto& [name, tensor] : tensors_) names.push_back(name);
+  return names;
+}
+
+std::vector<int64_t> CheckpointReader::shape(const std::string& tensor) const {
+  const auto it = tensors_.find(tensor);
+  if (it == tensors_.end()) throw broken(dir_, fmt::format("it holds no tensor '{}'", tensor));
+  return it->second.shape;
+}
+
+torch::ScalarType CheckpointReader::dtype(const std::string& tensor) const {
+  const auto it = tensors_.find(tensor);
+  if (it == tensors_.end()) throw broken(dir_, fmt::format("it holds no tensor '{}'", tensor));
+  return it->second.dtype;
+}
+
+void CheckpointReader::check_size(const File& f) const {
+  std::error_code error;
+  const auto size = fs::file_size((fs::path(dir_) / f.name).string(), error);
+  if (error) throw broken(dir_, fmt::format("its file '{}' is missing ({})", f.name, error.message()));
+  if (size != f.bytes) {
+    throw broken(dir_, fmt::format("its file '{}' has {} bytes, but metadata.json recorded {} (truncated?)", f.name,
+                                   size, f.bytes));
+  }
+}
+
+const SafetensorsFile& CheckpointReader::file(int64_t index) const {
+  auto& open = open_[index];
+  if (open) return *open;
+  if (verify_) verify_file(index);
+  const File& f = files_.at(static_cast<size_t>(index));
+  check_size(f);
+  open = std::make_unique<SafetensorsFile>((fs::path(dir_) / f.name).string());
+  return *open;
+}
+
+void CheckpointReader::verify_file(int64_t index) const {
+  verified_.resize(files_.size(), false);
+  if (verified_[static_cast<size_t>(index)]) return;
+  const File& f = files_[static_cast<size_t>(index)];
+  check_size(f);
+  if (file_checksum((fs::path(dir_) / f.name).string()) != f.checksum) {
+    throw broken(dir_, fmt::format("its file '{}' does not match its checksum {} (corrupted)", f.name,
+                                   Checksum::hex(f.checksum)));
+  }
+  bytes_read_ += f.bytes;
+  verified_[static_cast<size_t>(index)] = true;
+}
+
+void CheckpointReader::verify_share(int64_t rank, int64_t ranks) const {
+  for (int64_t index = rank; index < num_files(); index += ranks) verify_file(index);
+}
+
+void CheckpointReader::read(const std::string& tensor, const Box& box, const torch::Tensor& out) const {
+  const auto it = tensors_.find(tensor);
+  if (it == tensors_.end()) throw broken(dir_, fmt::format("it holds no tensor '{}'", tensor));
+  const Tensor& t = it->second;
+  FT_CHECK(box.offset.size() == t.shape.size() && out.sizes().vec() == box.size, "read: box and output disagree");
+  torch::NoGradGuard no_grad;
+  int64_t covered = 0;
+  for (const Piece& piece : t.pieces) {
+    const Box overlap = intersect(box, piece.box);
+    if (overlap.empty()) continue;
+    if (cached_key_ != std::make_pair(piece.file, piece.key)) {
+      cached_ = torch::Tensor();  // one piece in memory at a time
+      cached_ = file(piece.file).load(piece.key);
+      cached_key_ = {piece.file, piece.key};
+      bytes_read_ += static_cast<uint64_t>(cached_.nbytes());
+    }
+    const torch::Tensor& data = cached_;  // [piece.box.size...]
+    if (data.sizes().vec() != piece.box.size) {
+      throw broken(dir_, fmt::format("piece {} of '{}' has shape {}", box_text(piece.box), tensor,
+                                     shape_text(data.sizes().vec())));
+    }
+    sub_view(out, box, overlap).copy_(sub_view(data, piece.box, overlap));
+    covered += overlap.numel();
+  }
+  // Pieces never overlap (each element is written once), so the count tells whether all arrived.
+  if (covered != box.numel()) {
+    throw broken(dir_, fmt::format("its pieces of '{}' {} cover {} of the {} elements of {}", tensor,
+                                   shape_text(t.shape), covered, box.numel(), box_text(box)));
+  }
+}
+
+torch::Tensor CheckpointReader::read_full(const std::string& tensor) const {
+  const std::vector<int64_t> global = shape(tensor);
+  torch::Tensor out = torch::empty(global, torch::TensorOptions().dtype(dtype(tensor)));
+  read(tensor, Box{std::vector<int64_t>(global.size(), 0), global}, out);
+  return out;
+}
+
+torch::Tensor CheckpointReader::rank_tensor(int64_t rank, const std::string& key) const {
+  const std::string name = rank_file_name(rank);
+  for (int64_t f = 0; f < num_files(); ++f) {
+    if (files_[static_cast<size_t>(f)].name != name) continue;
+    const SafetensorsFile& safetensors = file(f);
+    return safetensors.has(key) ? safetensors.load(key) : torch::Tensor();
+  }
+  return torch::Tensor();
+}
+
+void verify_together(const CheckpointReader& reader, Communicator& world) {
+  std::optional<CheckpointError> error;
+  try {
+    reader.verify_share(world.rank(), world.size());
+  } catch (const CheckpointError& e) {
+    error = e;
+  }
+  torch::Tensor failed = torch::full({1}, error ? static_cast<double>(world.rank() + 1) : 0.0, torch::kDouble);
+  world.all_reduce(failed, ReduceOp::kMax);
+  if (error) throw *error;
+  const auto rank = static_cast<int64_t>(failed.item<double>()) - 1;
+  if (rank >= 0) {
+    throw broken(reader.dir(), fmt::format("rank {} found a file that does not verify (its error names the file)", rank));
+  }
+}
+
+}  // namespace foldtron

@@ -1,0 +1,195 @@
+// A model's tensors in and out of distributed checkpoints, and the save folder (see model_state.h).
+#include "checkpoint/model_state.h"
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <torch/torch.h>
+
+#include "core/errors.h"
+#include "models/model.h"
+#include "parallel/process_groups.h"
+
+namespace foldtron {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+// Every rank's string, on every rank (collective over `group`).
+std::vector<std::string> all_gather_strings(Communicator& group, const std::string& mine) {
+  std::vector<int64_t> lengths;
+  for (const auto& r : group.all_gather_ints({static_cast<int64_t>(mine.size())})) lengths.push_back(r[0]);
+  torch::Tensor bytes = torch::empty({static_cast<int64_t>(mine.size())}, torch::kUInt8);
+  std::memcpy(bytes.data_ptr(), mine.data(), mine.size());
+  const torch::Tensor all = group.all_gather(bytes, lengths);
+  std::vector<std::string> out;
+  int64_t offset = 0;
+  for (int64_t n : lengths) {
+    out.emplace_back(static_cast<const char*>(all.data_ptr()) + offset, static_cast<size_t>(n));
+    offset += n;
+  }
+  return out;
+}
+
+bool is_expert_bias(const std::string& name) {
+  static const std::string suffix = "expert_bias";
+  return name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+}  // namespace
+
+bool writes_pieces(const ParamInfo& info, ProcessGroups& groups, bool per_dp_shard) {
+  const bool split = info.tp_split_dim >= 0 && info.split_size > 1;
+  if (!split && (info.expert ? groups.etp() : groups.tp()).rank() != 0) return false;
+  if (!per_dp_shard && (info.expert ? groups.edp() : groups.dp_cp()).rank() != 0) return false;
+  return !info.stage_tied || groups.pp().rank() == 0;
+}
+
+void add_items(std::vector<CheckpointItem>& items, const std::string& tensor, const torch::Tensor& local,
+               const ParamInfo& info, int64_t begin, int64_t end, const torch::Tensor& data) {
+  const std::vector<int64_t> shape = global_shape(local, info);
+  const torch::ScalarType dtype = (data.defined() ? data : local).scalar_type();
+  for (GlobalPiece& piece : global_pieces(local, info, begin, end, data)) {
+    items.push_back({tensor, shape, dtype, std::move(piece.box), piece.view.detach()});
+  }
+}
+
+std::vector<CheckpointItem> model_items(Model& model, ProcessGroups& groups) {
+  const ParamRegistry& registry = model.registry();
+  std::vector<CheckpointItem> items;
+  for (const auto& item : model.named_parameters()) {
+    const ParamInfo info = registry.info(item.value());
+    if (writes_pieces(info, groups, false)) add_items(items, "model/" + item.key(), item.value(), info);
+  }
+  for (const auto& item : model.named_buffers()) {
+    // Weight buffers (in the registry) and the routers' biases; not recomputed tables or counters.
+    const bool weight = registry.has(item.value());
+    if (!weight && !is_expert_bias(item.key())) continue;
+    const ParamInfo info = registry.info(item.value());
+    if (writes_pieces(info, groups, false)) add_items(items, (weight ? "model/" : "buffer/") + item.key(), item.value(), info);
+  }
+  return items;
+}
+
+void read_items(const CheckpointReader& reader, const std::string& tensor, const torch::Tensor& local,
+                const ParamInfo& info, int64_t begin, int64_t end, const torch::Tensor& data) {
+  const std::string hint = "it was saved from another model; load a checkpoint of this model (its metadata.json "
+                           "holds the config it was saved with)";
+  if (!reader.has(tensor)) throw CheckpointError(fmt::format("checkpoint '{}' has no '{}'", reader.dir(), tensor), hint);
+  const std::vector<int64_t> shape = global_shape(local, info);
+  if (reader.shape(tensor) != shape) {
+    throw CheckpointError(fmt::format("'{}' in '{}' has shape {}, but the model's is {}", tensor, reader.dir(),
+                                      fmt::join(reader.shape(tensor), "x"), fmt::join(shape, "x")),
+                          hint);
+  }
+  torch::NoGradGuard no_grad;
+  for (const GlobalPiece& piece : global_pieces(local, info, begin, end, data)) reader.read(tensor, piece.box, piece.view);
+}
+
+void read_model(Model& model, const CheckpointReader& reader) {
+  const ParamRegistry& registry = model.registry();
+  for (const auto& item : model.named_parameters()) {
+    read_items(reader, "model/" + item.key(), item.value(), registry.info(item.value()));
+  }
+  for (const auto& item : model.named_buffers()) {
+    if (registry.has(item.value())) {
+      read_items(reader, "model/" + item.key(), item.value(), registry.info(item.value()));
+    } else if (is_expert_bias(item.key())) {
+      // Saved by models trained with moe.expert_bias; a model without them starts at zero.
+      if (reader.has("buffer/" + item.key())) read_items(reader, "buffer/" + item.key(), item.value(), ParamInfo{});
+    }
+  }
+}
+
+json layout_json(const ParallelConfig& p, int64_t world) {
+  return {{"world", world}, {"tp", p.tp},   {"cp", p.cp},       {"pp", p.pp},
+          {"vpp", p.vpp},   {"ep", p.ep},   {"etp", p.expert_tp()}, {"order", p.order},
+          {"pipeline_layers", p.pipeline_layers}, {"distributed_optimizer", p.distributed_optimizer}};
+}
+
+std::string layout_text(const json& layout) {
+  return fmt::format("world {} (tp {} cp {} pp {} vpp {} ep {} etp {}{})", layout.value("world", 0),
+                     layout.value("tp", 0), layout.value("cp", 0), layout.value("pp", 0), layout.value("vpp", 0),
+                     layout.value("ep", 0), layout.value("etp", 0),
+                     layout.value("distributed_optimizer", false) ? ", distributed optimizer" : "");
+}
+
+std::string saved_layout_text(const std::string& dir) {
+  const std::string path = resolve_checkpoint(dir);
+  if (path.empty()) return "";
+  try {
+    return layout_text(CheckpointReader(path, false).state().value("layout", json::object()));
+  } catch (const Error&) {
+    return "";  // loading reports what is wrong with it
+  }
+}
+
+std::string checkpoint_name(int64_t step) { return fmt::format("iter_{:07d}", step); }
+
+std::string resolve_checkpoint(const std::string& dir) {
+  if (fs::exists(fs::path(dir) / "metadata.json")) return dir;
+  std::ifstream latest(fs::path(dir) / "latest");
+  std::string name;
+  if (!latest || !std::getline(latest, name) || name.empty()) return "";
+  return (fs::path(dir) / name).string();
+}
+
+std::string begin_checkpoint(Communicator& world, const std::string& root, const std::string& name) {
+  const std::string tmp = (fs::path(root) / (name + ".tmp")).string();
+  if (world.rank() == 0) {
+    std::error_code error;
+    fs::create_directories(root, error);
+    if (!error) fs::remove_all(tmp, error);  // a crashed save's leftovers
+    if (!error) fs::create_directories(tmp, error);
+    if (error) {
+      throw IoError(fmt::format("cannot create the checkpoint folder '{}': {}", tmp, error.message()),
+                    "check that the save folder names a writable place with free space");
+    }
+  }
+  world.barrier();
+  return tmp;
+}
+
+void commit_checkpoint(Communicator& world, const std::string& root, const std::string& name, const json& file,
+                       const json& state, int64_t keep_last) {
+  const std::vector<std::string> files = all_gather_strings(world, file.dump());
+  if (world.rank() == 0) {
+    std::vector<json> descriptions;
+    for (const std::string& f : files) descriptions.push_back(json::parse(f));
+    const std::string tmp = (fs::path(root) / (name + ".tmp")).string();
+    const std::string final_dir = (fs::path(root) / name).string();
+    write_metadata(tmp, descriptions, state);
+    sync_dir(tmp);
+    std::error_code error;
+    fs::remove_all(final_dir, error);  // the same step saved again
+    fs::rename(tmp, final_dir, error);
+    if (error) {
+      throw IoError(fmt::format("cannot rename '{}' to '{}': {}", tmp, final_dir, error.message()),
+                    "check the save folder");
+    }
+    sync_dir(root);
+    write_file_atomically((fs::path(root) / "latest").string(), name + "\n");
+    // Only now do the oldest complete checkpoints beyond keep_last go.
+    if (keep_last > 0) {
+      std::vector<std::string> complete;
+      static const std::regex iter(R"(iter_\d{7})");
+      for (const auto& entry : fs::directory_iterator(root)) {
+        const std::string entry_name = entry.path().filename().string();
+        if (entry.is_directory() && std::regex_match(entry_name, iter)) complete.push_back(entry_name);
+      }
+      std::sort(complete.begin(), complete.end());
+      for (size_t i = 0; i + static_cast<size_t>(keep_last) < complete.size(); ++i) {
+        if (complete[i] != name) fs::remove_all(fs::path(root) / complete[i], error);
+      }
+    }
+  }
+  world.barrier();
+}
+
+}  // namespace foldtron
