@@ -2,15 +2,17 @@
 # On the GPU machine: checkpoint save and load of the reference model (mixtral-8x7b truncated to
 # 4 layers: 6.07e9 parameters, bf16 weights, fp32 main weights and moments, about 85 GB per
 # checkpoint), sequence 4096, micro-batch 1, mock data.
-#   build  scripts/gpu_build.sh without tests (build-gpu/)
+#   build  scripts/gpu_build.sh without the test suites (build-gpu/)
 #   one    one GPU: a synchronous save at the end of 4 steps; a resume from it (load, 2 steps);
 #          an asynchronous save at step 4 of 8 (the steps while it writes against those before)
 #   two    two GPUs, ep 2 (each rank writes and reads its half): the same three runs
 # The disk holds one checkpoint of this size at a time, not two: each run's folder is removed
 # when it is done, and in the asynchronous run a watcher removes the step-4 checkpoint as soon as
 # it is complete (before the final save at step 8 writes the next).
-# Usage: scripts/gpu_checkpoint.sh [output dir]; PARTS="build one two" (the default) picks parts;
-# CKPT_DIR the folder to save into (/tmp/foldtron_ckpt).
+# Usage: scripts/gpu_checkpoint.sh [output dir]; PARTS="build one two" (the default) picks parts
+# (all three run about 15 minutes: two device calls, e.g. PARTS="build two", then PARTS=one on
+# the warm machine); CKPT_DIR the folder to save into (/tmp/foldtron_ckpt); ASYNC=0 skips the
+# asynchronous runs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-${OUT:-/tmp}}
@@ -18,11 +20,11 @@ OMP_NUM_THREADS=8 source scripts/gpu_env.sh
 parts=${PARTS:-build one two}
 has() { [[ " $parts " == *" $1 "* ]]; }
 ckpt=${CKPT_DIR:-/tmp/foldtron_ckpt}
-ref=(--preset mixtral-8x7b --set model.num_layers=4 --seq-length 4096 --micro-batch-size 1 --global-batch-size 1
+ref=(--preset mixtral-8x7b --set model.num_layers=4 --seq-length 4096 --micro-batch-size 1
   --set data.mock=true --device cuda --log-interval 1)
 
 if has build; then
-  GPU_CMAKE_ARGS="-DFOLDTRON_WERROR=OFF" scripts/gpu_build.sh -R '^$' > "$out/build.log" 2>&1
+  GPU_CMAKE_ARGS="-DFOLDTRON_WERROR=OFF -DFOLDTRON_BUILD_TESTS=OFF" scripts/gpu_build.sh -R '^$' > "$out/build.log" 2>&1
   echo "== build rc=$?"
   [[ -x build-gpu/bin/foldtron ]] || { tail -40 "$out/build.log"; exit 1; }
 fi
@@ -58,6 +60,7 @@ run_set() {  # name; the arrays launch (the words before the binary) and extra (
     > "$out/${name}_load.log" 2>&1
   grep -E "loaded|step 6/|error" "$out/${name}_load.log" | cut -c1-300
   rm -rf "$ckpt"
+  [[ ${ASYNC:-1} == 1 ]] || return 0
   # Asynchronous: saved at step 4 in the background, and at the end (step 8).
   (while ! grep -qs iter_0000004 "$ckpt/latest"; do sleep 0.5; done; rm -rf "$ckpt/iter_0000004") &
   local watcher=$!
@@ -72,13 +75,13 @@ run_set() {  # name; the arrays launch (the words before the binary) and extra (
 
 if has one; then
   echo "== one GPU"
-  launch=(env CUDA_VISIBLE_DEVICES=0) extra=()
+  launch=(env CUDA_VISIBLE_DEVICES=0) extra=(--global-batch-size 1)
   run_set one
 fi
 if has two; then
   echo "== two GPUs, ep 2"
   [[ $gpus -ge 2 ]] || { echo "needs two GPUs"; exit 1; }
-  launch=($mpi -np 2) extra=(--set parallel.ep=2)
+  launch=($mpi -np 2) extra=(--set parallel.ep=2 --global-batch-size 2)  # dp 2
   run_set two
 fi
 exit $status

@@ -62,14 +62,15 @@ void hf_to_foldtron(const ConvertFlags& flags, MpiRuntime& mpi) {
   Communicator& world = loaded.groups->world();
   const std::string name = checkpoint_name(0);
   const std::string tmp = begin_checkpoint(world, flags.output, name);
-  const nlohmann::json file = write_rank_file(tmp, world.rank(), model_items(*loaded.model, *loaded.groups), {});
+  const nlohmann::json files =
+      write_rank_files(tmp, world.rank(), model_items(*loaded.model, *loaded.groups), {}, CheckpointConfig{}.writer_threads);
   const nlohmann::json state{{"step", 0},
                              {"consumed_samples", 0},
                              {"has_optimizer", false},
                              {"config", config_to_yaml(loaded.config)},
                              {"layout", layout_json(loaded.config.parallel, world.size())},
                              {"hf", hf_origin(flags.input)}};
-  commit_checkpoint(world, flags.output, name, file, state, 0);
+  commit_checkpoint(world, flags.output, name, files, state, 0);
   if (world.rank() == 0) {
     log::info("convert", "wrote {}/{} from {} ({} ranks); train from it with --load {}", flags.output, name,
               flags.input, world.size(), flags.output);
@@ -84,7 +85,7 @@ void foldtron_to_hf(const ConvertFlags& flags, MpiRuntime& mpi) {
   }
   const CheckpointReader reader(path, /*verify=*/false);
   ProcessGroups groups(Topology(layout_of(ParallelConfig{}, mpi.size())), make_comm_options(ParallelConfig{}, false));
-  verify_together(reader, groups.world());
+  verify_together(reader, groups.world(), CheckpointConfig{}.writer_threads);
   HfExportOptions options;
   options.max_shard_bytes = parse_size(flags.max_shard_size);
   export_hf(reader, flags.output, groups.world(), options);

@@ -1,8 +1,10 @@
 // Distributed checkpoints of sharded tensors (see distributed.h).
 #include "checkpoint/distributed.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <optional>
 
 #include <fcntl.h>
@@ -56,26 +58,65 @@ CheckpointError broken(const std::string& dir, const std::string& what) {
 
 }  // namespace
 
-json write_rank_file(const std::string& dir, int64_t rank, const std::vector<CheckpointItem>& items,
-                     const std::vector<std::pair<std::string, torch::Tensor>>& extra) {
-  std::vector<std::pair<std::string, torch::Tensor>> tensors;
-  json pieces = json::array();
+json write_rank_files(const std::string& dir, int64_t rank, const std::vector<CheckpointItem>& items,
+                      const std::vector<std::pair<std::string, torch::Tensor>>& extra, int64_t threads) {
+  FT_CHECK(threads >= 1, "write_rank_files: threads must be positive");
+  // Largest items first, each to the part with the fewest bytes so far.
+  std::vector<const CheckpointItem*> order;
   for (const CheckpointItem& item : items) {
-    if (item.box.empty()) continue;
-    const std::string key = piece_key(item.tensor, item.box);
-    tensors.emplace_back(key, item.data.detach().to(item.dtype));
-    pieces.push_back({{"tensor", item.tensor},
-                      {"key", key},
-                      {"shape", item.shape},
-                      {"dtype", safetensors_dtype_name(item.dtype)},
-                      {"offset", item.box.offset},
-                      {"size", item.box.size}});
+    if (!item.box.empty()) order.push_back(&item);
   }
-  for (const auto& [key, tensor] : extra) tensors.emplace_back(key, tensor);
-  const std::string name = rank_file_name(rank);
-  const WrittenFile written = write_safetensors((fs::path(dir) / name).string(), tensors);
-  return {{"name", name}, {"rank", rank}, {"bytes", written.bytes}, {"checksum", Checksum::hex(written.checksum)},
-          {"pieces", pieces}};
+  const auto bytes_of = [](const CheckpointItem* item) {
+    return item->box.numel() * static_cast<int64_t>(c10::elementSize(item->dtype));
+  };
+  std::stable_sort(order.begin(), order.end(), [&](auto* a, auto* b) { return bytes_of(a) > bytes_of(b); });
+  std::vector<std::vector<const CheckpointItem*>> parts(static_cast<size_t>(threads));
+  std::vector<int64_t> part_bytes(parts.size(), 0);
+  for (const CheckpointItem* item : order) {
+    const size_t p = static_cast<size_t>(std::min_element(part_bytes.begin(), part_bytes.end()) - part_bytes.begin());
+    parts[p].push_back(item);
+    part_bytes[p] += bytes_of(item);
+  }
+  const auto write_part = [&](size_t p) {
+    std::vector<std::pair<std::string, torch::Tensor>> tensors;
+    json pieces = json::array();
+    for (const CheckpointItem* item : parts[p]) {
+      const std::string key = piece_key(item->tensor, item->box);
+      tensors.emplace_back(key, item->data.detach().to(item->dtype));
+      pieces.push_back({{"tensor", item->tensor},
+                        {"key", key},
+                        {"shape", item->shape},
+                        {"dtype", safetensors_dtype_name(item->dtype)},
+                        {"offset", item->box.offset},
+                        {"size", item->box.size}});
+    }
+    if (p == 0) tensors.insert(tensors.end(), extra.begin(), extra.end());
+    const std::string name = p == 0 ? rank_file_name(rank) : fmt::format("rank_{:05d}-{}.safetensors", rank, p);
+    const WrittenFile written = write_safetensors((fs::path(dir) / name).string(), tensors);
+    return json{{"name", name}, {"rank", rank}, {"bytes", written.bytes}, {"checksum", Checksum::hex(written.checksum)},
+                {"pieces", pieces}};
+  };
+  // Part 0 (the RNG streams at least) on this thread, the others beside it.
+  std::vector<std::future<json>> others;
+  for (size_t p = 1; p < parts.size(); ++p) {
+    if (!parts[p].empty()) others.push_back(std::async(std::launch::async, write_part, p));
+  }
+  json files = json::array();
+  std::exception_ptr error;
+  try {
+    files.push_back(write_part(0));
+  } catch (...) {
+    error = std::current_exception();
+  }
+  for (auto& other : others) {
+    try {
+      files.push_back(other.get());
+    } catch (...) {
+      if (!error) error = std::current_exception();
+    }
+  }
+  if (error) std::rethrow_exception(error);
+  return files;
 }
 
 void sync_dir(const std::string& dir) {
@@ -219,21 +260,42 @@ const SafetensorsFile& CheckpointReader::file(int64_t index) const {
   return *open;
 }
 
-void CheckpointReader::verify_file(int64_t index) const {
-  verified_.resize(files_.size(), false);
-  if (verified_[static_cast<size_t>(index)]) return;
-  const File& f = files_[static_cast<size_t>(index)];
+uint64_t CheckpointReader::check_file(int64_t index) const {
+  const File& f = files_.at(static_cast<size_t>(index));
   check_size(f);
   if (file_checksum((fs::path(dir_) / f.name).string()) != f.checksum) {
     throw broken(dir_, fmt::format("its file '{}' does not match its checksum {} (corrupted)", f.name,
                                    Checksum::hex(f.checksum)));
   }
-  bytes_read_ += f.bytes;
-  verified_[static_cast<size_t>(index)] = true;
+  return f.bytes;
 }
 
-void CheckpointReader::verify_share(int64_t rank, int64_t ranks) const {
-  for (int64_t index = rank; index < num_files(); index += ranks) verify_file(index);
+void CheckpointReader::verify_file(int64_t index) const { verify_share(index, num_files()); }
+
+void CheckpointReader::verify_share(int64_t rank, int64_t ranks, int64_t threads) const {
+  verified_.resize(files_.size(), 0);
+  std::vector<int64_t> todo;
+  for (int64_t index = rank; index < num_files(); index += ranks) {
+    if (!verified_[static_cast<size_t>(index)]) todo.push_back(index);
+  }
+  // `threads` files at a time; the first error (in file order) is the one thrown.
+  for (size_t begin = 0; begin < todo.size(); begin += static_cast<size_t>(threads)) {
+    const size_t end = std::min(todo.size(), begin + static_cast<size_t>(threads));
+    std::vector<std::future<uint64_t>> checks;
+    for (size_t i = begin; i < end; ++i) {
+      checks.push_back(std::async(std::launch::async, [this, index = todo[i]] { return check_file(index); }));
+    }
+    std::exception_ptr error;
+    for (size_t i = begin; i < end; ++i) {
+      try {
+        bytes_read_ += checks[i - begin].get();
+        verified_[static_cast<size_t>(todo[i])] = 1;
+      } catch (...) {
+        if (!error) error = std::current_exception();
+      }
+    }
+    if (error) std::rethrow_exception(error);
+  }
 }
 
 void CheckpointReader::read(const std::string& tensor, const Box& box, const torch::Tensor& out) const {
@@ -284,10 +346,10 @@ torch::Tensor CheckpointReader::rank_tensor(int64_t rank, const std::string& key
   return torch::Tensor();
 }
 
-void verify_together(const CheckpointReader& reader, Communicator& world) {
+void verify_together(const CheckpointReader& reader, Communicator& world, int64_t threads) {
   std::optional<CheckpointError> error;
   try {
-    reader.verify_share(world.rank(), world.size());
+    reader.verify_share(world.rank(), world.size(), threads);
   } catch (const CheckpointError& e) {
     error = e;
   }

@@ -39,10 +39,13 @@ struct CheckpointItem {
   torch::Tensor data;               // [box.size...], any device, any strides
 };
 
-// This rank's file dir/rank_NNNNN.safetensors with `items` and the raw tensors `extra` (by key);
-// returns its description for the metadata (file name, size, checksum, the boxes it holds).
-nlohmann::json write_rank_file(const std::string& dir, int64_t rank, const std::vector<CheckpointItem>& items,
-                               const std::vector<std::pair<std::string, torch::Tensor>>& extra);
+// This rank's files, written by `threads` threads at once: dir/rank_NNNNN.safetensors with the raw
+// tensors `extra` (by key) and a share of `items`, and dir/rank_NNNNN-k.safetensors (k < threads)
+// with the rest, the shares balanced by bytes (each thread copies from the device, checksums,
+// writes and flushes its own file). Returns the files' descriptions for the metadata (name, size,
+// checksum, the boxes each holds), a JSON array.
+nlohmann::json write_rank_files(const std::string& dir, int64_t rank, const std::vector<CheckpointItem>& items,
+                                const std::vector<std::pair<std::string, torch::Tensor>>& extra, int64_t threads = 1);
 // Makes a rename or a new file in `dir` durable (best effort: some filesystems refuse).
 void sync_dir(const std::string& dir);
 // Writes `text` to `path` atomically (a temporary file, flushed, renamed over it, the folder synced).
@@ -74,9 +77,10 @@ class CheckpointReader {
   torch::Tensor rank_tensor(int64_t rank, const std::string& key) const;
   // Checks every file's size and checksum now (verify even when not every file is read).
   void verify_all() const { verify_share(0, 1); }
-  // Checks the files f with f % ranks == rank: the ranks of a job split the reading (each file
-  // read once) and agree on the outcome themselves. A verified file is not checked again.
-  void verify_share(int64_t rank, int64_t ranks) const;
+  // Checks the files f with f % ranks == rank, `threads` at a time: the ranks of a job split the
+  // reading (each file read once) and agree on the outcome themselves. A verified file is not
+  // checked again.
+  void verify_share(int64_t rank, int64_t ranks, int64_t threads = 1) const;
   // Bytes read from the files so far (checksums and pieces).
   uint64_t bytes_read() const { return bytes_read_; }
 
@@ -98,6 +102,8 @@ class CheckpointReader {
   };
   const SafetensorsFile& file(int64_t index) const;
   void check_size(const File& f) const;
+  // CheckpointError when file `index` does not match its size or checksum; returns its bytes.
+  uint64_t check_file(int64_t index) const;
   void verify_file(int64_t index) const;
 
   std::string dir_;
@@ -106,7 +112,7 @@ class CheckpointReader {
   std::map<std::string, Tensor> tensors_;
   std::vector<File> files_;
   mutable std::map<int64_t, std::unique_ptr<SafetensorsFile>> open_;  // opened files
-  mutable std::vector<bool> verified_;
+  mutable std::vector<char> verified_;
   mutable uint64_t bytes_read_ = 0;
   // The piece read last (reading an expert stack expert by expert reads one piece many times).
   mutable std::pair<int64_t, std::string> cached_key_{-1, ""};
@@ -116,6 +122,6 @@ class CheckpointReader {
 // Verifies every file of `reader`'s checkpoint, the ranks of `world` splitting the files (each read
 // once), and agrees on the outcome: a rank that found a damaged file throws its CheckpointError,
 // every other rank one saying that another rank did. Nothing is read before this returns.
-void verify_together(const CheckpointReader& reader, Communicator& world);
+void verify_together(const CheckpointReader& reader, Communicator& world, int64_t threads = 1);
 
 }  // namespace foldtron

@@ -156,12 +156,14 @@ std::string begin_checkpoint(Communicator& world, const std::string& root, const
   return tmp;
 }
 
-void commit_checkpoint(Communicator& world, const std::string& root, const std::string& name, const json& file,
+void commit_checkpoint(Communicator& world, const std::string& root, const std::string& name, const json& files_of_rank,
                        const json& state, int64_t keep_last) {
-  const std::vector<std::string> files = all_gather_strings(world, file.dump());
+  const std::vector<std::string> files = all_gather_strings(world, files_of_rank.dump());
   if (world.rank() == 0) {
-    std::vector<json> descriptions;
-    for (const std::string& f : files) descriptions.push_back(json::parse(f));
+    std::vector<json> descriptions;  // every rank's files, in rank order
+    for (const std::string& f : files) {
+      for (const json& one : json::parse(f)) descriptions.push_back(one);
+    }
     const std::string tmp = (fs::path(root) / (name + ".tmp")).string();
     const std::string final_dir = (fs::path(root) / name).string();
     write_metadata(tmp, descriptions, state);

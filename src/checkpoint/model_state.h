@@ -62,10 +62,10 @@ std::string checkpoint_name(int64_t step);
 std::string resolve_checkpoint(const std::string& dir);
 // DIR/NAME.tmp made empty by rank 0 (a crashed save's leftovers removed). Collective.
 std::string begin_checkpoint(Communicator& world, const std::string& root, const std::string& name);
-// Completes DIR/NAME: every rank passes its file's description (write_rank_file); rank 0 writes
+// Completes DIR/NAME: every rank passes its files' descriptions (write_rank_files); rank 0 writes
 // the metadata with `state`, renames the folder, updates `latest` and removes the oldest complete
 // checkpoints beyond `keep_last` (0 keeps all). Collective.
 void commit_checkpoint(Communicator& world, const std::string& root, const std::string& name,
-                       const nlohmann::json& file, const nlohmann::json& state, int64_t keep_last);
+                       const nlohmann::json& files_of_rank, const nlohmann::json& state, int64_t keep_last);
 
 }  // namespace foldtron

@@ -305,6 +305,7 @@ struct CheckpointConfig {
   int64_t save_interval = 0;  // 0: only at the end when save is set
   int64_t keep_last = 2;
   bool async = false;
+  int64_t writer_threads = 4;
   bool load_optional = false;
 
   template <typename V>
@@ -314,6 +315,7 @@ struct CheckpointConfig {
     v("save_interval", save_interval, "steps between checkpoints; 0 saves only at the end");
     v("keep_last", keep_last, "complete checkpoints kept (older ones removed after a new one is complete); 0: all");
     v("async", async, "write checkpoints from host copies while training goes on");
+    v("writer_threads", writer_threads, "threads (and files) per rank writing a checkpoint; also verify it on load");
     v("load_optional", load_optional, "start fresh when checkpoint.load holds no checkpoint yet (else an error)");
   }
 };

@@ -343,6 +343,7 @@ void check_checkpoint(const Config& c, Checker& check) {
   const CheckpointConfig& ckpt = c.checkpoint;
   check.non_negative("checkpoint.save_interval", static_cast<double>(ckpt.save_interval));
   check.non_negative("checkpoint.keep_last", static_cast<double>(ckpt.keep_last));
+  check.positive("checkpoint.writer_threads", ckpt.writer_threads);
   const bool saves = !ckpt.save.empty(), loads = !ckpt.load.empty();
   if (!saves && ckpt.save_interval > 0) {
     check.add("checkpoint.save_interval", fmt::format("{} steps, but checkpoint.save names no folder", ckpt.save_interval),

@@ -152,15 +152,15 @@ void Checkpointer::save() {
       log::info("checkpoint", "step {}: {:.3f} GB copied to host memory in {:.2f} s; writing {} in the background",
                 state_.step, static_cast<double>(pending.bytes) / 1e9, now_s() - pending.started, pending.name);
     }
-    pending.written = std::async(std::launch::async, [tmp, rank, items = std::move(items), rng]() {
-      return write_rank_file(tmp, rank, items, rng);
+    pending.written = std::async(std::launch::async, [tmp, rank, items = std::move(items), rng, threads = c.writer_threads]() {
+      return write_rank_files(tmp, rank, items, rng, threads);
     });
     pending_ = std::move(pending);
     return;
   }
   std::promise<json> done;
   try {
-    done.set_value(write_rank_file(tmp, rank, items, rng));
+    done.set_value(write_rank_files(tmp, rank, items, rng, c.writer_threads));
   } catch (...) {
     done.set_exception(std::current_exception());
   }
@@ -245,7 +245,7 @@ bool Checkpointer::load(const std::string& dir) {
   const json layout = layout_json(state_.config.parallel, state_.groups.world().size());
   Model& model = *state_.model;
   // Every file is checked before anything is read: a damaged checkpoint leaves nothing half-loaded.
-  verify_together(reader, state_.groups.world());
+  verify_together(reader, state_.groups.world(), state_.config.checkpoint.writer_threads);
   const double verified = now_s();
   read_model(model, reader);
   const bool has_optimizer = saved.value("has_optimizer", false);

@@ -723,7 +723,10 @@ TEST(DistributedCheckpoint, PiecesOfShardsReadBackAsGlobalTensors) {
     const torch::Tensor flat = local.flatten();
     add_items(items, "w", local, info, 0, 10, flat.narrow(0, 0, 10));
     add_items(items, "w", local, info, 10, 24, flat.narrow(0, 10, 14));
-    files.push_back(write_rank_file(dir.string(), rank, items, {{"rng.0", torch::full({1}, rank)}}));
+    // Two threads: each rank's pieces in two files.
+    for (const auto& file : write_rank_files(dir.string(), rank, items, {{"rng.0", torch::full({1}, rank)}}, 2)) {
+      files.push_back(file);
+    }
   }
   write_metadata(dir.string(), files, {{"step", 7}});
   const CheckpointReader reader(dir.string());

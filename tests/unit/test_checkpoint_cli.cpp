@@ -51,6 +51,16 @@ std::string foldtron(const std::string& args, int* code, const std::string& laun
   return run_command(fmt::format("{}{} {} 2>&1", launcher, FOLDTRON_BINARY, args), code);
 }
 
+// Trains a 2-layer `preset` model for `iters` steps and saves it into `dir` (`more`: further flags).
+void train_and_save(const std::string& preset, const std::string& dir, int iters, const std::string& more = "") {
+  int code = -1;
+  const std::string log = foldtron(fmt::format("train --preset {} --train-iters {} --global-batch-size 4 --seq-length 32 "
+                                               "--set model.num_layers=2 --save {} --log-level warning {}",
+                                               preset, iters, dir, more),
+                                   &code);
+  ASSERT_EQ(code, 0) << log;
+}
+
 json read_json(const std::string& path) {
   std::ifstream in(path);
   return json::parse(in);
@@ -100,7 +110,11 @@ TEST(ConvertCli, ParallelConversionAndShardedExport) {
       &code, kMpirun + "-np 4 ");
   ASSERT_EQ(code, 0) << log;
   const CheckpointReader reader(dir + "/ft/iter_0000000");
-  EXPECT_EQ(reader.num_files(), 4);
+  // Every rank wrote its file (and further ones for its writer threads' shares).
+  for (int rank = 0; rank < 4; ++rank) {
+    EXPECT_TRUE(fs::exists(fmt::format("{}/ft/iter_0000000/rank_{:05d}.safetensors", dir, rank))) << rank;
+  }
+  EXPECT_GT(reader.num_files(), 4);
   EXPECT_EQ(reader.state().at("layout").at("tp"), 2);
   log = foldtron(fmt::format("convert --from foldtron --to hf --input {}/ft --output {}/hf --max-shard-size 40KB", dir,
                              dir),
@@ -150,13 +164,9 @@ TEST(ConvertCli, ExportedModelsGiveTheReferenceLogits) {
 // hf_model_config reads back; converting that back in gives the checkpoint's weights exactly.
 TEST(ConvertCli, TrainedModelsExportAndComeBackExactly) {
   const std::string dir = temp_dir("trained");
+  train_and_save("tiny-moe", dir + "/save", 2);
   int code = -1;
-  std::string log = foldtron(fmt::format("train --preset tiny-moe --train-iters 2 --global-batch-size 4 --seq-length "
-                                         "32 --save {}/save --set model.num_layers=2 --log-level warning",
-                                         dir),
-                             &code);
-  ASSERT_EQ(code, 0) << log;
-  log = foldtron(fmt::format("convert --from foldtron --to hf --input {}/save --output {}/hf", dir, dir), &code);
+  std::string log = foldtron(fmt::format("convert --from foldtron --to hf --input {}/save --output {}/hf", dir, dir), &code);
   ASSERT_EQ(code, 0) << log;
   const json config = read_json(dir + "/hf/config.json");
   EXPECT_EQ(config.at("model_type"), "mixtral");
@@ -183,14 +193,9 @@ TEST(ConvertCli, TrainedModelsExportAndComeBackExactly) {
 
 TEST(ConvertCli, ModelsTheFamilyCannotExpressAreRefused) {
   const std::string dir = temp_dir("inexpressible");
+  train_and_save("tiny-moe", dir + "/save", 1, "--set moe.router_score=sigmoid");
   int code = -1;
-  std::string log = foldtron(fmt::format("train --preset tiny-moe --train-iters 1 --global-batch-size 4 --seq-length 32 "
-                                         "--save {}/save --set model.num_layers=2 --set moe.router_score=sigmoid "
-                                         "--log-level warning",
-                                         dir),
-                             &code);
-  ASSERT_EQ(code, 0) << log;
-  log = foldtron(fmt::format("convert --from foldtron --to hf --input {}/save --output {}/hf", dir, dir), &code);
+  std::string log = foldtron(fmt::format("convert --from foldtron --to hf --input {}/save --output {}/hf", dir, dir), &code);
   EXPECT_EQ(code, 2) << log;
   EXPECT_NE(log.find("cannot be written as a Hugging Face mixtral model"), std::string::npos) << log;
   EXPECT_NE(log.find("moe.router_score sigmoid (the checkpoint) vs softmax (Hugging Face)"), std::string::npos) << log;
@@ -202,12 +207,7 @@ TEST(ConvertCli, ModelsTheFamilyCannotExpressAreRefused) {
 
 // A saved tiny-dense checkpoint for the error tests.
 std::string saved_checkpoint(const std::string& dir) {
-  int code = -1;
-  const std::string log = foldtron(fmt::format("train --preset tiny-dense --train-iters 1 --global-batch-size 4 "
-                                               "--seq-length 32 --set model.num_layers=2 --save {} --log-level warning",
-                                               dir),
-                                   &code);
-  EXPECT_EQ(code, 0) << log;
+  train_and_save("tiny-dense", dir, 1);
   return dir + "/iter_0000001";
 }
 

@@ -426,12 +426,13 @@ TEST(Validate, GlobalBatchDivisibleByMicroBatchTimesDp) {
 
 TEST(Validate, CheckpointKeysNeedTheirFolders) {
   const auto p = problems_of({"checkpoint.save_interval=10", "checkpoint.async=true", "checkpoint.load_optional=true",
-                              "checkpoint.keep_last=-1"},
+                              "checkpoint.keep_last=-1", "checkpoint.writer_threads=0"},
                              8);
   EXPECT_TRUE(has_problem(p, "checkpoint.save_interval", "10 steps, but checkpoint.save names no folder"));
   EXPECT_TRUE(has_problem(p, "checkpoint.async", "true, but checkpoint.save names no folder"));
   EXPECT_TRUE(has_problem(p, "checkpoint.load_optional", "true, but checkpoint.load names no folder"));
   EXPECT_TRUE(has_problem(p, "checkpoint.keep_last", "must not be negative, got -1"));
+  EXPECT_TRUE(has_problem(p, "checkpoint.writer_threads", "must be at least 1, got 0"));
   const auto q = problems_of({"checkpoint.save=ckpt", "moe.grouped_experts=false"}, 8, "tiny-moe");
   EXPECT_TRUE(has_problem(q, "moe.grouped_experts", "cannot be saved or loaded"));
   EXPECT_TRUE(problems_of({"checkpoint.save=ckpt", "checkpoint.load=ckpt", "checkpoint.save_interval=2",
