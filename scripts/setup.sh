@@ -10,7 +10,7 @@ packages=(
   libopenblas0-openmp     # an optimized BLAS for it (Debian defaults to the slow reference BLAS)
   libopenmpi-dev openmpi-bin  # processes and CPU collectives (mpirun)
   libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libfmt-dev
-  libsentencepiece-dev
+  libsentencepiece-dev sentencepiece  # tokenizers; spm_encode checks ours in the tests
   libgtest-dev libgmock-dev libbenchmark-dev
 )
 

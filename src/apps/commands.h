@@ -17,5 +17,6 @@ Runner register_train(CLI::App& root);
 Runner register_forward(CLI::App& root);
 Runner register_generate(CLI::App& root);
 Runner register_convert(CLI::App& root);
+Runner register_tokenizer(CLI::App& root);
 
 }  // namespace foldtron::cli

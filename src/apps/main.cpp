@@ -35,6 +35,7 @@ int main(int argc, char** argv) {
       {"forward", cli::register_forward(app)},
       {"generate", cli::register_generate(app)},
       {"convert", cli::register_convert(app)},
+      {"tokenizer", cli::register_tokenizer(app)},
   };
   app.footer("Run 'foldtron <command> --help' for a command's options.");
 

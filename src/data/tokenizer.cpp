@@ -1,0 +1,303 @@
+// Byte and sentencepiece tokenizers, and the sentencepiece trainer (see tokenizer.h).
+#include "data/tokenizer.h"
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <mutex>
+#include <string_view>
+#include <thread>
+
+#include <dlfcn.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "core/errors.h"
+
+extern char** environ;
+
+namespace foldtron {
+namespace fs = std::filesystem;
+
+namespace {
+
+// The sentencepiece plugin (data/spm_plugin.cpp), loaded once, kept local (its protobuf must not
+// meet torch's): FOLDTRON_SPM_PLUGIN, else the module beside the executable, else the build's.
+struct SpmApi {
+  void* (*load)(const char*, char**);
+  void (*free_model)(void*);
+  void (*free_buffer)(void*);
+  int (*encode)(void*, const char*, size_t, int**, size_t*, char**);
+  int (*encode_pieces)(void*, const char*, size_t, char**, size_t*, char**);
+  int (*decode)(void*, const int*, size_t, char**, size_t*, char**);
+  int (*size)(void*);
+  int (*piece_id)(void*, const char*);
+  char* (*piece)(void*, int);
+  int (*special)(void*, int);
+};
+
+// Where a file built beside bin/foldtron may be: $ENV_VAR, beside this executable, the build's.
+std::vector<std::string> beside_foldtron(const char* env_var, const char* name, const char* built) {
+  std::vector<std::string> paths;
+  if (const char* env = std::getenv(env_var); env != nullptr && *env != '\0') paths.emplace_back(env);
+  std::error_code error;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", error);
+  if (!error) paths.push_back((exe.parent_path() / name).string());
+  paths.emplace_back(built);
+  return paths;
+}
+
+const SpmApi& spm() {
+  static SpmApi api{};
+  static std::once_flag once;
+  static std::string failure;
+  std::call_once(once, [] {
+    void* module = nullptr;
+    std::string tried;
+    for (const std::string& path :
+         beside_foldtron("FOLDTRON_SPM_PLUGIN", FOLDTRON_SPM_PLUGIN_NAME, FOLDTRON_SPM_PLUGIN_BUILT)) {
+      module = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+      if (module != nullptr) break;
+      const char* why = ::dlerror();
+      tried += fmt::format("\n  {}: {}", path, why != nullptr ? why : "not loadable");
+    }
+    if (module == nullptr) {
+      failure = "cannot load foldtron's sentencepiece plugin; tried:" + tried;
+      return;
+    }
+    const auto symbol = [&](const char* name) {
+      void* address = ::dlsym(module, name);
+      if (address == nullptr) failure = fmt::format("the sentencepiece plugin lacks '{}'", name);
+      return address;
+    };
+    api.load = reinterpret_cast<decltype(api.load)>(symbol("ft_spm_load"));
+    api.free_model = reinterpret_cast<decltype(api.free_model)>(symbol("ft_spm_free"));
+    api.free_buffer = reinterpret_cast<decltype(api.free_buffer)>(symbol("ft_spm_free_buffer"));
+    api.encode = reinterpret_cast<decltype(api.encode)>(symbol("ft_spm_encode"));
+    api.encode_pieces = reinterpret_cast<decltype(api.encode_pieces)>(symbol("ft_spm_encode_pieces"));
+    api.decode = reinterpret_cast<decltype(api.decode)>(symbol("ft_spm_decode"));
+    api.size = reinterpret_cast<decltype(api.size)>(symbol("ft_spm_size"));
+    api.piece_id = reinterpret_cast<decltype(api.piece_id)>(symbol("ft_spm_piece_id"));
+    api.piece = reinterpret_cast<decltype(api.piece)>(symbol("ft_spm_piece"));
+    api.special = reinterpret_cast<decltype(api.special)>(symbol("ft_spm_special"));
+  });
+  if (!failure.empty()) {
+    throw DataError(failure, fmt::format("build foldtron with scripts/build.sh (it puts {} beside bin/foldtron), or "
+                                         "point FOLDTRON_SPM_PLUGIN at it",
+                                         FOLDTRON_SPM_PLUGIN_NAME));
+  }
+  return api;
+}
+
+// The plugin's error message, freed.
+std::string take_error(char* error) {
+  std::string text = error != nullptr ? error : "unknown error";
+  if (error != nullptr) spm().free_buffer(error);
+  return text;
+}
+
+DataError bad_id(int64_t id, int64_t vocab, const std::string& what) {
+  return DataError(fmt::format("token id {} is outside the vocabulary of {} ({} ids)", id, what, vocab),
+                   "decode ids made by the same tokenizer");
+}
+
+}  // namespace
+
+std::vector<int64_t> ByteTokenizer::encode(const std::string& text) const {
+  std::vector<int64_t> ids;
+  ids.reserve(text.size());
+  for (unsigned char c : text) ids.push_back(c);
+  return ids;
+}
+
+std::string ByteTokenizer::decode(const std::vector<int64_t>& ids) const {
+  std::string text;
+  text.reserve(ids.size());
+  for (int64_t id : ids) {
+    if (id < 0 || id > 255) throw bad_id(id, 256, "the byte tokenizer");
+    text.push_back(static_cast<char>(id));
+  }
+  return text;
+}
+
+int64_t ByteTokenizer::piece_id(const std::string& piece) const {
+  return piece.size() == 1 ? static_cast<unsigned char>(piece[0]) : -1;
+}
+
+std::string ByteTokenizer::piece(int64_t id) const {
+  if (id < 0 || id > 255) throw bad_id(id, 256, "the byte tokenizer");
+  return std::string(1, static_cast<char>(id));
+}
+
+struct SentencePieceTokenizer::Impl {
+  void* model = nullptr;
+  ~Impl() {
+    if (model != nullptr) spm().free_model(model);
+  }
+};
+
+SentencePieceTokenizer::SentencePieceTokenizer(const std::string& path) : impl_(std::make_unique<Impl>()), path_(path) {
+  if (fs::is_directory(path_)) path_ = (fs::path(path_) / "tokenizer.model").string();
+  if (!fs::is_regular_file(path_)) {
+    throw DataError(fmt::format("no sentencepiece model at '{}'", path_),
+                    "train one with foldtron tokenizer train, or point at a Hugging Face model directory that has "
+                    "a tokenizer.model");
+  }
+  char* error = nullptr;
+  impl_->model = spm().load(path_.c_str(), &error);
+  if (impl_->model == nullptr) {
+    throw DataError(fmt::format("'{}' is not a sentencepiece model: {}", path_, take_error(error)),
+                    "pass the .model file foldtron tokenizer train (or spm_train) wrote, not the .vocab");
+  }
+}
+
+SentencePieceTokenizer::~SentencePieceTokenizer() = default;
+
+std::vector<int64_t> SentencePieceTokenizer::encode(const std::string& text) const {
+  int* ids = nullptr;
+  size_t count = 0;
+  char* error = nullptr;
+  if (spm().encode(impl_->model, text.data(), text.size(), &ids, &count, &error) != 0) {
+    throw DataError(fmt::format("cannot encode with '{}': {}", path_, take_error(error)));
+  }
+  std::vector<int64_t> out(ids, ids + count);
+  spm().free_buffer(ids);
+  return out;
+}
+
+std::vector<std::string> SentencePieceTokenizer::encode_pieces(const std::string& text) const {
+  char* joined = nullptr;
+  size_t length = 0;
+  char* error = nullptr;
+  if (spm().encode_pieces(impl_->model, text.data(), text.size(), &joined, &length, &error) != 0) {
+    throw DataError(fmt::format("cannot encode with '{}': {}", path_, take_error(error)));
+  }
+  std::vector<std::string> pieces;
+  for (size_t at = 0; at < length;) {
+    const size_t end = std::string_view(joined + at, length - at).find('\0') + at;
+    pieces.emplace_back(joined + at, end - at);
+    at = end + 1;
+  }
+  spm().free_buffer(joined);
+  return pieces;
+}
+
+std::string SentencePieceTokenizer::decode(const std::vector<int64_t>& ids) const {
+  std::vector<int> narrow;
+  narrow.reserve(ids.size());
+  for (int64_t id : ids) {
+    if (id < 0 || id >= vocab_size()) throw bad_id(id, vocab_size(), "'" + path_ + "'");
+    narrow.push_back(static_cast<int>(id));
+  }
+  char* text = nullptr;
+  size_t length = 0;
+  char* error = nullptr;
+  if (spm().decode(impl_->model, narrow.data(), narrow.size(), &text, &length, &error) != 0) {
+    throw DataError(fmt::format("cannot decode with '{}': {}", path_, take_error(error)));
+  }
+  std::string out(text, length);
+  spm().free_buffer(text);
+  return out;
+}
+
+int64_t SentencePieceTokenizer::vocab_size() const { return spm().size(impl_->model); }
+
+int64_t SentencePieceTokenizer::piece_id(const std::string& piece) const {
+  return spm().piece_id(impl_->model, piece.c_str());
+}
+
+std::string SentencePieceTokenizer::piece(int64_t id) const {
+  if (id < 0 || id >= vocab_size()) throw bad_id(id, vocab_size(), "'" + path_ + "'");
+  char* text = spm().piece(impl_->model, static_cast<int>(id));
+  std::string out = text;
+  spm().free_buffer(text);
+  return out;
+}
+
+int64_t SentencePieceTokenizer::unk_id() const { return spm().special(impl_->model, 0); }
+int64_t SentencePieceTokenizer::bos_id() const { return spm().special(impl_->model, 1); }
+int64_t SentencePieceTokenizer::eos_id() const { return spm().special(impl_->model, 2); }
+int64_t SentencePieceTokenizer::pad_id() const { return spm().special(impl_->model, 3); }
+
+std::string SentencePieceTokenizer::describe() const {
+  return fmt::format("sentencepiece '{}' ({} ids; unk {}, bos {}, eos {}, pad {})", path_, vocab_size(), unk_id(),
+                     bos_id(), eos_id(), pad_id());
+}
+
+void train_sentencepiece(const SentencePieceTrainOptions& o) {
+  if (o.inputs.empty()) throw DataError("no input files to train a tokenizer on", "pass --input FILE...");
+  for (const std::string& input : o.inputs) {
+    if (!fs::is_regular_file(input)) {
+      throw DataError(fmt::format("tokenizer input '{}' is not a readable file", input),
+                      "pass text files, one sentence or document per line");
+    }
+  }
+  if (o.model_type != "bpe" && o.model_type != "unigram") {
+    throw DataError(fmt::format("model type '{}' is not bpe or unigram", o.model_type), "use --model-type bpe|unigram");
+  }
+  for (const std::string& symbol : o.user_defined_symbols) {
+    if (symbol.empty() || symbol.find(',') != std::string::npos) {
+      throw DataError(fmt::format("user-defined symbol '{}' is empty or holds a comma", symbol),
+                      "name each symbol once, e.g. --user-defined-symbols '<2en>' '<2de>'");
+    }
+  }
+  if (!o.model_prefix.empty() && fs::path(o.model_prefix).has_parent_path()) {
+    fs::create_directories(fs::path(o.model_prefix).parent_path());
+  }
+  const int64_t threads = o.threads > 0 ? o.threads : std::max<int64_t>(1, std::thread::hardware_concurrency());
+  std::string inputs;
+  for (const std::string& input : o.inputs) inputs += (inputs.empty() ? "" : ",") + input;
+  std::vector<std::string> argv{"foldtron_spm_train",
+                                "--input=" + inputs,
+                                "--model_prefix=" + o.model_prefix,
+                                "--vocab_size=" + std::to_string(o.vocab_size),
+                                "--model_type=" + o.model_type,
+                                fmt::format("--character_coverage={}", o.character_coverage),
+                                "--num_threads=" + std::to_string(threads),
+                                std::string("--byte_fallback=") + (o.byte_fallback ? "true" : "false"),
+                                "--normalization_rule_name=" + o.normalization,
+                                "--unk_id=0",
+                                "--bos_id=1",
+                                "--eos_id=2",
+                                "--pad_id=3",
+                                "--input_sentence_size=" + std::to_string(o.input_sentence_size),
+                                "--shuffle_input_sentence=true",
+                                "--seed=" + std::to_string(o.seed)};
+  if (!o.user_defined_symbols.empty()) {
+    argv.push_back(fmt::format("--user_defined_symbols={}", fmt::join(o.user_defined_symbols, ",")));
+  }
+  // The first trainer program that exists; sentencepiece's progress goes to our stderr.
+  std::string program;
+  for (const std::string& path : beside_foldtron("FOLDTRON_SPM_TRAIN", FOLDTRON_SPM_TRAIN_NAME, FOLDTRON_SPM_TRAIN_BUILT)) {
+    if (::access(path.c_str(), X_OK) == 0) {
+      program = path;
+      break;
+    }
+  }
+  if (program.empty()) {
+    throw DataError(fmt::format("cannot find foldtron's tokenizer trainer {}", FOLDTRON_SPM_TRAIN_NAME),
+                    "build foldtron with scripts/build.sh (it puts the trainer beside bin/foldtron), or point "
+                    "FOLDTRON_SPM_TRAIN at it");
+  }
+  std::vector<char*> raw;
+  for (std::string& arg : argv) raw.push_back(arg.data());
+  raw.push_back(nullptr);
+  pid_t child = 0;
+  if (::posix_spawn(&child, program.c_str(), nullptr, nullptr, raw.data(), environ) != 0) {
+    throw DataError(fmt::format("cannot run '{}': {}", program, std::strerror(errno)), "check that it is executable");
+  }
+  int status = 0;
+  while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    throw DataError(fmt::format("sentencepiece could not train '{}' (its message is above)", o.model_prefix),
+                    "a vocabulary larger than the text allows needs a smaller --vocab-size (or more text)");
+  }
+}
+
+}  // namespace foldtron
