@@ -92,7 +92,8 @@ torch::Device rank_device(bool cuda, const ParallelConfig& parallel) {
 }
 
 std::string environment_help() {
-  return "Environment: foldtron itself reads no environment variables; MPI and NCCL read their own "
+  return "Environment: FOLDTRON_SPM_PLUGIN and FOLDTRON_SPM_TRAIN point at the sentencepiece plugin and trainer "
+         "when they are not beside the foldtron binary (they are after a build); MPI and NCCL read their own "
          "(OMPI_*, NCCL_*, CUDA_VISIBLE_DEVICES).";
 }
 

@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include "apps/cli_options.h"
 #include "apps/commands.h"
 #include "core/errors.h"
 #include "core/log.h"
@@ -103,6 +104,7 @@ Runner register_tokenizer(CLI::App& root) {
   encode->add_flag("--pieces", flags->pieces, "write the pieces instead of their ids");
   CLI::App* decode = app->add_subcommand("decode", "decode lines of space-separated ids from standard input");
   decode->add_option("--model", flags->model, "sentencepiece .model, or a Hugging Face directory with one")->required();
+  app->footer(environment_help());
   return [flags, train, encode]() {
     if (train->parsed()) return run_train(flags->train);
     if (encode->parsed()) return run_encode(*flags);

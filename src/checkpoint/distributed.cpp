@@ -2,6 +2,8 @@
 #include "checkpoint/distributed.h"
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <future>
@@ -119,6 +121,21 @@ json write_rank_files(const std::string& dir, int64_t rank, const std::vector<Ch
   return files;
 }
 
+std::vector<std::string> all_gather_strings(Communicator& group, const std::string& mine) {
+  std::vector<int64_t> lengths;
+  for (const auto& r : group.all_gather_ints({static_cast<int64_t>(mine.size())})) lengths.push_back(r[0]);
+  torch::Tensor bytes = torch::empty({static_cast<int64_t>(mine.size())}, torch::kUInt8);
+  std::memcpy(bytes.data_ptr(), mine.data(), mine.size());
+  const torch::Tensor all = group.all_gather(bytes, lengths);
+  std::vector<std::string> out;
+  int64_t offset = 0;
+  for (int64_t n : lengths) {
+    out.emplace_back(static_cast<const char*>(all.data_ptr()) + offset, static_cast<size_t>(n));
+    offset += n;
+  }
+  return out;
+}
+
 void sync_dir(const std::string& dir) {
   const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd >= 0) {
@@ -132,13 +149,15 @@ void write_file_atomically(const std::string& path, const std::string& text) {
   {
     std::ofstream out(tmp, std::ios::trunc);
     out << text;
-    out.flush();
+    out.close();
     if (!out) throw IoError(fmt::format("cannot write '{}'", tmp), "check that the folder is writable and has free space");
   }
   const int fd = ::open(tmp.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd >= 0) {
-    ::fsync(fd);
-    ::close(fd);
+  const bool synced = fd >= 0 && ::fsync(fd) == 0;
+  if (fd >= 0) ::close(fd);
+  if (!synced) {
+    throw IoError(fmt::format("cannot flush '{}' to disk: {}", tmp, std::strerror(errno)),
+                  "check the disk and its free space");
   }
   std::error_code error;
   fs::rename(tmp, path, error);
@@ -185,7 +204,9 @@ CheckpointReader::CheckpointReader(std::string dir, bool verify) : dir_(std::mov
                                       kCheckpointFormat),
                           "import Hugging Face directories with foldtron convert --from hf --to foldtron");
   }
-  const int version = metadata.value("version", -1);
+  const int version = metadata.contains("version") && metadata.at("version").is_number_integer()
+                          ? metadata.at("version").get<int>()
+                          : -1;
   if (version < 1 || version > kCheckpointVersion) {
     throw CheckpointError(fmt::format("checkpoint '{}' has format version {}; this build reads versions 1 to {}", dir_,
                                       version, kCheckpointVersion),
@@ -197,20 +218,28 @@ CheckpointReader::CheckpointReader(std::string dir, bool verify) : dir_(std::mov
       File file;
       file.name = f.at("name").get<std::string>();
       file.bytes = f.at("bytes").get<uint64_t>();
-      file.checksum = std::stoull(f.at("checksum").get<std::string>(), nullptr, 16);
+      const std::string checksum = f.at("checksum").get<std::string>();
+      if (checksum.size() != 16 || checksum.find_first_not_of("0123456789abcdef") != std::string::npos) {
+        throw broken(dir_, fmt::format("metadata.json gives file '{}' the checksum '{}' (16 hex digits expected)",
+                                       file.name, checksum));
+      }
+      file.checksum = std::stoull(checksum, nullptr, 16);
       files_.push_back(std::move(file));
     }
     for (const auto& [name, t] : metadata.at("tensors").items()) {
-      Tensor tensor;
+      TensorEntry tensor;
       tensor.shape = t.at("shape").get<std::vector<int64_t>>();
       tensor.dtype = safetensors_dtype(t.at("dtype").get<std::string>(), path);
       for (const json& p : t.at("pieces")) {
         Piece piece{p.at("file").get<int64_t>(), p.at("key").get<std::string>(),
                     Box{p.at("offset").get<std::vector<int64_t>>(), p.at("size").get<std::vector<int64_t>>()}};
-        if (piece.file < 0 || piece.file >= num_files() || piece.box.offset.size() != tensor.shape.size() ||
-            piece.box.size.size() != tensor.shape.size()) {
-          throw broken(dir_, fmt::format("metadata.json describes a piece of '{}' that does not fit", name));
+        bool fits = piece.file >= 0 && piece.file < num_files() && piece.box.offset.size() == tensor.shape.size() &&
+                    piece.box.size.size() == tensor.shape.size();
+        for (size_t d = 0; fits && d < tensor.shape.size(); ++d) {
+          fits = piece.box.offset[d] >= 0 && piece.box.size[d] >= 0 &&
+                 piece.box.offset[d] + piece.box.size[d] <= tensor.shape[d];
         }
+        if (!fits) throw broken(dir_, fmt::format("metadata.json describes a piece of '{}' that does not fit", name));
         tensor.pieces.push_back(std::move(piece));
       }
       tensors_[name] = std::move(tensor);
@@ -273,6 +302,7 @@ uint64_t CheckpointReader::check_file(int64_t index) const {
 void CheckpointReader::verify_file(int64_t index) const { verify_share(index, num_files()); }
 
 void CheckpointReader::verify_share(int64_t rank, int64_t ranks, int64_t threads) const {
+  FT_CHECK(ranks >= 1 && threads >= 1 && rank >= 0 && rank < ranks, "verify_share: bad rank, ranks or threads");
   verified_.resize(files_.size(), 0);
   std::vector<int64_t> todo;
   for (int64_t index = rank; index < num_files(); index += ranks) {
@@ -301,7 +331,7 @@ void CheckpointReader::verify_share(int64_t rank, int64_t ranks, int64_t threads
 void CheckpointReader::read(const std::string& tensor, const Box& box, const torch::Tensor& out) const {
   const auto it = tensors_.find(tensor);
   if (it == tensors_.end()) throw broken(dir_, fmt::format("it holds no tensor '{}'", tensor));
-  const Tensor& t = it->second;
+  const TensorEntry& t = it->second;
   FT_CHECK(box.offset.size() == t.shape.size() && out.sizes().vec() == box.size, "read: box and output disagree");
   torch::NoGradGuard no_grad;
   int64_t covered = 0;
@@ -347,18 +377,22 @@ torch::Tensor CheckpointReader::rank_tensor(int64_t rank, const std::string& key
 }
 
 void verify_together(const CheckpointReader& reader, Communicator& world, int64_t threads) {
-  std::optional<CheckpointError> error;
+  std::string mine;  // this rank's failure, empty when its files verified
   try {
     reader.verify_share(world.rank(), world.size(), threads);
-  } catch (const CheckpointError& e) {
-    error = e;
+  } catch (const Error& e) {
+    mine = e.what();
+  } catch (const std::exception& e) {
+    mine = fmt::format("checkpoint '{}': {}", reader.dir(), e.what());
   }
-  torch::Tensor failed = torch::full({1}, error ? static_cast<double>(world.rank() + 1) : 0.0, torch::kDouble);
-  world.all_reduce(failed, ReduceOp::kMax);
-  if (error) throw *error;
-  const auto rank = static_cast<int64_t>(failed.item<double>()) - 1;
-  if (rank >= 0) {
-    throw broken(reader.dir(), fmt::format("rank {} found a file that does not verify (its error names the file)", rank));
+  // Every rank reaches the gather, so every rank learns the first failure and reports it.
+  const std::vector<std::string> all = all_gather_strings(world, mine);
+  for (size_t rank = 0; rank < all.size(); ++rank) {
+    if (all[rank].empty()) continue;
+    throw CheckpointError(rank == static_cast<size_t>(world.rank()) ? all[rank]
+                                                                     : fmt::format("(found by rank {}) {}", rank, all[rank]),
+                          "the checkpoint is damaged or incomplete; load an earlier one (the save folder keeps "
+                          "checkpoint.keep_last of them) or save it again");
   }
 }
 

@@ -1,6 +1,7 @@
 // Distributed checkpoints of sharded tensors. A checkpoint is a folder:
 //   rank_NNNNN.safetensors   each rank's pieces: boxes of global tensors (and its own raw tensors,
-//                            such as RNG states), one file per rank, written in parallel
+//   rank_NNNNN-k.safetensors such as RNG states, in the first), written by several threads per
+//                            rank (one file each) and by all ranks in parallel
 //   metadata.json            by rank 0: the format and its version, every global tensor's shape
 //                            and dtype and which file holds which box of it, every file's size
 //                            and checksum, and the caller's state (step, config, layout, ...)
@@ -46,6 +47,8 @@ struct CheckpointItem {
 // checksum, the boxes each holds), a JSON array.
 nlohmann::json write_rank_files(const std::string& dir, int64_t rank, const std::vector<CheckpointItem>& items,
                                 const std::vector<std::pair<std::string, torch::Tensor>>& extra, int64_t threads = 1);
+// Every rank's string, on every rank (collective over `group`).
+std::vector<std::string> all_gather_strings(Communicator& group, const std::string& mine);
 // Makes a rename or a new file in `dir` durable (best effort: some filesystems refuse).
 void sync_dir(const std::string& dir);
 // Writes `text` to `path` atomically (a temporary file, flushed, renamed over it, the folder synced).
@@ -90,7 +93,7 @@ class CheckpointReader {
     std::string key;
     Box box;
   };
-  struct Tensor {
+  struct TensorEntry {
     std::vector<int64_t> shape;
     torch::ScalarType dtype;
     std::vector<Piece> pieces;
@@ -109,7 +112,7 @@ class CheckpointReader {
   std::string dir_;
   bool verify_;
   nlohmann::json state_;
-  std::map<std::string, Tensor> tensors_;
+  std::map<std::string, TensorEntry> tensors_;
   std::vector<File> files_;
   mutable std::map<int64_t, std::unique_ptr<SafetensorsFile>> open_;  // opened files
   mutable std::vector<char> verified_;
@@ -120,8 +123,8 @@ class CheckpointReader {
 };
 
 // Verifies every file of `reader`'s checkpoint, the ranks of `world` splitting the files (each read
-// once), and agrees on the outcome: a rank that found a damaged file throws its CheckpointError,
-// every other rank one saying that another rank did. Nothing is read before this returns.
+// once), and agrees on the outcome: every rank throws the same CheckpointError, naming the file
+// the first failing rank found and what is wrong with it. Nothing is read before this returns.
 void verify_together(const CheckpointReader& reader, Communicator& world, int64_t threads = 1);
 
 }  // namespace foldtron

@@ -21,22 +21,6 @@ using nlohmann::json;
 
 namespace {
 
-// Every rank's string, on every rank (collective over `group`).
-std::vector<std::string> all_gather_strings(Communicator& group, const std::string& mine) {
-  std::vector<int64_t> lengths;
-  for (const auto& r : group.all_gather_ints({static_cast<int64_t>(mine.size())})) lengths.push_back(r[0]);
-  torch::Tensor bytes = torch::empty({static_cast<int64_t>(mine.size())}, torch::kUInt8);
-  std::memcpy(bytes.data_ptr(), mine.data(), mine.size());
-  const torch::Tensor all = group.all_gather(bytes, lengths);
-  std::vector<std::string> out;
-  int64_t offset = 0;
-  for (int64_t n : lengths) {
-    out.emplace_back(static_cast<const char*>(all.data_ptr()) + offset, static_cast<size_t>(n));
-    offset += n;
-  }
-  return out;
-}
-
 bool is_expert_bias(const std::string& name) {
   static const std::string suffix = "expert_bias";
   return name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;

@@ -75,6 +75,7 @@ uint64_t file_checksum(const std::string& path) {
     in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
     sum.update(buffer.data(), static_cast<size_t>(in.gcount()));
   }
+  if (in.bad()) throw IoError(fmt::format("cannot read '{}' to its end", path), "check the disk and the file");
   return sum.value();
 }
 

@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -28,6 +30,28 @@ char* copy(const std::string& text) {
   return out;
 }
 
+// Runs `body` (returns 0 or nonzero): a C++ exception never crosses the C interface; it becomes
+// the error message.
+template <typename Body>
+int guarded(char** error, Body body) {
+  try {
+    return body();
+  } catch (const std::exception& e) {
+    *error = copy(e.what());
+  } catch (...) {
+    *error = copy("unknown failure in the sentencepiece plugin");
+  }
+  return 1;
+}
+
+// A malloc'ed copy of `size` bytes (at least one byte allocated); throws when memory runs out.
+void* copy_bytes(const void* data, size_t size) {
+  void* out = std::malloc(std::max<size_t>(1, size));
+  if (out == nullptr) throw std::bad_alloc();
+  if (size > 0) std::memcpy(out, data, size);
+  return out;
+}
+
 sentencepiece::SentencePieceProcessor& processor(void* handle) {
   return *static_cast<sentencepiece::SentencePieceProcessor*>(handle);
 }
@@ -38,14 +62,18 @@ extern "C" {
 
 __attribute__((visibility("default"))) void* ft_spm_load(const char* path, char** error) {
   sentencepiece::logging::SetMinLogLevel(4);  // above FATAL: nothing is written
-  auto* p = new sentencepiece::SentencePieceProcessor();
-  const auto status = p->Load(path);
-  if (!status.ok()) {
-    *error = copy(status.ToString());
-    delete p;
-    return nullptr;
-  }
-  return p;
+  void* model = nullptr;
+  guarded(error, [&] {
+    auto p = std::make_unique<sentencepiece::SentencePieceProcessor>();
+    const auto status = p->Load(path);
+    if (!status.ok()) {
+      *error = copy(status.ToString());
+      return 1;
+    }
+    model = p.release();
+    return 0;
+  });
+  return model;
 }
 
 __attribute__((visibility("default"))) void ft_spm_free(void* handle) {
@@ -57,61 +85,72 @@ __attribute__((visibility("default"))) void ft_spm_free_buffer(void* buffer) { s
 // The ids of `text` in a malloc'ed array of *count ints.
 __attribute__((visibility("default"))) int ft_spm_encode(void* handle, const char* text, size_t length, int** ids,
                                                          size_t* count, char** error) {
-  std::vector<int> out;
-  const auto status = processor(handle).Encode(std::string(text, length), &out);
-  if (!status.ok()) {
-    *error = copy(status.ToString());
-    return 1;
-  }
-  *count = out.size();
-  *ids = static_cast<int*>(std::malloc(std::max<size_t>(1, out.size()) * sizeof(int)));
-  if (!out.empty()) std::memcpy(*ids, out.data(), out.size() * sizeof(int));
-  return 0;
+  return guarded(error, [&] {
+    std::vector<int> out;
+    const auto status = processor(handle).Encode(std::string(text, length), &out);
+    if (!status.ok()) {
+      *error = copy(status.ToString());
+      return 1;
+    }
+    *ids = static_cast<int*>(copy_bytes(out.data(), out.size() * sizeof(int)));
+    *count = out.size();
+    return 0;
+  });
 }
 
 // The pieces of `text`, each followed by a '\0', in one malloc'ed buffer of *length bytes.
 __attribute__((visibility("default"))) int ft_spm_encode_pieces(void* handle, const char* text, size_t length,
                                                                 char** pieces, size_t* out_length, char** error) {
-  std::vector<std::string> out;
-  const auto status = processor(handle).Encode(std::string(text, length), &out);
-  if (!status.ok()) {
-    *error = copy(status.ToString());
-    return 1;
-  }
-  std::string joined;
-  for (const std::string& piece : out) joined.append(piece).push_back('\0');
-  *out_length = joined.size();
-  *pieces = static_cast<char*>(std::malloc(std::max<size_t>(1, joined.size())));
-  std::memcpy(*pieces, joined.data(), joined.size());
-  return 0;
+  return guarded(error, [&] {
+    std::vector<std::string> out;
+    const auto status = processor(handle).Encode(std::string(text, length), &out);
+    if (!status.ok()) {
+      *error = copy(status.ToString());
+      return 1;
+    }
+    std::string joined;
+    for (const std::string& piece : out) joined.append(piece).push_back('\0');
+    *pieces = static_cast<char*>(copy_bytes(joined.data(), joined.size()));
+    *out_length = joined.size();
+    return 0;
+  });
 }
 
 __attribute__((visibility("default"))) int ft_spm_decode(void* handle, const int* ids, size_t count, char** text,
                                                          size_t* length, char** error) {
-  std::string out;
-  const auto status = processor(handle).Decode(std::vector<int>(ids, ids + count), &out);
-  if (!status.ok()) {
-    *error = copy(status.ToString());
-    return 1;
-  }
-  *length = out.size();
-  *text = static_cast<char*>(std::malloc(std::max<size_t>(1, out.size())));
-  std::memcpy(*text, out.data(), out.size());
-  return 0;
+  return guarded(error, [&] {
+    std::string out;
+    const auto status = processor(handle).Decode(std::vector<int>(ids, ids + count), &out);
+    if (!status.ok()) {
+      *error = copy(status.ToString());
+      return 1;
+    }
+    *text = static_cast<char*>(copy_bytes(out.data(), out.size()));
+    *length = out.size();
+    return 0;
+  });
 }
 
 __attribute__((visibility("default"))) int ft_spm_size(void* handle) { return processor(handle).GetPieceSize(); }
 
 // The id of a whole piece, -1 when the vocabulary lacks it (PieceToId answers unk for those).
 __attribute__((visibility("default"))) int ft_spm_piece_id(void* handle, const char* piece) {
-  const auto& p = processor(handle);
-  const int id = p.PieceToId(piece);
-  return p.IsUnknown(id) && p.IdToPiece(id) != piece ? -1 : id;
+  try {
+    const auto& p = processor(handle);
+    const int id = p.PieceToId(piece);
+    return p.IsUnknown(id) && p.IdToPiece(id) != piece ? -1 : id;
+  } catch (...) {
+    return -1;
+  }
 }
 
-// Piece `id` (0 <= id < size) as a malloc'ed string.
+// Piece `id` (0 <= id < size) as a malloc'ed string; null when memory runs out.
 __attribute__((visibility("default"))) char* ft_spm_piece(void* handle, int id) {
-  return copy(processor(handle).IdToPiece(id));
+  try {
+    return copy(processor(handle).IdToPiece(id));
+  } catch (...) {
+    return nullptr;
+  }
 }
 
 // 0 unk, 1 bos, 2 eos, 3 pad.

@@ -101,6 +101,48 @@ std::string take_error(char* error) {
   return text;
 }
 
+// The first trainer program that exists (beside_foldtron).
+std::string trainer_program() {
+  std::string tried;
+  for (const std::string& path : beside_foldtron("FOLDTRON_SPM_TRAIN", FOLDTRON_SPM_TRAIN_NAME, FOLDTRON_SPM_TRAIN_BUILT)) {
+    if (::access(path.c_str(), X_OK) == 0) return path;
+    tried += "\n  " + path;
+  }
+  throw DataError(fmt::format("cannot find foldtron's tokenizer trainer; tried:{}", tried),
+                  "this build has it only where CMake found libsentencepiece_train (Debian package "
+                  "libsentencepiece-dev): install it and rebuild with scripts/build.sh, or point FOLDTRON_SPM_TRAIN "
+                  "at a foldtron_spm_train");
+}
+
+// Runs the trainer; its progress goes to our stderr. DataError when it fails.
+void run_trainer(const std::string& program, std::vector<std::string> argv, const std::string& prefix) {
+  std::vector<char*> raw;
+  for (std::string& arg : argv) raw.push_back(arg.data());
+  raw.push_back(nullptr);
+  pid_t child = 0;
+  if (const int rc = ::posix_spawn(&child, program.c_str(), nullptr, nullptr, raw.data(), environ); rc != 0) {
+    throw DataError(fmt::format("cannot run '{}': {}", program, std::strerror(rc)), "check that it is executable");
+  }
+  int status = 0;
+  pid_t waited = 0;
+  while ((waited = ::waitpid(child, &status, 0)) < 0 && errno == EINTR) {
+  }
+  if (waited < 0) {
+    throw DataError(fmt::format("lost the tokenizer trainer '{}': {}", program, std::strerror(errno)),
+                    "run foldtron tokenizer train again");
+  }
+  if (WIFSIGNALED(status)) {
+    throw DataError(fmt::format("sentencepiece's trainer for '{}' was killed by signal {}", prefix, WTERMSIG(status)),
+                    "a large corpus may need more memory: sample it with --input-sentence-size N");
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    throw DataError(fmt::format("sentencepiece could not train '{}' (exit code {}; its message is above)", prefix,
+                                WEXITSTATUS(status)),
+                    "the message names the cause; a vocabulary larger than the text allows needs a smaller "
+                    "--vocab-size (or more text)");
+  }
+}
+
 DataError bad_id(int64_t id, int64_t vocab, const std::string& what) {
   return DataError(fmt::format("token id {} is outside the vocabulary of {} ({} ids)", id, what, vocab),
                    "decode ids made by the same tokenizer");
@@ -163,7 +205,8 @@ std::vector<int64_t> SentencePieceTokenizer::encode(const std::string& text) con
   size_t count = 0;
   char* error = nullptr;
   if (spm().encode(impl_->model, text.data(), text.size(), &ids, &count, &error) != 0) {
-    throw DataError(fmt::format("cannot encode with '{}': {}", path_, take_error(error)));
+    throw DataError(fmt::format("cannot encode with '{}': {}", path_, take_error(error)),
+                    "pass UTF-8 text; the model file may be damaged (train it again)");
   }
   std::vector<int64_t> out(ids, ids + count);
   spm().free_buffer(ids);
@@ -175,7 +218,8 @@ std::vector<std::string> SentencePieceTokenizer::encode_pieces(const std::string
   size_t length = 0;
   char* error = nullptr;
   if (spm().encode_pieces(impl_->model, text.data(), text.size(), &joined, &length, &error) != 0) {
-    throw DataError(fmt::format("cannot encode with '{}': {}", path_, take_error(error)));
+    throw DataError(fmt::format("cannot encode with '{}': {}", path_, take_error(error)),
+                    "pass UTF-8 text; the model file may be damaged (train it again)");
   }
   std::vector<std::string> pieces;
   for (size_t at = 0; at < length;) {
@@ -198,7 +242,8 @@ std::string SentencePieceTokenizer::decode(const std::vector<int64_t>& ids) cons
   size_t length = 0;
   char* error = nullptr;
   if (spm().decode(impl_->model, narrow.data(), narrow.size(), &text, &length, &error) != 0) {
-    throw DataError(fmt::format("cannot decode with '{}': {}", path_, take_error(error)));
+    throw DataError(fmt::format("cannot decode with '{}': {}", path_, take_error(error)),
+                    "decode ids made by the same tokenizer");
   }
   std::string out(text, length);
   spm().free_buffer(text);
@@ -214,6 +259,7 @@ int64_t SentencePieceTokenizer::piece_id(const std::string& piece) const {
 std::string SentencePieceTokenizer::piece(int64_t id) const {
   if (id < 0 || id >= vocab_size()) throw bad_id(id, vocab_size(), "'" + path_ + "'");
   char* text = spm().piece(impl_->model, static_cast<int>(id));
+  if (text == nullptr) throw DataError(fmt::format("out of memory reading piece {} of '{}'", id, path_));
   std::string out = text;
   spm().free_buffer(text);
   return out;
@@ -271,33 +317,7 @@ void train_sentencepiece(const SentencePieceTrainOptions& o) {
   if (!o.user_defined_symbols.empty()) {
     argv.push_back(fmt::format("--user_defined_symbols={}", fmt::join(o.user_defined_symbols, ",")));
   }
-  // The first trainer program that exists; sentencepiece's progress goes to our stderr.
-  std::string program;
-  for (const std::string& path : beside_foldtron("FOLDTRON_SPM_TRAIN", FOLDTRON_SPM_TRAIN_NAME, FOLDTRON_SPM_TRAIN_BUILT)) {
-    if (::access(path.c_str(), X_OK) == 0) {
-      program = path;
-      break;
-    }
-  }
-  if (program.empty()) {
-    throw DataError(fmt::format("cannot find foldtron's tokenizer trainer {}", FOLDTRON_SPM_TRAIN_NAME),
-                    "build foldtron with scripts/build.sh (it puts the trainer beside bin/foldtron), or point "
-                    "FOLDTRON_SPM_TRAIN at it");
-  }
-  std::vector<char*> raw;
-  for (std::string& arg : argv) raw.push_back(arg.data());
-  raw.push_back(nullptr);
-  pid_t child = 0;
-  if (::posix_spawn(&child, program.c_str(), nullptr, nullptr, raw.data(), environ) != 0) {
-    throw DataError(fmt::format("cannot run '{}': {}", program, std::strerror(errno)), "check that it is executable");
-  }
-  int status = 0;
-  while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
-  }
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    throw DataError(fmt::format("sentencepiece could not train '{}' (its message is above)", o.model_prefix),
-                    "a vocabulary larger than the text allows needs a smaller --vocab-size (or more text)");
-  }
+  run_trainer(trainer_program(), argv, o.model_prefix);
 }
 
 }  // namespace foldtron

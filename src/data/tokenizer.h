@@ -13,9 +13,9 @@
 
 namespace foldtron {
 
-class Tokenizer {
+class TextTokenizer {
  public:
-  virtual ~Tokenizer() = default;
+  virtual ~TextTokenizer() = default;
   virtual std::vector<int64_t> encode(const std::string& text) const = 0;
   // DataError naming the id when one is outside the vocabulary.
   virtual std::string decode(const std::vector<int64_t>& ids) const = 0;
@@ -31,7 +31,7 @@ class Tokenizer {
   virtual std::string describe() const = 0;
 };
 
-class ByteTokenizer : public Tokenizer {
+class ByteTokenizer : public TextTokenizer {
  public:
   std::vector<int64_t> encode(const std::string& text) const override;
   std::string decode(const std::vector<int64_t>& ids) const override;
@@ -41,7 +41,7 @@ class ByteTokenizer : public Tokenizer {
   std::string describe() const override { return "byte (256 ids)"; }
 };
 
-class SentencePieceTokenizer : public Tokenizer {
+class SentencePieceTokenizer : public TextTokenizer {
  public:
   // `path`: a .model file, or a directory holding tokenizer.model (a Hugging Face model's).
   // DataError naming the file when it is missing or not a sentencepiece model.

@@ -51,8 +51,7 @@ void check_same_model(const Config& saved, const Config& current, const std::str
   }
 }
 
-// This rank's optimizer state as checkpoint items (every data-parallel rank its own shard with
-// the distributed optimizer), or read back into it.
+// Each parameter's name, by its tensor.
 std::map<const c10::TensorImpl*, std::string> parameter_names(Model& model) {
   std::map<const c10::TensorImpl*, std::string> names;
   for (const auto& item : model.named_parameters()) names[item.value().unsafeGetTensorImpl()] = item.key();
@@ -211,6 +210,39 @@ void Checkpointer::finish(bool wait) {
   pending_.reset();
 }
 
+void Checkpointer::read_optimizer(const CheckpointReader& reader) {
+  Model& model = *state_.model;
+  const auto names = parameter_names(model);
+  const ParamRegistry& registry = model.registry();
+  for (const AdamW::StateSegment& s : state_.optimizer->state_segments()) {
+    const std::string& name = names.at(s.param.unsafeGetTensorImpl());
+    const ParamInfo info = registry.info(s.param);
+    const int64_t end = s.begin + s.main.numel();
+    read_items(reader, "optim.main/" + name, s.param, info, s.begin, end, s.main);
+    read_items(reader, "optim.exp_avg/" + name, s.param, info, s.begin, end, s.exp_avg);
+    read_items(reader, "optim.exp_avg_sq/" + name, s.param, info, s.begin, end, s.exp_avg_sq);
+  }
+  state_.optimizer->set_steps(reader.state().value("optimizer_steps", int64_t{0}));
+}
+
+void Checkpointer::restore_rng(const CheckpointReader& reader, bool same_layout) {
+  // In another layout the streams restart from the seed and the step (reproducible, not the same
+  // masks, which depend on the layout anyway).
+  RngTracker& rng = state_.model->rng();
+  std::vector<torch::Tensor> streams;
+  if (same_layout) {
+    for (size_t i = 0; i < rng.states().size(); ++i) {
+      const torch::Tensor s = reader.rank_tensor(state_.groups.world_rank(), fmt::format("rng.{}", i));
+      if (!s.defined()) break;
+      streams.push_back(s);
+    }
+  }
+  if (streams.size() != rng.states().size()) {
+    streams = RngTracker(state_.config.train.seed + state_.step, state_.groups.coords(), state_.device).states();
+  }
+  rng.set_states(streams);
+}
+
 bool Checkpointer::load(const std::string& dir) {
   const double started = now_s();
   const std::string path = resolve_checkpoint(dir);
@@ -250,39 +282,15 @@ bool Checkpointer::load(const std::string& dir) {
   read_model(model, reader);
   const bool has_optimizer = saved.value("has_optimizer", false);
   if (has_optimizer) {
-    const auto names = parameter_names(model);
-    const ParamRegistry& registry = model.registry();
-    for (const AdamW::StateSegment& s : state_.optimizer->state_segments()) {
-      const std::string& name = names.at(s.param.unsafeGetTensorImpl());
-      const ParamInfo info = registry.info(s.param);
-      const int64_t end = s.begin + s.main.numel();
-      read_items(reader, "optim.main/" + name, s.param, info, s.begin, end, s.main);
-      read_items(reader, "optim.exp_avg/" + name, s.param, info, s.begin, end, s.exp_avg);
-      read_items(reader, "optim.exp_avg_sq/" + name, s.param, info, s.begin, end, s.exp_avg_sq);
-    }
-    state_.optimizer->set_steps(saved.value("optimizer_steps", int64_t{0}));
+    read_optimizer(reader);
   } else {
     state_.optimizer->reset_from_params();  // a converted model: AdamW starts here
   }
   state_.step = saved.value("step", int64_t{0});
   state_.consumed_samples = saved.value("consumed_samples", int64_t{0});
   state_.bad_steps_in_a_row = saved.value("bad_steps_in_a_row", int64_t{0});
-  // The RNG streams: this rank's own where the layout is the one saved (bit-exact resume), else
-  // streams restarted from the seed and the step (reproducible, not the same masks).
-  RngTracker& rng = model.rng();
   const bool same_layout = saved_layout == layout;
-  std::vector<torch::Tensor> streams;
-  if (same_layout) {
-    for (size_t i = 0; i < rng.states().size(); ++i) {
-      const torch::Tensor s = reader.rank_tensor(state_.groups.world_rank(), fmt::format("rng.{}", i));
-      if (!s.defined()) break;
-      streams.push_back(s);
-    }
-  }
-  if (streams.size() != rng.states().size()) {
-    streams = RngTracker(state_.config.train.seed + state_.step, state_.groups.coords(), state_.device).states();
-  }
-  rng.set_states(streams);
+  restore_rng(reader, same_layout);
   carried_ = json::object();
   if (saved.contains("hf")) carried_["hf"] = saved.at("hf");
   if (state_.groups.world_rank() == 0) {

@@ -7,9 +7,10 @@
 //   buffer/<name>           the routers' expert biases
 // and in its state: the step, the consumed samples (the data position), the optimizer's step
 // count, the bad-step counter, the learning-rate schedule, the resolved config, the layout it was
-// saved from, and every rank's RNG streams (in that rank's file). Each rank writes only what it holds, once per replica group
-// (tensor-parallel and data-parallel replicas write nothing twice; with the distributed
-// optimizer every data-parallel rank writes its shard of the optimizer state).
+// saved from, and every rank's RNG streams (in that rank's file). Each rank writes only what it
+// holds, once per replica group (tensor-parallel and data-parallel replicas write nothing twice;
+// with the distributed optimizer every data-parallel rank writes its shard of the optimizer
+// state).
 //
 // Save: into DIR/iter_NNNNNNN with checkpoint/model_state.h's protocol (a crash at any moment
 // leaves the last complete checkpoint loadable). With checkpoint.async the tensors are copied to
@@ -36,6 +37,8 @@
 #include "training/train_state.h"
 
 namespace foldtron {
+
+class CheckpointReader;
 
 struct CheckpointItem;
 
@@ -68,6 +71,9 @@ class Checkpointer {
   };
   std::vector<CheckpointItem> items() const;
   nlohmann::json state_json() const;
+  void read_optimizer(const CheckpointReader& reader);
+  // This rank's RNG streams: its own where the layout is the one saved, else restarted.
+  void restore_rng(const CheckpointReader& reader, bool same_layout);
 
   TrainState& state_;
   std::optional<Pending> pending_;

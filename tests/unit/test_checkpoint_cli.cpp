@@ -272,8 +272,11 @@ TEST(CheckpointErrors, ForeignAndFutureCheckpointsAreRefused) {
   log = resume(dir, "", &code);
   EXPECT_EQ(code, 2) << log;
   EXPECT_NE(log.find("metadata.json is not valid JSON"), std::string::npos) << log;
-  // A Hugging Face directory is not a foldtron checkpoint: convert it first.
-  log = resume(kReference + "/llama-tiny", "", &code);
+  // A Hugging Face directory (its config.json tells) is not a foldtron checkpoint: convert it first.
+  const std::string hf = temp_dir("hf_dir");
+  fs::create_directories(hf);
+  std::ofstream(hf + "/config.json") << R"({"model_type": "llama"})";
+  log = resume(hf, "", &code);
   EXPECT_EQ(code, 2) << log;
   EXPECT_NE(log.find("it looks like a Hugging Face model directory"), std::string::npos) << log;
   EXPECT_NE(log.find("foldtron convert --from hf --to foldtron"), std::string::npos) << log;
