@@ -1,12 +1,12 @@
 // Byte and sentencepiece tokenizers, and the sentencepiece trainer (see tokenizer.h).
 #include "data/tokenizer.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <mutex>
-#include <string_view>
 #include <thread>
 
 #include <dlfcn.h>
@@ -200,34 +200,46 @@ SentencePieceTokenizer::SentencePieceTokenizer(const std::string& path) : impl_(
 
 SentencePieceTokenizer::~SentencePieceTokenizer() = default;
 
-std::vector<int64_t> SentencePieceTokenizer::encode(const std::string& text) const {
-  int* ids = nullptr;
-  size_t count = 0;
+namespace {
+
+// One plugin call that fills a malloc'ed buffer of `length` elements: its contents, the buffer
+// freed. DataError ("`what`: the plugin's message", `hint`) when the call fails.
+template <typename T, typename Call>
+std::vector<T> plugin_buffer(const Call& call, const std::string& what, const char* hint) {
+  T* buffer = nullptr;
+  size_t length = 0;
   char* error = nullptr;
-  if (spm().encode(impl_->model, text.data(), text.size(), &ids, &count, &error) != 0) {
-    throw DataError(fmt::format("cannot encode with '{}': {}", path_, take_error(error)),
-                    "pass UTF-8 text; the model file may be damaged (train it again)");
-  }
-  std::vector<int64_t> out(ids, ids + count);
-  spm().free_buffer(ids);
+  if (call(&buffer, &length, &error) != 0) throw DataError(fmt::format("{}: {}", what, take_error(error)), hint);
+  std::vector<T> out(buffer, buffer + length);
+  spm().free_buffer(buffer);
   return out;
 }
 
+constexpr const char* kEncodeHint = "pass UTF-8 text; the model file may be damaged (train it again)";
+
+}  // namespace
+
+std::vector<int64_t> SentencePieceTokenizer::encode(const std::string& text) const {
+  const std::vector<int> ids = plugin_buffer<int>(
+      [&](int** out, size_t* count, char** error) {
+        return spm().encode(impl_->model, text.data(), text.size(), out, count, error);
+      },
+      fmt::format("cannot encode with '{}'", path_), kEncodeHint);
+  return {ids.begin(), ids.end()};
+}
+
 std::vector<std::string> SentencePieceTokenizer::encode_pieces(const std::string& text) const {
-  char* joined = nullptr;
-  size_t length = 0;
-  char* error = nullptr;
-  if (spm().encode_pieces(impl_->model, text.data(), text.size(), &joined, &length, &error) != 0) {
-    throw DataError(fmt::format("cannot encode with '{}': {}", path_, take_error(error)),
-                    "pass UTF-8 text; the model file may be damaged (train it again)");
-  }
+  const std::vector<char> joined = plugin_buffer<char>(  // each piece followed by '\0'
+      [&](char** out, size_t* length, char** error) {
+        return spm().encode_pieces(impl_->model, text.data(), text.size(), out, length, error);
+      },
+      fmt::format("cannot encode with '{}'", path_), kEncodeHint);
   std::vector<std::string> pieces;
-  for (size_t at = 0; at < length;) {
-    const size_t end = std::string_view(joined + at, length - at).find('\0') + at;
-    pieces.emplace_back(joined + at, end - at);
-    at = end + 1;
+  for (auto at = joined.begin(); at != joined.end();) {
+    const auto end = std::find(at, joined.end(), '\0');
+    pieces.emplace_back(at, end);
+    at = end == joined.end() ? end : end + 1;
   }
-  spm().free_buffer(joined);
   return pieces;
 }
 
@@ -238,16 +250,12 @@ std::string SentencePieceTokenizer::decode(const std::vector<int64_t>& ids) cons
     if (id < 0 || id >= vocab_size()) throw bad_id(id, vocab_size(), "'" + path_ + "'");
     narrow.push_back(static_cast<int>(id));
   }
-  char* text = nullptr;
-  size_t length = 0;
-  char* error = nullptr;
-  if (spm().decode(impl_->model, narrow.data(), narrow.size(), &text, &length, &error) != 0) {
-    throw DataError(fmt::format("cannot decode with '{}': {}", path_, take_error(error)),
-                    "decode ids made by the same tokenizer");
-  }
-  std::string out(text, length);
-  spm().free_buffer(text);
-  return out;
+  const std::vector<char> text = plugin_buffer<char>(
+      [&](char** out, size_t* length, char** error) {
+        return spm().decode(impl_->model, narrow.data(), narrow.size(), out, length, error);
+      },
+      fmt::format("cannot decode with '{}'", path_), "decode ids made by the same tokenizer");
+  return {text.begin(), text.end()};
 }
 
 int64_t SentencePieceTokenizer::vocab_size() const { return spm().size(impl_->model); }
