@@ -63,7 +63,8 @@ void hf_to_foldtron(const ConvertFlags& flags, MpiRuntime& mpi) {
   const std::string name = checkpoint_name(0);
   const std::string tmp = begin_checkpoint(world, flags.output, name);
   const nlohmann::json files =
-      write_rank_files(tmp, world.rank(), model_items(*loaded.model, *loaded.groups), {}, CheckpointConfig{}.writer_threads);
+      write_rank_files(tmp, world.rank(), model_items(*loaded.model, *loaded.groups), {},
+                       loaded.config.checkpoint.writer_threads);
   const nlohmann::json state{{"step", 0},
                              {"consumed_samples", 0},
                              {"has_optimizer", false},
@@ -85,7 +86,7 @@ void foldtron_to_hf(const ConvertFlags& flags, MpiRuntime& mpi) {
   }
   const CheckpointReader reader(path, /*verify=*/false);
   ProcessGroups groups(Topology(layout_of(ParallelConfig{}, mpi.size())), make_comm_options(ParallelConfig{}, false));
-  verify_together(reader, groups.world(), CheckpointConfig{}.writer_threads);
+  verify_together(reader, groups.world(), flags.config.load().checkpoint.writer_threads);
   HfExportOptions options;
   options.max_shard_bytes = parse_size(flags.max_shard_size);
   export_hf(reader, flags.output, groups.world(), options);

@@ -115,6 +115,13 @@ TEST(ConvertCli, ParallelConversionAndShardedExport) {
     EXPECT_TRUE(fs::exists(fmt::format("{}/ft/iter_0000000/rank_{:05d}.safetensors", dir, rank))) << rank;
   }
   EXPECT_GT(reader.num_files(), 4);
+  // One writer thread: one file per rank.
+  log = foldtron(fmt::format("convert --from hf --to foldtron --input {} --output {}/ft1 --tp 2 --ep 2 --etp 1 --set "
+                             "checkpoint.writer_threads=1",
+                             source, dir),
+                 &code, kMpirun + "-np 4 ");
+  ASSERT_EQ(code, 0) << log;
+  EXPECT_EQ(CheckpointReader(dir + "/ft1/iter_0000000").num_files(), 4);
   EXPECT_EQ(reader.state().at("layout").at("tp"), 2);
   log = foldtron(fmt::format("convert --from foldtron --to hf --input {}/ft --output {}/hf --max-shard-size 40KB", dir,
                              dir),
