@@ -63,7 +63,7 @@ Runner register_train(CLI::App& root) {
       {"--log-interval", "logging.log_interval", "steps between progress lines"},
       {"--metrics-file", "logging.metrics_file", "JSONL file with one record per logged step"},
       {"--prompt", "logging.sample_prompt", "prompt of the continuation printed after training"},
-      {"--generate", "logging.sample_tokens", "bytes of continuation to print after training (0: none)"},
+      {"--generate", "logging.sample_tokens", "tokens of continuation to print after training (0: none)"},
       {"--save", "checkpoint.save", "folder to save checkpoints into (at the end, every --save-interval steps, on "
                                     "SIGTERM/SIGINT)"},
       {"--save-interval", "checkpoint.save_interval", "steps between checkpoints (0: only at the end)"},

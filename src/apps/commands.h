@@ -18,5 +18,8 @@ Runner register_forward(CLI::App& root);
 Runner register_generate(CLI::App& root);
 Runner register_convert(CLI::App& root);
 Runner register_tokenizer(CLI::App& root);
+Runner register_preprocess(CLI::App& root);
+Runner register_eval(CLI::App& root);
+Runner register_plot(CLI::App& root);
 
 }  // namespace foldtron::cli

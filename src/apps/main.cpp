@@ -36,6 +36,9 @@ int main(int argc, char** argv) {
       {"generate", cli::register_generate(app)},
       {"convert", cli::register_convert(app)},
       {"tokenizer", cli::register_tokenizer(app)},
+      {"preprocess", cli::register_preprocess(app)},
+      {"eval", cli::register_eval(app)},
+      {"plot", cli::register_plot(app)},
   };
   app.footer("Run 'foldtron <command> --help' for a command's options.");
 

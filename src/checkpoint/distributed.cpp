@@ -19,6 +19,7 @@
 #include "checkpoint/safetensors.h"
 #include "core/checksum.h"
 #include "core/errors.h"
+#include "core/files.h"
 #include "core/text.h"
 #include "parallel/communicator.h"
 
@@ -134,38 +135,6 @@ std::vector<std::string> all_gather_strings(Communicator& group, const std::stri
     offset += n;
   }
   return out;
-}
-
-void sync_dir(const std::string& dir) {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd >= 0) {
-    ::fsync(fd);
-    ::close(fd);
-  }
-}
-
-void write_file_atomically(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << text;
-    out.close();
-    if (!out) throw IoError(fmt::format("cannot write '{}'", tmp), "check that the folder is writable and has free space");
-  }
-  const int fd = ::open(tmp.c_str(), O_RDONLY | O_CLOEXEC);
-  const bool synced = fd >= 0 && ::fsync(fd) == 0;
-  if (fd >= 0) ::close(fd);
-  if (!synced) {
-    throw IoError(fmt::format("cannot flush '{}' to disk: {}", tmp, std::strerror(errno)),
-                  "check the disk and its free space");
-  }
-  std::error_code error;
-  fs::rename(tmp, path, error);
-  if (error) {
-    throw IoError(fmt::format("cannot rename '{}' to '{}': {}", tmp, path, error.message()),
-                  "check that the folder is writable");
-  }
-  sync_dir(fs::path(path).parent_path().empty() ? "." : fs::path(path).parent_path().string());
 }
 
 void write_metadata(const std::string& dir, const std::vector<json>& files, const json& state) {

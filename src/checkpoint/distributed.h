@@ -20,6 +20,7 @@
 #include <nlohmann/json.hpp>
 #include <torch/types.h>
 
+#include "core/files.h"  // sync_dir, write_file_atomically
 #include "parallel/sharding.h"
 
 namespace foldtron {
@@ -49,10 +50,6 @@ nlohmann::json write_rank_files(const std::string& dir, int64_t rank, const std:
                                 const std::vector<std::pair<std::string, torch::Tensor>>& extra, int64_t threads = 1);
 // Every rank's string, on every rank (collective over `group`).
 std::vector<std::string> all_gather_strings(Communicator& group, const std::string& mine);
-// Makes a rename or a new file in `dir` durable (best effort: some filesystems refuse).
-void sync_dir(const std::string& dir);
-// Writes `text` to `path` atomically (a temporary file, flushed, renamed over it, the folder synced).
-void write_file_atomically(const std::string& path, const std::string& text);
 // dir/metadata.json (atomically) from every rank's description and the caller's `state`.
 void write_metadata(const std::string& dir, const std::vector<nlohmann::json>& files, const nlohmann::json& state);
 

@@ -17,6 +17,7 @@
 
 #include "core/checksum.h"
 #include "core/errors.h"
+#include "core/files.h"
 #include "core/text.h"
 
 namespace foldtron {
@@ -54,56 +55,6 @@ bool dtype_from_name(const std::string& name, torch::ScalarType* dtype) {
     }
   }
   return false;
-}
-
-// An open file descriptor, closed on scope exit.
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  int get() const { return fd_; }
-  // Closes now and reports whether close succeeded (a failed close can mean lost writes).
-  bool close() {
-    const int fd = fd_;
-    fd_ = -1;
-    return ::close(fd) == 0;
-  }
-
- private:
-  int fd_;
-};
-
-std::string errno_text() { return std::strerror(errno); }
-
-// Reads exactly `size` bytes at `offset`; false (errno set, or 0 at end of file) otherwise.
-bool pread_all(int fd, char* data, uint64_t size, uint64_t offset) {
-  while (size > 0) {
-    const ssize_t n = ::pread(fd, data, std::min<uint64_t>(size, 1ull << 30), static_cast<off_t>(offset));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      if (n == 0) errno = 0;
-      return false;
-    }
-    data += n;
-    size -= static_cast<uint64_t>(n);
-    offset += static_cast<uint64_t>(n);
-  }
-  return true;
-}
-
-bool write_all(int fd, const char* data, uint64_t size) {
-  while (size > 0) {
-    const ssize_t n = ::write(fd, data, std::min<uint64_t>(size, 1ull << 30));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    data += n;
-    size -= static_cast<uint64_t>(n);
-  }
-  return true;
 }
 
 // numel * element_size with overflow detection.
@@ -283,7 +234,7 @@ torch::Tensor SafetensorsFile::load(const std::string& name) const {
 
 SafetensorsWriter::SafetensorsWriter(std::string path, std::vector<Entry> entries,
                                      const std::map<std::string, std::string>& metadata)
-    : path_(std::move(path)), tmp_(path_ + ".tmp"), entries_(std::move(entries)) {
+    : path_(std::move(path)), entries_(std::move(entries)) {
   std::set<std::string> seen;
   for (const Entry& entry : entries_) {
     if (entry.name == "__metadata__") {
@@ -318,37 +269,22 @@ SafetensorsWriter::SafetensorsWriter(std::string path, std::vector<Entry> entrie
   text.append((8 - text.size() % 8) % 8, ' ');
   char length_bytes[8];
   for (int i = 0; i < 8; ++i) length_bytes[i] = static_cast<char>((static_cast<uint64_t>(text.size()) >> (8 * i)) & 0xff);
-  fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd_ < 0) throw fail("create");
+  file_ = std::make_unique<AtomicFile>(path_);
   checksum_ = std::make_unique<Checksum>();
   bytes_ = 8 + text.size() + offset;
   put(length_bytes, 8);
   put(text.data(), text.size());
 }
 
-SafetensorsWriter::~SafetensorsWriter() {
-  if (fd_ >= 0) {  // not finished: nothing is left behind
-    ::close(fd_);
-    ::unlink(tmp_.c_str());
-  }
-}
-
-IoError SafetensorsWriter::fail(const std::string& what) {
-  const std::string reason = errno_text();
-  if (fd_ >= 0) ::close(fd_);
-  fd_ = -1;
-  ::unlink(tmp_.c_str());
-  return IoError(fmt::format("cannot {} '{}': {}", what, tmp_, reason),
-                 "check that the directory exists, is writable and has free space");
-}
+SafetensorsWriter::~SafetensorsWriter() = default;  // unfinished: the AtomicFile removes its temporary
 
 void SafetensorsWriter::put(const void* data, uint64_t size) {
-  if (size > 0 && !write_all(fd_, static_cast<const char*>(data), size)) throw fail("write");
+  file_->write(data, size);
   checksum_->update(data, size);
 }
 
 void SafetensorsWriter::write(const torch::Tensor& tensor) {
-  FT_CHECK(fd_ >= 0 && next_ < entries_.size(), "SafetensorsWriter::write past the last entry of " + path_);
+  FT_CHECK(file_ != nullptr && next_ < entries_.size(), "SafetensorsWriter::write past the last entry of " + path_);
   const Entry& entry = entries_[next_];
   if (!tensor.defined() || tensor.layout() != torch::kStrided || tensor.scalar_type() != entry.dtype ||
       tensor.sizes().vec() != entry.shape) {
@@ -363,25 +299,9 @@ void SafetensorsWriter::write(const torch::Tensor& tensor) {
 }
 
 WrittenFile SafetensorsWriter::finish() {
-  FT_CHECK(fd_ >= 0 && next_ == entries_.size(), "SafetensorsWriter::finish before every tensor of " + path_);
-  if (::fsync(fd_) != 0) throw fail("flush");
-  const int fd = fd_;
-  fd_ = -1;
-  if (::close(fd) != 0) {
-    fd_ = -1;
-    ::unlink(tmp_.c_str());
-    throw IoError(fmt::format("cannot close '{}': {}", tmp_, errno_text()), "check the disk and its free space");
-  }
-  if (::rename(tmp_.c_str(), path_.c_str()) != 0) {
-    const std::string reason = errno_text();
-    ::unlink(tmp_.c_str());
-    throw IoError(fmt::format("cannot rename '{}' to '{}': {}", tmp_, path_, reason),
-                  "check that the target is not a directory and the folder is writable");
-  }
-  // Make the rename itself durable (best effort: some filesystems refuse fsync on directories).
-  const std::string parent = fs::path(path_).parent_path().empty() ? "." : fs::path(path_).parent_path().string();
-  Fd dir(::open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (dir.get() >= 0) ::fsync(dir.get());
+  FT_CHECK(file_ != nullptr && next_ == entries_.size(), "SafetensorsWriter::finish before every tensor of " + path_);
+  file_->commit();
+  file_.reset();
   return {checksum_->value(), bytes_};
 }
 

@@ -20,6 +20,8 @@
 
 #include <torch/types.h>
 
+#include "core/files.h"
+
 namespace foldtron {
 
 class Checksum;
@@ -89,12 +91,11 @@ class SafetensorsWriter {
 
  private:
   void put(const void* data, uint64_t size);
-  IoError fail(const std::string& what);
 
-  std::string path_, tmp_;
+  std::string path_;
   std::vector<Entry> entries_;
   size_t next_ = 0;
-  int fd_ = -1;
+  std::unique_ptr<AtomicFile> file_;  // null once finished
   uint64_t bytes_ = 0;
   std::unique_ptr<Checksum> checksum_;
 };

@@ -1,5 +1,9 @@
-// YAML spellings of the configuration enumerations (config.h), in declaration order.
+// YAML spellings of the configuration enumerations (config.h), in declaration order; data.split.
 #include "config/config.h"
+
+#include <cmath>
+#include <cstdlib>
+#include <sstream>
 
 namespace foldtron {
 
@@ -27,5 +31,22 @@ FOLDTRON_ENUM_NAMES(Tokenizer, "byte", "sentencepiece")
 FOLDTRON_ENUM_NAMES(log::Level, "debug", "info", "warning", "error")
 
 #undef FOLDTRON_ENUM_NAMES
+
+std::optional<std::array<double, 3>> parse_split(const std::string& text) {
+  std::array<double, 3> shares{0, 0, 0};
+  std::stringstream in(text);
+  std::string part;
+  size_t count = 0;
+  while (std::getline(in, part, ',')) {
+    if (count == shares.size()) return std::nullopt;
+    char* end = nullptr;
+    const double value = std::strtod(part.c_str(), &end);
+    while (end != nullptr && *end == ' ') ++end;
+    if (part.empty() || end == part.c_str() || *end != '\0' || !std::isfinite(value) || value < 0) return std::nullopt;
+    shares[count++] = value;
+  }
+  if (count == 0 || shares[0] + shares[1] + shares[2] <= 0) return std::nullopt;
+  return shares;
+}
 
 }  // namespace foldtron

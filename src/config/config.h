@@ -7,7 +7,9 @@
 // Validation (validate.h) checks the whole config against a world size and reports every problem.
 #pragma once
 
+#include <array>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -260,6 +262,8 @@ struct TrainConfig {
   DType adam_moments_dtype = DType::kFloat32;
   double clip_grad = 1.0;  // 0 disables clipping
   int64_t max_bad_steps = 5;
+  int64_t eval_interval = 0;  // 0: no validation during training
+  int64_t eval_iters = 10;
 
   template <typename V>
   void visit(V& v) {
@@ -281,6 +285,9 @@ struct TrainConfig {
       "storage of the AdamW moments: fp32, or bf16 (half their memory and traffic; the update is computed in fp32)");
     v("clip_grad", clip_grad, "global gradient-norm clip; 0 disables");
     v("max_bad_steps", max_bad_steps, "consecutive NaN/Inf steps skipped before the run aborts");
+    v("eval_interval", eval_interval,
+      "steps between validation-loss evaluations (also after the last step); 0: none");
+    v("eval_iters", eval_iters, "global batches of the validation split each evaluation reads");
   }
 };
 
@@ -288,16 +295,28 @@ struct DataConfig {
   std::string path;  // empty: the embedded default corpus
   Tokenizer tokenizer = Tokenizer::kByte;
   std::string tokenizer_model;
+  std::string split = "969,30,1";
+  std::string required_tokens;
   bool mock = false;
 
   template <typename V>
   void visit(V& v) {
-    v("path", path, "token dataset prefix (.bin/.idx) or text corpus; empty uses /usr/share/common-licenses");
+    v("path", path,
+      "indexed dataset prefix P (P.bin/P.idx from foldtron preprocess), a blend 'W1 P1 W2 P2 ...', or text read as "
+      "bytes (a file or folder; tokenizer byte); empty: /usr/share/common-licenses");
     v("tokenizer", tokenizer, "byte or sentencepiece");
     v("tokenizer_model", tokenizer_model, "sentencepiece model file (tokenizer: sentencepiece)");
+    v("split", split, "train,valid,test shares of each dataset's documents, e.g. 969,30,1");
+    v("required_tokens", required_tokens,
+      "pieces the run relies on, space-separated (language tags, <mask>): each must be one token of the tokenizer "
+      "with an id below model.vocab_size");
     v("mock", mock, "synthetic random tokens (benchmarks measure the model, not the loader)");
   }
 };
+
+// data.split as three non-negative shares (train, valid, test; missing ones are 0), or nothing
+// when the text is not such a list or the shares sum to 0.
+std::optional<std::array<double, 3>> parse_split(const std::string& text);
 
 struct CheckpointConfig {
   std::string save;

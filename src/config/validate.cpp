@@ -319,24 +319,40 @@ void check_train(const Config& c, Checker& check) {
   }
 }
 
-// Keys whose machinery has not landed yet are refused rather than read and ignored.
-void check_not_yet(const Config& c, Checker& check) {
-  if (c.data.tokenizer == Tokenizer::kSentencePiece) {
-    check.add("data.tokenizer", "sentencepiece corpora are not read yet",
-              "use data.tokenizer: byte (sentencepiece tokenizers arrive with the data issue)");
+void check_data(const Config& c, Checker& check) {
+  const DataConfig& d = c.data;
+  if (d.tokenizer == Tokenizer::kSentencePiece && d.tokenizer_model.empty() && !d.mock) {
+    check.add("data.tokenizer_model", "empty, but data.tokenizer is sentencepiece",
+              "name the .model file the data was preprocessed with (foldtron tokenizer train writes one)");
   }
-  if (!c.data.tokenizer_model.empty()) {
-    check.add("data.tokenizer_model", fmt::format("'{}': no tokenizer reads model files yet", c.data.tokenizer_model),
-              "remove the key (sentencepiece tokenizers arrive with the data issue)");
+  if (d.tokenizer == Tokenizer::kByte && !d.tokenizer_model.empty()) {
+    check.add("data.tokenizer_model", fmt::format("'{}' is set, but data.tokenizer is byte", d.tokenizer_model),
+              "set data.tokenizer: sentencepiece to use the model, or remove data.tokenizer_model");
   }
-  const std::string& path = c.data.path;
+  if (d.tokenizer == Tokenizer::kByte && c.model.vocab_size < 256) {
+    check.add("model.vocab_size", fmt::format("the byte tokenizer needs vocab_size >= 256, got {}", c.model.vocab_size),
+              "set model.vocab_size: 256 or more");
+  }
   const auto ends_with = [&](const std::string& suffix) {
-    return path.size() >= suffix.size() && path.compare(path.size() - suffix.size(), suffix.size(), suffix) == 0;
+    return d.path.size() >= suffix.size() && d.path.compare(d.path.size() - suffix.size(), suffix.size(), suffix) == 0;
   };
   if (ends_with(".bin") || ends_with(".idx")) {
-    check.add("data.path", fmt::format("'{}': indexed datasets (.bin/.idx) are not read yet", path),
-              "point data.path at text files (read as bytes); preprocessing arrives with the data issue");
+    check.add("data.path", fmt::format("'{}' names one file of an indexed dataset", d.path),
+              fmt::format("give the prefix without the extension: '{}'", d.path.substr(0, d.path.size() - 4)));
   }
+  const std::optional<std::array<double, 3>> split = parse_split(d.split);
+  if (!split) {
+    check.add("data.split", fmt::format("'{}' is not a list of up to three non-negative shares", d.split),
+              "write train,valid,test shares such as 969,30,1 (or 1 for everything in training)");
+  } else if ((*split)[0] <= 0) {
+    check.add("data.split", fmt::format("'{}' leaves nothing for training", d.split), "give the first share a weight");
+  } else if (c.train.eval_interval > 0 && (*split)[1] <= 0) {
+    check.add("data.split", fmt::format("'{}' has no validation share, but train.eval_interval is {}", d.split,
+                                        c.train.eval_interval),
+              "give the second share a weight (e.g. 969,30,1) or set train.eval_interval: 0");
+  }
+  check.non_negative("train.eval_interval", static_cast<double>(c.train.eval_interval));
+  check.positive("train.eval_iters", c.train.eval_iters);
 }
 
 void check_checkpoint(const Config& c, Checker& check) {
@@ -363,11 +379,7 @@ void check_checkpoint(const Config& c, Checker& check) {
 }
 
 void check_data_and_rest(const Config& c, Checker& check) {
-  check_not_yet(c, check);
-  if (c.data.tokenizer == Tokenizer::kByte && c.model.vocab_size < 256) {
-    check.add("model.vocab_size", fmt::format("the byte tokenizer needs vocab_size >= 256, got {}", c.model.vocab_size),
-              "set model.vocab_size: 256 or more");
-  }
+  check_data(c, check);
   check_checkpoint(c, check);
   check.positive("logging.log_interval", c.logging.log_interval);
   check.positive_real("logging.peak_tflops", c.logging.peak_tflops);

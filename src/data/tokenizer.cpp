@@ -7,6 +7,7 @@
 #include <cstring>
 #include <filesystem>
 #include <mutex>
+#include <sstream>
 #include <thread>
 
 #include <dlfcn.h>
@@ -17,6 +18,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include "config/config.h"
 #include "core/errors.h"
 
 extern char** environ;
@@ -326,6 +328,45 @@ void train_sentencepiece(const SentencePieceTrainOptions& o) {
     argv.push_back(fmt::format("--user_defined_symbols={}", fmt::join(o.user_defined_symbols, ",")));
   }
   run_trainer(trainer_program(), argv, o.model_prefix);
+}
+
+std::unique_ptr<TextTokenizer> make_tokenizer(const DataConfig& data) {
+  if (data.tokenizer == Tokenizer::kSentencePiece) return std::make_unique<SentencePieceTokenizer>(data.tokenizer_model);
+  return std::make_unique<ByteTokenizer>();
+}
+
+std::vector<int64_t> check_special_tokens(const DataConfig& data, const TextTokenizer& tokenizer, int64_t vocab_size) {
+  std::vector<ConfigProblem> problems;
+  const auto too_large = [&](const std::string& what, int64_t id) {
+    return fmt::format("{} has id {}, past model.vocab_size {} ({})", what, id, vocab_size, tokenizer.describe());
+  };
+  const std::pair<const char*, int64_t> own[] = {{"<unk>", tokenizer.unk_id()},
+                                                 {"BOS", tokenizer.bos_id()},
+                                                 {"EOS", tokenizer.eos_id()},
+                                                 {"padding", tokenizer.pad_id()}};
+  for (const auto& [name, id] : own) {
+    if (id >= vocab_size) {
+      problems.push_back({"model.vocab_size", too_large(fmt::format("the tokenizer's {} token", name), id),
+                          fmt::format("set model.vocab_size to at least {}", tokenizer.vocab_size())});
+    }
+  }
+  std::vector<int64_t> ids;
+  std::istringstream in(data.required_tokens);
+  for (std::string piece; in >> piece;) {
+    const int64_t id = tokenizer.piece_id(piece);
+    if (id < 0) {
+      problems.push_back({"data.required_tokens",
+                          fmt::format("'{}' is not a token of {}", piece, tokenizer.describe()),
+                          "train the tokenizer with it as a user-defined symbol (foldtron tokenizer train "
+                          "--user-defined-symbols), or remove it from data.required_tokens"});
+    } else if (id >= vocab_size) {
+      problems.push_back({"data.required_tokens", too_large(fmt::format("'{}'", piece), id),
+                          fmt::format("set model.vocab_size to at least {}", tokenizer.vocab_size())});
+    }
+    ids.push_back(id);
+  }
+  if (!problems.empty()) throw ConfigError(std::move(problems));
+  return ids;
 }
 
 }  // namespace foldtron

@@ -81,6 +81,17 @@ struct SentencePieceTrainOptions {
   int64_t seed = 1;
 };
 
+struct DataConfig;
+
+// The tokenizer data.tokenizer and data.tokenizer_model name.
+std::unique_ptr<TextTokenizer> make_tokenizer(const DataConfig& data);
+
+// Checks the special tokens a run relies on against the model's vocabulary: the tokenizer's own
+// (unk, bos, eos, pad: ids below `vocab_size`) and data.required_tokens (each one piece of the
+// tokenizer, with an id below `vocab_size`). Returns the required tokens' ids in order; a
+// ConfigError naming the key and the token otherwise.
+std::vector<int64_t> check_special_tokens(const DataConfig& data, const TextTokenizer& tokenizer, int64_t vocab_size);
+
 // Trains a sentencepiece model (unk 0, bos 1, eos 2, pad 3, then the user-defined symbols);
 // sentencepiece logs its progress to stderr. DataError naming the problem (an unreadable input, a
 // vocabulary too small or too large for the text) with a hint.

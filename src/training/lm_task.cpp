@@ -10,15 +10,31 @@
 
 namespace foldtron {
 
-LmTask::LmTask(const Config& config)
-    : config_(config), data_(config.data, config.train.seq_length, config.model.vocab_size, config.train.seed) {}
+namespace {
 
-int64_t LmTask::num_samples(Split split) const { return split == Split::kTrain ? data_.num_windows() : 0; }
+// The tokenizer, its special tokens checked against the model's vocabulary first.
+std::unique_ptr<TextTokenizer> checked_tokenizer(const Config& config) {
+  // Synthetic data needs no model file; the sampled continuation then reads bytes.
+  std::unique_ptr<TextTokenizer> tokenizer = config.data.mock && config.data.tokenizer_model.empty()
+                                                 ? std::make_unique<ByteTokenizer>()
+                                                 : make_tokenizer(config.data);
+  check_special_tokens(config.data, *tokenizer, config.model.vocab_size);
+  return tokenizer;
+}
+
+}  // namespace
+
+LmTask::LmTask(const Config& config)
+    : config_(config),
+      tokenizer_(checked_tokenizer(config)),
+      data_(config.data, config.train.seq_length, config.model.vocab_size,
+            config.data.mock ? -1 : tokenizer_->vocab_size(), config.train.seed) {}
+
+int64_t LmTask::num_samples(Split split) const { return data_.num_windows(split); }
 
 Batch LmTask::batch(Split split, int64_t first, int64_t count, torch::Device device) const {
-  FT_CHECK(split == Split::kTrain, "the language-model task has only a training split so far");
   const int64_t s = config_.train.seq_length;
-  const torch::Tensor tokens = data_.batch(first, count).t().contiguous().to(device);  // [s + 1, b]
+  const torch::Tensor tokens = data_.batch(split, first, count).t().contiguous().to(device);  // [s + 1, b]
   Batch batch;
   batch.inputs.input_ids = tokens.narrow(0, 0, s);
   batch.inputs.positions = torch::arange(s, torch::TensorOptions().dtype(torch::kLong).device(device));

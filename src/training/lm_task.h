@@ -1,12 +1,14 @@
-// The language-model task: next-token prediction on windows of seq_length + 1 tokens of a corpus
-// (data/corpus.h: the byte-level default, or synthetic tokens), the loss the mean next-token
-// cross-entropy over every token of the global batch, logged as lm_loss.
+// The language-model task: next-token prediction on windows of seq_length + 1 tokens of the data
+// the config names (data/gpt_dataset.h: preprocessed datasets and blends, text read as bytes, or
+// synthetic tokens), split into train/valid/test; the loss is the mean next-token cross-entropy
+// over every token of the global batch, logged as lm_loss (and as val_loss on the valid split).
 #pragma once
 
 #include <memory>
 
 #include "config/config.h"
-#include "data/corpus.h"
+#include "data/gpt_dataset.h"
+#include "data/tokenizer.h"
 #include "training/task.h"
 
 namespace foldtron {
@@ -23,10 +25,13 @@ class LmTask : public Task {
   LossTerms loss(const torch::Tensor& logits, const Batch& batch, double units, Communicator& tp,
                  int64_t vocab) const override;
   double flops(int64_t first, int64_t count) const override;
+  // The tokenizer of the data (for the sampled continuation).
+  const TextTokenizer& tokenizer() const { return *tokenizer_; }
 
  private:
   Config config_;
-  TokenDataset data_;
+  std::unique_ptr<TextTokenizer> tokenizer_;
+  LmCorpus data_;
 };
 
 }  // namespace foldtron

@@ -3,6 +3,8 @@
 
 #include <sys/resource.h>
 
+#include <cmath>
+
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
@@ -25,8 +27,20 @@ std::string metrics_json(const StepRecord& r) {
                    {"fwd_bwd_s", r.fwd_bwd_s},
                    {"grad_reduce_s", r.grad_reduce_s},
                    {"optimizer_s", r.optimizer_s},
+                   {"data_s", r.data_s},
                    {"skipped", r.skipped}};
   for (const auto& [name, value] : r.metrics) j[name] = value;
+  return j.dump();
+}
+
+std::string metrics_json(const EvalRecord& r) {
+  const std::string prefix = r.split == "valid" ? "val" : r.split;
+  nlohmann::json j{{"step", r.step},
+                   {prefix + "_loss", r.loss},
+                   {prefix + "_ppl", std::exp(r.loss)},
+                   {prefix + "_samples", r.samples},
+                   {prefix + "_tokens", static_cast<int64_t>(r.units)},
+                   {"eval_time_s", r.seconds}};
   return j.dump();
 }
 

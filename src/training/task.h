@@ -17,13 +17,12 @@
 
 #include <torch/types.h>
 
+#include "data/gpt_dataset.h"  // Split
 #include "models/model.h"
 
 namespace foldtron {
 
 class Communicator;
-
-enum class Split { kTrain, kValid, kTest };
 
 // One micro-batch of whole sequences (the trainer cuts context-parallel chunks).
 struct Batch {

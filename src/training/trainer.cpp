@@ -60,8 +60,21 @@ const Batch& Trainer::micro_batch(int64_t micro) {
   if (it != batches_.end()) return it->second;
   const TrainConfig& t = state_.config.train;
   ProcessGroups& groups = state_.groups;
-  const int64_t first = state_.consumed_samples + groups.coords().dp * per_rank_ + micro * t.micro_batch_size;
-  Batch batch = task_.batch(Split::kTrain, first, t.micro_batch_size, state_.device);
+  const int64_t first = first_sample_ + groups.coords().dp * per_rank_ + micro * t.micro_batch_size;
+  // Made on the host and copied from pinned memory without waiting: a copy from pageable memory
+  // would wait for every kernel queued before it, and the loader's time would include the GPU's.
+  const auto started = std::chrono::steady_clock::now();
+  Batch batch = task_.batch(split_, first, t.micro_batch_size, torch::kCPU);
+  const auto to_device = [&](torch::Tensor& x) {
+    if (!x.defined() || x.device() == state_.device) return;
+    x = state_.device.is_cuda() ? x.pin_memory().to(state_.device, /*non_blocking=*/true) : x.to(state_.device);
+  };
+  ModelInputs& in = batch.inputs;
+  for (torch::Tensor* x : {&in.input_ids, &in.positions, &in.mask, &in.languages, &in.decoder_input_ids,
+                           &in.decoder_positions, &in.decoder_mask, &in.decoder_languages, &batch.labels}) {
+    to_device(*x);
+  }
+  data_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   const int64_t cp = groups.cp().size();
   if (cp > 1) {
     // This rank's chunks of every sequence-first tensor (validation keeps cp to decoder-only models).
@@ -75,7 +88,7 @@ const Batch& Trainer::micro_batch(int64_t micro) {
   return batches_.emplace(micro, std::move(batch)).first->second;
 }
 
-void Trainer::forward_backward(Sums& sums, double units) {
+void Trainer::forward_backward(Sums& sums, double units, bool forward_only) {
   Model& model = *state_.model;
   ProcessGroups& groups = state_.groups;
   const ModelPart& part = model.part();
@@ -103,13 +116,13 @@ void Trainer::forward_backward(Sums& sums, double units) {
   // (a bucket that spans two chunks starts after the later of their last backwards).
   stage.before_backward = [&](const PipelineOp& op) { state_.buffers->set_sync(op.micro + 1 == micro_batches_); };
   const int64_t pp = groups.pp().size();
-  run_pipeline(plan_pipeline(pp, part.vpp, micro_batches_, false)[static_cast<size_t>(groups.pp().rank())],
-               groups.pp(), stage, false);
+  run_pipeline(plan_pipeline(pp, part.vpp, micro_batches_, forward_only)[static_cast<size_t>(groups.pp().rank())],
+               groups.pp(), stage, forward_only);
 }
 
-void Trainer::reduce(Sums& sums, StepRecord& record) {
+torch::Tensor Trainer::reduce_task_terms(Sums& sums) {
   ProcessGroups& groups = state_.groups;
-  // The global means: the last stage's sums over dp x cp, then to every stage; the task's loss
+  // The global sums: the last stage's sums over dp x cp, then to every stage; the task's loss
   // first, then its metrics in the order it names them (the same on every rank).
   const std::vector<std::string> names = task_.metric_names();
   torch::Tensor values = torch::zeros({1 + static_cast<int64_t>(names.size())}, torch::kDouble);
@@ -117,6 +130,13 @@ void Trainer::reduce(Sums& sums, StepRecord& record) {
   for (size_t i = 0; i < names.size(); ++i) values[static_cast<int64_t>(i) + 1] = sum_of(sums.metrics[names[i]]);
   groups.dp_cp().all_reduce(values);
   groups.pp().all_reduce(values);
+  return values;
+}
+
+void Trainer::reduce(Sums& sums, StepRecord& record) {
+  ProcessGroups& groups = state_.groups;
+  const std::vector<std::string> names = task_.metric_names();
+  const torch::Tensor values = reduce_task_terms(sums);  // the global means (each share was divided)
   // [load balancing, z]: shares summed over tp x cp, micro-batch means over dp, layers over pp.
   torch::Tensor router_sums = torch::tensor({sum_of(sums.aux), sum_of(sums.z)}, torch::kDouble);
   groups.world().all_reduce(router_sums);
@@ -163,10 +183,13 @@ StepRecord Trainer::step() {
   record.lr = learning_rate(t, state_.step);
   record.tokens = t.global_batch_size * t.seq_length;
   const double units = task_.loss_units(Split::kTrain, state_.consumed_samples, t.global_batch_size);
+  split_ = Split::kTrain;
+  first_sample_ = state_.consumed_samples;
+  data_seconds_ = 0;
   batches_.clear();
   state_.buffers->zero_grads();
   Sums sums;
-  forward_backward(sums, units);
+  forward_backward(sums, units, false);
   const auto computed = now();
   state_.buffers->finish_grad_sync();
   reduce(sums, record);
@@ -181,12 +204,48 @@ StepRecord Trainer::step() {
   record.fwd_bwd_s = std::chrono::duration<double>(computed - start).count();
   record.grad_reduce_s = std::chrono::duration<double>(reduced - computed).count();
   record.optimizer_s = std::chrono::duration<double>(end - reduced).count();
+  record.data_s = data_seconds_;
   record.tokens_per_s = static_cast<double>(record.tokens) / record.step_time_s;
   const double flops = task_.flops(state_.consumed_samples - t.global_batch_size, t.global_batch_size);
   record.tflops_per_gpu =
       flops / record.step_time_s / static_cast<double>(state_.groups.world().size()) / 1e12;
   record.mfu = record.tflops_per_gpu / state_.config.logging.peak_tflops;
   record.mem_gb = cuda ? torch_compat::cuda_peak_memory_gb(state_.device.index()) : resident_memory_gb();
+  return record;
+}
+
+EvalRecord Trainer::evaluate(Split split) {
+  const TrainConfig& t = state_.config.train;
+  const auto start = std::chrono::steady_clock::now();
+  if (task_.num_samples(split) == 0) {
+    throw DataError(fmt::format("the {} split of the data has no samples to evaluate", split_name(split)),
+                    "give it a share in data.split (e.g. 969,30,1) and enough documents for one window");
+  }
+  EvalRecord record;
+  record.step = state_.step;
+  record.split = split_name(split);
+  record.samples = t.eval_iters * t.global_batch_size;
+  record.units = task_.loss_units(split, 0, record.samples);
+  Model& model = *state_.model;
+  model.eval();
+  double total = 0;
+  {
+    torch::NoGradGuard no_grad;
+    split_ = split;
+    for (int64_t i = 0; i < t.eval_iters; ++i) {
+      first_sample_ = i * t.global_batch_size;
+      batches_.clear();
+      Sums sums;
+      forward_backward(sums, record.units, true);
+      total += reduce_task_terms(sums)[0].item<double>();
+    }
+    batches_.clear();
+    split_ = Split::kTrain;
+  }
+  model.train();
+  record.loss = total;
+  if (state_.device.is_cuda()) torch::cuda::synchronize();
+  record.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return record;
 }
 
@@ -197,6 +256,11 @@ void Trainer::log_start() const {
   int64_t local_params = 0;
   for (const auto& p : model.parameters()) local_params += p.numel();
   log::info("train", "data: {}", task_.describe());
+  if (config.train.eval_interval > 0) {
+    log::info("train", "validation every {} steps and after the last: {} global batches ({} samples) of the valid split",
+              config.train.eval_interval, config.train.eval_iters,
+              config.train.eval_iters * config.train.global_batch_size);
+  }
   log::info("train", "model: {} {}{} layers, hidden {}, {} parameters on rank 0; world {} = tp {} x cp {} x dp {} x pp {}{}",
             enum_name(config.model.architecture),
             config.model.encoder_layers > 0 ? fmt::format("{} encoder + ", config.model.encoder_layers) : "",
@@ -307,6 +371,13 @@ std::vector<StepRecord> Trainer::run() {
       log::info("train", "{}", progress_line(record, total, eta, config.moe.enabled(), config.moe.z_loss_coeff > 0));
       if (metrics.is_open()) metrics << metrics_json(record) << "\n" << std::flush;
     }
+    const int64_t eval_interval = config.train.eval_interval;
+    if (eval_interval > 0 && (record.step % eval_interval == 0 || record.step == total)) {
+      const EvalRecord eval = evaluations_.emplace_back(evaluate(Split::kValid));
+      log::info("train", "validation after step {}: loss {:.4f} | perplexity {:.3f} | {} samples, {:.0f} tokens, {:.2f} s",
+                eval.step, eval.loss, std::exp(eval.loss), eval.samples, eval.units, eval.seconds);
+      if (metrics.is_open()) metrics << metrics_json(eval) << "\n" << std::flush;
+    }
     if (checkpoint_after_step()) {
       stopped_ = true;
       break;
@@ -361,6 +432,7 @@ TrainResult train(const Config& config, ProcessGroups& groups, const TrainOption
   result.steps = trainer.run();
   result.recomputed_regions = recompute_count() - recomputed_before;
   result.stopped = trainer.stopped();
+  result.evaluations = trainer.evaluations();
   Model& model = *state.model;
   if (options.keep_final_params) {
     for (const auto& item : model.named_parameters()) {
@@ -370,9 +442,20 @@ TrainResult train(const Config& config, ProcessGroups& groups, const TrainOption
   }
   const LoggingConfig& logging = config.logging;
   if (!logging.sample_prompt.empty() && logging.sample_tokens > 0) {
-    result.sample = sample_text(model, groups, logging, options.device);
+    result.sample = sample_text(model, groups, logging, task.tokenizer(), options.device);
   }
   return result;
+}
+
+std::vector<EvalRecord> evaluate_checkpoint(const Config& config, ProcessGroups& groups, torch::Device device) {
+  TrainState state(config, groups, device);
+  const LmTask task(config);
+  Trainer trainer(state, task);
+  Checkpointer checkpointer(state);
+  checkpointer.load(config.checkpoint.load);
+  std::vector<EvalRecord> records{trainer.evaluate(Split::kValid)};
+  if (task.num_samples(Split::kTest) > 0) records.push_back(trainer.evaluate(Split::kTest));
+  return records;
 }
 
 }  // namespace foldtron

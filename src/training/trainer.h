@@ -7,7 +7,9 @@
 // experts; reduce-scattered with the distributed optimizer), clipped by the global norm, and
 // applied by AdamW. A step whose loss or gradient norm is not finite is skipped with a warning;
 // max_bad_steps in a row abort the run. Registered hooks run around each step (the expert-bias
-// update). Rank 0 logs progress (step/total, ETA, loss, lr, grad norm, tokens/s, TFLOP/s per
+// update). With train.eval_interval the loop evaluates the loss on the validation split every
+// that many steps and after the last (forward only, dropout off; the same eval_iters global
+// batches each time) and logs it as val_loss. Rank 0 logs progress (step/total, ETA, loss, lr, grad norm, tokens/s, TFLOP/s per
 // GPU, MFU, memory) and writes one JSON record per logged step to logging.metrics_file. With a
 // Checkpointer the loop saves every checkpoint.save_interval steps, at the end, and at the end of
 // the step in which SIGTERM/SIGINT arrived (then stops); a resumed run appends to the metrics file.
@@ -41,6 +43,7 @@ struct RankParam {
 
 struct TrainResult {
   std::vector<StepRecord> steps;
+  std::vector<EvalRecord> evaluations;  // validation during training (train.eval_interval)
   int64_t recomputed_regions = 0;  // checkpointed regions recomputed in backward during training
   std::string sample;  // continuation of logging.sample_prompt (empty when not asked)
   // Bytes of optimizer state (fp32 main weights and moments) on this rank, dense and expert.
@@ -63,18 +66,27 @@ class Trainer {
   void set_checkpointer(Checkpointer* checkpointer) { checkpointer_ = checkpointer; }
   // Whether run() stopped early on SIGTERM/SIGINT.
   bool stopped() const { return stopped_; }
+  // The validations run() made.
+  const std::vector<EvalRecord>& evaluations() const { return evaluations_; }
   // One optimizer step on the next global batch.
   StepRecord step();
-  // Steps until train.train_iters with the progress log, the metrics file and the profiled step.
+  // The mean loss over the first train.eval_iters global batches of `split` (forward only, every
+  // rank takes part); step: the state's step.
+  EvalRecord evaluate(Split split);
+  // Steps until train.train_iters with the progress log, the metrics file, validation and the
+  // profiled step.
   std::vector<StepRecord> run();
 
  private:
   struct Sums;
   // Forward and backward of every micro-batch of the step through the pipeline schedule; each
   // loss is divided by the global batch's `units` (Task::loss_units).
-  void forward_backward(Sums& sums, double units);
-  // The micro-batch `micro` of this step on this rank (made once, context-parallel chunks cut).
+  void forward_backward(Sums& sums, double units, bool forward_only);
+  // The micro-batch `micro` of the global batch at first_sample_ of split_ on this rank (made
+  // once, context-parallel chunks cut).
   const Batch& micro_batch(int64_t micro);
+  // The task's loss and metrics summed over the job: [loss, metrics in metric_names() order].
+  torch::Tensor reduce_task_terms(Sums& sums);
   // Loss terms over the whole job and the gradient norm, into `record`.
   void reduce(Sums& sums, StepRecord& record);
   // The optimizer step, or the skip of a non-finite one.
@@ -91,13 +103,21 @@ class Trainer {
   std::vector<std::shared_ptr<StepHook>> hooks_;
   int64_t dp_, micro_batches_, per_rank_;
   std::map<int64_t, Batch> batches_;  // this step's micro-batches, made once each
+  Split split_ = Split::kTrain;       // where micro_batch() reads
+  int64_t first_sample_ = 0;          // the global batch's first sample in split_
+  double data_seconds_ = 0;           // host time in Task::batch since the step began
   Checkpointer* checkpointer_ = nullptr;
   int64_t saved_step_ = -1;  // the step of the last save started by this run
   bool stopped_ = false;
+  std::vector<EvalRecord> evaluations_;
 };
 
 // The standard job: the train state, the language-model task and the default hooks; trains, then
 // writes a continuation of logging.sample_prompt when logging.sample_tokens asks for one.
 TrainResult train(const Config& config, ProcessGroups& groups, const TrainOptions& options);
+
+// `foldtron eval`: the checkpoint checkpoint.load names, evaluated on the validation split and on
+// the test split when it has samples.
+std::vector<EvalRecord> evaluate_checkpoint(const Config& config, ProcessGroups& groups, torch::Device device);
 
 }  // namespace foldtron

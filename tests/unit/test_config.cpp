@@ -272,14 +272,29 @@ TEST(Validate, VocabularyIsPaddedRatherThanRefused) {
   EXPECT_TRUE(p.empty()) << p.front().field << ": " << p.front().message;
 }
 
-TEST(Validate, KeysWhoseMachineryHasNotLandedAreRefused) {
-  const auto p = problems_of({"data.tokenizer=sentencepiece", "data.tokenizer_model=m.model"}, 8);
-  EXPECT_TRUE(has_problem(p, "data.tokenizer", "sentencepiece corpora are not read yet"));
-  EXPECT_TRUE(has_problem(p, "data.tokenizer_model", "'m.model': no tokenizer reads model files yet"));
+TEST(Validate, DataKeys) {
+  auto p = problems_of({"data.tokenizer=sentencepiece"}, 8);
+  EXPECT_TRUE(has_problem(p, "data.tokenizer_model", "empty, but data.tokenizer is sentencepiece"));
+  p = problems_of({"data.tokenizer_model=m.model"}, 8);
+  EXPECT_TRUE(has_problem(p, "data.tokenizer_model", "'m.model' is set, but data.tokenizer is byte"));
   for (const std::string path : {"corpus.bin", "corpus.idx"}) {
     const auto q = problems_of({"data.path=" + path}, 8);
-    EXPECT_TRUE(has_problem(q, "data.path", "indexed datasets (.bin/.idx) are not read yet")) << path;
+    EXPECT_TRUE(has_problem(q, "data.path", "names one file of an indexed dataset")) << path;
   }
+  for (const std::string split : {"a,b", "1,2,3,4", "-1,2", "0,0,0", "1,,2"}) {
+    const auto q = problems_of({"data.split=" + split}, 8);
+    EXPECT_TRUE(has_problem(q, "data.split", "is not a list of up to three non-negative shares")) << split;
+  }
+  EXPECT_TRUE(has_problem(problems_of({"data.split=0,1"}, 8), "data.split", "leaves nothing for training"));
+  EXPECT_TRUE(has_problem(problems_of({"data.split=1,0", "train.eval_interval=5"}, 8), "data.split",
+                          "has no validation share"));
+  EXPECT_TRUE(has_problem(problems_of({"train.eval_iters=0", "train.eval_interval=5"}, 8), "train.eval_iters",
+                          "must be at least 1"));
+  EXPECT_TRUE(problems_of({"data.split=98, 2", "train.eval_interval=5"}, 8).empty());
+  const auto shares = parse_split("969,30,1");
+  ASSERT_TRUE(shares.has_value());
+  EXPECT_EQ((*shares)[1], 30.0);
+  EXPECT_EQ(parse_split("7").value()[2], 0.0);
 }
 
 TEST(Validate, EncoderDecoderKeysOnlyWhereTheyApply) {

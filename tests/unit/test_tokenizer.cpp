@@ -11,7 +11,9 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include "config/config.h"
 #include "core/errors.h"
+#include "data/indexed_dataset.h"
 #include "data/tokenizer.h"
 #include "run_command.h"
 
@@ -179,6 +181,64 @@ TEST_F(SentencePiece, ErrorsNameTheProblem) {
                     &code);
   EXPECT_EQ(code, 2) << log;
   EXPECT_NE(log.find("sentencepiece could not train"), std::string::npos) << log;
+}
+
+// foldtron preprocess with the model: every line a document of its ids and EOS, the same ids the
+// tokenizer gives in-process, with the summary line.
+TEST_F(SentencePiece, PreprocessWritesTheTokenizersIdsWithEos) {
+  ASSERT_EQ(code_, 0) << log_;
+  const SentencePieceTokenizer tokenizer(model());
+  const std::string text = (dir_ / "pre.txt").string();
+  {
+    std::ofstream out(text);
+    for (const std::string& line : kUnicodeLines) out << line << "\n\n";
+  }
+  int code = -1;
+  const std::string log = run_command(fmt::format("{} preprocess --input {} --tokenizer {} --output-prefix {}/pre "
+                                                  "--workers 2 2>&1",
+                                                  FOLDTRON_BINARY, text, model(), dir_.string()),
+                                      &code);
+  ASSERT_EQ(code, 0) << log;
+  const IndexedDataset data((dir_ / "pre").string());
+  ASSERT_EQ(data.num_documents(), static_cast<int64_t>(kUnicodeLines.size()));
+  int64_t tokens = 0;
+  for (size_t i = 0; i < kUnicodeLines.size(); ++i) {
+    std::vector<int64_t> expected = tokenizer.encode(kUnicodeLines[i]);
+    expected.push_back(tokenizer.eos_id());
+    EXPECT_EQ(data.sequence(static_cast<int64_t>(i)), expected) << kUnicodeLines[i];
+    tokens += static_cast<int64_t>(expected.size());
+  }
+  EXPECT_EQ(data.dtype(), TokenDType::kUInt16);
+  EXPECT_NE(log.find(fmt::format("{} documents (3 empty ones skipped)", kUnicodeLines.size())), std::string::npos) << log;
+  EXPECT_NE(log.find(fmt::format("{} tokens (uint16)", tokens)), std::string::npos) << log;
+  EXPECT_NE(log.find("tokens/s"), std::string::npos) << log;
+}
+
+// Special tokens named in the config are checked against the tokenizer and the model's vocabulary.
+TEST_F(SentencePiece, RequiredTokensAreCheckedAgainstTheVocabulary) {
+  ASSERT_EQ(code_, 0) << log_;
+  const SentencePieceTokenizer tokenizer(model());
+  DataConfig data;
+  data.tokenizer = Tokenizer::kSentencePiece;
+  data.tokenizer_model = model();
+  data.required_tokens = "<2de> <mask>";
+  EXPECT_EQ(check_special_tokens(data, tokenizer, 600), (std::vector<int64_t>{5, 6}));
+  const auto problems = [&](int64_t vocab) {
+    try {
+      check_special_tokens(data, tokenizer, vocab);
+    } catch (const ConfigError& e) {
+      return std::string(e.what()) + " | " + e.hint();
+    }
+    return std::string();
+  };
+  EXPECT_NE(problems(6).find("data.required_tokens: '<mask>' has id 6, past model.vocab_size 6"), std::string::npos)
+      << problems(6);
+  EXPECT_NE(problems(2).find("the tokenizer's EOS token has id 2, past model.vocab_size 2"), std::string::npos)
+      << problems(2);
+  data.required_tokens = "<2xx>";
+  EXPECT_NE(problems(600).find("'<2xx>' is not a token of"), std::string::npos) << problems(600);
+  EXPECT_NE(problems(600).find("--user-defined-symbols"), std::string::npos) << problems(600);
+  EXPECT_EQ(make_tokenizer(data)->vocab_size(), 600);
 }
 
 }  // namespace

@@ -1,0 +1,137 @@
+// POSIX file helpers (see files.h).
+#include "core/files.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+namespace foldtron {
+
+Fd::~Fd() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+bool Fd::close() {
+  const int fd = fd_;
+  fd_ = -1;
+  return ::close(fd) == 0;
+}
+
+std::string errno_text() { return std::strerror(errno); }
+
+bool pread_all(int fd, char* data, uint64_t size, uint64_t offset) {
+  while (size > 0) {
+    const ssize_t n = ::pread(fd, data, std::min<uint64_t>(size, 1ull << 30), static_cast<off_t>(offset));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      if (n == 0) errno = 0;
+      return false;
+    }
+    data += n;
+    size -= static_cast<uint64_t>(n);
+    offset += static_cast<uint64_t>(n);
+  }
+  return true;
+}
+
+bool write_all(int fd, const char* data, uint64_t size) {
+  while (size > 0) {
+    const ssize_t n = ::write(fd, data, std::min<uint64_t>(size, 1ull << 30));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    data += n;
+    size -= static_cast<uint64_t>(n);
+  }
+  return true;
+}
+
+AtomicFile::AtomicFile(std::string path) : path_(std::move(path)), tmp_(path_ + ".tmp") {
+  fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd_ < 0) throw fail("create");
+}
+
+AtomicFile::~AtomicFile() {
+  if (fd_ >= 0) {  // not committed: nothing is left behind
+    ::close(fd_);
+    ::unlink(tmp_.c_str());
+  }
+}
+
+IoError AtomicFile::fail(const std::string& what) {
+  const std::string reason = errno_text();
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+  ::unlink(tmp_.c_str());
+  return IoError(fmt::format("cannot {} '{}': {}", what, tmp_, reason),
+                 "check that the directory exists, is writable and has free space");
+}
+
+void AtomicFile::write(const void* data, uint64_t size) {
+  FT_CHECK(fd_ >= 0, "AtomicFile::write after commit of " + path_);
+  if (size > 0 && !write_all(fd_, static_cast<const char*>(data), size)) throw fail("write");
+}
+
+void AtomicFile::commit() {
+  FT_CHECK(fd_ >= 0, "AtomicFile::commit twice for " + path_);
+  if (::fsync(fd_) != 0) throw fail("flush");
+  const int fd = fd_;
+  fd_ = -1;
+  if (::close(fd) != 0) {
+    const std::string reason = errno_text();
+    ::unlink(tmp_.c_str());
+    throw IoError(fmt::format("cannot close '{}': {}", tmp_, reason), "check the disk and its free space");
+  }
+  if (::rename(tmp_.c_str(), path_.c_str()) != 0) {
+    const std::string reason = errno_text();
+    ::unlink(tmp_.c_str());
+    throw IoError(fmt::format("cannot rename '{}' to '{}': {}", tmp_, path_, reason),
+                  "check that the target is not a directory and the folder is writable");
+  }
+  // Make the rename itself durable.
+  const std::filesystem::path parent = std::filesystem::path(path_).parent_path();
+  sync_dir(parent.empty() ? "." : parent.string());
+}
+
+void write_file_atomically(const std::string& path, const std::string& text) {
+  AtomicFile file(path);
+  file.write(text.data(), text.size());
+  file.commit();
+}
+
+void sync_dir(const std::string& dir) {
+  Fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (fd.get() >= 0) ::fsync(fd.get());
+}
+
+MappedFile::MappedFile(const std::string& path) {
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (fd.get() < 0) {
+    throw IoError(fmt::format("cannot open '{}': {}", path, errno_text()), "check that it exists and is readable");
+  }
+  struct stat info {};
+  if (::fstat(fd.get(), &info) != 0) {
+    throw IoError(fmt::format("cannot stat '{}': {}", path, errno_text()), "check the file and the disk");
+  }
+  size_ = static_cast<int64_t>(info.st_size);
+  if (size_ == 0) return;
+  data_ = ::mmap(nullptr, static_cast<size_t>(size_), PROT_READ, MAP_SHARED, fd.get(), 0);
+  if (data_ == MAP_FAILED) {
+    data_ = nullptr;
+    throw IoError(fmt::format("cannot map '{}' ({} bytes): {}", path, size_, errno_text()),
+                  "check the file system supports mmap and the address space limit (ulimit -v)");
+  }
+}
+
+MappedFile::~MappedFile() {
+  if (data_ != nullptr) ::munmap(data_, static_cast<size_t>(size_));
+}
+
+}  // namespace foldtron

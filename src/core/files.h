@@ -1,0 +1,80 @@
+// Files at the POSIX level, shared by the layers that write or map large files (checkpoints,
+// indexed datasets): an owned descriptor, whole reads and writes that retry on EINTR, a file
+// written under a temporary name and renamed into place only when complete, and a read-only
+// memory map.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "core/errors.h"
+
+namespace foldtron {
+
+// An open file descriptor, closed on scope exit.
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  ~Fd();
+  int get() const { return fd_; }
+  // Closes now and reports whether close succeeded (a failed close can mean lost writes).
+  bool close();
+
+ private:
+  int fd_;
+};
+
+// strerror(errno).
+std::string errno_text();
+// Reads exactly `size` bytes at `offset`; false (errno set, or 0 at end of file) otherwise.
+bool pread_all(int fd, char* data, uint64_t size, uint64_t offset);
+// Writes exactly `size` bytes; false (errno set) otherwise.
+bool write_all(int fd, const char* data, uint64_t size);
+
+// A file written as PATH.tmp and renamed to PATH by commit() after an fsync (and the folder
+// synced), so PATH is either the old file or the complete new one. Destroyed uncommitted, it
+// removes PATH.tmp. Failures are IoErrors naming the file.
+class AtomicFile {
+ public:
+  explicit AtomicFile(std::string path);
+  ~AtomicFile();
+  AtomicFile(const AtomicFile&) = delete;
+  AtomicFile& operator=(const AtomicFile&) = delete;
+
+  void write(const void* data, uint64_t size);
+  void commit();
+  const std::string& path() const { return path_; }
+  const std::string& temporary_path() const { return tmp_; }
+
+ private:
+  IoError fail(const std::string& what);
+
+  std::string path_, tmp_;
+  int fd_ = -1;
+};
+
+// Writes `text` to PATH through an AtomicFile.
+void write_file_atomically(const std::string& path, const std::string& text);
+// fsync on a folder (after a rename into it), best effort: some filesystems refuse it.
+void sync_dir(const std::string& dir);
+
+// A whole file mapped read-only (shared, so processes on a node share its pages); an empty file
+// maps to nothing. IoError naming the file when it cannot be opened or mapped.
+class MappedFile {
+ public:
+  explicit MappedFile(const std::string& path);
+  ~MappedFile();
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+
+  const char* data() const { return static_cast<const char*>(data_); }
+  int64_t size() const { return size_; }
+
+ private:
+  void* data_ = nullptr;
+  int64_t size_ = 0;
+};
+
+}  // namespace foldtron
