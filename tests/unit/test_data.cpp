@@ -3,7 +3,9 @@
 // windows (every token of a split appears in an epoch's samples exactly as often as the windows
 // say), blends (each dataset within one sample of its share after any number of samples),
 // preprocessing of text and JSONL (known token counts, empty documents and inputs, deterministic
-// output for any number of workers, pair and labelled examples), and the metrics plot.
+// output for any number of workers, pair and labelled examples), the metrics plot, and through
+// the CLI: training on a preprocessed dataset resumes across an epoch boundary bit-exactly, and
+// foldtron eval of the saved checkpoint gives the validation loss the training logged.
 #include <unistd.h>
 
 #include <cstring>
@@ -24,6 +26,7 @@
 #include "data/indexed_dataset.h"
 #include "data/preprocess.h"
 #include "training/plot.h"
+#include "run_command.h"
 
 namespace foldtron::testing {
 namespace {
@@ -406,6 +409,67 @@ TEST(Plot, DrawsLossValidationLearningRateAndThroughput) {
   EXPECT_EQ(polylines, 5u);  // loss, val_loss, lr, tokens/s, grad norm
   MetricsRun empty;
   expect_data_error([&] { metrics_svg({empty}, "x"); }, {"no training step"});
+}
+
+std::vector<nlohmann::json> records(const std::string& path, const std::string& key) {
+  std::vector<nlohmann::json> out;
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);) {
+    const nlohmann::json record = nlohmann::json::parse(line);
+    if (record.contains(key)) out.push_back(record);
+  }
+  return out;
+}
+
+TEST_F(Data, ResumesAcrossAnEpochAndEvaluatesTheCheckpointAsTrainingDid) {
+  // 60 documents of 41 bytes: 90% for training is 2,214 tokens, 69 windows of 33: the first
+  // epoch ends in step 9 (8 sequences a step).
+  std::string text;
+  for (int d = 0; d < 60; ++d) text += fmt::format("document {:02} says {}\n", d, std::string(24, static_cast<char>('a' + d % 26)));
+  const std::string corpus = write("corpus.txt", text);
+  int code = -1;
+  std::string log = run_command(fmt::format("{} preprocess --input {} --tokenizer byte --output-prefix {} 2>&1",
+                                            FOLDTRON_BINARY, corpus, path("corpus")),
+                                &code);
+  ASSERT_EQ(code, 0) << log;
+  const std::string common = fmt::format(
+      "--preset tiny-dense --set model.num_layers=2 --set train.seq_length=32 --set train.global_batch_size=8 "
+      "--set data.path={} --set data.split=90,10 --set train.eval_interval=5 --set train.eval_iters=2 "
+      "--set train.lr_decay_iters=10",
+      path("corpus"));
+  log = run_command(fmt::format("{} train {} --train-iters 10 --metrics-file {} 2>&1", FOLDTRON_BINARY, common,
+                                path("straight.jsonl")),
+                    &code);
+  ASSERT_EQ(code, 0) << log;
+  EXPECT_NE(log.find("train/valid/test windows 69/7/0"), std::string::npos) << log;
+  log = run_command(fmt::format("{0} train {1} --train-iters 6 --save {2} --metrics-file {3} 2>&1 && "
+                                "{0} train {1} --train-iters 10 --load {2} --save {2} --metrics-file {3} 2>&1",
+                                FOLDTRON_BINARY, common, path("ckpt"), path("resumed.jsonl")),
+                    &code);
+  ASSERT_EQ(code, 0) << log;
+  const auto straight = records(path("straight.jsonl"), "loss"), resumed = records(path("resumed.jsonl"), "loss");
+  ASSERT_EQ(straight.size(), 10u);
+  ASSERT_EQ(resumed.size(), 10u);
+  for (size_t i = 0; i < 10; ++i) {
+    EXPECT_EQ(resumed[i]["loss"].get<double>(), straight[i]["loss"].get<double>()) << "step " << i + 1;
+  }
+  const auto validations = records(path("straight.jsonl"), "val_loss");
+  ASSERT_EQ(validations.size(), 2u);
+  EXPECT_EQ(validations[1]["step"], 10);
+  // The first part of the resumed run also validated after its last step (6).
+  const auto resumed_validations = records(path("resumed.jsonl"), "val_loss");
+  ASSERT_EQ(resumed_validations.size(), 3u);
+  EXPECT_EQ(resumed_validations[1]["step"], 6);
+  EXPECT_EQ(resumed_validations[2]["val_loss"].get<double>(), validations[1]["val_loss"].get<double>());
+  // foldtron eval of the step-10 checkpoint: the validation loss logged after step 10.
+  // --log-level warning: standard output holds only the JSON lines.
+  log = run_command(fmt::format("{} eval {} --load {} --log-level warning", FOLDTRON_BINARY, common, path("ckpt")),
+                    &code);
+  ASSERT_EQ(code, 0) << log;
+  const nlohmann::json eval = nlohmann::json::parse(log.substr(0, log.find('\n')));
+  EXPECT_EQ(eval["step"], 10);
+  EXPECT_NEAR(eval["val_loss"].get<double>(), validations[1]["val_loss"].get<double>(), 1e-6);
+  EXPECT_EQ(eval["val_tokens"], 2 * 8 * 32);
 }
 
 }  // namespace
