@@ -118,3 +118,11 @@ if(FOLDTRON_BUILD_BENCH)
   find_package(benchmark QUIET)
   foldtron_require(benchmark_FOUND "Google Benchmark" "libbenchmark-dev")
 endif()
+
+# --- ICU (optional): Unicode general categories and case mapping for BLEU's intl tokenizer and
+# lowercasing (src/tasks/unmt/bleu.cpp). Debian: libicu-dev.
+find_package(ICU QUIET COMPONENTS uc)
+set(FOLDTRON_HAVE_ICU ${ICU_FOUND})
+if(NOT ICU_FOUND)
+  message(STATUS "ICU not found: foldtron bleu --tokenize intl and --lowercase will be errors (install libicu-dev)")
+endif()

@@ -7,7 +7,8 @@
 #      (969,30,1 of the paragraphs), evaluating every 50 steps;
 #   4. plots the metrics to build/demo/loss.svg; the training ends with a sampled continuation.
 # Usage: scripts/demo.sh [extra foldtron train arguments, e.g. --train-iters 20]
-# Needs a build (scripts/build.sh). Writes build/demo/.
+# Needs a build (scripts/build.sh). Writes $BUILD_DIR/demo/ (build/demo/). DEMO_CORPUS: another
+# folder of text; DEMO_RANKS: the MPI ranks (4; the demo layout needs a multiple of 4).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build_dir=${BUILD_DIR:-build}

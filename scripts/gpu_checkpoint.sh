@@ -18,7 +18,6 @@ cd "$(dirname "$0")/.."
 out=${1:-${OUT:-/tmp}}
 OMP_NUM_THREADS=8 source scripts/gpu_env.sh
 parts=${PARTS:-build one two}
-has() { [[ " $parts " == *" $1 "* ]]; }
 ckpt=${CKPT_DIR:-/tmp/foldtron_ckpt}
 ref=(--preset mixtral-8x7b --set model.num_layers=4 --seq-length 4096 --micro-batch-size 1
   --set data.mock=true --device cuda --log-interval 1)

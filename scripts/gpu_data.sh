@@ -18,7 +18,6 @@ cd "$(dirname "$0")/.."
 out=${1:-${OUT:-/tmp}}
 OMP_NUM_THREADS=8 source scripts/gpu_env.sh
 parts=${PARTS:-build preprocess loader}
-has() { [[ " $parts " == *" $1 "* ]]; }
 data=${DATA_DIR:-.gpu/data}
 work=${WORK_DIR:-/tmp/foldtron_data}
 mkdir -p "$work"

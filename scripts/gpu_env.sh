@@ -1,5 +1,6 @@
 # Sourced by the GPU scripts (scripts/gpu_*.sh): the NCCL/MPI environment of the GPU machine, the
 # library path of the torch wheel's NCCL, `$mpi` (the mpirun line that forwards it), `$gpus`, and
+# `has PART` (whether $parts, set by the script, names PART), and
 # `step SECONDS COMMAND...`, which runs a command under a time limit, prints its exit code and
 # sets `status=1` when it fails (so a hang costs minutes, not the whole device call).
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 NCCL_DEBUG=${NCCL_DEBUG:-WARN}
@@ -19,3 +20,4 @@ step() {
   echo "== rc=$rc"
   [[ $rc -eq 0 ]] || status=1
 }
+has() { [[ " ${parts:-} " == *" $1 "* ]]; }

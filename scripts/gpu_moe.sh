@@ -22,7 +22,6 @@ echo "== build and unit tests: rc=$?"
 [[ -x build-gpu/bin/foldtron ]] || { tail -40 "$out/build.log"; exit 1; }
 grep -E "tests passed|FAILED" "$out/build.log"
 parts=${PARTS:-tests one mb1 torch two}
-has() { [[ " $parts " == *" $1 "* ]]; }
 has tests && for np in 1 $gpus; do
   for t in ${TESTS:-test_moe test_hf_parity test_dense test_train}; do
     step 120 $mpi -np "$np" build-gpu/tests/parallel/$t --device=cuda --gtest_brief=1 > "$out/${t}_np$np.log" 2>&1

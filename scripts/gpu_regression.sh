@@ -18,7 +18,6 @@ out=${1:-${OUT:-/tmp}}
 OMP_NUM_THREADS=8 source scripts/gpu_env.sh
 baseline=${BASELINE:-.gpu/baseline}
 parts=${PARTS:-build tests perf}
-has() { [[ " $parts " == *" $1 "* ]]; }
 
 if has build; then
   # Warnings are reported, not fatal: the image's compiler may know warnings the CI's does not.

@@ -11,6 +11,7 @@ packages=(
   libopenmpi-dev openmpi-bin  # processes and CPU collectives (mpirun)
   libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libfmt-dev
   libsentencepiece-dev sentencepiece  # tokenizers; spm_encode checks ours in the tests
+  libicu-dev              # Unicode categories and case mapping (BLEU's intl tokenizer, lowercasing)
   libgtest-dev libgmock-dev libbenchmark-dev
 )
 

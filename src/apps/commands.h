@@ -21,5 +21,6 @@ Runner register_tokenizer(CLI::App& root);
 Runner register_preprocess(CLI::App& root);
 Runner register_eval(CLI::App& root);
 Runner register_plot(CLI::App& root);
+Runner register_bleu(CLI::App& root);
 
 }  // namespace foldtron::cli

@@ -39,6 +39,7 @@ int main(int argc, char** argv) {
       {"preprocess", cli::register_preprocess(app)},
       {"eval", cli::register_eval(app)},
       {"plot", cli::register_plot(app)},
+      {"bleu", cli::register_bleu(app)},
   };
   app.footer("Run 'foldtron <command> --help' for a command's options.");
 

@@ -45,7 +45,7 @@ std::optional<std::array<double, 3>> parse_split(const std::string& text) {
     if (part.empty() || end == part.c_str() || *end != '\0' || !std::isfinite(value) || value < 0) return std::nullopt;
     shares[count++] = value;
   }
-  if (count == 0 || shares[0] + shares[1] + shares[2] <= 0) return std::nullopt;
+  if (count == 0 || text.back() == ',' || shares[0] + shares[1] + shares[2] <= 0) return std::nullopt;
   return shares;
 }
 

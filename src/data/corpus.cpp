@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <limits>
 #include <vector>
 
 #include <fmt/format.h>
@@ -40,6 +41,11 @@ std::shared_ptr<const IndexedDataset> read_byte_corpus(const std::string& path) 
     if (!in) throw DataError(fmt::format("cannot read '{}'", file.string()), "check its permissions");
     const std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     if (bytes.empty()) continue;
+    if (bytes.size() > static_cast<size_t>(std::numeric_limits<int32_t>::max())) {
+      throw DataError(fmt::format("'{}' holds {} bytes, more than one document read as bytes may", file.string(),
+                                  bytes.size()),
+                      "preprocess it (foldtron preprocess --tokenizer byte) and set data.path to the prefix");
+    }
     tokens.insert(tokens.end(), bytes.begin(), bytes.end());
     lengths.push_back(static_cast<int32_t>(bytes.size()));
     document_ends.push_back(static_cast<int64_t>(lengths.size()));

@@ -15,6 +15,7 @@
 
 #include "config/config.h"
 #include "core/errors.h"
+#include "core/log.h"
 #include "data/corpus.h"
 
 namespace foldtron {
@@ -160,6 +161,13 @@ void check_preprocessed_with(const std::string& prefix, int64_t tokenizer_vocab,
                                 prefix, vocab, meta.value("tokenizer", std::string("?")), tokenizer_vocab),
                     "set data.tokenizer and data.tokenizer_model to the tokenizer the data was preprocessed with");
   }
+  const size_t fields = meta.contains("fields") && meta["fields"].is_array() ? meta["fields"].size() : 1;
+  const bool labelled = meta.contains("labels") && meta["labels"].is_array() && !meta["labels"].empty();
+  if (fields > 1 || labelled) {
+    throw DataError(fmt::format("'{}' holds {} examples, not language-model text", prefix,
+                                labelled ? "labelled" : "multi-field"),
+                    "preprocess the text with one --json-key (or plain text) for language modelling");
+  }
   if (vocab > vocab_size) {
     throw DataError(fmt::format("'{}' holds ids of a {}-id vocabulary, more than model.vocab_size {}", prefix, vocab,
                                 vocab_size),
@@ -176,7 +184,8 @@ LmCorpus::LmCorpus(const DataConfig& data, int64_t seq_length, int64_t vocab_siz
     return;
   }
   const std::array<double, 3> shares = parse_split(data.split).value();  // validated
-  const std::string path = data.path.empty() ? kDefaultCorpus : data.path;
+  path_ = data.path.empty() ? kDefaultCorpus : data.path;
+  const std::string& path = path_;
   const std::vector<std::pair<double, std::string>> blend = parse_blend(path);
   std::array<std::vector<GptDataset>, 3> parts;
   std::array<std::vector<double>, 3> weights;
@@ -205,6 +214,14 @@ LmCorpus::LmCorpus(const DataConfig& data, int64_t seq_length, int64_t vocab_siz
       if (part.num_windows() > 0) {
         parts[s].push_back(std::move(part));
         weights[s].push_back(weight);
+      } else if (blend.size() > 1 && shares[s] > 0) {
+        // A blend must not quietly lose a dataset: refused for training, reported otherwise.
+        if (s == 0) {
+          throw DataError(fmt::format("'{}' of the blend has no training window of {} tokens", prefix, seq_length + 1),
+                          "remove it from data.path, or give it more documents");
+        }
+        log::warning("data", "'{}' of the blend has no {} window; the {} split reads the other datasets",
+                     prefix, split_name(static_cast<Split>(s)), split_name(static_cast<Split>(s)));
       }
     }
     described.push_back(fmt::format("{}{} ({} documents, {} tokens; train/valid/test windows {}/{}/{})",
@@ -248,10 +265,10 @@ torch::Tensor LmCorpus::batch(Split split, int64_t first, int64_t count) const {
   torch::Tensor out = torch::empty({count, width}, torch::kLong);
   int64_t* rows = out.data_ptr<int64_t>();
   for (int64_t i = 0; i < count; ++i) dataset->window(first + i, rows + i * width);
-  const int64_t high = count > 0 ? out.max().item<int64_t>() : 0;
-  if (high >= vocab_size_) {
-    throw DataError(fmt::format("the data holds token id {}, past model.vocab_size {} ({} samples from {})", high,
-                                vocab_size_, split_name(split), first),
+  const int64_t high = count > 0 ? out.max().item<int64_t>() : 0, low = count > 0 ? out.min().item<int64_t>() : 0;
+  if (high >= vocab_size_ || low < 0) {
+    throw DataError(fmt::format("the data holds token id {}, outside model.vocab_size {} ({} samples from {} of '{}')",
+                                high >= vocab_size_ ? high : low, vocab_size_, split_name(split), first, path_),
                     "preprocess the data with the model's tokenizer, or raise model.vocab_size");
   }
   return out;

@@ -1,4 +1,5 @@
-// Language-model datasets over indexed data (indexed_dataset.h), as Megatron-LM builds them:
+// Language-model datasets over indexed data (indexed_dataset.h), Megatron-like (Megatron shuffles
+// documents before cutting windows and rounds splits cumulatively; the rules here are below):
 //   - the documents of a dataset are split into train/valid/test by shares (data.split,
 //     "969,30,1"): consecutive runs of documents, sized by largest remainder;
 //   - a GptDataset cuts a split's documents, concatenated, into windows of seq_length + 1 tokens
@@ -6,11 +7,13 @@
 //     order that is reshuffled every epoch; sample indices run on across epochs;
 //   - a BlendedDataset draws from several GptDatasets with weights (data.path
 //     "0.7 A 0.3 B"): sample n goes to the dataset furthest below its share, so after any n
-//     samples each dataset has had within one sample of weight x n (the largest-remainder
-//     counts), and the assignment of a sample never depends on how many follow it.
+//     samples each dataset has had within one sample of weight x n, and the assignment of a
+//     sample never depends on how many follow it (it is kept for every sample read so far:
+//     about 10 bytes each). A blend with a dataset that has no training window is refused.
 // Every sample is a pure function of (config, seed, split, index): ranks read only their own
 // samples, the same seed gives the same data on every layout, and a run resumed at sample k reads
-// exactly what an uninterrupted one would.
+// exactly what an uninterrupted one would. The classes cache an epoch's order and the blend's
+// assignments inside const calls: one thread per object (the trainer's).
 #pragma once
 
 #include <array>
@@ -100,6 +103,7 @@ class LmCorpus {
  private:
   int64_t seq_length_, vocab_size_, seed_;
   bool mock_ = false;
+  std::string path_;  // data.path, for messages
   std::array<std::unique_ptr<BlendedDataset>, 3> splits_;
   std::string description_;
 };

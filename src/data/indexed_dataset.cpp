@@ -79,25 +79,20 @@ TokenDType token_dtype_for(int64_t vocab_size) {
   return vocab_size <= 65536 ? TokenDType::kUInt16 : TokenDType::kInt32;
 }
 
-struct IndexedDataset::Mapping {
-  explicit Mapping(const std::string& path) : file(path) {}
-  MappedFile file;
-};
-
 IndexedDataset::IndexedDataset(const std::string& prefix)
     : name_(prefix), index_path_(prefix + ".idx"), tokens_path_(prefix + ".bin") {
   for (const std::string& path : {index_path_, tokens_path_}) {
     try {
-      (path == index_path_ ? index_map_ : tokens_map_) = std::make_unique<Mapping>(path);
+      (path == index_path_ ? index_map_ : tokens_map_) = std::make_unique<MappedFile>(path);
     } catch (const IoError& error) {
       throw DataError(fmt::format("cannot read the indexed dataset '{}': {}", prefix, error.what()),
                       "give the prefix of files written by foldtron preprocess (P for P.bin and P.idx)");
     }
   }
-  index_ = index_map_->file.data();
-  index_size_ = index_map_->file.size();
-  tokens_ = tokens_map_->file.data();
-  tokens_size_ = tokens_map_->file.size();
+  index_ = index_map_->data();
+  index_size_ = index_map_->size();
+  tokens_ = tokens_map_->data();
+  tokens_size_ = tokens_map_->size();
   parse_index();
 }
 
@@ -150,6 +145,7 @@ void IndexedDataset::parse_index() {
                                   "contiguous)", i, offset, expected));
     }
     expected += static_cast<int64_t>(length) * item;
+    if (expected > std::numeric_limits<int64_t>::max() / 2) throw bad_index("the sequence lengths overflow");
   }
   int64_t previous = 0;
   for (int64_t d = 0; d <= num_documents_; ++d) {
@@ -276,15 +272,17 @@ void IndexedDatasetWriter::add_sequence(const std::vector<int64_t>& ids) {
       high = std::numeric_limits<int64_t>::max();
       break;
   }
-  const int64_t item = token_bytes(dtype_);
-  for (int64_t id : ids) {
+  for (int64_t id : ids) {  // all checked before any is written
     if (id < 0 || id > high) {
       throw DataError(fmt::format("token id {} does not fit the dataset's {} tokens", id, token_dtype_name(dtype_)),
                       "the tokenizer's vocabulary is larger than the dataset dtype allows");
     }
+  }
+  const size_t item = static_cast<size_t>(token_bytes(dtype_));
+  for (int64_t id : ids) {
     const size_t at = buffer_.size();
-    buffer_.resize(at + static_cast<size_t>(item));
-    std::memcpy(buffer_.data() + at, &id, static_cast<size_t>(item));  // little-endian: the low bytes
+    buffer_.resize(at + item);
+    std::memcpy(buffer_.data() + at, &id, item);  // little-endian: the low bytes
   }
   if (buffer_.size() >= (1u << 22)) flush();
   lengths_.push_back(static_cast<int32_t>(ids.size()));

@@ -27,6 +27,7 @@
 namespace foldtron {
 
 class AtomicFile;
+class MappedFile;
 
 enum class TokenDType : uint8_t { kUInt8 = 1, kInt16 = 3, kInt32 = 4, kInt64 = 5, kUInt16 = 8 };
 
@@ -64,11 +65,10 @@ class IndexedDataset {
   std::vector<int64_t> sequence(int64_t sequence) const;
 
  private:
-  struct Mapping;
   void parse_index();
 
   std::string name_, index_path_, tokens_path_;
-  std::unique_ptr<Mapping> index_map_, tokens_map_;
+  std::unique_ptr<MappedFile> index_map_, tokens_map_;
   std::vector<char> owned_index_, owned_tokens_;
   const char* index_ = nullptr;
   const char* tokens_ = nullptr;

@@ -27,6 +27,7 @@ using Clock = std::chrono::steady_clock;
 struct Record {
   std::vector<std::string> fields;
   std::vector<std::string> labels;
+  std::string where;  // "line L of 'F'", for messages
 };
 
 bool blank(const std::string& text) { return text.find_first_not_of(" \t\r\n\f\v") == std::string::npos; }
@@ -40,8 +41,7 @@ class RecordReader {
   std::vector<Record> next(size_t limit) {
     std::vector<Record> out;
     while (out.size() < limit) {
-      if (!in_.is_open() || in_.eof()) {
-        if (in_.is_open()) in_.close();
+      if (!in_.is_open()) {
         if (file_ == options_.inputs.size()) break;
         path_ = options_.inputs[file_++];
         in_.open(path_, std::ios::binary);
@@ -54,39 +54,46 @@ class RecordReader {
     return out;
   }
   // Input bytes consumed so far (for the progress line).
-  int64_t bytes_read() { return done_bytes_ + (in_.is_open() ? static_cast<int64_t>(in_.tellg()) : 0); }
+  int64_t bytes_read() {
+    const std::streamoff at = in_.is_open() ? static_cast<std::streamoff>(in_.tellg()) : 0;
+    return done_bytes_ + std::max<int64_t>(0, static_cast<int64_t>(at));
+  }
 
  private:
+  // The next line of the current file; false at its end, where the file is closed and counted.
   bool getline(std::string& line) {
+    if (!in_.is_open()) return false;
     if (!std::getline(in_, line)) {
-      done_bytes_ += static_cast<int64_t>(std::filesystem::file_size(path_));
+      std::error_code error;
+      done_bytes_ += static_cast<int64_t>(std::filesystem::file_size(path_, error));
       in_.close();
       in_.clear();
-      in_.setstate(std::ios::eofbit);
       return false;
     }
     ++line_number_;
     if (!line.empty() && line.back() == '\r') line.pop_back();
     return true;
   }
+  std::string where() const { return fmt::format("line {} of '{}'", line_number_, path_); }
 
   std::optional<Record> read_text() {
     std::string line;
     if (!options_.paragraphs) {
       if (!getline(line)) return std::nullopt;
-      return Record{{line}, {}};
+      return Record{{line}, {}, where()};
     }
-    std::string paragraph;
+    std::string paragraph, first_line;
     bool any = false;
     while (getline(line)) {
       if (blank(line)) {
-        if (any) return Record{{paragraph}, {}};
+        if (any) return Record{{paragraph}, {}, first_line};
         continue;
       }
+      if (!any) first_line = where();
       paragraph += (any ? "\n" : "") + line;
       any = true;
     }
-    if (any) return Record{{paragraph}, {}};
+    if (any) return Record{{paragraph}, {}, first_line};
     return std::nullopt;
   }
 
@@ -95,11 +102,12 @@ class RecordReader {
     while (getline(line)) {
       if (blank(line)) continue;
       const nlohmann::json object = nlohmann::json::parse(line, nullptr, false);
-      const std::string where = fmt::format("line {} of '{}'", line_number_, path_);
+      const std::string where = this->where();
       if (object.is_discarded() || !object.is_object()) {
         throw DataError(fmt::format("{} is not a JSON object", where), "write one JSON object per line (JSONL)");
       }
       Record record;
+      record.where = where;
       for (const std::string& key : options_.json_keys) {
         const auto it = object.find(key);
         if (it == object.end() || !it->is_string()) {
@@ -168,101 +176,86 @@ std::string human(double value) {
   return fmt::format("{:.0f}", value);
 }
 
-}  // namespace
-
-PreprocessSummary preprocess(const PreprocessOptions& options, const TextTokenizer& tokenizer) {
-  const auto start = Clock::now();
-  PreprocessSummary summary;
+// The inputs' total size; DataError for an input that is not a readable file, or one that the
+// output would overwrite.
+int64_t check_inputs(const PreprocessOptions& options) {
   if (options.inputs.empty()) throw DataError("no input files", "name them with --input FILE...");
-  int64_t total_bytes = 0;
+  namespace fs = std::filesystem;
+  std::vector<fs::path> outputs;
+  for (const char* extension : {".bin", ".idx", ".json"}) {
+    outputs.push_back(fs::weakly_canonical(fs::absolute(options.output_prefix + extension)));
+  }
+  int64_t total = 0;
   for (const std::string& input : options.inputs) {
     std::error_code error;
-    const auto size = std::filesystem::file_size(input, error);
-    if (error || std::filesystem::is_directory(input)) {
+    const auto size = fs::file_size(input, error);
+    if (error || fs::is_directory(input)) {
       throw DataError(fmt::format("the input '{}' is not a readable file", input), "check the path");
     }
-    total_bytes += static_cast<int64_t>(size);
+    const fs::path canonical = fs::weakly_canonical(fs::absolute(input));
+    if (std::find(outputs.begin(), outputs.end(), canonical) != outputs.end()) {
+      throw DataError(fmt::format("the input '{}' is one of the files --output-prefix {} writes", input,
+                                  options.output_prefix),
+                      "choose another --output-prefix (it writes PREFIX.bin, PREFIX.idx and PREFIX.json)");
+    }
+    total += static_cast<int64_t>(size);
   }
-  if (!options.languages.empty() && options.languages.size() != std::max<size_t>(1, options.json_keys.size())) {
-    throw DataError(fmt::format("{} languages for {} fields", options.languages.size(),
-                                std::max<size_t>(1, options.json_keys.size())),
+  const size_t fields = std::max<size_t>(1, options.json_keys.size());
+  if (!options.languages.empty() && options.languages.size() != fields) {
+    throw DataError(fmt::format("{} languages for {} fields", options.languages.size(), fields),
                     "give one language per --json-key");
   }
-  const std::filesystem::path parent = std::filesystem::path(options.output_prefix).parent_path();
-  if (!parent.empty()) std::filesystem::create_directories(parent);
-  summary.dtype = token_dtype_for(tokenizer.vocab_size());
-  summary.labels = options.labels;
-  std::map<std::string, int64_t> label_ids;
-  for (size_t i = 0; i < options.labels.size(); ++i) label_ids[options.labels[i]] = static_cast<int64_t>(i);
-  const bool fixed_labels = !options.labels.empty();
-  const int64_t eos = options.append_eos ? tokenizer.eos_id() : -1;
-  const int64_t workers =
-      options.workers > 0 ? options.workers : std::max<int64_t>(1, static_cast<int64_t>(std::thread::hardware_concurrency()));
+  return total;
+}
 
-  IndexedDatasetWriter writer(options.output_prefix, summary.dtype);
-  RecordReader reader(options);
-  const bool tty = ::isatty(STDERR_FILENO) != 0;
-  auto last_report = start;
-  const auto report = [&](bool final) {
-    const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
-    const double fraction = total_bytes > 0 ? static_cast<double>(reader.bytes_read()) / static_cast<double>(total_bytes) : 1;
-    const double eta = fraction > 0 ? seconds / fraction - seconds : 0;
-    const std::string line = fmt::format("preprocess: {:5.1f}% of {}B, {} documents, {} tokens, {} tokens/s{}",
-                                         100 * std::min(1.0, fraction), human(static_cast<double>(total_bytes)),
-                                         summary.documents, human(static_cast<double>(summary.tokens)),
-                                         human(static_cast<double>(summary.tokens) / std::max(seconds, 1e-9)),
-                                         final ? "" : fmt::format(", ETA {:.0f} s", eta));
-    std::fprintf(stderr, tty ? "\r%s%s" : "%s\n", line.c_str(), tty && final ? "\n" : "");
-    std::fflush(stderr);
-  };
-  for (;;) {
-    const std::vector<Record> records = reader.next(4096);
-    if (records.empty()) break;
-    const auto ids = tokenize(records, tokenizer, workers);
-    for (size_t i = 0; i < records.size(); ++i) {
-      const bool empty = std::any_of(ids[i].begin(), ids[i].end(), [](const auto& field) { return field.empty(); });
-      if (empty) {
-        ++summary.skipped;
-        continue;
-      }
-      for (std::vector<int64_t> field : ids[i]) {
-        if (eos >= 0) field.push_back(eos);
-        writer.add_sequence(field);
-        summary.tokens += static_cast<int64_t>(field.size());
-        ++summary.sequences;
-      }
-      if (!options.label_key.empty()) {
-        std::vector<int64_t> labels;
-        for (const std::string& name : records[i].labels) {
-          auto it = label_ids.find(name);
-          if (it == label_ids.end()) {
-            if (fixed_labels) {
-              throw DataError(fmt::format("label '{}' of document {} is not one of --labels", name,
-                                          summary.documents + summary.skipped + 1),
-                              "add it to --labels, or leave --labels out to take labels in order of appearance");
-            }
-            it = label_ids.emplace(name, static_cast<int64_t>(summary.labels.size())).first;
-            summary.labels.push_back(name);
-          }
-          labels.push_back(it->second);
-        }
-        writer.add_sequence(labels);
-        ++summary.sequences;
-      }
-      writer.end_document();
-      ++summary.documents;
-    }
-    if (options.progress && Clock::now() - last_report > std::chrono::seconds(2)) {
-      report(false);
-      last_report = Clock::now();
-    }
+// Label names to ids: the fixed list, or new names numbered as they appear.
+class LabelIds {
+ public:
+  explicit LabelIds(const std::vector<std::string>& fixed) : names_(fixed), fixed_(!fixed.empty()) {
+    for (size_t i = 0; i < fixed.size(); ++i) ids_[fixed[i]] = static_cast<int64_t>(i);
   }
-  writer.finish();
-  summary.input_bytes = total_bytes;
-  summary.output_bytes = writer.bytes_written();
-  summary.seconds = std::chrono::duration<double>(Clock::now() - start).count();
-  if (options.progress) report(true);
+  std::vector<int64_t> ids(const Record& record) {
+    std::vector<int64_t> out;
+    for (const std::string& name : record.labels) {
+      auto it = ids_.find(name);
+      if (it == ids_.end()) {
+        if (fixed_) {
+          throw DataError(fmt::format("{}: label '{}' is not one of --labels", record.where, name),
+                          "add it to --labels, or leave --labels out to take labels in order of appearance");
+        }
+        it = ids_.emplace(name, static_cast<int64_t>(names_.size())).first;
+        names_.push_back(name);
+      }
+      out.push_back(it->second);
+    }
+    return out;
+  }
+  const std::vector<std::string>& names() const { return names_; }
 
+ private:
+  std::map<std::string, int64_t> ids_;
+  std::vector<std::string> names_;
+  bool fixed_;
+};
+
+// The progress line on stderr (rewritten in place on a terminal).
+void report_progress(const PreprocessSummary& summary, int64_t done_bytes, int64_t total_bytes, double seconds,
+                     bool final) {
+  const double fraction = total_bytes > 0 ? static_cast<double>(done_bytes) / static_cast<double>(total_bytes) : 1;
+  const double eta = fraction > 0 ? seconds / fraction - seconds : 0;
+  const std::string line = fmt::format("preprocess: {:5.1f}% of {}B, {} documents, {} tokens, {} tokens/s{}",
+                                       100 * std::min(1.0, fraction), human(static_cast<double>(total_bytes)),
+                                       summary.documents, human(static_cast<double>(summary.tokens)),
+                                       human(static_cast<double>(summary.tokens) / std::max(seconds, 1e-9)),
+                                       final ? "" : fmt::format(", ETA {:.0f} s", eta));
+  const bool tty = ::isatty(STDERR_FILENO) != 0;
+  std::fprintf(stderr, tty ? "\r%s%s" : "%s\n", line.c_str(), tty && final ? "\n" : "");
+  std::fflush(stderr);
+}
+
+// PREFIX.json: the tokenizer, the fields and the counts.
+void write_metadata(const PreprocessOptions& options, const TextTokenizer& tokenizer, const PreprocessSummary& summary,
+                    int64_t eos) {
   nlohmann::ordered_json meta;
   meta["format"] = "foldtron-indexed";
   meta["version"] = 1;
@@ -284,6 +277,63 @@ PreprocessSummary preprocess(const PreprocessOptions& options, const TextTokeniz
   }
   meta["inputs"] = inputs;
   write_file_atomically(options.output_prefix + ".json", meta.dump(1) + "\n");
+}
+
+}  // namespace
+
+PreprocessSummary preprocess(const PreprocessOptions& options, const TextTokenizer& tokenizer) {
+  const auto start = Clock::now();
+  const int64_t total_bytes = check_inputs(options);
+  if (!options.labels.empty() && options.label_key.empty()) {
+    throw DataError("--labels names labels, but no --label-key says where they are", "add --label-key KEY");
+  }
+  const std::filesystem::path parent = std::filesystem::path(options.output_prefix).parent_path();
+  if (!parent.empty()) std::filesystem::create_directories(parent);
+  PreprocessSummary summary;
+  summary.dtype = token_dtype_for(tokenizer.vocab_size());
+  LabelIds labels(options.labels);
+  const int64_t eos = options.append_eos ? tokenizer.eos_id() : -1;
+  const int64_t workers =
+      options.workers > 0 ? options.workers : std::max<int64_t>(1, static_cast<int64_t>(std::thread::hardware_concurrency()));
+  const auto seconds = [&] { return std::chrono::duration<double>(Clock::now() - start).count(); };
+
+  IndexedDatasetWriter writer(options.output_prefix, summary.dtype);
+  RecordReader reader(options);
+  double last_report = 0;
+  for (;;) {
+    const std::vector<Record> records = reader.next(4096);
+    if (records.empty()) break;
+    const auto ids = tokenize(records, tokenizer, workers);
+    for (size_t i = 0; i < records.size(); ++i) {
+      if (std::any_of(ids[i].begin(), ids[i].end(), [](const auto& field) { return field.empty(); })) {
+        ++summary.skipped;
+        continue;
+      }
+      for (std::vector<int64_t> field : ids[i]) {
+        if (eos >= 0) field.push_back(eos);
+        writer.add_sequence(field);
+        summary.tokens += static_cast<int64_t>(field.size());
+        ++summary.sequences;
+      }
+      if (!options.label_key.empty()) {
+        writer.add_sequence(labels.ids(records[i]));
+        ++summary.sequences;
+      }
+      writer.end_document();
+      ++summary.documents;
+    }
+    if (options.progress && seconds() - last_report > 2) {
+      report_progress(summary, reader.bytes_read(), total_bytes, seconds(), false);
+      last_report = seconds();
+    }
+  }
+  writer.finish();
+  summary.labels = labels.names();
+  summary.input_bytes = total_bytes;
+  summary.output_bytes = writer.bytes_written();
+  summary.seconds = seconds();
+  if (options.progress) report_progress(summary, total_bytes, total_bytes, summary.seconds, true);
+  write_metadata(options, tokenizer, summary, eos);
   return summary;
 }
 

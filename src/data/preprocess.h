@@ -3,7 +3,7 @@
 //   JSONL  one object per line; each --json-key names a field (one key: a language-model
 //          document; several: a pair or multi-field example; --label-key adds labels)
 // Documents are tokenized on every core in chunks and written in input order (the output is the
-// same for any number of workers), each sequence followed by the tokenizer's EOS. Tokens are
+// same for any number of workers), each text sequence followed by the EOS. Tokens are
 // uint16 when the vocabulary fits, else int32. Beside P.bin/P.idx, P.json records the tokenizer,
 // the fields and the counts.
 #pragma once
@@ -40,7 +40,8 @@ struct PreprocessSummary {
 };
 
 // DataError naming the file and line of malformed input (a line that is not JSON, a missing key,
-// a label outside --labels); IoError when the output cannot be written.
+// a label outside --labels), and for an input the output would overwrite; IoError when the
+// output cannot be written.
 PreprocessSummary preprocess(const PreprocessOptions& options, const TextTokenizer& tokenizer);
 
 }  // namespace foldtron

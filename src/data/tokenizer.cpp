@@ -340,6 +340,11 @@ std::vector<int64_t> check_special_tokens(const DataConfig& data, const TextToke
   const auto too_large = [&](const std::string& what, int64_t id) {
     return fmt::format("{} has id {}, past model.vocab_size {} ({})", what, id, vocab_size, tokenizer.describe());
   };
+  if (tokenizer.vocab_size() > vocab_size) {
+    problems.push_back({"model.vocab_size",
+                        fmt::format("{} is smaller than the vocabulary of {}", vocab_size, tokenizer.describe()),
+                        fmt::format("set model.vocab_size to at least {}", tokenizer.vocab_size())});
+  }
   const std::pair<const char*, int64_t> own[] = {{"<unk>", tokenizer.unk_id()},
                                                  {"BOS", tokenizer.bos_id()},
                                                  {"EOS", tokenizer.eos_id()},

@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include "core/errors.h"
+#include "core/log.h"
 #include "layers/embedding.h"
 #include "training/flops.h"
 
@@ -28,7 +29,23 @@ LmTask::LmTask(const Config& config)
     : config_(config),
       tokenizer_(checked_tokenizer(config)),
       data_(config.data, config.train.seq_length, config.model.vocab_size,
-            config.data.mock ? -1 : tokenizer_->vocab_size(), config.train.seed) {}
+            config.data.mock ? -1 : tokenizer_->vocab_size(), config.train.seed) {
+  const TrainConfig& t = config.train;
+  if (t.eval_interval <= 0) return;
+  // Found now rather than at the first evaluation, hours in.
+  const int64_t windows = data_.num_windows(Split::kValid);
+  if (windows == 0) {
+    throw DataError(fmt::format("the validation split of the data has no window of {} tokens (data.split {})",
+                                t.seq_length + 1, config.data.split),
+                    "give the second share of data.split more weight, use more (or more) documents, or set "
+                    "train.eval_interval: 0");
+  }
+  if (t.eval_iters * t.global_batch_size > windows) {
+    log::warning("train", "an evaluation reads {} samples, but the validation split has {} windows: some are read "
+                          "more than once",
+                 t.eval_iters * t.global_batch_size, windows);
+  }
+}
 
 int64_t LmTask::num_samples(Split split) const { return data_.num_windows(split); }
 

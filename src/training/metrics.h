@@ -32,7 +32,8 @@ struct EvalRecord {
 
 // The JSON line of one record.
 std::string metrics_json(const StepRecord& record);
-// The JSON line of an evaluation: {"step", "val_loss", "val_ppl", "val_tokens", "eval_time_s"}
+// The JSON line of an evaluation: {"step", "val_loss", "val_ppl", "val_samples", "val_tokens",
+// "eval_time_s"}
 // (test_loss, ... for the test split).
 std::string metrics_json(const EvalRecord& record);
 // The console line of one record: "step 3/200 | loss ... | ETA 1m02s". `moe`: show the router

@@ -170,7 +170,7 @@ MetricsRun read_metrics_file(const std::string& path) {
 }
 
 std::string metrics_svg(const std::vector<MetricsRun>& runs, const std::string& title) {
-  std::vector<Panel> panels{{"loss (solid: training; dashed: validation)", {}},
+  std::vector<Panel> panels{{"loss (solid: training, the task's loss without router losses; dashed: validation)", {}},
                             {"learning rate", {}},
                             {"throughput (tokens/s)", {}},
                             {"gradient norm", {}}};
@@ -187,7 +187,9 @@ std::string metrics_svg(const std::vector<MetricsRun>& runs, const std::string& 
       }
       panels[panel].series.push_back(std::move(s));
     };
-    add(0, "loss", "loss", false);
+    // The task's loss (lm_loss) is what val_loss measures; files without it show loss.
+    const bool has_lm = !points_of(runs[r], "lm_loss").empty();
+    add(0, "loss", has_lm ? "lm_loss" : "loss", false);
     any = any || !panels[0].series.back().points.empty();
     add(0, "val_loss", "val_loss", true);
     add(1, "lr", "lr", false);

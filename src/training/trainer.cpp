@@ -46,6 +46,7 @@ double sum_of(const std::vector<torch::Tensor>& terms) {
 struct Trainer::Sums {
   std::vector<torch::Tensor> loss, aux, z;                      // [1] each
   std::map<std::string, std::vector<torch::Tensor>> metrics;    // by name, [1] each
+  double data_seconds = 0;                                      // host time making batches
 };
 
 Trainer::Trainer(TrainState& state, const Task& task) : state_(state), task_(task) {
@@ -55,16 +56,16 @@ Trainer::Trainer(TrainState& state, const Task& task) : state_(state), task_(tas
   micro_batches_ = per_rank_ / t.micro_batch_size;
 }
 
-const Batch& Trainer::micro_batch(int64_t micro) {
+const Batch& Trainer::micro_batch(const GlobalBatch& global, int64_t micro, Sums& sums) {
   const auto it = batches_.find(micro);
   if (it != batches_.end()) return it->second;
   const TrainConfig& t = state_.config.train;
   ProcessGroups& groups = state_.groups;
-  const int64_t first = first_sample_ + groups.coords().dp * per_rank_ + micro * t.micro_batch_size;
+  const int64_t first = global.first + groups.coords().dp * per_rank_ + micro * t.micro_batch_size;
   // Made on the host and copied from pinned memory without waiting: a copy from pageable memory
   // would wait for every kernel queued before it, and the loader's time would include the GPU's.
   const auto started = std::chrono::steady_clock::now();
-  Batch batch = task_.batch(split_, first, t.micro_batch_size, torch::kCPU);
+  Batch batch = task_.batch(global.split, first, t.micro_batch_size, torch::kCPU);
   const auto to_device = [&](torch::Tensor& x) {
     if (!x.defined() || x.device() == state_.device) return;
     x = state_.device.is_cuda() ? x.pin_memory().to(state_.device, /*non_blocking=*/true) : x.to(state_.device);
@@ -74,7 +75,7 @@ const Batch& Trainer::micro_batch(int64_t micro) {
                            &in.decoder_positions, &in.decoder_mask, &in.decoder_languages, &batch.labels}) {
     to_device(*x);
   }
-  data_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  sums.data_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   const int64_t cp = groups.cp().size();
   if (cp > 1) {
     // This rank's chunks of every sequence-first tensor (validation keeps cp to decoder-only models).
@@ -88,7 +89,7 @@ const Batch& Trainer::micro_batch(int64_t micro) {
   return batches_.emplace(micro, std::move(batch)).first->second;
 }
 
-void Trainer::forward_backward(Sums& sums, double units, bool forward_only) {
+void Trainer::forward_backward(Sums& sums, const GlobalBatch& global, double units, bool forward_only) {
   Model& model = *state_.model;
   ProcessGroups& groups = state_.groups;
   const ModelPart& part = model.part();
@@ -98,7 +99,7 @@ void Trainer::forward_backward(Sums& sums, double units, bool forward_only) {
   model.set_router_loss_scale(aux_scale);
   PipelineStage stage;
   stage.forward = [&](const PipelineOp& op, const TensorList& input) -> TensorList {
-    const Batch& batch = micro_batch(op.micro);
+    const Batch& batch = micro_batch(global, op.micro, sums);
     ForwardState forward_state;
     TensorList out = model.forward_chunk(op.chunk, batch.inputs, input, forward_state);
     if (forward_state.aux_loss.defined()) sums.aux.push_back(forward_state.aux_loss.reshape({1}) * aux_scale);
@@ -111,7 +112,7 @@ void Trainer::forward_backward(Sums& sums, double units, bool forward_only) {
     }
     return {terms.loss};
   };
-  stage.stream_spec = [&](int64_t micro) { return model.stream_spec(micro_batch(micro).inputs); };
+  stage.stream_spec = [&](int64_t micro) { return model.stream_spec(micro_batch(global, micro, sums).inputs); };
   // Each chunk's last backward (micro-batch M-1 in every schedule) reduces buckets as they fill
   // (a bucket that spans two chunks starts after the later of their last backwards).
   stage.before_backward = [&](const PipelineOp& op) { state_.buffers->set_sync(op.micro + 1 == micro_batches_); };
@@ -183,13 +184,10 @@ StepRecord Trainer::step() {
   record.lr = learning_rate(t, state_.step);
   record.tokens = t.global_batch_size * t.seq_length;
   const double units = task_.loss_units(Split::kTrain, state_.consumed_samples, t.global_batch_size);
-  split_ = Split::kTrain;
-  first_sample_ = state_.consumed_samples;
-  data_seconds_ = 0;
   batches_.clear();
   state_.buffers->zero_grads();
   Sums sums;
-  forward_backward(sums, units, false);
+  forward_backward(sums, {Split::kTrain, state_.consumed_samples}, units, false);
   const auto computed = now();
   state_.buffers->finish_grad_sync();
   reduce(sums, record);
@@ -204,7 +202,7 @@ StepRecord Trainer::step() {
   record.fwd_bwd_s = std::chrono::duration<double>(computed - start).count();
   record.grad_reduce_s = std::chrono::duration<double>(reduced - computed).count();
   record.optimizer_s = std::chrono::duration<double>(end - reduced).count();
-  record.data_s = data_seconds_;
+  record.data_s = sums.data_seconds;
   record.tokens_per_s = static_cast<double>(record.tokens) / record.step_time_s;
   const double flops = task_.flops(state_.consumed_samples - t.global_batch_size, t.global_batch_size);
   record.tflops_per_gpu =
@@ -226,23 +224,25 @@ EvalRecord Trainer::evaluate(Split split) {
   record.split = split_name(split);
   record.samples = t.eval_iters * t.global_batch_size;
   record.units = task_.loss_units(split, 0, record.samples);
+  // Dropout off while evaluating; the model's mode is restored however this ends.
   Model& model = *state_.model;
+  struct ModeGuard {
+    Model& model;
+    bool training;
+    ~ModeGuard() { model.train(training); }
+  } guard{model, model.is_training()};
   model.eval();
   double total = 0;
   {
     torch::NoGradGuard no_grad;
-    split_ = split;
     for (int64_t i = 0; i < t.eval_iters; ++i) {
-      first_sample_ = i * t.global_batch_size;
       batches_.clear();
       Sums sums;
-      forward_backward(sums, record.units, true);
+      forward_backward(sums, {split, i * t.global_batch_size}, record.units, true);
       total += reduce_task_terms(sums)[0].item<double>();
     }
     batches_.clear();
-    split_ = Split::kTrain;
   }
-  model.train();
   record.loss = total;
   if (state_.device.is_cuda()) torch::cuda::synchronize();
   record.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -371,16 +371,17 @@ std::vector<StepRecord> Trainer::run() {
       log::info("train", "{}", progress_line(record, total, eta, config.moe.enabled(), config.moe.z_loss_coeff > 0));
       if (metrics.is_open()) metrics << metrics_json(record) << "\n" << std::flush;
     }
+    // A stop signal saves first and skips the evaluation (preemption leaves little time).
+    if (checkpoint_after_step()) {
+      stopped_ = true;
+      break;
+    }
     const int64_t eval_interval = config.train.eval_interval;
     if (eval_interval > 0 && (record.step % eval_interval == 0 || record.step == total)) {
       const EvalRecord eval = evaluations_.emplace_back(evaluate(Split::kValid));
       log::info("train", "validation after step {}: loss {:.4f} | perplexity {:.3f} | {} samples, {:.0f} tokens, {:.2f} s",
                 eval.step, eval.loss, std::exp(eval.loss), eval.samples, eval.units, eval.seconds);
       if (metrics.is_open()) metrics << metrics_json(eval) << "\n" << std::flush;
-    }
-    if (checkpoint_after_step()) {
-      stopped_ = true;
-      break;
     }
   }
   if (checkpointer_ != nullptr) {

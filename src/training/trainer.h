@@ -9,10 +9,12 @@
 // max_bad_steps in a row abort the run. Registered hooks run around each step (the expert-bias
 // update). With train.eval_interval the loop evaluates the loss on the validation split every
 // that many steps and after the last (forward only, dropout off; the same eval_iters global
-// batches each time) and logs it as val_loss. Rank 0 logs progress (step/total, ETA, loss, lr, grad norm, tokens/s, TFLOP/s per
-// GPU, MFU, memory) and writes one JSON record per logged step to logging.metrics_file. With a
+// batches each time) and logs it as val_loss. Rank 0 logs progress (step/total, ETA, loss, lr,
+// grad norm, tokens/s, TFLOP/s per GPU, MFU, memory) and writes one JSON record per logged step
+// (and per evaluation) to logging.metrics_file. With a
 // Checkpointer the loop saves every checkpoint.save_interval steps, at the end, and at the end of
-// the step in which SIGTERM/SIGINT arrived (then stops); a resumed run appends to the metrics file.
+// the step in which SIGTERM/SIGINT arrived (then stops, without evaluating); a resumed run appends
+// to the metrics file.
 #pragma once
 
 #include <fstream>
@@ -81,10 +83,15 @@ class Trainer {
   struct Sums;
   // Forward and backward of every micro-batch of the step through the pipeline schedule; each
   // loss is divided by the global batch's `units` (Task::loss_units).
-  void forward_backward(Sums& sums, double units, bool forward_only);
-  // The micro-batch `micro` of the global batch at first_sample_ of split_ on this rank (made
-  // once, context-parallel chunks cut).
-  const Batch& micro_batch(int64_t micro);
+  // The global batch of a pass: its split and first sample.
+  struct GlobalBatch {
+    Split split;
+    int64_t first;
+  };
+  void forward_backward(Sums& sums, const GlobalBatch& global, double units, bool forward_only);
+  // The micro-batch `micro` of `global` on this rank (made once per pass, context-parallel chunks
+  // cut); the host time it took is added to sums.data_seconds.
+  const Batch& micro_batch(const GlobalBatch& global, int64_t micro, Sums& sums);
   // The task's loss and metrics summed over the job: [loss, metrics in metric_names() order].
   torch::Tensor reduce_task_terms(Sums& sums);
   // Loss terms over the whole job and the gradient norm, into `record`.
@@ -102,10 +109,7 @@ class Trainer {
   const Task& task_;
   std::vector<std::shared_ptr<StepHook>> hooks_;
   int64_t dp_, micro_batches_, per_rank_;
-  std::map<int64_t, Batch> batches_;  // this step's micro-batches, made once each
-  Split split_ = Split::kTrain;       // where micro_batch() reads
-  int64_t first_sample_ = 0;          // the global batch's first sample in split_
-  double data_seconds_ = 0;           // host time in Task::batch since the step began
+  std::map<int64_t, Batch> batches_;  // this pass's micro-batches, made once each
   Checkpointer* checkpointer_ = nullptr;
   int64_t saved_step_ = -1;  // the step of the last save started by this run
   bool stopped_ = false;

@@ -273,12 +273,26 @@ TEST(LmCorpus, ReadsBlendsAndSplitsAndChecksTheVocabulary) {
   EXPECT_EQ((batch.select(1, 0) == 3).sum().item<int64_t>(), 100);  // exactly a quarter
   expect_data_error([&] { corpus.batch(Split::kTest, 0, 1); }, {"the test split of the data is empty"});
   const LmCorpus small(data, 16, 4, -1, 7);  // ids 4 are past a vocabulary of 4
-  expect_data_error([&] { small.batch(Split::kTrain, 0, 64); }, {"token id 4, past model.vocab_size 4"});
+  expect_data_error([&] { small.batch(Split::kTrain, 0, 64); }, {"token id 4, outside model.vocab_size 4"});
   data.path = (dir / "missing").string();
   data.tokenizer = Tokenizer::kSentencePiece;
   expect_data_error([&] { LmCorpus c(data, 16, 8, -1, 7); }, {"is not a preprocessed dataset", "foldtron preprocess"});
   data.path = "0.5 a b c";
   expect_data_error([&] { LmCorpus c(data, 16, 8, -1, 7); }, {"'b' is not a positive weight"});
+  data.path = "0.5 a b";
+  expect_data_error([&] { LmCorpus c(data, 16, 8, -1, 7); }, {"is neither one path nor weight-prefix pairs"});
+  // A blend's dataset without a training window is refused, not dropped.
+  data.path = fmt::format("0.5 {0}/a 0.5 {0}/b", dir.string());
+  data.tokenizer = Tokenizer::kByte;
+  expect_data_error([&] { LmCorpus c(data, 4000, 8, -1, 7); }, {"of the blend has no training window of 4001 tokens"});
+  // Data preprocessed with another tokenizer, or for a larger vocabulary than the model's.
+  std::ofstream((dir / "a.json").string()) << R"({"vocab_size": 300, "tokenizer": "other.model", "fields": ["text"]})";
+  data.path = (dir / "a").string();
+  expect_data_error([&] { LmCorpus c(data, 16, 512, 256, 7); },
+                    {"was preprocessed with a tokenizer of 300 ids (other.model), but the configured one has 256"});
+  expect_data_error([&] { LmCorpus c(data, 16, 256, -1, 7); }, {"ids of a 300-id vocabulary, more than model.vocab_size 256"});
+  std::ofstream((dir / "a.json").string(), std::ios::trunc) << "{not json";
+  expect_data_error([&] { LmCorpus c(data, 16, 256, -1, 7); }, {"a.json' is not valid JSON"});
   fs::remove_all(dir);
 }
 
@@ -369,7 +383,8 @@ TEST_F(Data, PreprocessesJsonlIntoPairsAndLabelledExamples) {
 
   options.labels = {"Expansion"};
   options.output_prefix = path("fixed");
-  expect_data_error([&] { preprocess(options, bytes); }, {"label 'Contingency.Cause' of document 1 is not one of --labels"});
+  expect_data_error([&] { preprocess(options, bytes); },
+                    {"line 1 of '" + path("rel.jsonl") + "': label 'Contingency.Cause' is not one of --labels"});
   EXPECT_FALSE(fs::exists(path("fixed.idx")));  // nothing half-written is left
   EXPECT_FALSE(fs::exists(path("fixed.bin")));
   EXPECT_FALSE(fs::exists(path("fixed.bin.tmp")));
@@ -384,7 +399,25 @@ TEST_F(Data, PreprocessesJsonlIntoPairsAndLabelledExamples) {
   expect_data_error([&] { preprocess(options, bytes); }, {"'sense' is not a label or a list of labels"});
   options.inputs = {path("absent.jsonl")};
   expect_data_error([&] { preprocess(options, bytes); }, {"'" + path("absent.jsonl") + "' is not a readable file"});
-  // A dataset read as examples needs its .json.
+  // --labels without --label-key; an output that would overwrite an input.
+  options.inputs = {path("rel.jsonl")};
+  options.label_key.clear();
+  options.labels = {"Expansion"};
+  expect_data_error([&] { preprocess(options, bytes); }, {"no --label-key says where they are"});
+  options.labels.clear();
+  options.output_prefix = path("rel");
+  options.inputs = {path("rel.json")};
+  expect_data_error([&] { preprocess(options, bytes); },
+                    {"the input '" + path("rel.json") + "' is one of the files --output-prefix", "another --output-prefix"});
+  // A labelled dataset is not language-model text.
+  DataConfig lm;
+  lm.path = path("rel");
+  expect_data_error([&] { LmCorpus c(lm, 4, 256, 256, 1); }, {"holds labelled examples, not language-model text"});
+  // A dataset read as examples needs its .json, and the .json must match the data.
+  nlohmann::json meta = nlohmann::json::parse(read_all(path("rel.json")));
+  meta["fields"] = {"a"};
+  std::ofstream(path("rel.json"), std::ios::trunc) << meta.dump();
+  expect_data_error([&] { ExampleDataset e(path("rel")); }, {"example 0 of '" + path("rel") + "' has 3 sequences, but its fields need 2"});
   fs::remove(path("rel.json"));
   expect_data_error([&] { ExampleDataset e(path("rel")); }, {"rel.json' is missing"});
 }
