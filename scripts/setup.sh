@@ -12,6 +12,7 @@ packages=(
   libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libfmt-dev
   libsentencepiece-dev sentencepiece  # tokenizers; spm_encode checks ours in the tests
   libicu-dev              # Unicode categories and case mapping (BLEU's intl tokenizer, lowercasing)
+  gettext                 # msgfmt: the .mo reader's test compiles a catalog with it
   libgtest-dev libgmock-dev libbenchmark-dev
 )
 
