@@ -97,4 +97,10 @@ std::string environment_help() {
          "(OMPI_*, NCCL_*, CUDA_VISIBLE_DEVICES).";
 }
 
+std::string yaml_quoted(const std::string& value) {
+  std::string quoted = "'";
+  for (char c : value) quoted += c == '\'' ? std::string("''") : std::string(1, c);
+  return quoted + "'";
+}
+
 }  // namespace foldtron::cli

@@ -43,6 +43,10 @@ bool use_cuda(const std::string& device);
 // device, or the CPU with one torch thread per rank. Collective over MPI_COMM_WORLD when cuda.
 torch::Device rank_device(bool cuda, const ParallelConfig& parallel);
 
+// `value` as a YAML single-quoted scalar (quotes doubled), so a --set override of a text key
+// stays one string whatever it holds ("Note: x", "it's").
+std::string yaml_quoted(const std::string& value);
+
 // The root's --log-level, when given: every config then loads with logging.level set to it.
 void set_log_level_flag(const std::string& level);
 

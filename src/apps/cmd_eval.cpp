@@ -38,9 +38,7 @@ Runner register_eval(CLI::App& root) {
   return [flags]() {
     MpiRuntime mpi(nullptr, nullptr);
     return run_guarded([&]() -> int {
-      std::string load = "'";
-      for (char c : flags->load) load += c == '\'' ? std::string("''") : std::string(1, c);
-      std::vector<std::string> overrides{"checkpoint.load=" + load + "'"};
+      std::vector<std::string> overrides{"checkpoint.load=" + yaml_quoted(flags->load)};
       if (!flags->eval_iters.empty()) overrides.push_back("train.eval_iters=" + flags->eval_iters);
       const Config config = flags->config.load(overrides);
       log::set_level(config.logging.level);

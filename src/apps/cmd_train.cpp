@@ -87,9 +87,7 @@ Runner register_train(CLI::App& root) {
           std::string value = flags->values[i].second;
           if (key == "logging.sample_prompt" || key == "logging.metrics_file" || key == "checkpoint.save" ||
               key == "checkpoint.load") {
-            std::string quoted = "'";
-            for (char c : value) quoted += c == '\'' ? std::string("''") : std::string(1, c);
-            value = quoted + "'";
+            value = yaml_quoted(value);
           }
           overrides.push_back(key + "=" + value);
         }
