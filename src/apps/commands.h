@@ -22,5 +22,6 @@ Runner register_preprocess(CLI::App& root);
 Runner register_eval(CLI::App& root);
 Runner register_plot(CLI::App& root);
 Runner register_bleu(CLI::App& root);
+Runner register_unmt(CLI::App& root);
 
 }  // namespace foldtron::cli

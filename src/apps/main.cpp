@@ -40,6 +40,7 @@ int main(int argc, char** argv) {
       {"eval", cli::register_eval(app)},
       {"plot", cli::register_plot(app)},
       {"bleu", cli::register_bleu(app)},
+      {"unmt", cli::register_unmt(app)},
   };
   app.footer("Run 'foldtron <command> --help' for a command's options.");
 

@@ -2,17 +2,23 @@
 // plural forms, the header's charset, language and plural rule); a Latin-1 catalog comes out as
 // UTF-8; a catalog compiled by GNU msgfmt from a .po fixture reads back as written; the German
 // catalogs of the system read; every kind of damage is a DataError naming the file and problem.
+// The corpus builder on catalogs and package descriptions written here: the cleaning rules, the
+// sentence splitter, held-out descriptions used nowhere, dev/test sides nowhere in training,
+// disjoint training pools, and its errors.
 #include <unistd.h>
 
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <set>
+#include <sstream>
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include "core/errors.h"
 #include "run_command.h"
+#include "tasks/unmt/corpus.h"
 #include "tasks/unmt/mo_reader.h"
 
 namespace foldtron::testing {
@@ -180,6 +186,165 @@ TEST(MoReader, DamageIsADataErrorNamingTheProblem) {
   expect_error(write_mo({{"", "Content-Type: text/plain; charset=NO-SUCH-CHARSET\n"}, {"a", "b"}}, false),
                {"unknown charset 'NO-SUCH-CHARSET'"});
   EXPECT_THROW(read_mo("/nonexistent/de.mo"), DataError);
+}
+
+TEST(UnmtCorpus, CleaningRules) {
+  const auto clean = [](const std::string& text) { return clean_segment(text, 8); };
+  EXPECT_EQ(clean("Save _As").text.value_or("?"), "Save As");
+  EXPECT_EQ(clean("Open &Recent   Files\n").text.value_or("?"), "Open Recent Files");
+  EXPECT_EQ(clean("Insert ~Special Character").text.value_or("?"), "Insert Special Character");
+  EXPECT_EQ(clean("Cafe\u0301 au lait").text.value_or("?"), "Caf\u00e9 au lait");  // NFC
+  EXPECT_EQ(clean("&File").reason, "words");
+  EXPECT_EQ(clean("one two three four five six seven eight nine").reason, "words");
+  EXPECT_EQ(clean("Cannot open %s for reading").reason, "placeholder");
+  EXPECT_EQ(clean("Deleted %1 items").reason, "placeholder");
+  EXPECT_EQ(clean("Welcome to %PRODUCTNAME Writer").reason, "placeholder");
+  EXPECT_EQ(clean("Remove {0} files").reason, "placeholder");
+  EXPECT_EQ(clean("<b>Bold</b> text here").reason, "markup");
+  EXPECT_EQ(clean("Tom &amp; Jerry show").reason, "markup");
+  EXPECT_EQ(clean("0x00 0x01 0x02 ab cd").reason, "letters");
+}
+
+TEST(UnmtCorpus, SplitsSentences) {
+  EXPECT_EQ(split_sentences("It reads files. It writes them!  Does it? Yes"),
+            (std::vector<std::string>{"It reads files.", "It writes them!", "Does it?", "Yes"}));
+  EXPECT_EQ(split_sentences("Tools, e. g. Foo and z. B. Bar. Am 1. Januar"),
+            (std::vector<std::string>{"Tools, e. g. Foo and z. B. Bar.", "Am 1. Januar"}));
+  EXPECT_EQ(split_sentences("version 2.0 is out. 3 bugs fixed"),
+            (std::vector<std::string>{"version 2.0 is out.", "3 bugs fixed"}));
+}
+
+std::vector<std::string> lines_of(const fs::path& path) {
+  std::ifstream in(path);
+  std::vector<std::string> out;
+  for (std::string line; std::getline(in, line);) out.push_back(line);
+  return out;
+}
+
+struct CorpusFixture {
+  fs::path dir = fs::temp_directory_path() / fmt::format("foldtron_corpus_{}", ::getpid());
+  CorpusOptions options;
+
+  CorpusFixture() {
+    fs::remove_all(dir);
+    const std::vector<std::string> words{"red", "green", "blue", "small", "large", "quick"};
+    std::vector<std::pair<std::string, std::string>> de{{"", "Content-Type: text/plain; charset=UTF-8\n"}}, fr = de;
+    // 120 messages: English "Message N says red green", German "Nachricht N sagt ...", French "Le message N ...".
+    for (int i = 0; i < 120; ++i) {
+      const std::string tail = words[i % 6] + " " + words[(i / 6) % 6];
+      de.emplace_back(fmt::format("Message {} says {}", i, tail), fmt::format("Nachricht {} sagt {}", i, tail));
+      if (i % 3 != 0) fr.emplace_back(fmt::format("Message {} says {}", i, tail), fmt::format("Le message {} dit {}", i, tail));
+    }
+    de.emplace_back("Cannot open %s now", "Kann %s jetzt nicht öffnen");
+    de.emplace_back("Held out words here.", "Zurückgehaltene Worte hier.");  // equals a held-out description
+    for (const auto& [lang, entries] : {std::pair{"de", &de}, std::pair{"fr", &fr}}) {
+      fs::create_directories(dir / "catalogs" / lang / "LC_MESSAGES");
+      std::ofstream(dir / "catalogs" / lang / "LC_MESSAGES" / "demo.mo", std::ios::binary) << write_mo(*entries, false);
+    }
+    // Descriptions: 40 packages; pkg-secret is held out, pkg-copy has its text.
+    fs::create_directories(dir / "ddtp");
+    std::ofstream en(dir / "ddtp" / "Translation-en"), ge(dir / "ddtp" / "Translation-de"),
+        fre(dir / "ddtp" / "Translation-fr");
+    const auto entry = [](std::ostream& out, const std::string& package, const std::string& md5,
+                          const std::string& lang, const std::string& text) {
+      out << "Package: " << package << "\nDescription-md5: " << md5 << "\nDescription-" << lang << ": " << text
+          << "\n\n";
+    };
+    for (int i = 0; i < 40; ++i) {
+      const std::string md5 = fmt::format("{:032x}", i);
+      entry(en, fmt::format("pkg{}", i), md5, "en",
+            fmt::format("tool number {} for files\n This tool counts {} apples.\n It sorts them too.", i, i));
+      entry(ge, fmt::format("pkg{}", i), md5, "de",
+            fmt::format("Werkzeug Nummer {} für Dateien\n Dieses Werkzeug zählt {} Äpfel.\n Es sortiert sie auch.", i, i));
+      entry(fre, fmt::format("pkg{}", i), md5, "fr", fmt::format("outil numéro {} pour fichiers", i));
+    }
+    entry(en, "pkg-secret", "ffff", "en", "secret tool here\n Held out words here.");
+    entry(ge, "pkg-secret", "ffff", "de", "geheimes Werkzeug hier\n Zurückgehaltene Worte hier.");
+    entry(en, "pkg-copy", "eeee", "en", "secret tool here\n Held out words here.");
+    std::ofstream(dir / "heldout.txt") << "# held out\npkg-secret\n";
+    options.catalog_roots = {(dir / "catalogs").string()};
+    options.descriptions = (dir / "ddtp").string();
+    options.heldout_packages = (dir / "heldout.txt").string();
+    options.output = (dir / "out").string();
+    options.dev_pairs = 5;
+    options.test_pairs = 10;
+  }
+  ~CorpusFixture() { fs::remove_all(dir); }
+};
+
+TEST(UnmtCorpus, SplitsWithoutLeakageAndHeldOutDescriptions) {
+  CorpusFixture f;
+  const CorpusReport report = build_corpus(f.options);
+  const fs::path out = f.options.output;
+  std::map<std::string, std::vector<std::string>> files;
+  for (const auto& [name, count] : report.lines) {
+    files[name] = lines_of(out / name);
+    EXPECT_EQ(static_cast<int64_t>(files[name].size()), count) << name;
+  }
+  EXPECT_TRUE(fs::exists(out / "corpus.json"));
+  EXPECT_EQ(report.descriptions, 42);
+  EXPECT_EQ(report.heldout_descriptions, 2);  // pkg-secret, and pkg-copy with its text
+  EXPECT_EQ(report.heldout_segments, 1);      // the catalog's copy of a held-out sentence
+  EXPECT_EQ(report.dropped.at("placeholder"), 1);
+  // Nothing of the held-out description anywhere.
+  for (const auto& [name, lines] : files) {
+    for (const std::string& line : lines) {
+      EXPECT_EQ(line.find("Held out"), std::string::npos) << name;
+      EXPECT_EQ(line.find("Zurückgehaltene"), std::string::npos) << name;
+      EXPECT_EQ(line.find("secret"), std::string::npos) << name;
+    }
+  }
+  for (const std::string source : {"catalogs", "descriptions"}) {
+    EXPECT_EQ(files["test." + source + ".en"].size(), files["test." + source + ".de"].size());
+    EXPECT_GE(files["test." + source + ".en"].size(), 10u) << source;
+    EXPECT_GE(files["dev." + source + ".en"].size(), 5u) << source;
+  }
+  // Dev and test sides appear in no training file.
+  std::set<std::string> eval;
+  for (const auto& [name, lines] : files) {
+    if (name.rfind("train.", 0) != 0) eval.insert(lines.begin(), lines.end());
+  }
+  for (const auto& [name, lines] : files) {
+    if (name.rfind("train.", 0) != 0) continue;
+    for (const std::string& line : lines) EXPECT_EQ(eval.count(line), 0u) << name << ": " << line;
+  }
+  // The English of the three English-bearing pools is disjoint, and no German monolingual line is
+  // the German of an English line in training ("Message N" <-> "Nachricht N" by number).
+  std::set<std::string> english;
+  size_t total = 0;
+  for (const std::string name : {"train.en", "train.en-fr.en", "train.en-de.en"}) {
+    english.insert(files[name].begin(), files[name].end());
+    total += files[name].size();
+  }
+  EXPECT_EQ(english.size(), total);
+  for (const std::string& de : files["train.de"]) {
+    if (de.rfind("Nachricht ", 0) != 0) continue;
+    std::istringstream in(de.substr(10));
+    int number = -1;
+    in >> number;
+    for (const std::string& en : english) EXPECT_NE(en.rfind(fmt::format("Message {} ", number), 0), 0u) << de;
+  }
+  EXPECT_FALSE(files["train.de"].empty());
+  EXPECT_FALSE(files["train.en-fr.fr"].empty());
+  EXPECT_FALSE(files["train.en-de.de"].empty());
+}
+
+TEST(UnmtCorpus, ErrorsNameTheProblem) {
+  CorpusFixture f;
+  CorpusOptions options = f.options;
+  options.test_pairs = 1000;
+  try {
+    build_corpus(options);
+    ADD_FAILURE() << "no DataError";
+  } catch (const DataError& e) {
+    EXPECT_NE(std::string(e.what()).find("for dev and test sets of 5 and 1000"), std::string::npos) << e.what();
+  }
+  options = f.options;
+  options.catalog_roots = {"/nonexistent/catalogs"};
+  EXPECT_THROW(build_corpus(options), DataError);
+  options = f.options;
+  options.descriptions = "/nonexistent/ddtp";
+  EXPECT_THROW(build_corpus(options), DataError);
 }
 
 }  // namespace
