@@ -10,6 +10,7 @@
 
 #include "apps/cli_options.h"
 #include "apps/commands.h"
+#include "tasks/tasks.h"
 #include "config/validate.h"
 #include "core/log.h"
 #include "parallel/mpi_runtime.h"
@@ -46,7 +47,7 @@ Runner register_eval(CLI::App& root) {
       const bool cuda = use_cuda(flags->device);
       const Topology topology(layout_of(config.parallel, mpi.size()));
       ProcessGroups groups(topology, make_comm_options(config.parallel, cuda));
-      const std::vector<EvalRecord> records = evaluate_checkpoint(config, groups, rank_device(cuda, config.parallel));
+      const std::vector<EvalRecord> records = evaluate_checkpoint(config, groups, rank_device(cuda, config.parallel), task_factory(config));
       for (const EvalRecord& record : records) {
         log::info("eval", "{} split after step {}: loss {:.4f} | perplexity {:.3f} | {} samples, {:.0f} tokens, "
                           "{:.2f} s",

@@ -12,6 +12,7 @@
 
 #include "apps/cli_options.h"
 #include "apps/commands.h"
+#include "tasks/tasks.h"
 #include "checkpoint/model_state.h"
 #include "config/validate.h"
 #include "core/errors.h"
@@ -107,6 +108,7 @@ Runner register_train(CLI::App& root) {
       ProcessGroups groups(topology, make_comm_options(config.parallel, cuda));
       TrainOptions options;
       options.device = rank_device(cuda, config.parallel);
+      options.make_task = task_factory(config);
       const TrainResult result = train(config, groups, options);
       if (mpi.rank() == 0 && !result.sample.empty()) {
         std::cout << fmt::format("\n--- {} continuation ---\n{}{}\n------------------------------\n",

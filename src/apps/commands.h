@@ -23,5 +23,6 @@ Runner register_eval(CLI::App& root);
 Runner register_plot(CLI::App& root);
 Runner register_bleu(CLI::App& root);
 Runner register_unmt(CLI::App& root);
+Runner register_translate(CLI::App& root);
 
 }  // namespace foldtron::cli

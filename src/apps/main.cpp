@@ -41,6 +41,7 @@ int main(int argc, char** argv) {
       {"plot", cli::register_plot(app)},
       {"bleu", cli::register_bleu(app)},
       {"unmt", cli::register_unmt(app)},
+      {"translate", cli::register_translate(app)},
   };
   app.footer("Run 'foldtron <command> --help' for a command's options.");
 

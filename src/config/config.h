@@ -318,6 +318,55 @@ struct DataConfig {
 // when the text is not such a list or the shares sum to 0.
 std::optional<std::array<double, 3>> parse_split(const std::string& text);
 
+// The translation task (tasks/unmt/translation_task.h): an encoder-decoder trained on several
+// objectives at once, each with its weight, from a corpus preprocessed into indexed datasets.
+// Empty `data` leaves it off (foldtron train runs the language-model task).
+struct TranslationConfig {
+  std::string data;
+  std::string languages = "en de fr";
+  std::string mono = "en=train.en de=train.de fr=train.en-fr.fr";
+  std::string parallel = "en-fr=train.en-fr en-de=train.en-de";
+  std::string valid = "en-de=dev.catalogs";
+  std::string test = "en-de=test.catalogs";
+  std::string ae;
+  std::string ae_lambda = "0:1,100000:0.1,300000:0";
+  std::string bt;
+  std::string bt_lambda = "1";
+  std::string para;
+  std::string para_lambda = "1";
+  int64_t max_length = 100;
+  int64_t word_shuffle = 3;
+  double word_dropout = 0.1;
+  double word_blank = 0.1;
+  double bt_max_len_a = 1.3;
+  int64_t bt_max_len_b = 5;
+  double bt_temperature = 0.0;
+
+  bool enabled() const { return !data.empty(); }
+  template <typename V>
+  void visit(V& v) {
+    v("data", data, "folder of the corpus preprocessed into indexed datasets (<name>.bin/.idx); empty: no translation task");
+    v("languages", languages, "languages in language-embedding order, space-separated (model.num_languages covers them)");
+    v("mono", mono, "monolingual datasets: 'lang=name ...'");
+    v("parallel", parallel, "parallel datasets: 'l1-l2=name ...' (name.l1 and name.l2, line-aligned)");
+    v("valid", valid, "validation pairs 'l1-l2=name ...', evaluated in both directions");
+    v("test", test, "test pairs 'l1-l2=name ...', evaluated in both directions");
+    v("ae", ae, "languages trained by denoising auto-encoding, e.g. 'en de'; empty: none");
+    v("ae_lambda", ae_lambda, "weight of the denoising loss: a number or 'step:value,...' (linear in between)");
+    v("bt", bt, "online back-translation directions 'a-b-a ...' (a sentence in a, translated to b, learned back)");
+    v("bt_lambda", bt_lambda, "weight of the back-translation loss: a number or 'step:value,...'");
+    v("para", para, "supervised directions 'a-b ...' from the parallel datasets");
+    v("para_lambda", para_lambda, "weight of the supervised loss: a number or 'step:value,...'");
+    v("max_length", max_length, "tokens per side, end-of-sequence included (longer sentences are cut)");
+    v("word_shuffle", word_shuffle, "denoising: words move at most this far (0: no shuffle)");
+    v("word_dropout", word_dropout, "denoising: probability of dropping each word");
+    v("word_blank", word_blank, "denoising: probability of replacing each word by <unk>");
+    v("bt_max_len_a", bt_max_len_a, "back-translation: at most a * source length + b new tokens");
+    v("bt_max_len_b", bt_max_len_b, "back-translation: the b of a * source length + b");
+    v("bt_temperature", bt_temperature, "back-translation: sampling temperature; 0 decodes greedily");
+  }
+};
+
 struct CheckpointConfig {
   std::string save;
   std::string load;
@@ -378,6 +427,7 @@ struct Config {
   ParallelConfig parallel;
   TrainConfig train;
   DataConfig data;
+  TranslationConfig translation;
   CheckpointConfig checkpoint;
   LoggingConfig logging;
 
@@ -388,6 +438,7 @@ struct Config {
     v.section("parallel", parallel);
     v.section("train", train);
     v.section("data", data);
+    v.section("translation", translation);
     v.section("checkpoint", checkpoint);
     v.section("logging", logging);
   }

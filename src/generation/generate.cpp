@@ -45,6 +45,8 @@ class Session {
       start_ = torch::full({n, 1}, options.decoder_start_token_id, longs);
       inputs_.decoder_input_ids = start_.t().contiguous();            // [1, n]
       inputs_.decoder_positions = torch::zeros({1}, longs);
+      if (options.source_language >= 0) inputs_.languages = torch::full({n}, options.source_language, longs);
+      if (options.target_language >= 0) inputs_.decoder_languages = torch::full({n}, options.target_language, longs);
     } else {
       inputs_.input_ids = ids.t().contiguous();  // [S, n]
       if (mask.defined()) {

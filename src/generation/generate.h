@@ -46,6 +46,9 @@ struct GenerationOptions {
   std::vector<int64_t> eos_token_ids;
   int64_t pad_token_id = -1;  // -1: the first eos id
   int64_t decoder_start_token_id = -1;
+  // Language embeddings (model.num_languages) of every row: the source's and the output's; -1: none.
+  int64_t source_language = -1;
+  int64_t target_language = -1;
   int64_t forced_eos_token_id = -1;
   std::vector<std::vector<int64_t>> bad_words_ids;
 };

@@ -243,6 +243,28 @@ void Checkpointer::restore_rng(const CheckpointReader& reader, bool same_layout)
   rng.set_states(streams);
 }
 
+namespace {
+
+Config config_of(const json& state, const std::string& path) {
+  try {
+    return load_config(ConfigSources{}, state.value("config", std::string()));
+  } catch (const Error& e) {
+    throw CheckpointError(fmt::format("the config saved in '{}' does not load: {}", path, e.what()),
+                          "it was written by another foldtron version; load it with that version");
+  }
+}
+
+}  // namespace
+
+Config checkpoint_config(const std::string& dir) {
+  const std::string path = resolve_checkpoint(dir);
+  if (path.empty()) {
+    throw CheckpointError(fmt::format("'{}' holds no checkpoint (no metadata.json, no 'latest')", dir),
+                          "pass a folder foldtron train saved into (checkpoint.save), or one of its iter_* folders");
+  }
+  return config_of(CheckpointReader(path, /*verify=*/false).state(), path);
+}
+
 bool Checkpointer::load(const std::string& dir) {
   const double started = now_s();
   const std::string path = resolve_checkpoint(dir);
@@ -265,13 +287,7 @@ bool Checkpointer::load(const std::string& dir) {
   }
   const CheckpointReader reader(path, /*verify=*/false);  // verify_together below
   const json& saved = reader.state();
-  Config saved_config;
-  try {
-    saved_config = load_config(ConfigSources{}, saved.value("config", std::string()));
-  } catch (const Error& e) {
-    throw CheckpointError(fmt::format("the config saved in '{}' does not load: {}", path, e.what()),
-                          "it was written by another foldtron version; load it with that version");
-  }
+  const Config saved_config = config_of(saved, path);
   check_same_model(saved_config, state_.config, path);
   const json saved_layout = saved.value("layout", json::object());
   const json layout = layout_json(state_.config.parallel, state_.groups.world().size());

@@ -80,6 +80,10 @@ class Checkpointer {
   nlohmann::json carried_;  // state carried from the loaded checkpoint (its Hugging Face origin)
 };
 
+// The config a checkpoint was saved with (`dir`: a save folder with `latest`, or one checkpoint
+// folder). CheckpointError when there is no checkpoint or its config does not load.
+Config checkpoint_config(const std::string& dir);
+
 // While one lives, SIGTERM and SIGINT (a scheduler's preemption, Ctrl-C) set a flag instead of
 // ending the process, so the trainer can save and stop at the end of the step. It starts with the
 // flag down and puts the previous handlers back when it goes.

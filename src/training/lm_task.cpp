@@ -73,4 +73,8 @@ double LmTask::flops(int64_t /*first*/, int64_t count) const {
   return flops_per_step(config_, count, config_.train.seq_length);
 }
 
+double LmTask::tokens(int64_t /*first*/, int64_t count) const {
+  return static_cast<double>(count * config_.train.seq_length);
+}
+
 }  // namespace foldtron

@@ -25,6 +25,7 @@ class LmTask : public Task {
   LossTerms loss(const torch::Tensor& logits, const Batch& batch, double units, Communicator& tp,
                  int64_t vocab) const override;
   double flops(int64_t first, int64_t count) const override;
+  double tokens(int64_t first, int64_t count) const override;
   // The tokenizer of the data (for the sampled continuation).
   const TextTokenizer& tokenizer() const { return *tokenizer_; }
 

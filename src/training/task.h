@@ -23,11 +23,16 @@
 namespace foldtron {
 
 class Communicator;
+class ProcessGroups;
 
 // One micro-batch of whole sequences (the trainer cuts context-parallel chunks).
 struct Batch {
   ModelInputs inputs;
   torch::Tensor labels;  // [s, b] (encoder-decoder: [t, b]) int64 targets; kIgnoreIndex: no loss
+  // Tasks with several objectives in one batch: each sequence's objective [b] int64 and loss
+  // weight [b] fp32, and each objective's loss units in the whole global batch [objectives]
+  // fp64 (its metric's denominator). Undefined otherwise.
+  torch::Tensor objectives, weights, objective_units;
 };
 
 struct LossTerms {
@@ -45,8 +50,15 @@ class Task {
   virtual std::string describe() const = 0;
   // Samples in a split (0: the task has no such split).
   virtual int64_t num_samples(Split split) const = 0;
+  // Called on every rank with the global batch [first, first + count) of `split` before its
+  // micro-batches are made, with the model (collectives allowed: every rank calls it alike).
+  // Tasks whose batches come from the model itself (back-translation) make them here.
+  virtual void prepare(Split /*split*/, int64_t /*first*/, int64_t /*count*/, Model& /*model*/,
+                       ProcessGroups& /*groups*/) {}
   // Samples [first, first + count) of `split` (indices run on across epochs) on `device`.
   virtual Batch batch(Split split, int64_t first, int64_t count, torch::Device device) const = 0;
+  // Tokens the model reads for samples [first, first + count) of the training split (tokens/s).
+  virtual double tokens(int64_t first, int64_t count) const = 0;
   // The loss units (e.g. target tokens) of samples [first, first + count): the global mean's
   // denominator when they are the step's global batch.
   virtual double loss_units(Split split, int64_t first, int64_t count) const = 0;

@@ -49,7 +49,7 @@ struct Trainer::Sums {
   double data_seconds = 0;                                      // host time making batches
 };
 
-Trainer::Trainer(TrainState& state, const Task& task) : state_(state), task_(task) {
+Trainer::Trainer(TrainState& state, Task& task) : state_(state), task_(task) {
   const TrainConfig& t = state.config.train;
   dp_ = state.groups.dp().size();
   per_rank_ = t.global_batch_size / dp_;  // validated: divisible by micro * dp
@@ -72,7 +72,8 @@ const Batch& Trainer::micro_batch(const GlobalBatch& global, int64_t micro, Sums
   };
   ModelInputs& in = batch.inputs;
   for (torch::Tensor* x : {&in.input_ids, &in.positions, &in.mask, &in.languages, &in.decoder_input_ids,
-                           &in.decoder_positions, &in.decoder_mask, &in.decoder_languages, &batch.labels}) {
+                           &in.decoder_positions, &in.decoder_mask, &in.decoder_languages, &batch.labels,
+                           &batch.objectives, &batch.weights, &batch.objective_units}) {
     to_device(*x);
   }
   sums.data_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
@@ -182,7 +183,8 @@ StepRecord Trainer::step() {
   StepRecord record;
   record.step = state_.step + 1;
   record.lr = learning_rate(t, state_.step);
-  record.tokens = t.global_batch_size * t.seq_length;
+  task_.prepare(Split::kTrain, state_.consumed_samples, t.global_batch_size, *state_.model, state_.groups);
+  record.tokens = static_cast<int64_t>(task_.tokens(state_.consumed_samples, t.global_batch_size));
   const double units = task_.loss_units(Split::kTrain, state_.consumed_samples, t.global_batch_size);
   batches_.clear();
   state_.buffers->zero_grads();
@@ -236,6 +238,7 @@ EvalRecord Trainer::evaluate(Split split) {
   {
     torch::NoGradGuard no_grad;
     for (int64_t i = 0; i < t.eval_iters; ++i) {
+      task_.prepare(split, i * t.global_batch_size, t.global_batch_size, model, state_.groups);
       batches_.clear();
       Sums sums;
       forward_backward(sums, {split, i * t.global_batch_size}, record.units, true);
@@ -405,17 +408,26 @@ std::vector<StepRecord> Trainer::run() {
   return records;
 }
 
-TrainResult train(const Config& config, ProcessGroups& groups, const TrainOptions& options) {
+namespace {
+
+std::unique_ptr<Task> make_task(const Config& config, const TaskFactory& factory) {
+  if (factory) return factory(config);
   if (config.model.encoder_decoder()) {
     throw ConfigError("model.architecture",
-                      fmt::format("'{}' is an encoder-decoder, and foldtron train has only the language-model task "
-                                  "so far", enum_name(config.model.architecture)),
-                      "train a decoder-only family (llama, mixtral, qwen2_moe, qwen3_moe); encoder-decoder models run "
-                      "with foldtron forward and generate (translation training comes with its own task)");
+                      fmt::format("'{}' is an encoder-decoder, which the language-model task cannot train",
+                                  enum_name(config.model.architecture)),
+                      "set translation.data to train it on the translation task, or train a decoder-only family "
+                      "(llama, mixtral, qwen2_moe, qwen3_moe)");
   }
+  return std::make_unique<LmTask>(config);
+}
+
+}  // namespace
+
+TrainResult train(const Config& config, ProcessGroups& groups, const TrainOptions& options) {
   TrainState state(config, groups, options.device);
-  const LmTask task(config);
-  Trainer trainer(state, task);
+  const std::unique_ptr<Task> task = make_task(config, options.make_task);
+  Trainer trainer(state, *task);
   if (config.moe.enabled() && config.moe.expert_bias) trainer.add_hook(std::make_shared<ExpertBiasUpdate>());
   for (const auto& hook : options.hooks) trainer.add_hook(hook);
   // Resume (or start from a converted model) before anything runs; save where asked.
@@ -442,20 +454,22 @@ TrainResult train(const Config& config, ProcessGroups& groups, const TrainOption
     }
   }
   const LoggingConfig& logging = config.logging;
-  if (!logging.sample_prompt.empty() && logging.sample_tokens > 0) {
-    result.sample = sample_text(model, groups, logging, task.tokenizer(), options.device);
+  const auto* lm = dynamic_cast<const LmTask*>(task.get());
+  if (lm != nullptr && !logging.sample_prompt.empty() && logging.sample_tokens > 0) {
+    result.sample = sample_text(model, groups, logging, lm->tokenizer(), options.device);
   }
   return result;
 }
 
-std::vector<EvalRecord> evaluate_checkpoint(const Config& config, ProcessGroups& groups, torch::Device device) {
+std::vector<EvalRecord> evaluate_checkpoint(const Config& config, ProcessGroups& groups, torch::Device device,
+                                            const TaskFactory& factory) {
   TrainState state(config, groups, device);
-  const LmTask task(config);
-  Trainer trainer(state, task);
+  const std::unique_ptr<Task> task = make_task(config, factory);
+  Trainer trainer(state, *task);
   Checkpointer checkpointer(state);
   checkpointer.load(config.checkpoint.load);
   std::vector<EvalRecord> records{trainer.evaluate(Split::kValid)};
-  if (task.num_samples(Split::kTest) > 0) records.push_back(trainer.evaluate(Split::kTest));
+  if (task->num_samples(Split::kTest) > 0) records.push_back(trainer.evaluate(Split::kTest));
   return records;
 }
 

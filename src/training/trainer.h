@@ -1,8 +1,9 @@
 // The training loop. For each step the global batch (the same samples on every layout for the
 // same seed) is split over dp ranks and into micro-batches (gradient accumulation), which run
 // through the pipeline schedule (pipeline/schedule.h; one stage without pipeline parallelism).
-// The task (training/task.h) makes the batches and the loss, each micro-batch's share of the
-// global mean, so summed gradients are those of the global mean. Gradients are reduced in buckets
+// The task (training/task.h) makes the batches (after its prepare() for the global batch, where
+// back-translation generates) and the loss, each micro-batch's share of the global mean, so
+// summed gradients are those of the global mean. Gradients are reduced in buckets
 // during the last micro-batch's backward (ParamBuffers: over dp_cp for dense parameters, edp for
 // experts; reduce-scattered with the distributed optimizer), clipped by the global norm, and
 // applied by AdamW. A step whose loss or gradient norm is not finite is skipped with a warning;
@@ -18,6 +19,7 @@
 #pragma once
 
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -54,15 +56,19 @@ struct TrainResult {
   bool stopped = false;  // stopped by SIGTERM/SIGINT before train_iters (after saving)
 };
 
+// Makes the job's task from the config; an empty one means the language-model task.
+using TaskFactory = std::function<std::unique_ptr<Task>(const Config&)>;
+
 struct TrainOptions {
   torch::Device device = torch::kCPU;
+  TaskFactory make_task;
   bool keep_final_params = false;  // return this rank's parameters after the last step
   std::vector<std::shared_ptr<StepHook>> hooks;  // run after the default ones
 };
 
 class Trainer {
  public:
-  Trainer(TrainState& state, const Task& task);
+  Trainer(TrainState& state, Task& task);
   void add_hook(std::shared_ptr<StepHook> hook) { hooks_.push_back(std::move(hook)); }
   // Saves through `checkpointer` (checkpoint.save must be set); null: never.
   void set_checkpointer(Checkpointer* checkpointer) { checkpointer_ = checkpointer; }
@@ -106,7 +112,7 @@ class Trainer {
   bool checkpoint_after_step();
 
   TrainState& state_;
-  const Task& task_;
+  Task& task_;
   std::vector<std::shared_ptr<StepHook>> hooks_;
   int64_t dp_, micro_batches_, per_rank_;
   std::map<int64_t, Batch> batches_;  // this pass's micro-batches, made once each
@@ -116,12 +122,14 @@ class Trainer {
   std::vector<EvalRecord> evaluations_;
 };
 
-// The standard job: the train state, the language-model task and the default hooks; trains, then
-// writes a continuation of logging.sample_prompt when logging.sample_tokens asks for one.
+// The standard job: the train state, the task (options.make_task, or the language-model task)
+// and the default hooks; trains, then (language model) writes a continuation of
+// logging.sample_prompt when logging.sample_tokens asks for one.
 TrainResult train(const Config& config, ProcessGroups& groups, const TrainOptions& options);
 
 // `foldtron eval`: the checkpoint checkpoint.load names, evaluated on the validation split and on
-// the test split when it has samples.
-std::vector<EvalRecord> evaluate_checkpoint(const Config& config, ProcessGroups& groups, torch::Device device);
+// the test split when it has samples (the task as in train()).
+std::vector<EvalRecord> evaluate_checkpoint(const Config& config, ProcessGroups& groups, torch::Device device,
+                                            const TaskFactory& make_task = {});
 
 }  // namespace foldtron

@@ -200,7 +200,7 @@ std::vector<StepRecord> load_resave_continue(const Config& config, const std::st
   EXPECT_TRUE(checkpointer.load(from));
   state.config.checkpoint.save = resaved;
   checkpointer.save();
-  const LmTask task(config);
+  LmTask task(config);
   Trainer trainer(state, task);
   trainer.add_hook(std::make_shared<ExpertBiasUpdate>());
   return trainer.run();

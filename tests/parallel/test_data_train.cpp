@@ -81,7 +81,7 @@ TEST(DataTrain, DataParallelRanksReadDisjointSamplesWhoseUnionIsTheGlobalBatch) 
     const Topology topology(layout_of(config.parallel, world));
     ProcessGroups groups(topology, comm_options());
     TrainState state(config, groups, device());
-    const RecordingTask task(config);
+    RecordingTask task(config);
     Trainer trainer(state, task);
     const std::string what = layout.empty() ? std::string("dp only") : layout.front();
     for (int step = 0; step < 3; ++step) {
@@ -120,7 +120,7 @@ TEST(DataTrain, ValidationLossIsTheMeanLossOverTheValidationSamples) {
     const Topology topology(layout_of(config.parallel, 1));
     ProcessGroups groups(topology, comm_options(), MPI_COMM_SELF);
     TrainState state(config, groups, device());
-    const LmTask task(config);
+    LmTask task(config);
     Trainer trainer(state, task);
     trainer.step();
     const EvalRecord eval = trainer.evaluate(Split::kValid);

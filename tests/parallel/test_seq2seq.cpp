@@ -63,6 +63,7 @@ class ReverseTask : public Task {
     return {vocab_parallel_cross_entropy(logits, batch.labels, tp, vocab).sum() / units, {}};
   }
   double flops(int64_t /*first*/, int64_t /*count*/) const override { return 0; }
+  double tokens(int64_t /*first*/, int64_t count) const override { return static_cast<double>(count * kSource); }
 
  private:
   static torch::Tensor sample(int64_t index) {
@@ -95,7 +96,7 @@ Recorded train_seq2seq(const Config& config, MPI_Comm base, int world) {
   validate_config(config, world);
   ProcessGroups groups(Topology(layout_of(config.parallel, world)), comm_options(), base);
   TrainState state(config, groups, device());
-  const ReverseTask task;
+  ReverseTask task;
   Trainer trainer(state, task);
   auto recorder = std::make_shared<GradientRecorder>();
   trainer.add_hook(recorder);
