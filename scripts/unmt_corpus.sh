@@ -4,7 +4,8 @@
 # descriptions in English, German and French (apt-get update into a lists folder of its own), and
 # runs `foldtron unmt corpus` over both with the held-out package list. Writes SHA256SUMS of every
 # input (.deb, Translation file) and of every split file.
-#   scripts/unmt_corpus.sh [OUT]   (default build/unmt; FOLDTRON=path/to/foldtron)
+#   scripts/unmt_corpus.sh [OUT]   (default build/unmt; FOLDTRON=path/to/foldtron;
+#                                   HELDOUT=the held-out package list, default ../shared/data/ddtp_heldout_packages.txt)
 # Needs network access to the Debian mirror apt is configured for; about 30 MB.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -17,7 +18,8 @@ mkdir -p "$out/debs" "$out/lists/partial" "$out/unpacked" "$out/descriptions" "$
 
 echo "== packages (configs/unmt/packages.txt)"
 mapfile -t pins < <(grep -v '^#' "$here/configs/unmt/packages.txt" | grep -v '^$')
-apt-get update -qq -o Acquire::Languages=en,de,fr -o Dir::State::Lists="$out/lists" 2>&1 | grep -v '^W: ' || true
+apt-get update -qq -o Acquire::Languages=en,de,fr -o Dir::State::Lists="$out/lists" \
+  || { echo "error: apt-get update failed (is the Debian mirror reachable?)" >&2; exit 1; }
 (cd "$out/debs" && apt-get download -q -o Dir::State::Lists="$out/lists" "${pins[@]}" 2>&1 | grep -v '^W: ' || true)
 for pin in "${pins[@]}"; do
   name=${pin%%=*}; version=${pin#*=}

@@ -5,6 +5,7 @@
 // reads lines on rank 0's standard input and writes one detokenized line per input line. The
 // model, tokenizer and languages are the checkpoint's config (--set adjusts them, e.g. a moved
 // tokenizer model).
+#include <algorithm>
 #include <iostream>
 #include <memory>
 
@@ -62,8 +63,13 @@ Runner register_translate(CLI::App& root) {
   return [flags]() {
     MpiRuntime mpi(nullptr, nullptr);
     return run_guarded([&]() -> int {
-      const Config config =
+      Config config =
           flags->config.load_over(checkpoint_config(flags->load), {"checkpoint.load=" + yaml_quoted(flags->load)});
+      // The training batch does not apply: one sequence per data-parallel rank passes validation
+      // in any layout.
+      const ParallelConfig& p = config.parallel;
+      config.train.micro_batch_size = 1;
+      config.train.global_batch_size = std::max<int64_t>(1, mpi.size() / std::max<int64_t>(1, p.tp * p.cp * p.pp));
       log::set_level(config.logging.level);
       if (!config.model.encoder_decoder() || !config.translation.enabled()) {
         throw CheckpointError(fmt::format("'{}' is not a checkpoint of the translation task (model '{}'{})", flags->load,

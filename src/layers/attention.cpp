@@ -77,12 +77,16 @@ torch::Tensor apply_rotary(const torch::Tensor& x, const torch::Tensor& cos, con
   return x * spread(cos) + rotated * spread(sin);
 }
 
+torch::Tensor repeat_heads(const torch::Tensor& x, int64_t repeat) {
+  return repeat == 1 ? x : x.repeat_interleave(repeat, 1);
+}
+
 torch::Tensor core_attention_reference(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                        double scale, const torch::Tensor& mask,
                                        const std::function<torch::Tensor(const torch::Tensor&)>& on_probs) {
   const int64_t repeat = q.size(1) / k.size(1);
-  const torch::Tensor keys = k.repeat_interleave(repeat, 1);    // [b, hq, sk, d]
-  const torch::Tensor values = v.repeat_interleave(repeat, 1);  // [b, hq, sk, d]
+  const torch::Tensor keys = repeat_heads(k, repeat);    // [b, hq, sk, d]
+  const torch::Tensor values = repeat_heads(v, repeat);  // [b, hq, sk, d]
   torch::Tensor scores = torch::matmul(q, keys.transpose(-1, -2)).to(torch::kFloat) * scale;  // [b, hq, sq, sk]
   const torch::Tensor allowed =
       mask.defined() ? mask : attention_mask(q.size(2), k.size(2), /*causal=*/true, torch::Tensor(), q.device());
@@ -208,8 +212,8 @@ torch::Tensor Attention::core_attention(const torch::Tensor& q, const torch::Ten
   const bool dropout = is_training() && options_.dropout > 0;
   if (torch_compat::has_sdpa() && !dropout) {
     const int64_t repeat = local_heads_ / local_groups_;
-    return torch_compat::scaled_dot_product_attention(q, k.repeat_interleave(repeat, 1), v.repeat_interleave(repeat, 1),
-                                                      mask, /*causal=*/!mask.defined(), scale);  // [b, hq, s, d]
+    return torch_compat::scaled_dot_product_attention(q, repeat_heads(k, repeat), repeat_heads(v, repeat), mask,
+                                                      /*causal=*/!mask.defined(), scale);  // [b, hq, s, d]
   }
   // Explicit path; with dropout on the probabilities from the model-parallel stream (heads are
   // split over tp, so each rank drops its own heads differently).

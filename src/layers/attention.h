@@ -37,6 +37,10 @@ std::pair<torch::Tensor, torch::Tensor> rotary_tables(const torch::Tensor& posit
 // (layers/rotary_cuda.h); anything else, torch's operations.
 torch::Tensor apply_rotary(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
 
+// Key or value heads [b, hkv, s, d] repeated to the query heads [b, hkv * repeat, s, d] (grouped-
+// query attention); x itself when repeat is 1.
+torch::Tensor repeat_heads(const torch::Tensor& x, int64_t repeat);
+
 // Softmax attention of q [b, hq, sq, d] over k, v [b, hkv, sk, d] (hq a multiple of hkv), scaled
 // by `scale`, over the pairs `mask` allows: undefined means causal (sq == sk), else a bool
 // [sq, sk] or [b, 1, sq, sk] (true: attend). The explicit formula, used on torch 1.13, with

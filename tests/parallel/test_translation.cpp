@@ -120,15 +120,7 @@ Config translation_config(bool moe, const std::vector<std::string>& overrides) {
 }
 
 Recorded train_translation(const Config& config, MPI_Comm base, int world) {
-  validate_config(config, world);
-  ProcessGroups groups(Topology(layout_of(config.parallel, world)), comm_options(), base);
-  TrainOptions options;
-  options.device = device();
-  options.make_task = task_factory(config);
-  auto recorder = std::make_shared<GradientRecorder>();
-  options.hooks.push_back(recorder);
-  Recorded out{train(config, groups, options), std::move(recorder->steps)};
-  return out;
+  return train_recorded(config, base, world, false, true, task_factory(config));
 }
 
 std::vector<std::string> words_of(const std::vector<int64_t>& tokens, const std::vector<bool>& starts) {
@@ -375,6 +367,11 @@ TEST(TranslationTask, ConfigErrorsNameTheirKey) {
   expect_key({"model.num_languages=2"}, "model.num_languages");
   expect_key({"model.pad_token_id=0"}, "model.pad_token_id");
   expect_key({"translation.bt_lambda=fast"}, "translation.bt_lambda");
+  expect_key({"translation.word_dropout=1.5"}, "translation.word_dropout");
+  expect_key({"translation.bt_max_len_a=0"}, "translation.bt_max_len_a");
+  expect_key({"model.decoder_start_token_id=2"}, "model.decoder_start_token_id");
+  expect_key({"translation.max_length=1000"}, "translation.max_length");
+  expect_key({"translation.valid=\"\"", "train.eval_interval=2"}, "translation.valid");
   EXPECT_THROW(TranslationTask(translation_config(false, {"translation.mono=en=nothing de=train.de"})), DataError);
 }
 

@@ -44,13 +44,14 @@ struct Recorded {
 };
 
 inline Recorded train_recorded(const Config& config, MPI_Comm base, int world, bool keep_final_params = false,
-                               bool record_gradients = true) {
+                               bool record_gradients = true, const TaskFactory& make_task = {}) {
   validate_config(config, world);
   const Topology topology(layout_of(config.parallel, world));
   ProcessGroups groups(topology, comm_options(), base);
   TrainOptions options;
   options.device = device();
   options.keep_final_params = keep_final_params;
+  options.make_task = make_task;
   auto recorder = std::make_shared<GradientRecorder>();
   if (record_gradients) options.hooks.push_back(recorder);
   Recorded out{train(config, groups, options), std::move(recorder->steps)};

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <regex>
 #include <set>
 #include <sstream>
@@ -12,6 +13,7 @@
 #include <unordered_set>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #if FOLDTRON_HAVE_ICU
@@ -416,36 +418,52 @@ Splits make_splits(std::vector<Item>& items, const CorpusOptions& options, Corpu
     }
     take_dev_test(candidates, options, description ? "descriptions" : "catalogs", splits, used);
   }
+  // Every item of a dev/test group stays out of training, those without German too.
+  std::unordered_set<std::string> eval_groups;
   std::unordered_set<std::string> eval_en, eval_de;
   for (const auto* sets : {&splits.dev, &splits.test}) {
     for (const auto& [source, list] : *sets) {
       for (const Item* item : list) {
+        eval_groups.insert(item->group);
+        // The sides, and each sentence of a side that holds several.
         eval_en.insert(item->en);
         eval_de.insert(item->de);
+        for (const std::string& sentence : split_sentences(item->en)) eval_en.insert(sentence);
+        for (const std::string& sentence : split_sentences(item->de)) eval_de.insert(sentence);
       }
     }
   }
-  const auto leaks = [&](const Item& item) {
-    return eval_en.count(item.en) != 0 || (!item.de.empty() && eval_de.count(item.de) != 0) ||
-           eval_en.count(item.fr) != 0;
-  };
+  // One pool per group (a description's items together), by what the group holds: with German
+  // and French, a quarter each of En mono, De mono, En-Fr and En-De; German only, De mono; French
+  // only, En-Fr; else En mono. An item without the side its group's pool needs is left out.
+  std::map<std::string, std::pair<bool, bool>> holds;  // group -> (has German, has French)
   for (const Item& item : items) {
-    if (used.count(&item) != 0) continue;
-    if (leaks(item)) {
+    auto& [de, fr] = holds[item.group];
+    de = de || !item.de.empty();
+    fr = fr || !item.fr.empty();
+  }
+  for (const Item& item : items) {
+    if (used.count(&item) != 0 || eval_groups.count(item.group) != 0) continue;
+    if (eval_en.count(item.en) != 0 || (!item.de.empty() && eval_de.count(item.de) != 0)) {
       ++report.leak_removed;
       continue;
     }
-    const bool de = !item.de.empty(), fr = !item.fr.empty();
+    const auto [de, fr] = holds.at(item.group);
+    std::vector<const Item*>* pool = &splits.en_mono;
     if (de && fr) {
       const double u = unit_hash(options.seed, "pool:" + item.group);
-      (u < 0.25 ? splits.en_mono : u < 0.5 ? splits.de_mono : u < 0.75 ? splits.en_fr : splits.en_de).push_back(&item);
+      pool = u < 0.25 ? &splits.en_mono : u < 0.5 ? &splits.de_mono : u < 0.75 ? &splits.en_fr : &splits.en_de;
     } else if (de) {
-      splits.de_mono.push_back(&item);
+      pool = &splits.de_mono;
     } else if (fr) {
-      splits.en_fr.push_back(&item);
-    } else {
-      splits.en_mono.push_back(&item);
+      pool = &splits.en_fr;
     }
+    const bool needs_de = pool == &splits.de_mono || pool == &splits.en_de, needs_fr = pool == &splits.en_fr;
+    if ((needs_de && item.de.empty()) || (needs_fr && item.fr.empty())) {
+      ++report.dropped["group pool"];
+      continue;
+    }
+    pool->push_back(&item);
   }
   // German monolingual text must not be the German of any English the training sees.
   std::unordered_set<std::string> other_de;

@@ -16,14 +16,16 @@
 // English segments are deduplicated (a catalog's German and another's French of the same English
 // make one triple).
 //
-// Splits (each item, an English segment with its translations, lands in exactly one; items of one
-// package description stay together): En-De dev and test sets per source; then by a seeded hash,
-// triples spread evenly over English monolingual, German monolingual, English-French parallel and
-// English-German parallel (the supervised upper bound); items with German only go to German
-// monolingual, with French only to English-French, English only to English monolingual. Training
-// segments whose English or German equals a dev/test side are removed, and so are German
-// monolingual segments equal to the German of any other training item (no aligned pair in any
-// form).
+// Splits (each item, an English segment with its translations, lands in at most one; the items
+// of one package description are a group and stay together): En-De dev and test sets per source,
+// whole groups at a time (a dev/test group's items without German are used nowhere); then each
+// group, by a seeded hash, goes to one pool by what it holds: with German and French, a quarter
+// each of English monolingual, German monolingual, English-French parallel and English-German
+// parallel (the supervised upper bound); German only, German monolingual; French only,
+// English-French; English only, English monolingual. An item without the side its group's pool
+// needs is left out ("group pool"). Training segments whose English or German equals a dev/test
+// side, or one sentence of a dev/test side, are removed, and so are German monolingual segments equal to the German of any other
+// training item (no aligned pair in any form).
 #pragma once
 
 #include <cstdint>

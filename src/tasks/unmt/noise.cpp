@@ -13,7 +13,7 @@ std::vector<bool> word_starts(const TextTokenizer& tokenizer) {
   std::vector<bool> out(static_cast<size_t>(tokenizer.vocab_size()), false);
   for (int64_t id = 0; id < tokenizer.vocab_size(); ++id) {
     const std::string piece = tokenizer.piece(id);
-    out[static_cast<size_t>(id)] = piece.rfind(kWordMark, 0) == 0 || piece == " ";
+    out[static_cast<size_t>(id)] = piece.rfind(kWordMark, 0) == 0;
   }
   return out;
 }

@@ -1,6 +1,6 @@
 // The noise of denoising auto-encoding (Lample et al. 2018; XLM's word_shuffle, word_dropout,
 // word_blank), applied to words: a word is a token that starts one (sentencepiece's U+2581 word
-// mark, or a space byte) with the tokens that follow it up to the next. In this order:
+// mark) with the tokens that follow it up to the next. In this order:
 //   shuffle  each word i gets the key i + u, u ~ U[0, k), and words are sorted by key: no word
 //            moves k or more places;
 //   dropout  each word is dropped with probability p (one word is kept when all would go);

@@ -1,6 +1,8 @@
 // The translation task (see translation_task.h).
 #include "tasks/unmt/translation_task.h"
 
+#include <cmath>
+
 #include <algorithm>
 #include <filesystem>
 #include <numeric>
@@ -15,6 +17,7 @@
 #include "generation/generate.h"
 #include "layers/embedding.h"
 #include "parallel/process_groups.h"
+#include "tasks/unmt/translate.h"
 #include "training/flops.h"
 
 namespace foldtron {
@@ -81,6 +84,12 @@ int64_t permute(int64_t index, int64_t n, uint64_t key) {
     x = (left << half) | right;
   } while (x >= static_cast<uint64_t>(n));
   return static_cast<int64_t>(x);
+}
+
+uint64_t name_hash(const std::string& name) {
+  Checksum sum;
+  sum.update(name.data(), name.size());
+  return sum.value();
 }
 
 int64_t round_up(int64_t value, int64_t multiple) { return (value + multiple - 1) / multiple * multiple; }
@@ -185,6 +194,19 @@ TranslationTask::TranslationTask(const Config& config) : config_(config) {
                                   m.max_position_embeddings),
                       "raise model.max_position_embeddings or lower translation.max_length");
   }
+  for (const auto& [key, value] : {std::pair{"translation.word_dropout", t.word_dropout},
+                                   std::pair{"translation.word_blank", t.word_blank}}) {
+    if (!(value >= 0 && value < 1)) {
+      throw ConfigError(key, fmt::format("{} is not a probability below 1", value), "use a value in [0, 1), e.g. 0.1");
+    }
+  }
+  if (t.word_shuffle < 0) throw ConfigError("translation.word_shuffle", "is negative", "use 0 (off) or e.g. 3");
+  if (t.bt_temperature < 0) throw ConfigError("translation.bt_temperature", "is negative", "use 0 (greedy) or e.g. 1");
+  if (!(t.bt_max_len_a > 0) || t.bt_max_len_b < 0) {
+    throw ConfigError("translation.bt_max_len_a",
+                      fmt::format("a = {}, b = {}: back-translations need room to grow", t.bt_max_len_a, t.bt_max_len_b),
+                      "use a > 0 and b >= 0, e.g. 1.3 and 5");
+  }
   word_starts_ = word_starts(*tokenizer_);
   noise_ = {t.word_shuffle, t.word_dropout, t.word_blank, tokenizer_->unk_id() >= 0 ? tokenizer_->unk_id() : 0};
   add_slots(Objective::kAutoEncode, "translation.ae", t.ae);
@@ -235,12 +257,7 @@ const IndexedDataset& TranslationTask::dataset(const std::string& name) {
 }
 
 int64_t TranslationTask::language_id(const std::string& language, const std::string& key) const {
-  const auto it = std::find(languages_.begin(), languages_.end(), language);
-  if (it == languages_.end()) {
-    throw ConfigError(key, fmt::format("'{}' is not one of translation.languages ({})", language, join(languages_, " ")),
-                      suggest(language, languages_));
-  }
-  return it - languages_.begin();
+  return language_index(config_.translation, language, key);
 }
 
 void TranslationTask::add_slots(Objective objective, const std::string& key, const std::string& value) {
@@ -326,7 +343,7 @@ std::string TranslationTask::describe() const {
   }
   int64_t valid = 0;
   for (const EvalSet& set : valid_) valid += set.source->num_sequences();
-  return fmt::format("translation: {}; validation {} sentences in {} directions; {}", join(parts, ", "), valid,
+  return fmt::format("translation: {}; validation {} pairs in {} directions; {}", join(parts, ", "), valid / 2,
                      valid_.size(), tokenizer_->describe());
 }
 
@@ -361,9 +378,8 @@ std::pair<const TranslationTask::Slot*, int64_t> TranslationTask::slot_of(int64_
 
 int64_t TranslationTask::sequence_of(const Slot& slot, int64_t n) const {
   const int64_t size = slot.source->num_sequences();
-  Checksum name;
-  name.update(slot.name.data(), slot.name.size());
-  const uint64_t key = mix(static_cast<uint64_t>(config_.train.seed), name.value()) + static_cast<uint64_t>(n / size);
+  const uint64_t key = mix(mix(static_cast<uint64_t>(config_.train.seed), name_hash(slot.name)),
+                           static_cast<uint64_t>(n / size));
   return permute(n % size, size, key);
 }
 
@@ -441,19 +457,11 @@ void TranslationTask::prepare(Split split, int64_t first, int64_t count, Model& 
     }
     if (indices.empty()) continue;
     size_t longest = 0;
-    for (const auto& s : sources) longest = std::max(longest, s.size());
-    const int64_t rows = static_cast<int64_t>(sources.size());
-    torch::Tensor ids = torch::full({rows, static_cast<int64_t>(longest)}, pad_, torch::kLong);
-    torch::Tensor mask = torch::zeros({rows, static_cast<int64_t>(longest)}, torch::kLong);
-    for (int64_t r = 0; r < rows; ++r) {
-      const auto& s = sources[static_cast<size_t>(r)];
-      const int64_t n = static_cast<int64_t>(s.size());
-      ids[r].narrow(0, 0, n).copy_(torch::tensor(s, torch::kLong));
-      mask[r].narrow(0, 0, n).fill_(1);
-    }
+    for (const auto& source : sources) longest = std::max(longest, source.size());
     GenerationOptions options;
-    options.max_length_a = t.bt_max_len_a;
-    options.max_length_b = t.bt_max_len_b;
+    // a * (the batch's longest source) + b new tokens, at most what a training source holds.
+    options.max_new_tokens = std::min<int64_t>(
+        t.max_length - 1, static_cast<int64_t>(std::floor(t.bt_max_len_a * static_cast<double>(longest))) + t.bt_max_len_b);
     options.eos_token_ids = {eos_};
     options.pad_token_id = pad_;
     options.decoder_start_token_id = bos_;
@@ -461,26 +469,9 @@ void TranslationTask::prepare(Split split, int64_t first, int64_t count, Model& 
     options.target_language = slot.target_language;
     options.do_sample = t.bt_temperature > 0;
     options.temperature = t.bt_temperature > 0 ? t.bt_temperature : 1.0;
-    options.seed = mix(static_cast<uint64_t>(config_.train.seed), static_cast<uint64_t>(first));
-    torch::Tensor out;
-    {
-      // Generation switches the model to evaluation (no dropout); training resumes after.
-      const bool training = model.is_training();
-      torch::NoGradGuard no_grad;
-      out = generate(model, groups, ids, mask, options);
-      model.train(training);
-    }
-    const auto rows_out = out.accessor<int64_t, 2>();
-    const int64_t limit = t.max_length - 1;
-    for (int64_t r = 0; r < rows; ++r) {
-      std::vector<int64_t> tokens;
-      for (int64_t c = 1; c < out.size(1) && static_cast<int64_t>(tokens.size()) < limit; ++c) {
-        const int64_t token = rows_out[r][c];
-        if (token == eos_ || token == pad_) break;
-        tokens.push_back(token);
-      }
-      translations_[indices[static_cast<size_t>(r)]] = std::move(tokens);
-    }
+    options.seed = mix(mix(static_cast<uint64_t>(config_.train.seed), static_cast<uint64_t>(first)), name_hash(slot.name));
+    std::vector<std::vector<int64_t>> decoded = decode_sources(model, groups, sources, options);
+    for (size_t r = 0; r < decoded.size(); ++r) translations_[indices[r]] = std::move(decoded[r]);
   }
 }
 

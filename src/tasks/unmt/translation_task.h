@@ -3,8 +3,9 @@
 // translation section:
 //   ae    denoising auto-encoding: a noised sentence of language L (noise.h) back to itself;
 //   bt    online back-translation a-b-a: a sentence of a is translated to b by the current model
-//         (greedy or sampled, no gradient, at most bt_max_len_a * length + bt_max_len_b tokens),
-//         and the model learns to translate that back to the sentence;
+//         (greedy or sampled, no gradient, at most bt_max_len_a * (the longest source of the
+//         slot's batch) + bt_max_len_b tokens and max_length - 1), and the model learns to
+//         translate that back to the sentence;
 //   para  supervised translation a-b on a parallel dataset.
 // Each enabled objective and direction is a slot; a global batch holds the same number of
 // sentences of every slot (sample i of a step is slot i mod slots), drawn from its dataset in an
