@@ -92,6 +92,35 @@ inline double expect_same_gradients(const Recorded& got, const Recorded& referen
   return worst;
 }
 
+// Each step of `got` has the reference's task loss, router losses, gradient norm and task metrics
+// within `tol` of the reference's value; returns the worst relative difference.
+inline double expect_same_steps(const Recorded& got, const Recorded& reference, double tol = 1e-5) {
+  double worst = 0;
+  const auto& steps = got.result.steps;
+  const auto& want_steps = reference.result.steps;
+  EXPECT_EQ(steps.size(), want_steps.size());
+  const auto compare = [&](double a, double b, const std::string& what, size_t step) {
+    EXPECT_NEAR(a, b, tol * std::abs(b)) << what << " at step " << step + 1;
+    if (b != 0) worst = std::max(worst, std::abs(a - b) / std::abs(b));
+  };
+  for (size_t i = 0; i < std::min(steps.size(), want_steps.size()); ++i) {
+    const StepRecord &have = steps[i], &want = want_steps[i];
+    compare(have.lm_loss, want.lm_loss, "the task loss", i);
+    compare(have.aux_loss, want.aux_loss, "the load-balancing loss", i);
+    compare(have.z_loss, want.z_loss, "the z-loss", i);
+    compare(have.grad_norm, want.grad_norm, "the gradient norm", i);
+    for (const auto& [name, value] : want.metrics) {
+      const auto it = have.metrics.find(name);
+      if (it == have.metrics.end()) {
+        ADD_FAILURE() << name << " is missing at step " << i + 1;
+        continue;
+      }
+      compare(it->second, value, name, i);
+    }
+  }
+  return worst;
+}
+
 inline std::vector<StepRecord> run_training(const Config& config, MPI_Comm base, int world) {
   return train_on(config, base, world).steps;
 }
