@@ -25,7 +25,7 @@ void set_log_level_flag(const std::string& level) { log_level_flag() = level; }
 
 void ConfigOptions::add_to(CLI::App& app) {
   app.add_option("--config", sources_.config_file, "YAML config file (sections model, moe, parallel, train, data, "
-                                                   "checkpoint, logging)");
+                                                   "translation, checkpoint, logging)");
   app.add_option("--preset", sources_.preset, "start from a built-in preset: " + join(preset_names(), ", "));
   app.add_option("--set", sources_.overrides, "override one key, e.g. --set model.num_layers=4 (repeatable)")
       ->type_name("SECTION.KEY=VALUE");

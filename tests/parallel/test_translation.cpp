@@ -338,6 +338,43 @@ TEST(TranslationTask, TranslateGivesALinePerInputInEveryLayout) {
   }
 }
 
+TEST(TranslationTask, SamplingTestPairsAndWeightsFollowTheirKeys) {
+  if (world_size() != 1) GTEST_SKIP() << "single-process checks";
+  const Config config = translation_config(
+      false, {"translation.bt_temperature=1.5", "translation.test=en-de=dev", "translation.para_lambda=0.25",
+              "translation.bt_lambda=0:2,2:0", "translation.word_shuffle=0", "translation.word_dropout=0",
+              "translation.word_blank=0"});
+  ProcessGroups groups(Topology(layout_of(config.parallel, 1)), comm_options(), MPI_COMM_SELF);
+  TrainState state(config, groups, device());
+  TranslationTask task(config);
+  const int64_t gbs = config.train.global_batch_size;
+  // Sampled back-translations: the same for the same step, not all the greedy ones.
+  task.prepare(Split::kTrain, gbs, gbs, *state.model, groups);
+  const TranslationTask::Sample first = task.sample(Split::kTrain, gbs + 2);
+  task.prepare(Split::kTrain, gbs, gbs, *state.model, groups);
+  EXPECT_EQ(task.sample(Split::kTrain, gbs + 2).source, first.source) << "sampling is seeded by the step";
+  Config greedy_config = config;
+  greedy_config.translation.bt_temperature = 0;
+  TranslationTask greedy(greedy_config);
+  greedy.prepare(Split::kTrain, gbs, gbs, *state.model, groups);
+  int differ = 0;
+  for (int64_t r = 0; r < gbs; ++r) {
+    if (r % 6 == 2 || r % 6 == 3) {
+      differ += task.sample(Split::kTrain, gbs + r).source != greedy.sample(Split::kTrain, gbs + r).source;
+    }
+  }
+  EXPECT_GT(differ, 0) << "bt_temperature 1.5 samples";
+  // Weights at step 1: bt 2 -> 0 over two steps gives 1; para 0.25.
+  const Batch batch = task.batch(Split::kTrain, gbs, gbs, torch::kCPU);
+  EXPECT_NEAR(batch.weights[2].item<float>(), 1.0, 1e-6);
+  EXPECT_NEAR(batch.weights[4].item<float>(), 0.25, 1e-6);
+  // Without noise the denoising source is the sentence itself.
+  const TranslationTask::Sample ae = task.sample(Split::kTrain, gbs);
+  EXPECT_EQ(ae.source, ae.target);
+  // translation.test: the dev pairs in both directions.
+  EXPECT_EQ(task.num_samples(Split::kTest), 32);
+}
+
 TEST(TranslationTask, ConfigErrorsNameTheirKey) {
   const auto expect_key = [](const std::vector<std::string>& overrides, const std::string& key) {
     try {
