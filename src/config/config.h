@@ -334,6 +334,8 @@ struct TranslationConfig {
   std::string bt_lambda = "1";
   std::string para;
   std::string para_lambda = "1";
+  std::string mlm;
+  double mlm_probability = 0.15;
   int64_t max_length = 100;
   int64_t word_shuffle = 3;
   double word_dropout = 0.1;
@@ -357,6 +359,10 @@ struct TranslationConfig {
     v("bt_lambda", bt_lambda, "weight of the back-translation loss: a number or 'step:value,...'");
     v("para", para, "supervised directions 'a-b ...' from the parallel datasets");
     v("para_lambda", para_lambda, "weight of the supervised loss: a number or 'step:value,...'");
+    v("mlm", mlm, "languages pretrained by masked language modelling, e.g. 'en de fr' (XLM's first stage: the encoder "
+                  "alone, in a run of its own; then foldtron unmt init-decoder)");
+    v("mlm_probability", mlm_probability, "masked language modelling: share of tokens predicted (80% masked, 10% "
+                                          "random, 10% kept)");
     v("max_length", max_length, "tokens per side, end-of-sequence included (longer sentences are cut)");
     v("word_shuffle", word_shuffle, "denoising: words move at most this far (0: no shuffle)");
     v("word_dropout", word_dropout, "denoising: probability of dropping each word");

@@ -45,8 +45,12 @@ class Session {
       start_ = torch::full({n, 1}, options.decoder_start_token_id, longs);
       inputs_.decoder_input_ids = start_.t().contiguous();            // [1, n]
       inputs_.decoder_positions = torch::zeros({1}, longs);
-      if (options.source_language >= 0) inputs_.languages = torch::full({n}, options.source_language, longs);
-      if (options.target_language >= 0) inputs_.decoder_languages = torch::full({n}, options.target_language, longs);
+      const auto languages = [&](const torch::Tensor& rows, int64_t language) {
+        if (rows.defined()) return rows.to(device_);
+        return language >= 0 ? torch::full({n}, language, longs) : torch::Tensor();
+      };
+      inputs_.languages = languages(options.source_languages, options.source_language);
+      inputs_.decoder_languages = languages(options.target_languages, options.target_language);
     } else {
       inputs_.input_ids = ids.t().contiguous();  // [S, n]
       if (mask.defined()) {
@@ -123,7 +127,8 @@ torch::Tensor is_eos(const torch::Tensor& tokens, const GenerationOptions& optio
 
 // Greedy search and sampling over the rows of `session`: [n, L] on the CPU. Row r samples from
 // its own generator, seeded by the seed and the row's index in the whole batch (`first` + r), so
-// a seed gives the same samples in every layout.
+// a seed gives the same samples in every layout. The logits stay on the model's device: greedy
+// search brings back only the chosen tokens, sampling the probabilities.
 torch::Tensor search(Session& session, Communicator& world, const GenerationOptions& options, int64_t max_length,
                      int64_t min_length, int64_t first) {
   torch::Tensor sequences = session.start().cpu();  // [n, P]
@@ -134,18 +139,18 @@ torch::Tensor search(Session& session, Communicator& world, const GenerationOpti
     generators.push_back(at::detail::createCPUGenerator(options.seed + static_cast<uint64_t>(first + r)));
   }
   const int64_t pad = pad_id(options);
-  torch::Tensor logits = session.prefill().cpu();
+  torch::Tensor logits = session.prefill();  // [n, V]
   bool running = sequences.size(1) < max_length;  // the same on every rank
   while (true) {
     torch::Tensor next;
     if (running) {
       const torch::Tensor scores = process_logits(logits, sequences, max_length, min_length, options, options.do_sample);
       if (options.do_sample) {
-        const torch::Tensor probs = torch::softmax(scores, -1);  // [n, V]
+        const torch::Tensor probs = torch::softmax(scores, -1).cpu();  // [n, V]
         next = torch::empty({n}, torch::kLong);
         for (int64_t r = 0; r < n; ++r) next[r] = torch::multinomial(probs[r], 1, false, generators[r]).item<int64_t>();
       } else {
-        next = scores.argmax(-1);
+        next = scores.argmax(-1).cpu();
       }
       if (!options.eos_token_ids.empty()) next = torch::where(unfinished, next, torch::full_like(next, pad));
       sequences = torch::cat({sequences, next.unsqueeze(1)}, 1);
@@ -155,7 +160,7 @@ torch::Tensor search(Session& session, Communicator& world, const GenerationOpti
       next = sequences.select(1, sequences.size(1) - 1);  // a step for the others' sake; not kept
     }
     if (!any_rank(world, running)) break;
-    logits = session.next(next).cpu();
+    logits = session.next(next);
   }
   return sequences;
 }
@@ -323,6 +328,15 @@ torch::Tensor generate(Model& model, ProcessGroups& groups, const torch::Tensor&
     if (mask.all().item<bool>()) mask = torch::Tensor();  // no padding: the plain causal kernels
   }
   // The decoder's prompt: the start token, or the prompt itself.
+  GenerationOptions local = options;  // per-row languages: this rank's rows
+  for (torch::Tensor* languages : {&local.source_languages, &local.target_languages}) {
+    if (!languages->defined()) continue;
+    if (languages->dim() != 1 || languages->size(0) != batch) {
+      throw DataError(fmt::format("per-row languages {} for a batch of {}", shape_text(languages->sizes().vec()), batch),
+                      "pass one language id per row");
+    }
+    *languages = languages->narrow(0, mine > 0 ? first : 0, count).to(torch::kLong);
+  }
   const int64_t prompt = model.encoder_decoder() ? 1 : ids.size(1);
   int64_t new_tokens = options.max_new_tokens;
   if (options.max_length_a > 0) {
@@ -340,11 +354,14 @@ torch::Tensor generate(Model& model, ProcessGroups& groups, const torch::Tensor&
   if (options.num_beams > 1 || options.beam_search) {
     const torch::Tensor expanded_ids = ids.repeat_interleave(options.num_beams, 0);
     const torch::Tensor expanded_mask = mask.defined() ? mask.repeat_interleave(options.num_beams, 0) : mask;
-    Session session(model, groups, expanded_ids, expanded_mask, options);
-    out = beam_search(session, groups.world(), options, count, max_length, min_length);
+    for (torch::Tensor* languages : {&local.source_languages, &local.target_languages}) {
+      if (languages->defined()) *languages = languages->repeat_interleave(options.num_beams, 0);
+    }
+    Session session(model, groups, expanded_ids, expanded_mask, local);
+    out = beam_search(session, groups.world(), local, count, max_length, min_length);
   } else {
-    Session session(model, groups, ids, mask, options);
-    out = search(session, groups.world(), options, max_length, min_length, mine > 0 ? first : 0);
+    Session session(model, groups, ids, mask, local);
+    out = search(session, groups.world(), local, max_length, min_length, mine > 0 ? first : 0);
   }
   // Every rank's rows, padded to the longest.
   int64_t longest = 0;

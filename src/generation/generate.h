@@ -49,6 +49,9 @@ struct GenerationOptions {
   // Language embeddings (model.num_languages) of every row: the source's and the output's; -1: none.
   int64_t source_language = -1;
   int64_t target_language = -1;
+  // Per-row languages, int64 [B] of the whole batch, in their place when defined: one batch may
+  // translate in several directions (the back-translations of a training step).
+  torch::Tensor source_languages, target_languages;
   int64_t forced_eos_token_id = -1;
   std::vector<std::vector<int64_t>> bad_words_ids;
 };

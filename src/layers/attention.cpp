@@ -176,8 +176,10 @@ torch::Tensor Attention::forward(const torch::Tensor& x, const AttentionInputs& 
   const bool causal = !options_.cross && in.causal;
   // Plain causal self-attention over whole sequences takes the fused causal kernels (and context
   // parallelism); anything else builds its mask.
-  torch::Tensor mask;
-  if (!(causal && sk == s && !in.key_padding.defined())) {
+  torch::Tensor mask = in.mask;  // built once for every layer by the model, or here
+  if (mask.defined()) {
+    FT_CHECK(mask.size(-2) == s && mask.size(-1) == sk, "a prebuilt attention mask of another shape");
+  } else if (!(causal && sk == s && !in.key_padding.defined())) {
     mask = attention_mask(s, sk, causal, in.key_padding, q.device());  // [b or 1, 1, s, sk]
   }
   torch::Tensor context;

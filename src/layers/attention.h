@@ -85,6 +85,9 @@ struct AttentionInputs {
                               // with a cache: of every cached key, this step's included
   torch::Tensor memory;       // cross-attention: the encoder output [sk(/tp), b, h]
   AttentionCache* cache = nullptr;  // incremental decoding
+  // The mask of these inputs when the caller built it once for every layer (attention_masks in
+  // transformer_layer.h); undefined: built from causal and key_padding here.
+  torch::Tensor mask;
 };
 
 class Attention : public torch::nn::Module {

@@ -24,6 +24,19 @@ void ForwardState::add_router_losses(const torch::Tensor& aux, const torch::Tens
   add(z_loss, z);
 }
 
+void attention_masks(LayerInputs& in, int64_t queries, int64_t memory_length, bool cached, torch::Device device) {
+  if (in.key_padding.defined()) {
+    in.self_mask = attention_mask(queries, in.key_padding.size(1), in.causal, in.key_padding, device);
+  } else if (!in.causal && !cached) {
+    in.self_mask = attention_mask(queries, queries, false, torch::Tensor(), device);
+  }
+  if (in.memory_padding.defined()) {
+    in.memory_mask = attention_mask(queries, in.memory_padding.size(1), false, in.memory_padding, device);
+  } else if (in.memory.defined() && !cached) {
+    in.memory_mask = attention_mask(queries, memory_length, false, torch::Tensor(), device);
+  }
+}
+
 TransformerLayer::TransformerLayer(const LayerContext& ctx, const std::string& name,
                                    const TransformerLayerOptions& options, std::shared_ptr<FeedForward> ffn)
     : ctx_(ctx), options_(options) {
@@ -53,8 +66,10 @@ torch::Tensor TransformerLayer::drop(const torch::Tensor& x) {
 
 torch::Tensor TransformerLayer::forward(const torch::Tensor& x, const LayerInputs& in, ForwardState& state) {
   KVCache::Layer* cache = state.cache ? &state.cache->layers[options_.index] : nullptr;
-  AttentionInputs self{in.positions, in.causal, in.key_padding, torch::Tensor(), cache ? &cache->self : nullptr};
-  AttentionInputs cross{in.positions, false, in.memory_padding, in.memory, cache ? &cache->cross : nullptr};
+  AttentionInputs self{in.positions, in.causal, in.key_padding, torch::Tensor(), cache ? &cache->self : nullptr,
+                       in.self_mask};
+  AttentionInputs cross{in.positions, false, in.memory_padding, in.memory, cache ? &cache->cross : nullptr,
+                        in.memory_mask};
   const auto ffn = [&](const torch::Tensor& h) { return mlp->forward(h, in.token_mask, state); };
   if (options_.norm_position == NormPosition::kPre) {
     torch::Tensor h = x + drop(self_attn->forward(self_attn_norm->forward(x), self));  // [s(/tp), b, h]

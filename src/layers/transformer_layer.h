@@ -58,7 +58,18 @@ struct LayerInputs {
   torch::Tensor memory;       // [s_src(/tp), b, h]: the encoder output (cross-attention)
   torch::Tensor memory_padding;  // [b, s_src] bool
   torch::Tensor token_mask;   // [s(/tp), b] bool: the tokens the MoE router may route
+  // The attention masks of every layer, built once by attention_masks (undefined: each attention
+  // builds its own, or takes the fused causal path).
+  torch::Tensor self_mask, memory_mask;
 };
+
+// Builds in.self_mask and in.memory_mask once for a stack of layers whose queries are `queries`
+// positions long (the whole sequence, also under sequence parallelism), over `memory_length`
+// encoder positions: decoding would otherwise rebuild them in every layer at every step. Leaves
+// self_mask undefined where the attention needs none (causal without key padding: the fused
+// kernels and context parallelism) or cannot know its keys (a cache without key padding); the
+// same for memory_mask (a cached encoder without padding).
+void attention_masks(LayerInputs& in, int64_t queries, int64_t memory_length, bool cached, torch::Device device);
 
 struct TransformerLayerOptions {
   int64_t index = 0;  // global layer index (cache key)

@@ -66,6 +66,7 @@ TensorList DecoderLM::forward_chunk(int64_t chunk, const ModelInputs& inputs, co
   in.causal = true;
   in.key_padding = state.cache ? state.cache->key_padding : key_padding_of(inputs.mask);  // [b, sk]
   in.token_mask = local_rows(inputs.mask);
+  attention_masks(in, inputs.input_ids.size(0), 0, state.cache != nullptr, ctx_.device);
   x = run_layers(part_.begin(chunk), part_.end(chunk), x, in, state);
   if (!part_.has_head(chunk)) return {x};
   x = norm->forward(x);

@@ -135,8 +135,9 @@ torch::Tensor EncoderDecoder::embed(const Embeddings& embeddings, const torch::T
 StreamSpec EncoderDecoder::stream_spec(const ModelInputs& inputs, const KVCache* cache) const {
   const int64_t split = ctx_.sp() ? ctx_.tp_size() : 1, b = inputs.decoder_input_ids.size(1);
   const int64_t source = cache && cache->encoder_done ? 0 : inputs.input_ids.size(0) / split;
+  const int64_t target = inputs.encoder_only ? 0 : inputs.decoder_input_ids.size(0) / split;
   const auto options = torch::TensorOptions().dtype(ctx_.dtype).device(ctx_.device);
-  return {{{source, b, hidden_size_}, options}, {{inputs.decoder_input_ids.size(0) / split, b, hidden_size_}, options}};
+  return {{{source, b, hidden_size_}, options}, {{target, b, hidden_size_}, options}};
 }
 
 TensorList EncoderDecoder::forward_chunk(int64_t chunk, const ModelInputs& inputs, const TensorList& stream,
@@ -145,9 +146,13 @@ TensorList EncoderDecoder::forward_chunk(int64_t chunk, const ModelInputs& input
   const bool encoder_cached = state.cache && state.cache->encoder_done;
   const int64_t b = inputs.decoder_input_ids.size(1);
   torch::Tensor enc, dec;  // [s(/tp), b, h], [t(/tp), b, h]
+  const bool encoder_only = inputs.encoder_only;
+  FT_CHECK(!(encoder_only && state.cache), "encoder-only logits while decoding");
   if (part_.has_embedding(chunk)) {
     if (!encoder_cached) enc = embed(encoder_embeddings, inputs.input_ids, inputs.positions, inputs.languages);
-    dec = embed(decoder_embeddings, inputs.decoder_input_ids, inputs.decoder_positions, inputs.decoder_languages);
+    dec = encoder_only ? torch::empty({0, b, hidden_size_}, enc.options())
+                       : embed(decoder_embeddings, inputs.decoder_input_ids, inputs.decoder_positions,
+                               inputs.decoder_languages);
   } else {
     enc = stream.at(0);
     dec = stream.at(1);
@@ -160,6 +165,7 @@ TensorList EncoderDecoder::forward_chunk(int64_t chunk, const ModelInputs& input
     in.causal = false;
     in.key_padding = key_padding_of(inputs.mask);
     in.token_mask = local_rows(inputs.mask);
+    attention_masks(in, inputs.input_ids.size(0), 0, /*cached=*/false, ctx_.device);
     // The encoder runs once while decoding: its self-attention keeps no cache.
     KVCache* cache = state.cache;
     state.cache = nullptr;
@@ -170,7 +176,7 @@ TensorList EncoderDecoder::forward_chunk(int64_t chunk, const ModelInputs& input
       if (state.hidden_states) state.hidden_states->push_back(enc);
     }
   }
-  if (end > encoder_layers_) {
+  if (end > encoder_layers_ && !encoder_only) {
     LayerInputs in;
     in.positions = positions_or_default(inputs.decoder_positions, inputs.decoder_input_ids.size(0));
     in.causal = true;
@@ -179,13 +185,17 @@ TensorList EncoderDecoder::forward_chunk(int64_t chunk, const ModelInputs& input
     in.memory_padding = state.cache && state.cache->encoder_padding.defined() ? state.cache->encoder_padding
                                                                               : key_padding_of(inputs.mask);
     in.token_mask = local_rows(inputs.decoder_mask);
+    attention_masks(in, inputs.decoder_input_ids.size(0), inputs.input_ids.size(0), state.cache != nullptr,
+                    ctx_.device);
     dec = run_layers(std::max(begin, encoder_layers_), end, dec, in, state);
   }
   if (!part_.has_head(chunk)) return {enc, dec};
-  if (decoder_norm) dec = decoder_norm->forward(dec);
-  if (state.hidden_states) state.hidden_states->push_back(dec);
-  torch::Tensor logits = lm_head ? lm_head->forward(dec)
-                                 : torch::nn::functional::linear(enter_column_parallel(dec, ctx_), shared->weight);
+  // Encoder-only: the encoder's output (its norm applied where it ended) goes to the output layer.
+  torch::Tensor out = encoder_only ? enc : dec;
+  if (decoder_norm && !encoder_only) out = decoder_norm->forward(out);
+  if (state.hidden_states) state.hidden_states->push_back(out);
+  torch::Tensor logits = lm_head ? lm_head->forward(out)
+                                 : torch::nn::functional::linear(enter_column_parallel(out, ctx_), shared->weight);
   if (final_logits_bias.defined()) logits = logits + final_logits_bias;  // [t, b, Vp/tp]
   return {logits};
 }

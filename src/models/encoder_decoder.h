@@ -5,6 +5,8 @@
 //   target [t, b] -> embed (alike) -> Ld decoder layers (causal self-attention, cross-attention
 //                 over memory with the source key padding) -> output layer (tied or not)
 //                 (+ final_logits_bias) -> vocab-parallel logits [t, b, Vp/tp]
+// With ModelInputs::encoder_only the output layer reads the memory instead and the decoder does
+// not run: vocab-parallel logits [s, b, Vp/tp] of the source (masked language modelling).
 // Layers are pre- or post-norm (pre-norm stacks end in a norm), positions sinusoidal (Marian),
 // learned (XLM) or rotary; feed-forward blocks dense or MoE (moe.is_moe_layer over the global
 // layer index: encoder layers first).

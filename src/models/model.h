@@ -40,6 +40,9 @@ struct ModelInputs {
   torch::Tensor decoder_positions;  // [t] or [t, b]; undefined: 0..t-1
   torch::Tensor decoder_mask;       // [t, b] bool; undefined: no padding
   torch::Tensor decoder_languages;  // [b] int64
+  // Encoder-decoder: the output layer reads the encoder's output and the decoder does not run
+  // (masked language modelling, XLM's pretraining); decoder_input_ids is then [0, b].
+  bool encoder_only = false;
 };
 
 class Model : public torch::nn::Module {

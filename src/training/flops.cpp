@@ -51,6 +51,7 @@ double encoder_decoder_flops(const Config& config, double source_length, double 
   for (int64_t layer = 0; layer < m.encoder_layers; ++layer) {
     total += s * (projections + mlp(layer) + 12.0 * s * h * q);
   }
+  if (t == 0) return total + 6.0 * s * h * static_cast<double>(m.vocab_size);  // encoder-only logits (MLM)
   for (int64_t layer = 0; layer < m.num_layers; ++layer) {
     total += t * (projections + mlp(m.encoder_layers + layer) + 6.0 * t * h * q);  // causal self-attention
     total += t * (12.0 * h * h * q + 12.0 * s * h * q) + s * 12.0 * h * h * q * n_g / a;  // cross-attention

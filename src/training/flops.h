@@ -23,7 +23,8 @@ double flops_per_step(const Config& config, int64_t sequences, int64_t seq_lengt
 // (12*h^2*q*(1 + n_g/a) + mlp + 12*s*h*q); per decoder layer and target token the self-attention
 // as above with causal t/2, the cross-attention's query and output projections (12*h^2*q) and
 // scores over the source (12*s*h*q), and per source token its key/value projections
-// (12*h^2*q*n_g/a); the output layer 6*t*h*V.
+// (12*h^2*q*n_g/a); the output layer 6*t*h*V. t = 0: the encoder alone with the output layer
+// over the source, 6*s*h*V (masked language modelling).
 double encoder_decoder_flops(const Config& config, double source_length, double target_length);
 
 }  // namespace foldtron

@@ -4,8 +4,9 @@
 // model's own greedy translations with the languages swapped; a few steps of denoising,
 // back-translation and supervised loss together, dense and MoE, give the single-process run's
 // losses (each objective's too), gradient norms and gradients in every layout of the world
-// within 1e-5; translate_lines gives one line per input in every layout alike; configuration
-// errors name their key.
+// within 1e-5; masked language modelling (rates of mask_tokens, encoder-only batches, layouts
+// equal one process) and the decoder initialized from it (init-decoder); translate_lines gives
+// one line per input in every layout alike; configuration errors name their key.
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -19,12 +20,15 @@
 #include "data/indexed_dataset.h"
 #include "data/tokenizer.h"
 #include "generation/generate.h"
+#include "layers/embedding.h"
 #include "mpi_test.h"
 #include "tasks/tasks.h"
+#include "tasks/unmt/init_decoder.h"
 #include "tasks/unmt/noise.h"
 #include "tasks/unmt/translate.h"
 #include "tasks/unmt/translation_task.h"
 #include "train_test.h"
+#include "training/checkpointing.h"
 
 namespace foldtron::testing {
 namespace {
@@ -119,6 +123,15 @@ Config translation_config(bool moe, const std::vector<std::string>& overrides) {
   return load_config({"tiny-dense", "", all});
 }
 
+// Masked language modelling alone (the pretraining run) over the three languages.
+const std::vector<std::string> kMlmOnly{"translation.ae=\"\"", "translation.bt=\"\"", "translation.para=\"\"",
+                                        "translation.mlm=en de fr"};
+
+std::vector<std::string> with(std::vector<std::string> a, const std::vector<std::string>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
 Recorded train_translation(const Config& config, MPI_Comm base, int world) {
   return train_recorded(config, base, world, false, true, task_factory(config));
 }
@@ -182,6 +195,127 @@ TEST(Noise, LambdaSchedules) {
   for (const std::string bad : {"x", "0:1,0:2", "1,2", "", "0:"}) {
     EXPECT_THROW(LambdaSchedule(bad, "translation.ae_lambda"), ConfigError) << bad;
   }
+}
+
+TEST(Noise, MaskTokensPredictsFifteenPercentEightyTenTen) {
+  std::mt19937_64 rng(11);
+  const MaskOptions options{0.15, 0, 4, 100};
+  std::vector<int64_t> sentence;
+  for (int64_t i = 0; i < 40; ++i) sentence.push_back(10 + i);
+  int64_t predicted = 0, masked = 0, random = 0, kept = 0, total = 0;
+  for (int trial = 0; trial < 1000; ++trial) {
+    const MaskedTokens out = mask_tokens(sentence, options, rng);
+    ASSERT_EQ(out.input.size(), sentence.size());
+    for (size_t i = 0; i < sentence.size(); ++i) {
+      ++total;
+      if (!out.predict[i]) {
+        EXPECT_EQ(out.input[i], sentence[i]) << "a token not predicted is left alone";
+        continue;
+      }
+      ++predicted;
+      if (out.input[i] == 0) {
+        ++masked;
+      } else if (out.input[i] == sentence[i]) {
+        ++kept;
+      } else {
+        ++random;
+        EXPECT_GE(out.input[i], 4) << "random ids skip the special tokens";
+        EXPECT_LT(out.input[i], 100);
+      }
+    }
+  }
+  // 40,000 tokens, ~6,000 predicted: each share within 5 standard deviations.
+  EXPECT_NEAR(static_cast<double>(predicted) / static_cast<double>(total), 0.15, 0.01);
+  const double p = static_cast<double>(predicted);
+  EXPECT_NEAR(static_cast<double>(masked) / p, 0.8, 0.03);
+  EXPECT_NEAR(static_cast<double>(random) / p, 0.1, 0.02);  // (a random id equal to the token counts as kept)
+  EXPECT_NEAR(static_cast<double>(kept) / p, 0.1, 0.02);
+  // A short sentence still predicts one token; an empty one none.
+  for (int trial = 0; trial < 50; ++trial) {
+    const MaskedTokens one = mask_tokens({42}, options, rng);
+    EXPECT_TRUE(one.predict[0]);
+  }
+  EXPECT_TRUE(mask_tokens({}, options, rng).predict.empty());
+}
+
+TEST(TranslationTask, MaskedLanguageModellingBatchesTheEncoderAlone) {
+  if (world_size() != 1) GTEST_SKIP() << "single-process checks";
+  const Config config = translation_config(false, kMlmOnly);
+  TranslationTask task(config);
+  EXPECT_EQ(task.metric_names(), (std::vector<std::string>{"mlm_loss"}));
+  const int64_t gbs = config.train.global_batch_size, unk = task.tokenizer().unk_id();
+  const Batch batch = task.batch(Split::kTrain, gbs, gbs, torch::kCPU);
+  EXPECT_TRUE(batch.inputs.encoder_only);
+  EXPECT_EQ(batch.inputs.decoder_input_ids.size(0), 0);
+  EXPECT_EQ(batch.labels.sizes(), batch.inputs.input_ids.sizes()) << "labels of the source positions";
+  int64_t predicted = 0;
+  for (int64_t r = 0; r < gbs; ++r) {
+    const TranslationTask::Sample x = task.sample(Split::kTrain, gbs + r);
+    EXPECT_EQ(x.source_language, r % 3) << "slots mlm en, de, fr in turn";
+    ASSERT_EQ(x.source.size(), x.target.size());
+    const int64_t n = static_cast<int64_t>(x.source.size());
+    EXPECT_EQ(batch.inputs.input_ids[n][r].item<int64_t>(), task.tokenizer().eos_id());
+    EXPECT_EQ(batch.labels[n][r].item<int64_t>(), kIgnoreIndex) << "end of sequence is not predicted";
+    for (int64_t i = 0; i < n; ++i) {
+      const auto u = static_cast<size_t>(i);
+      EXPECT_EQ(batch.inputs.input_ids[i][r].item<int64_t>(), x.source[u]);
+      EXPECT_EQ(batch.labels[i][r].item<int64_t>(), x.predict[u] ? x.target[u] : kIgnoreIndex);
+      if (!x.predict[u]) {
+        EXPECT_EQ(x.source[u], x.target[u]);
+      }
+      predicted += x.predict[u];
+      if (x.source[u] == unk) {
+        EXPECT_TRUE(x.predict[u]) << "the mask token marks a predicted position";
+      }
+    }
+  }
+  EXPECT_DOUBLE_EQ(task.loss_units(Split::kTrain, gbs, gbs), static_cast<double>(predicted));
+  // Validation: each dev sentence once, masked the same way every time.
+  EXPECT_EQ(task.num_samples(Split::kValid), 32);
+  EXPECT_EQ(task.sample(Split::kValid, 3).source, task.sample(Split::kValid, 3).source);
+  EXPECT_TRUE(task.batch(Split::kValid, 0, 4, torch::kCPU).inputs.encoder_only);
+}
+
+TEST(TranslationTask, DecoderStartsAsACopyOfThePretrainedEncoder) {
+  if (world_size() != 1) GTEST_SKIP() << "single-process checks";
+  const fs::path dir = corpus_dir() / "mlm_run", init = corpus_dir() / "mlm_init";
+  fs::remove_all(dir);
+  fs::remove_all(init);
+  const Config mlm =
+      translation_config(false, with(kMlmOnly, {"checkpoint.save=" + dir.string(), "train.train_iters=40"}));
+  const TrainResult pretrained = train_recorded(mlm, MPI_COMM_SELF, 1, true, false, task_factory(mlm)).result;
+  const auto mean_loss = [&](size_t begin) {
+    double sum = 0;
+    for (size_t i = begin; i < begin + 10; ++i) sum += pretrained.steps.at(i).metrics.at("mlm_loss");
+    return sum / 10;
+  };
+  EXPECT_LT(mean_loss(30), mean_loss(0) - 0.2) << "masked language modelling learns";
+  ProcessGroups groups(Topology(layout_of(ParallelConfig{}, 1)), comm_options(), MPI_COMM_SELF);
+  // 2 x (embed_positions, embed_languages, embedding_norm 2) + 2 layers x (self-attention 8, its
+  // norm 2, mlp 4, its norm 2).
+  EXPECT_EQ(init_decoder_checkpoint(dir.string(), init.string(), groups), 36);
+  const Config translation = translation_config(false, {"checkpoint.load=" + init.string()});
+  TrainState state(translation, groups, device());
+  Checkpointer(state).load(init.string());
+  EXPECT_EQ(state.step, 0);
+  std::map<std::string, torch::Tensor> params;
+  for (const auto& item : state.model->named_parameters()) params[item.key()] = item.value();
+  std::map<std::string, torch::Tensor> trained;
+  for (const auto& p : pretrained.final_params) trained[p.name] = p.value;
+  for (const std::string name : {"encoder.layers.1.mlp.up_proj.weight", "shared.weight", "encoder.embed_languages.weight"}) {
+    ASSERT_TRUE(params.count(name)) << name;
+    EXPECT_TRUE(torch::equal(params[name].to(torch::kFloat).cpu(), trained.at(name))) << name << " is the pretrained one";
+  }
+  for (const std::string name : {"layers.0.self_attn.q_proj.weight", "layers.1.mlp.down_proj.bias", "embed_positions.weight",
+                                 "layers.1.self_attn_norm.weight"}) {
+    ASSERT_TRUE(params.count("decoder." + name)) << name;
+    EXPECT_TRUE(torch::equal(params["decoder." + name], params["encoder." + name])) << name;
+  }
+  EXPECT_FALSE(torch::equal(params["decoder.layers.0.cross_attn.q_proj.weight"],
+                            params["decoder.layers.0.self_attn.q_proj.weight"]))
+      << "cross-attention keeps its own initialization";
+  // A checkpoint of another family is refused with a message.
+  EXPECT_THROW(init_decoder_checkpoint((corpus_dir() / "nothing").string(), init.string(), groups), CheckpointError);
 }
 
 TEST(TranslationTask, BatchesAndBackTranslationsComeFromTheModel) {
@@ -254,44 +388,54 @@ TEST(TranslationTask, LayoutsMatchSingleProcessOverFourSteps) {
   struct Case {
     bool moe;
     std::vector<std::string> layout;
+    bool mlm = false;  // the masked language modelling run (encoder only)
   };
   const std::vector<Case> cases{
       {false, {"parallel.tp=2", "parallel.sequence_parallel=true"}},
       {false, {"parallel.pp=2", "parallel.distributed_optimizer=true"}},
       {true, {"parallel.tp=2", "parallel.ep=2", "parallel.etp=1", "parallel.sequence_parallel=true"}},
       {true, {"parallel.ep=4"}},
+      {false, {"parallel.tp=2", "parallel.sequence_parallel=true"}, true},
+      {true, {"parallel.pp=2", "parallel.ep=2"}, true},
   };
-  std::map<bool, Recorded> references;
-  const auto reference_of = [&](bool moe) -> const Recorded& {
-    if (!references.count(moe)) {
-      references[moe] = train_translation(translation_config(moe, {}), MPI_COMM_SELF, 1);
-      const auto& steps = references[moe].result.steps;
-      for (const std::string name : {"ae_loss", "bt_loss", "para_loss"}) {
+  std::map<std::pair<bool, bool>, Recorded> references;
+  const auto reference_of = [&](bool moe, bool mlm) -> const Recorded& {
+    const std::pair<bool, bool> key{moe, mlm};
+    if (!references.count(key)) {
+      references[key] = train_translation(translation_config(moe, mlm ? kMlmOnly : std::vector<std::string>{}),
+                                          MPI_COMM_SELF, 1);
+      const auto& steps = references[key].result.steps;
+      for (const std::string& name : mlm ? std::vector<std::string>{"mlm_loss"}
+                                        : std::vector<std::string>{"ae_loss", "bt_loss", "para_loss"}) {
         EXPECT_GT(steps.front().metrics.at(name), 0) << name;
       }
-      EXPECT_LT(steps.back().lm_loss, steps.front().lm_loss) << "the loss should fall";
+      if (!mlm) {  // (four steps of masked tokens, each a new draw, are too few to show it)
+        EXPECT_LT(steps.back().lm_loss, steps.front().lm_loss) << "the loss should fall";
+      }
       if (moe) {
         EXPECT_GT(steps.front().aux_loss, 0) << "the routers' load-balancing loss is counted";
       }
     }
-    return references[moe];
+    return references[key];
   };
   int checked = 0;
   double worst = 0, worst_grad = 0;
   if (world == 1) {
-    reference_of(false);
-    reference_of(true);
+    for (const bool moe : {false, true}) {
+      for (const bool mlm : {false, true}) reference_of(moe, mlm);
+    }
     return;
   }
   for (const Case& c : cases) {
-    const Config config = translation_config(c.moe, c.layout);
+    const Config config = translation_config(c.moe, with(c.layout, c.mlm ? kMlmOnly : std::vector<std::string>{}));
     try {
       validate_config(config, world);
     } catch (const ConfigError&) {
       continue;
     }
-    SCOPED_TRACE(fmt::format("world {} {}: {}", world, c.moe ? "MoE" : "dense", fmt::join(c.layout, " ")));
-    const Recorded& reference = reference_of(c.moe);
+    SCOPED_TRACE(fmt::format("world {} {}{}: {}", world, c.moe ? "MoE" : "dense", c.mlm ? " MLM" : "",
+                             fmt::join(c.layout, " ")));
+    const Recorded& reference = reference_of(c.moe, c.mlm);
     const Recorded run = train_translation(config, MPI_COMM_WORLD, world);
     worst = std::max(worst, expect_same_steps(run, reference));
     worst_grad = std::max(worst_grad, expect_same_gradients(run, reference));
@@ -397,6 +541,8 @@ TEST(TranslationTask, ConfigErrorsNameTheirKey) {
   expect_key({"model.decoder_start_token_id=2"}, "model.decoder_start_token_id");
   expect_key({"translation.max_length=1000"}, "translation.max_length");
   expect_key({"translation.valid=\"\"", "train.eval_interval=2"}, "translation.valid");
+  expect_key({"translation.mlm=en"}, "translation.mlm");
+  expect_key(with(kMlmOnly, {"translation.mlm_probability=0"}), "translation.mlm_probability");
   EXPECT_THROW(TranslationTask(translation_config(false, {"translation.mono=en=nothing de=train.de"})), DataError);
 }
 

@@ -62,4 +62,27 @@ std::vector<int64_t> add_noise(const std::vector<int64_t>& tokens, const std::ve
   return out;
 }
 
+MaskedTokens mask_tokens(const std::vector<int64_t>& tokens, const MaskOptions& options, std::mt19937_64& rng) {
+  MaskedTokens out{tokens, std::vector<bool>(tokens.size(), false)};
+  if (tokens.empty()) return out;
+  std::uniform_real_distribution<double> unit(0.0, 1.0);
+  bool any = false;
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    out.predict[i] = unit(rng) < options.probability;
+    any = any || out.predict[i];
+  }
+  if (!any) out.predict[std::uniform_int_distribution<size_t>(0, tokens.size() - 1)(rng)] = true;
+  std::uniform_int_distribution<int64_t> random_id(options.first_random, options.vocab - 1);
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    if (!out.predict[i]) continue;
+    const double u = unit(rng);
+    if (u < 0.8) {
+      out.input[i] = options.mask_id;
+    } else if (u < 0.9) {
+      out.input[i] = random_id(rng);
+    }
+  }
+  return out;
+}
+
 }  // namespace foldtron

@@ -6,6 +6,8 @@
 //   dropout  each word is dropped with probability p (one word is kept when all would go);
 //   blank    each word is replaced by one blank token with probability p.
 // The end-of-sequence token is the caller's to append after the noise.
+//
+// Also the corruption of masked language modelling (XLM's pretraining), applied to tokens.
 #pragma once
 
 #include <cstdint>
@@ -32,5 +34,22 @@ std::vector<std::vector<int64_t>> split_words(const std::vector<int64_t>& tokens
 // The noised tokens of `tokens`, drawing from `rng`.
 std::vector<int64_t> add_noise(const std::vector<int64_t>& tokens, const std::vector<bool>& starts,
                                const NoiseOptions& options, std::mt19937_64& rng);
+
+struct MaskOptions {
+  double probability = 0.15;  // share of tokens predicted
+  int64_t mask_id = 0;        // what 80% of the predicted tokens become
+  int64_t first_random = 4;   // 10% become a uniform id in [first_random, vocab) (no special token)
+  int64_t vocab = 0;
+};
+
+// A sentence for masked language modelling: its tokens with the predicted ones corrupted.
+struct MaskedTokens {
+  std::vector<int64_t> input;
+  std::vector<bool> predict;  // per position: the model learns the original token there
+};
+
+// Each token is predicted with probability `probability` (one when none would be, in a non-empty
+// sentence); a predicted token becomes mask_id (80%), a random id (10%) or stays (10%).
+MaskedTokens mask_tokens(const std::vector<int64_t>& tokens, const MaskOptions& options, std::mt19937_64& rng);
 
 }  // namespace foldtron

@@ -33,6 +33,8 @@ const char* objective_name(Objective objective) {
       return "bt";
     case Objective::kParallel:
       return "para";
+    case Objective::kMaskedLM:
+      return "mlm";
   }
   return "?";
 }
@@ -212,13 +214,30 @@ TranslationTask::TranslationTask(const Config& config) : config_(config) {
   add_slots(Objective::kAutoEncode, "translation.ae", t.ae);
   add_slots(Objective::kBackTranslate, "translation.bt", t.bt);
   add_slots(Objective::kParallel, "translation.para", t.para);
+  const bool translating = !slots_.empty();
+  add_slots(Objective::kMaskedLM, "translation.mlm", t.mlm);
+  mlm_ = !t.mlm.empty() && !words_of(t.mlm).empty();
+  if (mlm_ && translating) {
+    throw ConfigError("translation.mlm",
+                      "masked language modelling pretrains the encoder alone (XLM's first stage) and cannot share a "
+                      "run with ae, bt or para",
+                      "pretrain in a run of its own (ae, bt and para empty), then foldtron unmt init-decoder --load "
+                      "MLM_CKPT --output DIR and train the translation objectives with checkpoint.load: DIR");
+  }
   if (slots_.empty()) {
-    throw ConfigError("translation.ae", "no objective is enabled (translation.ae, bt and para are all empty)",
+    throw ConfigError("translation.ae", "no objective is enabled (translation.ae, bt, para and mlm are all empty)",
                       "enable at least one, e.g. ae: 'en de' and bt: 'en-de-en de-en-de'");
   }
+  if (!(t.mlm_probability > 0 && t.mlm_probability <= 1)) {
+    throw ConfigError("translation.mlm_probability", fmt::format("{} is not a probability in (0, 1]", t.mlm_probability),
+                      "use e.g. 0.15");
+  }
+  mask_ = {t.mlm_probability, noise_.blank_id, std::max({bos_, eos_, pad_, noise_.blank_id}) + 1,
+           tokenizer_->vocab_size()};
   lambdas_.emplace(Objective::kAutoEncode, LambdaSchedule(t.ae_lambda, "translation.ae_lambda"));
   lambdas_.emplace(Objective::kBackTranslate, LambdaSchedule(t.bt_lambda, "translation.bt_lambda"));
   lambdas_.emplace(Objective::kParallel, LambdaSchedule(t.para_lambda, "translation.para_lambda"));
+  lambdas_.emplace(Objective::kMaskedLM, LambdaSchedule("1", "translation.mlm"));
   const int64_t n = static_cast<int64_t>(slots_.size());
   if (config.train.global_batch_size % n != 0) {
     throw ConfigError("train.global_batch_size",
@@ -277,7 +296,7 @@ void TranslationTask::add_slots(Objective objective, const std::string& key, con
       }
       return dataset(it->second);
     };
-    if (objective == Objective::kAutoEncode) {
+    if (objective == Objective::kAutoEncode || objective == Objective::kMaskedLM) {
       if (langs.size() != 1) throw ConfigError(key, fmt::format("'{}' is not a language", item), "write e.g. 'en de'");
       slot.source_language = slot.target_language = language_id(item, key);
       slot.source = &mono_of(item);
@@ -400,6 +419,7 @@ TranslationTask::Sample TranslationTask::sample(Split split, int64_t index) cons
   Sample out;
   if (split != Split::kTrain) {
     const auto [set, i] = eval_sample(split, index);
+    if (mlm_) return masked(split, index, tokens_of(*set->source, i), set->source_language);
     out.source = tokens_of(*set->source, i);
     out.target = tokens_of(*set->target, i);
     out.source_language = set->source_language;
@@ -435,7 +455,26 @@ TranslationTask::Sample TranslationTask::sample(Split split, int64_t index) cons
       out.source_language = slot->source_language;
       out.target_language = slot->target_language;
       break;
+    case Objective::kMaskedLM: {
+      Sample x = masked(split, index, tokens_of(*slot->source, sequence), slot->source_language);
+      x.objective = out.objective;
+      x.weight = out.weight;
+      return x;
+    }
   }
+  return out;
+}
+
+TranslationTask::Sample TranslationTask::masked(Split split, int64_t index, std::vector<int64_t> tokens,
+                                                int64_t language) const {
+  std::mt19937_64 rng(mix(mix(static_cast<uint64_t>(config_.train.seed), static_cast<uint64_t>(split)),
+                          static_cast<uint64_t>(index)));
+  MaskedTokens corrupted = mask_tokens(tokens, mask_, rng);
+  Sample out;
+  out.source = std::move(corrupted.input);
+  out.target = std::move(tokens);
+  out.predict = std::move(corrupted.predict);
+  out.source_language = out.target_language = language;
   return out;
 }
 
@@ -443,57 +482,82 @@ void TranslationTask::prepare(Split split, int64_t first, int64_t count, Model& 
   translations_.clear();
   if (split != Split::kTrain) return;
   const TranslationConfig& t = config_.translation;
-  for (const Slot& slot : slots_) {
-    if (slot.objective != Objective::kBackTranslate) continue;
-    std::vector<int64_t> indices;
-    std::vector<std::vector<int64_t>> sources;
-    for (int64_t i = first; i < first + count; ++i) {
-      const auto [s, n] = slot_of(i);
-      if (s != &slot) continue;
-      indices.push_back(i);
-      std::vector<int64_t> tokens = tokens_of(*slot.source, sequence_of(slot, n));
-      tokens.push_back(eos_);
-      sources.push_back(std::move(tokens));
-    }
-    if (indices.empty()) continue;
-    size_t longest = 0;
-    for (const auto& source : sources) longest = std::max(longest, source.size());
-    GenerationOptions options;
-    // a * (the batch's longest source) + b new tokens, at most what a training source holds.
-    options.max_new_tokens = std::min<int64_t>(
-        t.max_length - 1, static_cast<int64_t>(std::floor(t.bt_max_len_a * static_cast<double>(longest))) + t.bt_max_len_b);
-    options.eos_token_ids = {eos_};
-    options.pad_token_id = pad_;
-    options.decoder_start_token_id = bos_;
-    options.source_language = slot.source_language;
-    options.target_language = slot.target_language;
-    options.do_sample = t.bt_temperature > 0;
-    options.temperature = t.bt_temperature > 0 ? t.bt_temperature : 1.0;
-    options.seed = mix(mix(static_cast<uint64_t>(config_.train.seed), static_cast<uint64_t>(first)), name_hash(slot.name));
-    std::vector<std::vector<int64_t>> decoded = decode_sources(model, groups, sources, options);
-    for (size_t r = 0; r < decoded.size(); ++r) translations_[indices[r]] = std::move(decoded[r]);
+  // Every back-translation of the global batch in one decoding (each row with its languages):
+  // decoding is host-bound, so one batch of all directions costs about what one direction does.
+  std::vector<int64_t> indices, from, to;
+  std::vector<std::vector<int64_t>> sources;
+  size_t longest = 0;
+  for (int64_t i = first; i < first + count; ++i) {
+    const auto [slot, n] = slot_of(i);
+    if (slot->objective != Objective::kBackTranslate) continue;
+    indices.push_back(i);
+    from.push_back(slot->source_language);
+    to.push_back(slot->target_language);
+    std::vector<int64_t> tokens = tokens_of(*slot->source, sequence_of(*slot, n));
+    tokens.push_back(eos_);
+    longest = std::max(longest, tokens.size());
+    sources.push_back(std::move(tokens));
   }
+  if (indices.empty()) return;
+  GenerationOptions options;
+  // a * (the batch's longest source) + b new tokens, at most what a training source holds.
+  options.max_new_tokens = std::min<int64_t>(
+      t.max_length - 1, static_cast<int64_t>(std::floor(t.bt_max_len_a * static_cast<double>(longest))) + t.bt_max_len_b);
+  options.eos_token_ids = {eos_};
+  options.pad_token_id = pad_;
+  options.decoder_start_token_id = bos_;
+  options.source_languages = torch::tensor(from, torch::kLong);
+  options.target_languages = torch::tensor(to, torch::kLong);
+  options.do_sample = t.bt_temperature > 0;
+  options.temperature = t.bt_temperature > 0 ? t.bt_temperature : 1.0;
+  options.seed = mix(static_cast<uint64_t>(config_.train.seed), static_cast<uint64_t>(first));
+  std::vector<std::vector<int64_t>> decoded = decode_sources(model, groups, sources, options);
+  for (size_t r = 0; r < decoded.size(); ++r) translations_[indices[r]] = std::move(decoded[r]);
+}
+
+int64_t TranslationTask::padded_length(size_t tokens) const {
+  const int64_t multiple = std::lcm(int64_t{8}, config_.parallel.tp);
+  return round_up(std::max<int64_t>(1, static_cast<int64_t>(tokens)), multiple);
 }
 
 Batch TranslationTask::batch(Split split, int64_t first, int64_t count, torch::Device device) const {
   std::vector<Sample> samples;
-  size_t longest_source = 1, longest_target = 1;
-  for (int64_t i = first; i < first + count; ++i) {
-    samples.push_back(sample(split, i));
-    longest_source = std::max(longest_source, samples.back().source.size() + 1);
-    longest_target = std::max(longest_target, samples.back().target.size() + 1);
+  for (int64_t i = first; i < first + count; ++i) samples.push_back(sample(split, i));
+  Batch batch = mlm_ ? masked_batch(samples, device) : pairs_batch(samples, device);
+  // Each objective's target tokens in the sample's whole global batch (the metrics' denominators).
+  const int64_t gbs = config_.train.global_batch_size, global = first - first % gbs;
+  std::vector<double> units(std::max<size_t>(objectives_.size(), 1), 0.0);
+  if (split == Split::kTrain) {
+    for (int64_t i = global; i < global + gbs; ++i) {
+      const auto [slot, n] = slot_of(i);
+      units[static_cast<size_t>(slot->objective_index)] += static_cast<double>(target_length(split, i));
+    }
   }
-  // Lengths padded to a multiple of 8 and of tp (sequence parallelism splits them over tp).
-  const int64_t tp = config_.parallel.tp, multiple = std::lcm(int64_t{8}, tp);
-  const int64_t s = round_up(static_cast<int64_t>(longest_source), multiple);
-  const int64_t t = round_up(static_cast<int64_t>(longest_target), multiple);
+  batch.objective_units = torch::tensor(units, torch::kDouble).to(device);
+  const int64_t b = static_cast<int64_t>(samples.size());
+  torch::Tensor objectives = torch::empty({b}, torch::kLong), weights = torch::empty({b}, torch::kFloat);
+  for (int64_t r = 0; r < b; ++r) {
+    objectives[r] = samples[static_cast<size_t>(r)].objective;
+    weights[r] = static_cast<float>(samples[static_cast<size_t>(r)].weight);
+  }
+  batch.objectives = objectives.to(device);
+  batch.weights = weights.to(device);
+  return batch;
+}
+
+Batch TranslationTask::pairs_batch(const std::vector<Sample>& samples, torch::Device device) const {
+  const int64_t count = static_cast<int64_t>(samples.size());
+  size_t longest_source = 1, longest_target = 1;
+  for (const Sample& x : samples) {
+    longest_source = std::max(longest_source, x.source.size() + 1);
+    longest_target = std::max(longest_target, x.target.size() + 1);
+  }
+  const int64_t s = padded_length(longest_source), t = padded_length(longest_target);
   torch::Tensor source = torch::full({count, s}, pad_, torch::kLong);
   torch::Tensor decoder = torch::full({count, t}, pad_, torch::kLong);
   torch::Tensor labels = torch::full({count, t}, kIgnoreIndex, torch::kLong);
   torch::Tensor source_languages = torch::empty({count}, torch::kLong);
   torch::Tensor target_languages = torch::empty({count}, torch::kLong);
-  torch::Tensor objectives = torch::empty({count}, torch::kLong);
-  torch::Tensor weights = torch::empty({count}, torch::kFloat);
   auto src = source.accessor<int64_t, 2>();
   auto dec = decoder.accessor<int64_t, 2>();
   auto lab = labels.accessor<int64_t, 2>();
@@ -510,8 +574,6 @@ Batch TranslationTask::batch(Split split, int64_t first, int64_t count, torch::D
     lab[r][m] = eos_;
     source_languages[r] = x.source_language;
     target_languages[r] = x.target_language;
-    objectives[r] = x.objective;
-    weights[r] = static_cast<float>(x.weight);
   }
   Batch batch;
   batch.inputs.input_ids = source.t().contiguous().to(device);
@@ -521,22 +583,44 @@ Batch TranslationTask::batch(Split split, int64_t first, int64_t count, torch::D
   batch.inputs.decoder_mask = (labels != kIgnoreIndex).t().contiguous().to(device);
   batch.inputs.decoder_languages = target_languages.to(device);
   batch.labels = labels.t().contiguous().to(device);
-  batch.objectives = objectives.to(device);
-  batch.weights = weights.to(device);
-  // Each objective's target tokens in the sample's whole global batch (the metrics' denominators).
-  const int64_t gbs = config_.train.global_batch_size, global = first - first % gbs;
-  std::vector<double> units(std::max<size_t>(objectives_.size(), 1), 0.0);
-  if (split == Split::kTrain) {
-    for (int64_t i = global; i < global + gbs; ++i) {
-      const auto [slot, n] = slot_of(i);
-      units[static_cast<size_t>(slot->objective_index)] += static_cast<double>(target_length(split, i));
+  return batch;
+}
+
+Batch TranslationTask::masked_batch(const std::vector<Sample>& samples, torch::Device device) const {
+  const int64_t count = static_cast<int64_t>(samples.size());
+  size_t longest = 1;
+  for (const Sample& x : samples) longest = std::max(longest, x.source.size() + 1);
+  const int64_t s = padded_length(longest);
+  torch::Tensor source = torch::full({count, s}, pad_, torch::kLong);
+  torch::Tensor labels = torch::full({count, s}, kIgnoreIndex, torch::kLong);
+  torch::Tensor languages = torch::empty({count}, torch::kLong);
+  auto src = source.accessor<int64_t, 2>();
+  auto lab = labels.accessor<int64_t, 2>();
+  for (int64_t r = 0; r < count; ++r) {
+    const Sample& x = samples[static_cast<size_t>(r)];
+    const int64_t n = static_cast<int64_t>(x.source.size());
+    for (int64_t i = 0; i < n; ++i) {
+      src[r][i] = x.source[static_cast<size_t>(i)];
+      if (x.predict[static_cast<size_t>(i)]) lab[r][i] = x.target[static_cast<size_t>(i)];
     }
+    src[r][n] = eos_;
+    languages[r] = x.source_language;
   }
-  batch.objective_units = torch::tensor(units, torch::kDouble).to(device);
+  Batch batch;
+  batch.inputs.input_ids = source.t().contiguous().to(device);
+  batch.inputs.mask = (source != pad_).t().contiguous().to(device);
+  batch.inputs.languages = languages.to(device);
+  batch.inputs.decoder_input_ids = torch::empty({0, count}, torch::TensorOptions().dtype(torch::kLong).device(device));
+  batch.inputs.encoder_only = true;
+  batch.labels = labels.t().contiguous().to(device);
   return batch;
 }
 
 int64_t TranslationTask::target_length(Split split, int64_t index) const {
+  if (mlm_) {
+    const std::vector<bool> predict = sample(split, index).predict;
+    return std::count(predict.begin(), predict.end(), true);
+  }
   const IndexedDataset* data;
   int64_t sequence;
   if (split == Split::kTrain) {
@@ -582,7 +666,7 @@ double TranslationTask::flops(int64_t first, int64_t count) const {
   for (int64_t i = first; i < first + count; ++i) {
     const Sample x = sample(Split::kTrain, i);
     total += encoder_decoder_flops(config_, static_cast<double>(x.source.size() + 1),
-                                   static_cast<double>(x.target.size() + 1));
+                                   mlm_ ? 0.0 : static_cast<double>(x.target.size() + 1));
   }
   return total;
 }
@@ -591,7 +675,7 @@ double TranslationTask::tokens(int64_t first, int64_t count) const {
   double total = 0;
   for (int64_t i = first; i < first + count; ++i) {
     const Sample x = sample(Split::kTrain, i);
-    total += static_cast<double>(x.source.size() + x.target.size() + 2);
+    total += static_cast<double>(x.source.size() + 1 + (mlm_ ? 0 : x.target.size() + 1));
   }
   return total;
 }

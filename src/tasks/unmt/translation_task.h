@@ -3,10 +3,16 @@
 // translation section:
 //   ae    denoising auto-encoding: a noised sentence of language L (noise.h) back to itself;
 //   bt    online back-translation a-b-a: a sentence of a is translated to b by the current model
-//         (greedy or sampled, no gradient, at most bt_max_len_a * (the longest source of the
-//         slot's batch) + bt_max_len_b tokens and max_length - 1), and the model learns to
-//         translate that back to the sentence;
-//   para  supervised translation a-b on a parallel dataset.
+//         (greedy or sampled, no gradient, every direction of the global batch decoded together,
+//         at most bt_max_len_a * (the longest of those sentences) + bt_max_len_b tokens and
+//         max_length - 1), and the model learns to translate that back to the sentence;
+//   para  supervised translation a-b on a parallel dataset;
+//   mlm   masked language modelling of language L (XLM's pretraining, noise.h's mask_tokens; the
+//         mask is the tokenizer's <unk>, which byte fallback keeps out of real text): the encoder
+//         alone reads the corrupted sentence and the output layer predicts the original tokens
+//         (ModelInputs::encoder_only). It trains in a run of its own (no ae, bt or para), whose
+//         validation and test are the masked language modelling loss of their sentences; then
+//         foldtron unmt init-decoder copies the encoder into the decoder (XLM's initialization).
 // Each enabled objective and direction is a slot; a global batch holds the same number of
 // sentences of every slot (sample i of a step is slot i mod slots), drawn from its dataset in an
 // order reshuffled each epoch. Each objective's loss is weighted by its lambda at the step
@@ -46,7 +52,7 @@ class LambdaSchedule {
   std::vector<std::pair<int64_t, double>> points_;
 };
 
-enum class Objective { kAutoEncode, kBackTranslate, kParallel };
+enum class Objective { kAutoEncode, kBackTranslate, kParallel, kMaskedLM };
 
 class TranslationTask : public Task {
  public:
@@ -67,9 +73,11 @@ class TranslationTask : public Task {
   const TextTokenizer& tokenizer() const { return *tokenizer_; }
   // The language id of a language name; ConfigError naming `key` when it is not configured.
   int64_t language_id(const std::string& language, const std::string& key) const;
-  // One sample: source and target token ids (no EOS/BOS yet), languages, objective.
+  // One sample: source and target token ids (no EOS/BOS yet), languages, objective. Masked
+  // language modelling: the target is the uncorrupted source, learned where `predict` is set.
   struct Sample {
     std::vector<int64_t> source, target;
+    std::vector<bool> predict;
     int64_t source_language = 0, target_language = 0;
     int64_t objective = 0;  // index into metric_names()
     double weight = 1;
@@ -102,7 +110,15 @@ class TranslationTask : public Task {
   std::pair<const Slot*, int64_t> slot_of(int64_t index) const;
   // The dataset sequence of a slot's n-th sample (a fresh permutation each epoch).
   int64_t sequence_of(const Slot& slot, int64_t n) const;
-  int64_t target_length(Split split, int64_t index) const;  // target tokens + EOS
+  int64_t target_length(Split split, int64_t index) const;  // target tokens + EOS; mlm: predicted tokens
+  // The corrupted sentence of masked language modelling, drawn from (seed, split, index).
+  Sample masked(Split split, int64_t index, std::vector<int64_t> tokens, int64_t language) const;
+  // An encoder-only batch of masked sentences: labels [s, b] only where a token is predicted.
+  Batch masked_batch(const std::vector<Sample>& samples, torch::Device device) const;
+  // A sequence-to-sequence batch: source + EOS; BOS + target; labels target + EOS.
+  Batch pairs_batch(const std::vector<Sample>& samples, torch::Device device) const;
+  // Lengths padded to a multiple of 8 and of tp (sequence parallelism splits them over tp).
+  int64_t padded_length(size_t tokens) const;
   const std::vector<EvalSet>& sets(Split split) const;
   std::pair<const EvalSet*, int64_t> eval_sample(Split split, int64_t index) const;
 
@@ -116,6 +132,8 @@ class TranslationTask : public Task {
   std::vector<EvalSet> valid_, test_;
   std::vector<bool> word_starts_;
   NoiseOptions noise_;
+  MaskOptions mask_;
+  bool mlm_ = false;  // a masked language modelling run
   int64_t bos_ = 1, eos_ = 2, pad_ = 3;
   // Back-translations of the prepared global batch: sample index -> the generated source.
   std::map<int64_t, std::vector<int64_t>> translations_;
