@@ -24,5 +24,6 @@ Runner register_plot(CLI::App& root);
 Runner register_bleu(CLI::App& root);
 Runner register_unmt(CLI::App& root);
 Runner register_translate(CLI::App& root);
+Runner register_discourse(CLI::App& root);
 
 }  // namespace foldtron::cli

@@ -42,6 +42,7 @@ int main(int argc, char** argv) {
       {"bleu", cli::register_bleu(app)},
       {"unmt", cli::register_unmt(app)},
       {"translate", cli::register_translate(app)},
+      {"discourse", cli::register_discourse(app)},
   };
   app.footer("Run 'foldtron <command> --help' for a command's options.");
 

@@ -1,0 +1,37 @@
+// Discourse relations as the shallow discourse parsing corpora give them, and the CoNLL-2015/2016
+// shared task's relations.json reader (one JSON object per line):
+//   {"ID": 14887, "DocID": "wsj_2200", "Type": "Implicit", "Sense": ["Expansion.Conjunction"],
+//    "Arg1": {"RawText": "...", ...}, "Arg2": {"RawText": "...", ...},
+//    "Connective": {"RawText": "...", ...}}
+// Senses are kept whole ("Contingency.Cause.Reason"); their mapping to a level is metrics.h's.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace foldtron {
+
+struct DiscourseRelation {
+  std::string id;       // the corpus's relation id, as text
+  std::string doc_id;   // e.g. wsj_2200
+  std::string type;     // Explicit, Implicit, AltLex, EntRel, NoRel
+  std::vector<std::string> senses;  // at least one; the first is the primary sense
+  std::string arg1, arg2, connective;  // raw text (the connective empty for implicit relations)
+};
+
+// Every relation of a relations.json file. DataError naming the file, the line and the field on
+// a line that is not a JSON object, a missing or mistyped ID/Sense/Arg1/Arg2, an empty sense list
+// or an ID seen before.
+std::vector<DiscourseRelation> read_conll_relations(const std::string& path);
+
+// Predictions, one JSON object per line: {"ID": ..., "Sense": "Expansion.Conjunction"} (a list's
+// first sense is taken too, as CoNLL's own output writes it). DataError naming the file and line
+// on a malformed line or an ID seen before.
+std::map<std::string, std::string> read_sense_predictions(const std::string& path);
+
+// The WSJ section of a PDTB document id ("wsj_2200" -> 22); -1 when the id has no such form.
+int64_t wsj_section(const std::string& doc_id);
+
+}  // namespace foldtron
