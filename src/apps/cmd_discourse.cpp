@@ -4,7 +4,14 @@
 // object {"accuracy", "macro_f1", "per_class": {sense: {"precision", "recall", "f1"}}} (DESIGN.md's
 // contract); else a report with the per-class counts, the one-vs-rest F1 of each top-level class
 // and the confusion matrix.
+//   foldtron discourse split (--pdtb2 FILE | --pdtb3 DIR | --conll FILE) --output DIR
+//                            [--preset ji|lin] [--types Implicit,...] [--level 4way|11way]
+// reads a corpus (tasks/discourse/pdtb.h), keeps the relations of --types, and writes
+// DIR/{train,dev,test}.json in the CoNLL-2016 form by the preset's WSJ sections; prints the
+// instances per class and split at the level (second senses counted as in evaluation).
 #include <algorithm>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <memory>
 
@@ -12,11 +19,78 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/commands.h"
+#include "core/errors.h"
+#include "core/text.h"
 #include "tasks/discourse/metrics.h"
+#include "tasks/discourse/pdtb.h"
 #include "tasks/discourse/relations.h"
 
 namespace foldtron::cli {
 namespace {
+
+struct SplitFlags {
+  std::string pdtb2, pdtb3, conll, output, preset = "ji", types = "Implicit", level = "4way";
+};
+
+int write_splits(const SplitFlags& flags) {
+  const int sources = !flags.pdtb2.empty() + !flags.pdtb3.empty() + !flags.conll.empty();
+  if (sources != 1) {
+    throw UsageError("discourse split reads one corpus", "pass exactly one of --pdtb2, --pdtb3 and --conll");
+  }
+  const SplitPreset preset = parse_split_preset(flags.preset, "--preset");
+  const SenseLevel level = parse_sense_level(flags.level, "--level");
+  const std::vector<DiscourseRelation> relations = !flags.pdtb2.empty()   ? read_pdtb2_csv(flags.pdtb2)
+                                                   : !flags.pdtb3.empty() ? read_pdtb3(flags.pdtb3)
+                                                                          : read_conll_relations(flags.conll);
+  std::vector<std::string> types;
+  for (const std::string& t : split(flags.types, ',')) {
+    if (!t.empty()) types.push_back(t);
+  }
+  std::map<std::string, std::vector<DiscourseRelation>> by_split;
+  int64_t unplaced = 0;
+  for (const DiscourseRelation& r : relations) {
+    if (std::find(types.begin(), types.end(), r.type) == types.end()) continue;
+    const int64_t section = wsj_section(r.doc_id);
+    if (section < 0) {
+      throw DataError(fmt::format("relation {} has document id '{}', not wsj_SSNN: the preset cannot place it", r.id,
+                                  r.doc_id),
+                      "split by WSJ sections only corpora of the Penn Treebank's documents");
+    }
+    const std::string name = split_of(section, preset);
+    if (name.empty()) {
+      ++unplaced;
+    } else {
+      by_split[name].push_back(r);
+    }
+  }
+  std::filesystem::create_directories(flags.output);
+  for (const std::string name : {"train", "dev", "test"}) {
+    const std::string path = (std::filesystem::path(flags.output) / (name + ".json")).string();
+    std::ofstream out(path);
+    for (const DiscourseRelation& r : by_split[name]) {
+      out << nlohmann::ordered_json{{"ID", r.id},
+                                    {"DocID", r.doc_id},
+                                    {"Type", r.type},
+                                    {"Sense", r.senses},
+                                    {"Arg1", {{"RawText", r.arg1}}},
+                                    {"Arg2", {{"RawText", r.arg2}}},
+                                    {"Connective", {{"RawText", r.connective}}}}
+                 .dump()
+          << "\n";
+    }
+    if (!out) throw DataError(fmt::format("cannot write '{}'", path), "check the output folder");
+    std::map<std::string, int64_t> counts;
+    const auto instances = discourse_instances(by_split[name], types, level, /*duplicate=*/false);
+    for (const DiscourseInstance& i : instances) ++counts[i.labels.front()];
+    std::string text;
+    for (const auto& [label, n] : counts) text += fmt::format(" {} {}", label, n);
+    std::cout << fmt::format("{:<5} {:>6} relations, {:>6} {} instances (by first sense):{}\n", name,
+                             by_split[name].size(), instances.size(), sense_level_name(level), text);
+  }
+  std::cout << fmt::format("{} relations of sections outside the {} preset left out; written to {}\n", unplaced,
+                           flags.preset, flags.output);
+  return 0;
+}
 
 struct ScoreFlags {
   std::string gold, pred, level = "4way";
@@ -48,6 +122,7 @@ void print_report(const DiscourseScores& s, SenseLevel level) {
 
 Runner register_discourse(CLI::App& root) {
   auto flags = std::make_shared<ScoreFlags>();
+  auto split_flags = std::make_shared<SplitFlags>();
   CLI::App* app = root.add_subcommand("discourse", "tools of the implicit discourse relation recipe");
   app->require_subcommand(1);
   CLI::App* score = app->add_subcommand("score", "score sense predictions against CoNLL-2016 relations.json");
@@ -55,7 +130,18 @@ Runner register_discourse(CLI::App& root) {
   score->add_option("--pred", flags->pred, "predictions, one {\"ID\", \"Sense\"} per line")->required();
   score->add_option("--level", flags->level, "4way (top-level senses) or 11way (level-2 types)")->capture_default_str();
   score->add_flag("--json", flags->json, "print a JSON object");
-  return [flags]() {
+  CLI::App* split_app = app->add_subcommand("split", "write a corpus's relations as CoNLL-2016 train/dev/test files");
+  split_app->add_option("--pdtb2", split_flags->pdtb2, "PDTB 2.0 CSV export (pdtb2.csv)");
+  split_app->add_option("--pdtb3", split_flags->pdtb3, "PDTB 3.0 folder with gold/ and raw/");
+  split_app->add_option("--conll", split_flags->conll, "CoNLL-2016 relations.json");
+  split_app->add_option("--output", split_flags->output, "folder for train.json, dev.json and test.json")->required();
+  split_app->add_option("--preset", split_flags->preset, "sections: ji (2-20/0-1/21-22) or lin (2-21/22/23)")
+      ->capture_default_str();
+  split_app->add_option("--types", split_flags->types, "relation types kept, comma-separated")->capture_default_str();
+  split_app->add_option("--level", split_flags->level, "level of the printed counts: 4way or 11way")
+      ->capture_default_str();
+  return [flags, split_flags, split_app]() {
+    if (split_app->parsed()) return write_splits(*split_flags);
     const SenseLevel level = parse_sense_level(flags->level, "--level");
     const std::vector<DiscourseRelation> gold = read_conll_relations(flags->gold);
     const DiscourseScores s = score_relations(gold, read_sense_predictions(flags->pred), level);

@@ -1,7 +1,9 @@
 // Discourse relation evaluation: senses at the 4-way and 11-way levels; the multi-sense rule,
 // accuracy, per-class precision/recall/F1, macro-F1, one-vs-rest F1 and the confusion matrix
 // against figures computed by hand; the CoNLL relations.json and prediction readers on fixtures
-// written here (and their errors, naming file and line); `foldtron discourse score` on them.
+// written here (and their errors, naming file and line); `foldtron discourse score` on them; the
+// PDTB 2.0 CSV and PDTB 3.0 readers on fixtures in those formats, the split presets and the
+// instances at each level (11-way exclusions, second senses).
 #include <unistd.h>
 
 #include <filesystem>
@@ -14,6 +16,7 @@
 #include "core/errors.h"
 #include "run_command.h"
 #include "tasks/discourse/metrics.h"
+#include "tasks/discourse/pdtb.h"
 #include "tasks/discourse/relations.h"
 
 namespace foldtron::testing {
@@ -196,6 +199,201 @@ TEST(DiscourseScore, CommandPrintsTheContractsJson) {
   ASSERT_EQ(code, 0) << report;
   EXPECT_NE(report.find("6 instances, 4way: accuracy 50.00%, macro-F1 41.67%"), std::string::npos) << report;
   EXPECT_NE(report.find("confusion"), std::string::npos) << report;
+}
+
+
+// The pdtb2.csv header: 57 columns.
+std::vector<std::string> pdtb2_header() {
+  std::vector<std::string> h{"Relation", "Section", "FileNumber"};
+  for (const char* c : {"SpanList", "GornList", "Trees", "RawText", "StringPosition"}) h.push_back(std::string("Connective_") + c);
+  for (const char* c : {"SentenceNumber", "ConnHead", "Conn1", "Conn2", "ConnHeadSemClass1", "ConnHeadSemClass2",
+                        "Conn2SemClass1", "Conn2SemClass2"}) {
+    h.push_back(c);
+  }
+  const std::vector<std::string> attribution{"Source", "Type", "Polarity", "Determinacy", "SpanList", "GornList",
+                                             "Trees", "RawText"};
+  for (const std::string& a : attribution) h.push_back("Attribution_" + a);
+  for (const std::string arg : {"Arg1", "Arg2"}) {
+    for (const char* c : {"SpanList", "GornList", "Trees", "RawText"}) h.push_back(arg + "_" + c);
+    for (const std::string& a : attribution) h.push_back(arg + "_Attribution_" + a);
+  }
+  for (const std::string sup : {"Sup1", "Sup2"}) {
+    for (const char* c : {"SpanList", "GornList", "Trees", "RawText"}) h.push_back(sup + "_" + c);
+  }
+  h.push_back("FullRawText");
+  return h;
+}
+
+std::string csv_quote(const std::string& field) {
+  std::string out = "\"";
+  for (const char c : field) {
+    if (c == '"') out += '"';
+    out += c;
+  }
+  return out + "\"";
+}
+
+// A row of the export with the named fields set and the others empty.
+std::string pdtb2_row(const std::map<std::string, std::string>& values) {
+  std::vector<std::string> fields;
+  for (const std::string& name : pdtb2_header()) {
+    const auto it = values.find(name);
+    fields.push_back(it == values.end() ? "" : csv_quote(it->second));
+  }
+  std::string row;
+  for (size_t i = 0; i < fields.size(); ++i) row += (i ? "," : "") + fields[i];
+  return row + "\r\n";
+}
+
+fs::path pdtb2_file() {
+  std::string text;
+  const std::vector<std::string> header = pdtb2_header();
+  for (size_t i = 0; i < header.size(); ++i) text += (i ? "," : "") + header[i];
+  text += "\r\n";
+  text += pdtb2_row({{"Relation", "Implicit"}, {"Section", "21"}, {"FileNumber", "05"}, {"Conn1", "because"},
+                     {"ConnHeadSemClass1", "Contingency.Cause.Reason"}, {"ConnHeadSemClass2", "Expansion.Conjunction"},
+                     {"Arg1_RawText", "Prices fell, \"sharply\",\nin May"}, {"Arg2_RawText", "demand was weak"}});
+  text += pdtb2_row({{"Relation", "EntRel"}, {"Section", "21"}, {"FileNumber", "05"}, {"Arg1_RawText", "a"},
+                     {"Arg2_RawText", "b"}});
+  text += pdtb2_row({{"Relation", "Explicit"}, {"Section", "3"}, {"FileNumber", "11"}, {"Connective_RawText", "but"},
+                     {"ConnHeadSemClass1", "Comparison.Contrast"}, {"Arg1_RawText", "x"}, {"Arg2_RawText", "y"}});
+  text += pdtb2_row({{"Relation", "Implicit"}, {"Section", "3"}, {"FileNumber", "11"}, {"Conn1", "if"},
+                     {"ConnHeadSemClass1", "Contingency.Condition"}, {"Arg1_RawText", "p"}, {"Arg2_RawText", "q"}});
+  return write_file("pdtb2.csv", text);
+}
+
+TEST(DiscoursePdtb, ReadsThePdtb2CsvExport) {
+  const std::vector<DiscourseRelation> r = read_pdtb2_csv(pdtb2_file().string());
+  ASSERT_EQ(r.size(), 4u);
+  EXPECT_EQ(r[0].type, "Implicit");
+  EXPECT_EQ(r[0].doc_id, "wsj_2105");
+  EXPECT_EQ(r[0].id, "wsj_2105:1");
+  EXPECT_EQ(r[0].senses, (std::vector<std::string>{"Contingency.Cause.Reason", "Expansion.Conjunction"}));
+  EXPECT_EQ(r[0].arg1, "Prices fell, \"sharply\",\nin May") << "commas, quotes and a newline inside a field";
+  EXPECT_EQ(r[0].connective, "because");
+  EXPECT_EQ(r[1].senses, (std::vector<std::string>{"EntRel"}));
+  EXPECT_EQ(r[2].doc_id, "wsj_0311");
+  EXPECT_EQ(r[2].connective, "but");
+  // Instances: implicit only; 4-way keeps both senses (or one copy each with duplicate); 11-way
+  // drops Condition (and with it the fourth relation).
+  const auto four = discourse_instances(r, {"Implicit"}, SenseLevel::kFourWay, false);
+  ASSERT_EQ(four.size(), 2u);
+  EXPECT_EQ(four[0].labels, (std::vector<std::string>{"Contingency", "Expansion"}));
+  EXPECT_EQ(discourse_instances(r, {"Implicit"}, SenseLevel::kFourWay, true).size(), 3u);
+  const auto eleven = discourse_instances(r, {"Implicit"}, SenseLevel::kElevenWay, false);
+  ASSERT_EQ(eleven.size(), 1u);
+  EXPECT_EQ(eleven[0].labels, (std::vector<std::string>{"Contingency.Cause", "Expansion.Conjunction"}));
+  EXPECT_EQ(eleven_way_types().size(), 11u);
+}
+
+TEST(DiscoursePdtb, Pdtb2ErrorsNameFileRowAndField) {
+  const std::vector<std::string> header = pdtb2_header();
+  std::string head;
+  for (size_t i = 0; i < header.size(); ++i) head += (i ? "," : "") + header[i];
+  head += "\n";
+  const auto expect_error = [](const std::string& text, const std::string& expected) {
+    const fs::path path = write_file("bad_pdtb2.csv", text);
+    try {
+      read_pdtb2_csv(path.string());
+      ADD_FAILURE() << "no error for " << expected;
+    } catch (const DataError& e) {
+      EXPECT_NE(std::string(e.what()).find(expected), std::string::npos) << e.what();
+    }
+  };
+  expect_error("Relation,Section\nImplicit,2\n", "has no column 'FileNumber'");
+  expect_error(head + "Implicit,2,5\n", ":2: 3 fields where the header has 57");
+  expect_error(head + pdtb2_row({{"Relation", "Implicit"}, {"Section", "two"}, {"FileNumber", "5"}}),
+               ":2: field 'Section' is 'two', not a number");
+  expect_error(head + "\"Implicit,2,5\n", ":2: a quoted field is never closed");
+  expect_error("", "is empty");
+}
+
+// A PDTB 3.0 gold line: the type, connective span, connective and senses, argument spans.
+std::string pdtb3_line(const std::string& type, const std::string& conn_span, const std::string& conn,
+                       const std::string& sense1, const std::string& sense2, const std::string& arg1,
+                       const std::string& arg2) {
+  std::vector<std::string> f(34);
+  f[0] = type;
+  f[1] = conn_span;
+  f[7] = conn;
+  f[8] = sense1;
+  f[11] = sense2;
+  f[14] = arg1;
+  f[20] = arg2;
+  std::string line;
+  for (size_t i = 0; i < f.size(); ++i) line += (i ? "|" : "") + f[i];
+  return line + "\n";
+}
+
+TEST(DiscoursePdtb, ReadsPdtb3GoldAndRawText) {
+  const fs::path root = scratch() / "pdtb3";
+  fs::create_directories(root / "gold" / "00");
+  fs::create_directories(root / "raw" / "00");
+  //                                   0         1         2         3         4
+  //                                   01234567890123456789012345678901234567890123
+  std::ofstream(root / "raw" / "00" / "wsj_0001") << "It rained.\nThe game was cancelled, but we stayed.";
+  std::ofstream(root / "gold" / "00" / "wsj_0001")
+      << pdtb3_line("Implicit", "", "so", "Contingency.Cause.Result", "", "0..9", "11..33")
+      << pdtb3_line("Explicit", "35..38", "", "Comparison.Concession.Arg2-as-denier", "", "11..33", "39..48")
+      << pdtb3_line("Implicit", "", "and", "Expansion.Conjunction", "Temporal.Synchronous", "0..2;3..9", "11..19");
+  const std::vector<DiscourseRelation> r = read_pdtb3(root.string());
+  ASSERT_EQ(r.size(), 3u);
+  EXPECT_EQ(r[0].id, "wsj_0001:1");
+  EXPECT_EQ(r[0].arg1, "It rained");
+  EXPECT_EQ(r[0].arg2, "The game was cancelled");
+  EXPECT_EQ(r[0].connective, "so");
+  EXPECT_EQ(r[1].connective, "but");
+  EXPECT_EQ(r[1].arg2, "we stayed");
+  EXPECT_EQ(r[2].arg1, "It rained") << "discontinuous spans joined by a space";
+  EXPECT_EQ(r[2].senses, (std::vector<std::string>{"Expansion.Conjunction", "Temporal.Synchronous"}));
+  // A span past the text names the file and line.
+  std::ofstream(root / "gold" / "00" / "wsj_0001") << pdtb3_line("Implicit", "", "so", "Expansion", "", "0..9", "11..99");
+  try {
+    read_pdtb3(root.string());
+    ADD_FAILURE() << "no error for a span past the text";
+  } catch (const DataError& e) {
+    EXPECT_NE(std::string(e.what()).find("wsj_0001:1: Arg2: span 11..99 lies outside"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(read_pdtb3((scratch() / "nothing").string()), DataError);
+}
+
+TEST(DiscoursePdtb, SplitCommandWritesCoNLLFilesThatScore) {
+  const fs::path out = scratch() / "splits";
+  int code = 0;
+  const std::string log = run_command(fmt::format("{} discourse split --pdtb2 {} --output {} --preset ji 2>&1",
+                                                  FOLDTRON_BINARY, pdtb2_file().string(), out.string()),
+                                      &code);
+  ASSERT_EQ(code, 0) << log;
+  // Implicit relations only: section 21 (Ji: test) and section 3 (train); none in dev.
+  const std::vector<DiscourseRelation> test = read_conll_relations((out / "test.json").string());
+  ASSERT_EQ(test.size(), 1u);
+  EXPECT_EQ(test[0].senses, (std::vector<std::string>{"Contingency.Cause.Reason", "Expansion.Conjunction"}));
+  EXPECT_EQ(test[0].arg1, "Prices fell, \"sharply\",\nin May");
+  EXPECT_EQ(read_conll_relations((out / "train.json").string()).size(), 1u);
+  EXPECT_EQ(read_conll_relations((out / "dev.json").string()).size(), 0u);
+  EXPECT_NE(log.find("test       1 relations,      1 4way instances (by first sense): Contingency 1"), std::string::npos)
+      << log;
+  // The written gold scores a prediction of its second sense as right.
+  const fs::path pred = write_file("split_pred.jsonl", "{\"ID\": \"wsj_2105:1\", \"Sense\": \"Expansion\"}\n");
+  const std::string json = run_command(fmt::format("{} discourse score --gold {} --pred {} --json 2>&1", FOLDTRON_BINARY,
+                                                   (out / "test.json").string(), pred.string()),
+                                       &code);
+  ASSERT_EQ(code, 0) << json;
+  EXPECT_DOUBLE_EQ(nlohmann::json::parse(json).at("accuracy").get<double>(), 1.0);
+}
+
+TEST(DiscoursePdtb, SplitPresets) {
+  EXPECT_EQ(split_of(2, SplitPreset::kJi), "train");
+  EXPECT_EQ(split_of(20, SplitPreset::kJi), "train");
+  EXPECT_EQ(split_of(1, SplitPreset::kJi), "dev");
+  EXPECT_EQ(split_of(22, SplitPreset::kJi), "test");
+  EXPECT_EQ(split_of(23, SplitPreset::kJi), "");
+  EXPECT_EQ(split_of(21, SplitPreset::kLin), "train");
+  EXPECT_EQ(split_of(22, SplitPreset::kLin), "dev");
+  EXPECT_EQ(split_of(23, SplitPreset::kLin), "test");
+  EXPECT_EQ(split_of(0, SplitPreset::kLin), "");
+  EXPECT_EQ(parse_split_preset("lin", "discourse.split"), SplitPreset::kLin);
+  EXPECT_THROW(parse_split_preset("random", "discourse.split"), ConfigError);
 }
 
 }  // namespace
