@@ -32,6 +32,7 @@ mlm_limit=${MLM_LIMIT:-150}
 read -r -a systems <<< "${SYSTEMS:-unmt cunmt supervised}"
 sup_gpu=${SUP_GPU:-$(( gpus > 1 ? 1 : 0 ))}
 mkdir -p "$work"
+rm -f "$work"/*.log "$work/translate.err"  # the logs archived at the end are this call's only
 foldtron=build-gpu/bin/foldtron
 
 if has build; then
@@ -74,6 +75,7 @@ if has train; then
     rm -rf "$work/$system"
     init=()
     [[ -d $work/init_$system ]] && init=(--set "checkpoint.load=$work/init_$system")
+    echo "== $system starts from ${init[1]:-random initialization}"
     CUDA_VISIBLE_DEVICES=$(gpu_of "$system") timeout -k 10 "$limit" "$foldtron" train \
       --config "configs/unmt/$system.yaml" "${common[@]}" "${init[@]}" \
       --train-iters "$([[ $system == supervised ]] && echo "$sup_steps" || echo "$steps")" \

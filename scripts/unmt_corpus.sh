@@ -14,22 +14,12 @@ foldtron=${FOLDTRON:-$here/build/bin/foldtron}
 heldout=${HELDOUT:-$here/../shared/data/ddtp_heldout_packages.txt}
 [[ -x $foldtron ]] || { echo "error: $foldtron not found; run scripts/build.sh first (or set FOLDTRON)" >&2; exit 2; }
 [[ -r $heldout ]] || { echo "error: held-out package list $heldout not found; set HELDOUT=FILE" >&2; exit 2; }
-mkdir -p "$out/debs" "$out/lists/partial" "$out/unpacked" "$out/descriptions" "$out/corpus"
+mkdir -p "$out/unpacked" "$out/descriptions" "$out/corpus"
+source "$here/scripts/lib/debian_pins.sh"
 
 echo "== packages (configs/unmt/packages.txt)"
-mapfile -t pins < <(grep -v '^#' "$here/configs/unmt/packages.txt" | grep -v '^$')
-apt-get update -qq -o Acquire::Languages=en,de,fr -o Dir::State::Lists="$out/lists" \
-  || { echo "error: apt-get update failed (is the Debian mirror reachable?)" >&2; exit 1; }
-(cd "$out/debs" && apt-get download -q -o Dir::State::Lists="$out/lists" "${pins[@]}" 2>&1 | grep -v '^W: ' || true)
-for pin in "${pins[@]}"; do
-  name=${pin%%=*}; version=${pin#*=}
-  deb=""
-  for candidate in "$out/debs/${name}_"*.deb; do
-    [[ -e $candidate && $(dpkg-deb -f "$candidate" Version) == "$version" ]] && deb=$candidate
-  done
-  [[ -n $deb ]] || { echo "error: $pin was not downloaded (is the version still in the archive?)" >&2; exit 1; }
-  dpkg-deb -x "$deb" "$out/unpacked"
-done
+fetch_pinned "$here/configs/unmt/packages.txt" "$out" -o Acquire::Languages=en,de,fr
+for deb in "${pinned_debs[@]}"; do dpkg-deb -x "$deb" "$out/unpacked"; done
 
 echo "== descriptions"
 for lang in en de fr; do

@@ -9,6 +9,9 @@
 // reads a corpus (tasks/discourse/pdtb.h), keeps the relations of --types, and writes
 // DIR/{train,dev,test}.json in the CoNLL-2016 form by the preset's WSJ sections; prints the
 // instances per class and split at the level (second senses counted as in evaluation).
+//   foldtron discourse corpus --docs DIR [--docs DIR] --output DIR [--seed S] [--dev-share X] [--test-share X]
+// mines the silver corpus of explicit relations from HTML manuals (tasks/discourse/silver.h;
+// scripts/discourse_corpus.sh fetches the pinned packages) and prints its counts.
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
@@ -24,6 +27,7 @@
 #include "tasks/discourse/metrics.h"
 #include "tasks/discourse/pdtb.h"
 #include "tasks/discourse/relations.h"
+#include "tasks/discourse/silver.h"
 
 namespace foldtron::cli {
 namespace {
@@ -63,22 +67,9 @@ int write_splits(const SplitFlags& flags) {
       by_split[name].push_back(r);
     }
   }
-  std::filesystem::create_directories(flags.output);
+  make_folder(flags.output);
   for (const std::string name : {"train", "dev", "test"}) {
-    const std::string path = (std::filesystem::path(flags.output) / (name + ".json")).string();
-    std::ofstream out(path);
-    for (const DiscourseRelation& r : by_split[name]) {
-      out << nlohmann::ordered_json{{"ID", r.id},
-                                    {"DocID", r.doc_id},
-                                    {"Type", r.type},
-                                    {"Sense", r.senses},
-                                    {"Arg1", {{"RawText", r.arg1}}},
-                                    {"Arg2", {{"RawText", r.arg2}}},
-                                    {"Connective", {{"RawText", r.connective}}}}
-                 .dump()
-          << "\n";
-    }
-    if (!out) throw DataError(fmt::format("cannot write '{}'", path), "check the output folder");
+    write_conll_relations((std::filesystem::path(flags.output) / (name + ".json")).string(), by_split[name]);
     std::map<std::string, int64_t> counts;
     const auto instances = discourse_instances(by_split[name], types, level, /*duplicate=*/false);
     for (const DiscourseInstance& i : instances) ++counts[i.labels.front()];
@@ -123,6 +114,7 @@ void print_report(const DiscourseScores& s, SenseLevel level) {
 Runner register_discourse(CLI::App& root) {
   auto flags = std::make_shared<ScoreFlags>();
   auto split_flags = std::make_shared<SplitFlags>();
+  auto corpus_options = std::make_shared<SilverOptions>();
   CLI::App* app = root.add_subcommand("discourse", "tools of the implicit discourse relation recipe");
   app->require_subcommand(1);
   CLI::App* score = app->add_subcommand("score", "score sense predictions against CoNLL-2016 relations.json");
@@ -140,8 +132,29 @@ Runner register_discourse(CLI::App& root) {
   split_app->add_option("--types", split_flags->types, "relation types kept, comma-separated")->capture_default_str();
   split_app->add_option("--level", split_flags->level, "level of the printed counts: 4way or 11way")
       ->capture_default_str();
-  return [flags, split_flags, split_app]() {
+  CLI::App* corpus = app->add_subcommand("corpus", "mine the silver corpus of explicit relations from HTML manuals");
+  corpus->add_option("--docs", corpus_options->docs, "folder searched for .html files (repeatable)")->required();
+  corpus->add_option("--output", corpus_options->output, "folder for train/dev/test.json and corpus.json")->required();
+  corpus->add_option("--seed", corpus_options->seed, "seed of the split by document")->capture_default_str();
+  corpus->add_option("--dev-share", corpus_options->dev_share, "share of documents in dev")->capture_default_str();
+  corpus->add_option("--test-share", corpus_options->test_share, "share of documents in test")->capture_default_str();
+  return [flags, split_flags, split_app, corpus_options, corpus]() {
     if (split_app->parsed()) return write_splits(*split_flags);
+    if (corpus->parsed()) {
+      const SilverReport report = build_silver_corpus(*corpus_options);
+      std::cout << fmt::format("{} documents, {} paragraphs, {} duplicate pairs dropped\n", report.documents,
+                               report.paragraphs, report.duplicates);
+      for (const auto& [split, counts] : report.counts) {
+        int64_t total = 0;
+        std::string text;
+        for (const auto& [label, n] : counts) {
+          total += n;
+          text += fmt::format(" {} {}", label, n);
+        }
+        std::cout << fmt::format("{:<5} {:>6} relations:{}\n", split, total, text);
+      }
+      return 0;
+    }
     const SenseLevel level = parse_sense_level(flags->level, "--level");
     const std::vector<DiscourseRelation> gold = read_conll_relations(flags->gold);
     const DiscourseScores s = score_relations(gold, read_sense_predictions(flags->pred), level);

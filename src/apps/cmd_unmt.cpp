@@ -21,7 +21,10 @@ namespace foldtron::cli {
 
 Runner register_unmt(CLI::App& root) {
   auto options = std::make_shared<CorpusOptions>();
-  auto init = std::make_shared<std::pair<std::string, std::string>>();  // --load, --output
+  struct InitDecoderFlags {
+    std::string load, output;
+  };
+  auto init = std::make_shared<InitDecoderFlags>();
   CLI::App* app = root.add_subcommand("unmt", "data tools of the unsupervised translation recipe");
   app->require_subcommand(1);
   CLI::App* corpus = app->add_subcommand(
@@ -44,15 +47,15 @@ Runner register_unmt(CLI::App& root) {
   corpus->add_option("--seed", options->seed, "seed of the split assignment")->capture_default_str();
   CLI::App* init_decoder = app->add_subcommand(
       "init-decoder", "start a translation model from masked language modelling: the decoder copies the encoder");
-  init_decoder->add_option("--load", init->first, "checkpoint of the pretraining run (translation.mlm)")->required();
-  init_decoder->add_option("--output", init->second, "save folder for the initialized model")->required();
+  init_decoder->add_option("--load", init->load, "checkpoint of the pretraining run (translation.mlm)")->required();
+  init_decoder->add_option("--output", init->output, "save folder for the initialized model")->required();
   return [options, init, init_decoder]() {
     if (init_decoder->parsed()) {
       MpiRuntime mpi(nullptr, nullptr);
       return run_guarded([&]() -> int {
         ProcessGroups groups(Topology(layout_of(ParallelConfig{}, mpi.size())),
                              make_comm_options(ParallelConfig{}, false));
-        init_decoder_checkpoint(init->first, init->second, groups);
+        init_decoder_checkpoint(init->load, init->output, groups);
         return 0;
       });
     }

@@ -43,6 +43,9 @@ class Session {
         cache_.encoder_padding = mask;
       }
       start_ = torch::full({n, 1}, options.decoder_start_token_id, longs);
+      // Every decoder key is a token: the padding of the keys so far lets the model build the
+      // self-attention mask once per step (attention_masks) instead of in every layer.
+      cache_.key_padding = torch::ones({n, 1}, torch::TensorOptions().dtype(torch::kBool).device(device_));
       inputs_.decoder_input_ids = start_.t().contiguous();            // [1, n]
       inputs_.decoder_positions = torch::zeros({1}, longs);
       const auto languages = [&](const torch::Tensor& rows, int64_t language) {
@@ -88,9 +91,9 @@ class Session {
       inputs_.positions = next_position_;
       inputs_.mask = torch::Tensor();
       next_position_ = next_position_ + 1;
-      if (cache_.key_padding.defined()) {
-        cache_.key_padding = torch::cat({cache_.key_padding, torch::ones({step.size(1), 1}, cache_.key_padding.options())}, 1);
-      }
+    }
+    if (cache_.key_padding.defined()) {
+      cache_.key_padding = torch::cat({cache_.key_padding, torch::ones({step.size(1), 1}, cache_.key_padding.options())}, 1);
     }
     return runner_.step(inputs_, cache_);
   }

@@ -270,10 +270,21 @@ TEST(TranslationTask, MaskedLanguageModellingBatchesTheEncoderAlone) {
     }
   }
   EXPECT_DOUBLE_EQ(task.loss_units(Split::kTrain, gbs, gbs), static_cast<double>(predicted));
-  // Validation: each dev sentence once, masked the same way every time.
+  // Validation: each dev sentence once, masked (differently per sentence, the same every time).
   EXPECT_EQ(task.num_samples(Split::kValid), 32);
-  EXPECT_EQ(task.sample(Split::kValid, 3).source, task.sample(Split::kValid, 3).source);
-  EXPECT_TRUE(task.batch(Split::kValid, 0, 4, torch::kCPU).inputs.encoder_only);
+  int64_t valid_predicted = 0, differ = 0;
+  for (int64_t i = 0; i < 16; ++i) {
+    const TranslationTask::Sample v = task.sample(Split::kValid, i), w = task.sample(Split::kValid, i + 16);
+    valid_predicted += std::count(v.predict.begin(), v.predict.end(), true);
+    EXPECT_EQ(v.source, task.sample(Split::kValid, i).source);
+    // Sentence i + 16 is the German of pair i; the same length of masks drawn alike would be a bug.
+    differ += v.predict != w.predict;
+  }
+  EXPECT_GE(valid_predicted, 16) << "every validation sentence predicts a token";
+  EXPECT_GT(differ, 0);
+  const Batch valid = task.batch(Split::kValid, 0, 4, torch::kCPU);
+  EXPECT_TRUE(valid.inputs.encoder_only);
+  EXPECT_GT((valid.labels != kIgnoreIndex).sum().item<int64_t>(), 0);
 }
 
 TEST(TranslationTask, DecoderStartsAsACopyOfThePretrainedEncoder) {
@@ -291,7 +302,7 @@ TEST(TranslationTask, DecoderStartsAsACopyOfThePretrainedEncoder) {
   };
   EXPECT_LT(mean_loss(30), mean_loss(0) - 0.2) << "masked language modelling learns";
   ProcessGroups groups(Topology(layout_of(ParallelConfig{}, 1)), comm_options(), MPI_COMM_SELF);
-  // 2 x (embed_positions, embed_languages, embedding_norm 2) + 2 layers x (self-attention 8, its
+  // The embeddings (positions, languages, embedding_norm 2) + 2 layers x (self-attention 8, its
   // norm 2, mlp 4, its norm 2).
   EXPECT_EQ(init_decoder_checkpoint(dir.string(), init.string(), groups), 36);
   const Config translation = translation_config(false, {"checkpoint.load=" + init.string()});
@@ -314,7 +325,7 @@ TEST(TranslationTask, DecoderStartsAsACopyOfThePretrainedEncoder) {
   EXPECT_FALSE(torch::equal(params["decoder.layers.0.cross_attn.q_proj.weight"],
                             params["decoder.layers.0.self_attn.q_proj.weight"]))
       << "cross-attention keeps its own initialization";
-  // A checkpoint of another family is refused with a message.
+  // A folder without a checkpoint is refused with a message.
   EXPECT_THROW(init_decoder_checkpoint((corpus_dir() / "nothing").string(), init.string(), groups), CheckpointError);
 }
 

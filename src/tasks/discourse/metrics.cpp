@@ -38,16 +38,18 @@ DiscourseScores score_senses(const std::vector<std::vector<std::string>>& gold,
   FT_CHECK(gold.size() == predictions.size(), "one prediction per gold instance");
   DiscourseScores out;
   out.instances = static_cast<int64_t>(gold.size());
+  // The gold label of instance i at a level: the prediction when any gold sense matches it.
+  const auto gold_label = [&](size_t i, const std::string& p, SenseLevel at) {
+    for (const std::string& g : gold[i]) {
+      if (sense_at_level(g, at) == p) return p;
+    }
+    return sense_at_level(gold[i].front(), at);
+  };
   std::vector<std::string> labels, predicted;
   for (size_t i = 0; i < gold.size(); ++i) {
     FT_CHECK(!gold[i].empty(), "an instance without a gold sense");
-    const std::string p = sense_at_level(predictions[i], level);
-    std::string label = sense_at_level(gold[i].front(), level);
-    for (const std::string& g : gold[i]) {
-      if (sense_at_level(g, level) == p) label = p;
-    }
-    labels.push_back(label);
-    predicted.push_back(p);
+    predicted.push_back(sense_at_level(predictions[i], level));
+    labels.push_back(gold_label(i, predicted.back(), level));
   }
   std::set<std::string> classes(labels.begin(), labels.end());
   classes.insert(predicted.begin(), predicted.end());
@@ -62,8 +64,8 @@ DiscourseScores score_senses(const std::vector<std::vector<std::string>>& gold,
     ++out.confusion[index(labels[i])][index(predicted[i])];
     ++out.per_class[labels[i]].gold;
     ++out.per_class[predicted[i]].predicted;
-    const std::string label_top = sense_at_level(labels[i], SenseLevel::kFourWay);
     const std::string predicted_top = sense_at_level(predicted[i], SenseLevel::kFourWay);
+    const std::string label_top = gold_label(i, predicted_top, SenseLevel::kFourWay);
     ++top[label_top].gold;
     ++top[predicted_top].predicted;
     if (label_top == predicted_top) ++top[label_top].correct;

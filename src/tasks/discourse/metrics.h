@@ -7,8 +7,8 @@
 //     matches any of them at the level, else its first gold sense;
 //   - accuracy; per class (every class in the gold labels or the predictions) precision, recall
 //     and F1 (0 where undefined); macro-F1, their mean; one-vs-rest F1 of each top-level class
-//     (a class of the 11-way labels counts for its top level), from the same predictions; the
-//     confusion matrix of gold labels by predictions.
+//     from the same predictions, taken to the top level (with the multi-sense rule there, so it
+//     is the same at either level); the confusion matrix of gold labels by predictions.
 #pragma once
 
 #include <cstdint>

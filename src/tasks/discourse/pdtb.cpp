@@ -23,14 +23,6 @@ std::string trim(const std::string& text) {
   return text.substr(begin, text.find_last_not_of(" \t\r\n") - begin + 1);
 }
 
-std::string read_all(const std::string& path, const std::string& what) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw DataError(fmt::format("cannot read the {} '{}'", what, path), "check the path");
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
 struct CsvRecord {
   int64_t line = 0;  // where the record starts
   std::vector<std::string> fields;
@@ -146,7 +138,7 @@ std::string span_text(const std::string& spans, const std::string& text, const s
 }  // namespace
 
 std::vector<DiscourseRelation> read_pdtb2_csv(const std::string& path) {
-  const std::vector<CsvRecord> records = parse_csv(read_all(path, "PDTB 2.0 CSV file"), path);
+  const std::vector<CsvRecord> records = parse_csv(read_text_file(path, "PDTB 2.0 CSV file"), path);
   if (records.empty()) throw DataError(fmt::format("'{}' is empty", path), "pass the PDTB 2.0 CSV export (pdtb2.csv)");
   std::map<std::string, size_t> column;
   for (size_t i = 0; i < records[0].fields.size(); ++i) column[trim(records[0].fields[i])] = i;
@@ -201,8 +193,8 @@ std::vector<DiscourseRelation> read_pdtb3(const std::string& root) {
   std::vector<DiscourseRelation> out;
   for (const fs::path& file : files) {
     const fs::path text_path = raw / fs::relative(file, gold);
-    const std::string text = read_all(text_path.string(), "PDTB 3.0 raw text");
-    std::istringstream lines(read_all(file.string(), "PDTB 3.0 gold file"));
+    const std::string text = read_text_file(text_path.string(), "PDTB 3.0 raw text");
+    std::istringstream lines(read_text_file(file.string(), "PDTB 3.0 gold file"));
     const std::string doc = file.filename().string();
     int64_t number = 0;
     for (std::string line; std::getline(lines, line);) {
@@ -231,11 +223,11 @@ std::vector<DiscourseRelation> read_pdtb3(const std::string& root) {
   return out;
 }
 
-SplitPreset parse_split_preset(const std::string& text, const std::string& key) {
+SplitPreset parse_split_preset(const std::string& text, const std::string& flag) {
   if (text == "ji") return SplitPreset::kJi;
   if (text == "lin") return SplitPreset::kLin;
-  throw ConfigError(key, fmt::format("'{}' is not a split preset", text),
-                    "use ji (sections 2-20 / 0-1 / 21-22) or lin (2-21 / 22 / 23)");
+  throw UsageError(fmt::format("{} '{}' is not a split preset", flag, text),
+                   "use ji (sections 2-20 / 0-1 / 21-22) or lin (2-21 / 22 / 23)");
 }
 
 std::string split_of(int64_t section, SplitPreset preset) {

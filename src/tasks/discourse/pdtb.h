@@ -27,7 +27,8 @@ std::vector<DiscourseRelation> read_pdtb3(const std::string& root);
 
 // Section presets: Ji (train 2-20, dev 0-1, test 21-22) and Lin (train 2-21, dev 22, test 23).
 enum class SplitPreset { kJi, kLin };
-SplitPreset parse_split_preset(const std::string& text, const std::string& key);
+// "ji" or "lin"; UsageError naming `flag` otherwise.
+SplitPreset parse_split_preset(const std::string& text, const std::string& flag);
 // "train", "dev", "test", or "" for a section the preset leaves out.
 std::string split_of(int64_t section, SplitPreset preset);
 

@@ -2,13 +2,16 @@
 #include "tasks/discourse/relations.h"
 
 #include <cctype>
+#include <filesystem>
 #include <fstream>
 #include <set>
+#include <sstream>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "core/errors.h"
+#include "core/files.h"
 
 namespace foldtron {
 namespace {
@@ -22,21 +25,18 @@ std::string id_text(const json& value) {
   return {};
 }
 
-}  // namespace
-
-std::vector<DiscourseRelation> read_conll_relations(const std::string& path) {
+// Calls `each(object, fail)` for every non-blank line of a JSON-lines file; `fail(problem)` makes
+// the DataError naming the file and line, with `hint`.
+template <typename F>
+void for_each_json_line(const std::string& path, const std::string& what, const std::string& hint, F each) {
   std::ifstream in(path);
-  if (!in) throw DataError(fmt::format("cannot read the relations file '{}'", path), "check the path");
-  std::vector<DiscourseRelation> out;
-  std::set<std::string> seen;
+  if (!in) throw DataError(fmt::format("cannot read the {} '{}'", what, path), "check the path");
   int64_t number = 0;
   for (std::string line; std::getline(in, line);) {
     ++number;
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     const auto fail = [&](const std::string& problem) {
-      return DataError(fmt::format("{}:{}: {}", path, number, problem),
-                       "write one CoNLL-2016 relation per line: {\"ID\", \"DocID\", \"Type\", \"Sense\": [...], "
-                       "\"Arg1\": {\"RawText\"}, \"Arg2\": {\"RawText\"}}");
+      return DataError(fmt::format("{}:{}: {}", path, number, problem), hint);
     };
     json j;
     try {
@@ -45,6 +45,18 @@ std::vector<DiscourseRelation> read_conll_relations(const std::string& path) {
       throw fail(fmt::format("not JSON ({})", e.what()));
     }
     if (!j.is_object()) throw fail("not a JSON object");
+    each(j, fail);
+  }
+}
+
+}  // namespace
+
+std::vector<DiscourseRelation> read_conll_relations(const std::string& path) {
+  std::vector<DiscourseRelation> out;
+  std::set<std::string> seen;
+  const std::string hint = "write one CoNLL-2016 relation per line: {\"ID\", \"DocID\", \"Type\", \"Sense\": [...], "
+                           "\"Arg1\": {\"RawText\"}, \"Arg2\": {\"RawText\"}}";
+  for_each_json_line(path, "relations file", hint, [&](const json& j, const auto& fail) {
     DiscourseRelation r;
     r.id = j.contains("ID") ? id_text(j.at("ID")) : "";
     if (r.id.empty()) throw fail("field 'ID' is missing or not an integer or a non-empty string");
@@ -75,29 +87,14 @@ std::vector<DiscourseRelation> read_conll_relations(const std::string& path) {
     if (j.contains("DocID") && j.at("DocID").is_string()) r.doc_id = j.at("DocID").get<std::string>();
     if (j.contains("Type") && j.at("Type").is_string()) r.type = j.at("Type").get<std::string>();
     out.push_back(std::move(r));
-  }
+  });
   return out;
 }
 
 std::map<std::string, std::string> read_sense_predictions(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw DataError(fmt::format("cannot read the predictions file '{}'", path), "check the path");
   std::map<std::string, std::string> out;
-  int64_t number = 0;
-  for (std::string line; std::getline(in, line);) {
-    ++number;
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    const auto fail = [&](const std::string& problem) {
-      return DataError(fmt::format("{}:{}: {}", path, number, problem),
-                       "write one prediction per line: {\"ID\": 14887, \"Sense\": \"Expansion.Conjunction\"}");
-    };
-    json j;
-    try {
-      j = json::parse(line);
-    } catch (const json::parse_error& e) {
-      throw fail(fmt::format("not JSON ({})", e.what()));
-    }
-    if (!j.is_object()) throw fail("not a JSON object");
+  const std::string hint = "write one prediction per line: {\"ID\": 14887, \"Sense\": \"Expansion.Conjunction\"}";
+  for_each_json_line(path, "predictions file", hint, [&](const json& j, const auto& fail) {
     const std::string id = j.contains("ID") ? id_text(j.at("ID")) : "";
     if (id.empty()) throw fail("field 'ID' is missing or not an integer or a non-empty string");
     json sense = j.contains("Sense") ? j.at("Sense") : json();
@@ -106,8 +103,41 @@ std::map<std::string, std::string> read_sense_predictions(const std::string& pat
       throw fail(fmt::format("prediction {}: field 'Sense' is missing or not a sense name", id));
     }
     if (!out.emplace(id, sense.get<std::string>()).second) throw fail(fmt::format("a second prediction for ID {}", id));
-  }
+  });
   return out;
+}
+
+void write_conll_relations(const std::string& path, const std::vector<DiscourseRelation>& relations) {
+  std::string text;
+  for (const DiscourseRelation& r : relations) {
+    text += nlohmann::ordered_json{{"ID", r.id},
+                                   {"DocID", r.doc_id},
+                                   {"Type", r.type},
+                                   {"Sense", r.senses},
+                                   {"Arg1", {{"RawText", r.arg1}}},
+                                   {"Arg2", {{"RawText", r.arg2}}},
+                                   {"Connective", {{"RawText", r.connective}}}}
+                .dump(-1, ' ', false, json::error_handler_t::replace) +
+            "\n";
+  }
+  write_file_atomically(path, text);
+}
+
+std::string read_text_file(const std::string& path, const std::string& what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw DataError(fmt::format("cannot read the {} '{}'", what, path), "check the path and its permissions");
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+void make_folder(const std::string& dir) {
+  try {
+    std::filesystem::create_directories(dir);
+  } catch (const std::filesystem::filesystem_error& e) {
+    throw DataError(fmt::format("cannot make the folder '{}': {}", dir, e.code().message()),
+                    "pass a folder you can write to");
+  }
 }
 
 int64_t wsj_section(const std::string& doc_id) {

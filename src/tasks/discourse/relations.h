@@ -31,6 +31,17 @@ std::vector<DiscourseRelation> read_conll_relations(const std::string& path);
 // on a malformed line or an ID seen before.
 std::map<std::string, std::string> read_sense_predictions(const std::string& path);
 
+// Writes relations in the relations.json form (ID, DocID, Type, Sense, Arg1/Arg2/Connective
+// RawText), atomically; read_conll_relations reads them back. Text that is not valid UTF-8 is
+// written with U+FFFD in its place.
+void write_conll_relations(const std::string& path, const std::vector<DiscourseRelation>& relations);
+
+// A whole file as bytes; DataError naming `what` and the path when it cannot be read.
+std::string read_text_file(const std::string& path, const std::string& what);
+
+// Creates the folder (and its parents); DataError naming it when that fails.
+void make_folder(const std::string& dir);
+
 // The WSJ section of a PDTB document id ("wsj_2200" -> 22); -1 when the id has no such form.
 int64_t wsj_section(const std::string& doc_id);
 

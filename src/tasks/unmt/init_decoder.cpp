@@ -20,6 +20,7 @@ namespace foldtron {
 
 int64_t copy_encoder_to_decoder(Model& model) {
   FT_CHECK(model.encoder_decoder(), "copy_encoder_to_decoder needs an encoder-decoder");
+  FT_CHECK(model.part().pp == 1, "copy_encoder_to_decoder needs the whole model on one stage");
   std::map<std::string, torch::Tensor> tensors;
   for (const auto& item : model.named_parameters()) tensors[item.key()] = item.value();
   for (const auto& item : model.named_buffers()) tensors[item.key()] = item.value();
@@ -29,7 +30,7 @@ int64_t copy_encoder_to_decoder(Model& model) {
   for (auto& [name, tensor] : tensors) {
     if (name.rfind(decoder, 0) != 0) continue;
     const auto twin = tensors.find(encoder + name.substr(decoder.size()));
-    if (twin == tensors.end()) continue;  // cross-attention, or a layer the encoder lacks
+    if (twin == tensors.end()) continue;  // cross-attention, or a layer past the encoder's count
     FT_CHECK(twin->second.sizes() == tensor.sizes(),
              fmt::format("{} and {} differ in shape", name, twin->first));
     tensor.copy_(twin->second);

@@ -14,12 +14,12 @@ namespace foldtron {
 class Model;
 class ProcessGroups;
 
-// Copies, on this rank, every decoder tensor (parameter or buffer) "decoder.X" from the encoder's
-// "encoder.X" of the same shape: the embeddings' positions, languages and norm, and each layer's
+// Copies every decoder tensor (parameter or buffer) "decoder.X" from the encoder's "encoder.X" of
+// the same shape: the embeddings' positions, languages and norm, and each layer's
 // self-attention, feed-forward block and norms (decoder layer i from encoder layer i). The
-// decoder's cross-attention and its norm keep their initialization. Returns the tensors copied;
-// InternalError when the model is not an encoder-decoder or a decoder tensor's encoder twin is
-// on another pipeline stage (the command builds the model with pp 1).
+// decoder's cross-attention and its norm, and decoder layers past the encoder's count, keep
+// their initialization. Returns the tensors copied; InternalError when the model is not an
+// encoder-decoder or is split over pipeline stages (a twin could be on another stage).
 int64_t copy_encoder_to_decoder(Model& model);
 
 // The command: loads the checkpoint `load` (CheckpointError when there is none, or it is not an

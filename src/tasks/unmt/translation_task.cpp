@@ -591,9 +591,9 @@ Batch TranslationTask::masked_batch(const std::vector<Sample>& samples, torch::D
   size_t longest = 1;
   for (const Sample& x : samples) longest = std::max(longest, x.source.size() + 1);
   const int64_t s = padded_length(longest);
-  torch::Tensor source = torch::full({count, s}, pad_, torch::kLong);
-  torch::Tensor labels = torch::full({count, s}, kIgnoreIndex, torch::kLong);
-  torch::Tensor languages = torch::empty({count}, torch::kLong);
+  torch::Tensor source = torch::full({count, s}, pad_, torch::kLong);               // [b, s]
+  torch::Tensor labels = torch::full({count, s}, kIgnoreIndex, torch::kLong);       // [b, s]: only predicted tokens
+  torch::Tensor languages = torch::empty({count}, torch::kLong);                    // [b]
   auto src = source.accessor<int64_t, 2>();
   auto lab = labels.accessor<int64_t, 2>();
   for (int64_t r = 0; r < count; ++r) {
@@ -612,7 +612,7 @@ Batch TranslationTask::masked_batch(const std::vector<Sample>& samples, torch::D
   batch.inputs.languages = languages.to(device);
   batch.inputs.decoder_input_ids = torch::empty({0, count}, torch::TensorOptions().dtype(torch::kLong).device(device));
   batch.inputs.encoder_only = true;
-  batch.labels = labels.t().contiguous().to(device);
+  batch.labels = labels.t().contiguous().to(device);  // [s, b], like the logits of the source
   return batch;
 }
 
