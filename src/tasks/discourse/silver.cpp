@@ -18,6 +18,7 @@
 #include "core/text.h"
 #include "tasks/discourse/metrics.h"
 #include "tasks/unmt/corpus.h"
+#include "tasks/utf8.h"
 
 namespace foldtron {
 namespace {
@@ -30,27 +31,6 @@ bool starts_with_ci(const std::string& text, size_t at, const std::string& prefi
     if (std::tolower(static_cast<unsigned char>(text[at + i])) != std::tolower(static_cast<unsigned char>(prefix[i]))) {
       return false;
     }
-  }
-  return true;
-}
-
-// False for a code point UTF-8 cannot hold (a surrogate, or past U+10FFFF).
-bool append_utf8(std::string& out, uint32_t code) {
-  if ((code >= 0xD800 && code <= 0xDFFF) || code >= 0x110000) return false;
-  if (code < 0x80) {
-    out.push_back(static_cast<char>(code));
-  } else if (code < 0x800) {
-    out.push_back(static_cast<char>(0xC0 | (code >> 6)));
-    out.push_back(static_cast<char>(0x80 | (code & 0x3F)));
-  } else if (code < 0x10000) {
-    out.push_back(static_cast<char>(0xE0 | (code >> 12)));
-    out.push_back(static_cast<char>(0x80 | ((code >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (code & 0x3F)));
-  } else {
-    out.push_back(static_cast<char>(0xF0 | (code >> 18)));
-    out.push_back(static_cast<char>(0x80 | ((code >> 12) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | ((code >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (code & 0x3F)));
   }
   return true;
 }
@@ -103,7 +83,9 @@ std::string strip_markup(const std::string& html) {
         } else if (kEntities.count(name)) {
           code = kEntities.at(name);
         }
-        if (code > 0 && append_utf8(out, code == 0xA0 ? ' ' : code)) {
+        // A surrogate or a code past U+10FFFF has no UTF-8: the reference stays as written.
+        if (code > 0 && !(code >= 0xD800 && code <= 0xDFFF) && code < 0x110000) {
+          append_utf8(out, code == 0xA0 ? ' ' : code);
           i = semi;
           continue;
         }
