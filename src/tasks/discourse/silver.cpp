@@ -11,7 +11,6 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "core/checksum.h"
 #include "core/errors.h"
 #include "core/files.h"
 #include "core/log.h"
@@ -154,13 +153,6 @@ std::string strip_spaces_and_commas(const std::string& text) {
   const size_t begin = text.find_first_not_of(" ,");
   if (begin == std::string::npos) return {};
   return text.substr(begin, text.find_last_not_of(" ,") - begin + 1);
-}
-
-double unit_hash(uint64_t seed, const std::string& text) {
-  Checksum sum;
-  sum.update(&seed, sizeof(seed));
-  sum.update(text.data(), text.size());
-  return static_cast<double>(sum.value() >> 11) / static_cast<double>(uint64_t{1} << 53);
 }
 
 }  // namespace

@@ -75,14 +75,6 @@ std::string collapse_whitespace(const std::string& text) {
   return out;
 }
 
-// A seeded, platform-independent hash mapped to [0, 1).
-double unit_hash(uint64_t seed, const std::string& key) {
-  Checksum sum;
-  sum.update(&seed, sizeof(seed));
-  sum.update(key.data(), key.size());
-  return static_cast<double>(sum.value() >> 11) / static_cast<double>(uint64_t{1} << 53);
-}
-
 struct Item {
   std::string en, de, fr;
   std::string group;  // items of one group land in one split
@@ -521,6 +513,13 @@ Cleaned clean_segment(const std::string& raw, int64_t max_words) {
   if (words < 2 || words > max_words) return {std::nullopt, "words"};
   if (letters * 10 < visible * 7) return {std::nullopt, "letters"};
   return {text, ""};
+}
+
+double unit_hash(uint64_t seed, const std::string& key) {
+  Checksum sum;
+  sum.update(&seed, sizeof(seed));
+  sum.update(key.data(), key.size());
+  return static_cast<double>(sum.value() >> 11) / static_cast<double>(uint64_t{1} << 53);
 }
 
 std::vector<std::string> split_sentences(const std::string& paragraph) {

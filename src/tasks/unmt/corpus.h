@@ -64,6 +64,9 @@ struct Cleaned {
 };
 Cleaned clean_segment(const std::string& text, int64_t max_words);
 
+// A seeded, platform-independent hash of `key` mapped to [0, 1): the corpus builders' splits.
+double unit_hash(uint64_t seed, const std::string& key);
+
 // Sentences of a paragraph: split after . ! ? followed by a space and an upper-case letter or a digit.
 std::vector<std::string> split_sentences(const std::string& paragraph);
 
