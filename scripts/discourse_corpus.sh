@@ -26,5 +26,5 @@ done
 echo "== corpus"
 "$foldtron" discourse corpus "${docs[@]}" --output "$out/corpus"
 (cd "$out" && sha256sum debs/*.deb > inputs.sha256)
-(cd "$out/corpus" && sha256sum train.json dev.json test.json > SHA256SUMS)
+(cd "$out/corpus" && sha256sum train.json dev.json test.json train.prose.txt > SHA256SUMS)
 echo "corpus in $out/corpus (checksums: SHA256SUMS; inputs: $out/inputs.sha256)"

@@ -12,6 +12,13 @@
 //   foldtron discourse corpus --docs DIR [--docs DIR] --output DIR [--seed S] [--dev-share X] [--test-share X]
 // mines the silver corpus of explicit relations from HTML manuals (tasks/discourse/silver.h;
 // scripts/discourse_corpus.sh fetches the pinned packages) and prints its counts.
+//   foldtron discourse train --config FILE [--set discourse.KEY=V ...] [--save DIR] [--predictions F]
+// trains a classifier (tasks/discourse/trainer.h) alone or under mpirun (data parallel; --tp/--pp
+// split the contextual encoder), keeping the epoch best on dev; saves it to checkpoint.save.
+//   foldtron discourse eval --load DIR [--split dev|test] [--json] [--set discourse.data=DIR]
+// scores a saved classifier on a split of its corpus (or of another, by --set).
+//   foldtron discourse predict --load DIR --input RELATIONS.json --output PRED.jsonl
+// writes {"ID", "Sense", "probabilities"} for each relation of the classifier's types and level.
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
@@ -21,7 +28,14 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "apps/cli_options.h"
 #include "apps/commands.h"
+#include "config/layout.h"
+#include "core/log.h"
+#include "parallel/mpi_runtime.h"
+#include "parallel/process_groups.h"
+#include "tasks/discourse/classifier.h"
+#include "tasks/discourse/trainer.h"
 #include "core/errors.h"
 #include "core/text.h"
 #include "tasks/discourse/metrics.h"
@@ -109,6 +123,76 @@ void print_report(const DiscourseScores& s, SenseLevel level) {
   }
 }
 
+struct ModelFlags {
+  ConfigOptions config, eval_config, predict_config;
+  std::string device = "auto", save, predictions, load, split = "test", input, output;
+  bool json = false;
+};
+
+// A job's process groups for the discourse section's layout (every rank, after validation).
+std::unique_ptr<ProcessGroups> job_groups(const Config& config, int64_t world, bool cuda) {
+  const Topology topology(layout_of(config.parallel, world));
+  return std::make_unique<ProcessGroups>(topology, make_comm_options(config.parallel, cuda));
+}
+
+int train_classifier(const ModelFlags& flags, const MpiRuntime& mpi) {
+  std::vector<std::string> overrides;
+  if (!flags.save.empty()) overrides.push_back("checkpoint.save=" + yaml_quoted(flags.save));
+  const Config config = flags.config.load(overrides);
+  log::set_level(config.logging.level);
+  validate_discourse_config(config);  // every rank, before any communicator exists
+  if (mpi.rank() == 0) log::info("discourse", "resolved configuration:\n{}", config_to_yaml(config));
+  const bool cuda = use_cuda(flags.device);
+  const std::unique_ptr<ProcessGroups> groups = job_groups(config, mpi.size(), cuda);
+  DiscourseTrainOptions options;
+  options.device = rank_device(cuda, config.parallel);
+  options.predictions = flags.predictions;
+  train_discourse(config, *groups, options);
+  return 0;
+}
+
+// `discourse eval` and `discourse predict`: a saved classifier on a split or on a file.
+int apply_classifier(const ModelFlags& flags, const MpiRuntime& mpi, bool predict) {
+  // The layout from the flags; the saved config with discourse.data replaced when --set gives one.
+  const Config job = (predict ? flags.predict_config : flags.eval_config).load();
+  log::set_level(job.logging.level);
+  const bool cuda = use_cuda(flags.device);
+  const std::unique_ptr<ProcessGroups> groups = job_groups(job, mpi.size(), cuda);
+  const torch::Device device = rank_device(cuda, job.parallel);
+  std::vector<std::string> sets;
+  if (!job.discourse.data.empty()) sets.push_back("discourse.data=" + yaml_quoted(job.discourse.data));
+  const std::unique_ptr<DiscourseClassifier> classifier =
+      DiscourseClassifier::load(flags.load, sets, job.parallel, *groups, device);
+  const DiscourseConfig& d = classifier->config().discourse;
+  std::vector<DiscourseInstance> instances;
+  if (predict) {
+    std::vector<std::string> types;
+    for (const std::string& t : split(d.types, ' ')) {
+      if (!t.empty()) types.push_back(t);
+    }
+    instances = discourse_instances(read_conll_relations(flags.input), types, classifier->level(), false);
+  } else {
+    if (flags.split != "dev" && flags.split != "test" && flags.split != "train") {
+      throw UsageError(fmt::format("--split {} is not a split", flags.split), "use dev, test or train");
+    }
+    instances = read_discourse_split(d, flags.split, false);
+  }
+  const torch::Tensor probs = classifier->predict(classifier->encode(instances));
+  if (mpi.rank() != 0) return 0;
+  if (predict) {
+    write_discourse_predictions(flags.output, instances, classifier->vocabularies().classes, probs);
+    std::cout << fmt::format("{} predictions written to {}\n", instances.size(), flags.output);
+    return 0;
+  }
+  const DiscourseScores s = classifier->score(instances, probs);
+  if (flags.json) {
+    std::cout << scores_json(s).dump() << "\n";
+  } else {
+    print_report(s, classifier->level());
+  }
+  return 0;
+}
+
 }  // namespace
 
 Runner register_discourse(CLI::App& root) {
@@ -138,7 +222,32 @@ Runner register_discourse(CLI::App& root) {
   corpus->add_option("--seed", corpus_options->seed, "seed of the split by document")->capture_default_str();
   corpus->add_option("--dev-share", corpus_options->dev_share, "share of documents in dev")->capture_default_str();
   corpus->add_option("--test-share", corpus_options->test_share, "share of documents in test")->capture_default_str();
-  return [flags, split_flags, split_app, corpus_options, corpus]() {
+  auto model_flags = std::make_shared<ModelFlags>();
+  CLI::App* train = app->add_subcommand("train", "train a discourse relation classifier (the discourse section)");
+  model_flags->config.add_to(*train);
+  train->add_option("--save", model_flags->save, "folder the kept classifier is saved to (checkpoint.save)");
+  train->add_option("--predictions", model_flags->predictions, "JSON lines of the kept classifier's test predictions");
+  add_device_option(*train, model_flags->device);
+  CLI::App* eval = app->add_subcommand("eval", "score a saved classifier on a split of its corpus");
+  CLI::App* predict = app->add_subcommand("predict", "predict the relations of a CoNLL-2016 relations.json");
+  for (CLI::App* sub : {eval, predict}) {
+    sub->add_option("--load", model_flags->load, "folder foldtron discourse train saved")->required();
+    add_device_option(*sub, model_flags->device);
+  }
+  model_flags->eval_config.add_to(*eval);
+  model_flags->predict_config.add_to(*predict);
+  eval->add_option("--split", model_flags->split, "dev, test or train")->capture_default_str();
+  eval->add_flag("--json", model_flags->json, "print a JSON object");
+  predict->add_option("--input", model_flags->input, "relations, one CoNLL-2016 JSON object per line")->required();
+  predict->add_option("--output", model_flags->output, "predictions, JSON lines")->required();
+  return [flags, split_flags, split_app, corpus_options, corpus, model_flags, train, eval, predict]() {
+    if (train->parsed() || eval->parsed() || predict->parsed()) {
+      MpiRuntime mpi(nullptr, nullptr);
+      return run_guarded([&]() -> int {
+        if (train->parsed()) return train_classifier(*model_flags, mpi);
+        return apply_classifier(*model_flags, mpi, predict->parsed());
+      });
+    }
     if (split_app->parsed()) return write_splits(*split_flags);
     if (corpus->parsed()) {
       const SilverReport report = build_silver_corpus(*corpus_options);

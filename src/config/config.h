@@ -1,7 +1,7 @@
 // Typed configuration: one struct per YAML section (model, moe, parallel, train, data,
-// checkpoint, logging). Each struct lists its keys once, in visit(), with the default and a
-// one-line description; the YAML reader, the YAML writer and `foldtron config --keys` are all
-// visitors over that list, so a key cannot be known to one and missing from another.
+// translation, discourse, checkpoint, logging). Each struct lists its keys once, in visit(), with
+// the default and a one-line description; the YAML reader, the YAML writer and `foldtron config
+// --keys` are all visitors over that list, so a key cannot be known to one and missing from another.
 //
 // Loading (config_load.h) composes: preset < --config file < --set overrides < parallel flags.
 // Validation (validate.h) checks the whole config against a world size and reports every problem.
@@ -373,6 +373,80 @@ struct TranslationConfig {
   }
 };
 
+// The discourse relation classifier (tasks/discourse/, `foldtron discourse train|eval|predict`):
+// a baseline or the multi-grained model, with or without the memory of training instances, trained
+// data-parallel over every rank on the relations of a corpus folder. Its own job: the model,
+// train and data sections do not apply to it (the contextual encoder brings its own config).
+struct DiscourseConfig {
+  std::string data;
+  std::string types = "Implicit";
+  std::string level = "4way";
+  std::string model = "multigrained";
+  std::string grains = "char word context pair";
+  std::string encoder;
+  int64_t max_words = 60;
+  int64_t word_vocab = 20000;
+  int64_t word_dim = 100;
+  int64_t char_dim = 24;
+  std::vector<int64_t> char_widths{2, 3, 4};
+  int64_t char_channels = 64;
+  int64_t highway_layers = 2;
+  int64_t conv_layers = 3;
+  int64_t conv_width = 3;
+  int64_t channels = 256;
+  int64_t kmax = 2;
+  int64_t hidden = 256;
+  double dropout = 0.3;
+  double connective_weight = 0.5;
+  bool memory = false;
+  double memory_alpha = 0.3;
+  bool memory_active_set = true;
+  int64_t epochs = 10;
+  int64_t batch_size = 64;
+  int64_t eval_batch_size = 256;
+  double lr = 1e-3;
+  double weight_decay = 0.0;
+  double clip_grad = 5.0;
+  int64_t seed = 1;
+
+  template <typename V>
+  void visit(V& v) {
+    v("data", data, "folder holding train.json, dev.json and test.json (CoNLL relations.json form: foldtron "
+                    "discourse split or corpus writes them)");
+    v("types", types, "relation types classified, space-separated (Implicit for PDTB; Explicit for the silver corpus)");
+    v("level", level, "4way (top-level senses) or 11way (the eleven level-2 types)");
+    v("model", model, "baseline (the encoder over [Arg1; SEP; Arg2], a linear classifier) or multigrained");
+    v("grains", grains, "multigrained inputs and interaction: any of char word context pair (context needs encoder)");
+    v("encoder", encoder, "checkpoint of an encoder pretrained by masked language modelling (translation.mlm), read "
+                          "frozen; its tokenizer too; empty: none");
+    v("max_words", max_words, "words kept per argument (longer arguments are cut)");
+    v("word_vocab", word_vocab, "word embeddings: the most frequent training words (the rest share <unk>)");
+    v("word_dim", word_dim, "width of the word embeddings");
+    v("char_dim", char_dim, "width of the character embeddings");
+    v("char_widths", char_widths, "widths of the character convolutions");
+    v("char_channels", char_channels, "filters per character convolution width");
+    v("highway_layers", highway_layers, "highway layers after the character convolutions");
+    v("conv_layers", conv_layers, "stacked gated convolutions per argument");
+    v("conv_width", conv_width, "width of those convolutions (odd)");
+    v("channels", channels, "channels of the gated convolutions");
+    v("kmax", kmax, "k of the k-max pooling after every layer");
+    v("hidden", hidden, "width of the pair representation (the memory's keys)");
+    v("dropout", dropout, "dropout on the inputs and the pair representation");
+    v("connective_weight", connective_weight, "weight of the auxiliary connective prediction loss; 0: none");
+    v("memory", memory, "read a memory of every training instance (multigrained only)");
+    v("memory_alpha", memory_alpha, "weight of the memory's relation read-out against the classifier's");
+    v("memory_active_set", memory_active_set, "read only the instances classified correctly in the last epoch "
+                                              "(false: all), class-balanced");
+    v("epochs", epochs, "passes over the training instances");
+    v("batch_size", batch_size, "instances per optimizer step, over all data-parallel ranks");
+    v("eval_batch_size", eval_batch_size, "instances per forward when evaluating or encoding");
+    v("lr", lr, "AdamW learning rate (constant)");
+    v("weight_decay", weight_decay, "AdamW weight decay");
+    v("clip_grad", clip_grad, "gradient norm clipping; 0: none");
+    v("seed", seed, "seed of the initialization, dropout and the order of instances");
+  }
+};
+
 struct CheckpointConfig {
   std::string save;
   std::string load;
@@ -434,6 +508,7 @@ struct Config {
   TrainConfig train;
   DataConfig data;
   TranslationConfig translation;
+  DiscourseConfig discourse;
   CheckpointConfig checkpoint;
   LoggingConfig logging;
 
@@ -445,6 +520,7 @@ struct Config {
     v.section("train", train);
     v.section("data", data);
     v.section("translation", translation);
+    v.section("discourse", discourse);
     v.section("checkpoint", checkpoint);
     v.section("logging", logging);
   }

@@ -258,7 +258,7 @@ std::vector<DiscourseInstance> discourse_instances(const std::vector<DiscourseRe
   std::vector<DiscourseInstance> out;
   for (const DiscourseRelation& r : relations) {
     if (std::find(types.begin(), types.end(), r.type) == types.end()) continue;
-    DiscourseInstance instance{r.id, r.arg1, r.arg2, {}};
+    DiscourseInstance instance{r.id, r.arg1, r.arg2, {}, r.connective};
     for (const std::string& sense : r.senses) {
       const std::string label = sense_at_level(sense, level);
       if (level == SenseLevel::kElevenWay && std::find(eleven.begin(), eleven.end(), label) == eleven.end()) continue;
@@ -271,7 +271,7 @@ std::vector<DiscourseInstance> discourse_instances(const std::vector<DiscourseRe
       out.push_back(std::move(instance));
       continue;
     }
-    for (const std::string& label : instance.labels) out.push_back({instance.id, instance.arg1, instance.arg2, {label}});
+    for (const std::string& label : instance.labels) out.push_back({instance.id, instance.arg1, instance.arg2, {label}, instance.connective});
   }
   return out;
 }

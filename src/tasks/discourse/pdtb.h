@@ -42,6 +42,7 @@ const std::vector<std::string>& eleven_way_types();
 struct DiscourseInstance {
   std::string id, arg1, arg2;
   std::vector<std::string> labels;
+  std::string connective;  // the implicit connective annotated (or the one removed); may be empty
 };
 
 // The relations of `types` (e.g. {"Implicit"}) as instances at `level`: senses mapped, repeated

@@ -322,6 +322,7 @@ SilverReport build_silver_corpus(const SilverOptions& options) {
   SilverReport report;
   std::map<std::string, std::vector<DiscourseRelation>> splits{{"train", {}}, {"dev", {}}, {"test", {}}};
   std::set<std::string> seen;
+  std::string prose;  // the training documents' paragraphs, a line each
   for (const auto& [id, path] : documents) {
     const std::vector<std::string> paragraphs = html_paragraphs(read_text_file(path.string(), "HTML page"));
     ++report.documents;
@@ -330,6 +331,9 @@ SilverReport build_silver_corpus(const SilverOptions& options) {
     const std::string split = u < options.test_share                      ? "test"
                               : u < options.test_share + options.dev_share ? "dev"
                                                                            : "train";
+    if (split == "train") {
+      for (const std::string& p : paragraphs) prose += p + "\n";
+    }
     for (DiscourseRelation& r : mine_relations(id, paragraphs)) {
       if (!seen.insert(r.arg1 + "\n" + r.arg2).second) {
         ++report.duplicates;
@@ -349,6 +353,7 @@ SilverReport build_silver_corpus(const SilverOptions& options) {
   for (const auto& [split, relations] : splits) {
     write_conll_relations((fs::path(options.output) / (split + ".json")).string(), relations);
   }
+  write_file_atomically((fs::path(options.output) / "train.prose.txt").string(), prose);
   const nlohmann::ordered_json summary{{"seed", options.seed},
                                        {"dev_share", options.dev_share},
                                        {"test_share", options.test_share},

@@ -16,7 +16,9 @@
 //     the path inside it: test and dev shares, the rest train); an argument pair seen before
 //     anywhere is dropped, so no instance is in two splits.
 // Writes OUTPUT/{train,dev,test}.json (CoNLL-2016 form, Type "Explicit", the removed connective
-// in Connective.RawText) and OUTPUT/corpus.json (options, sources, counts per split and class).
+// in Connective.RawText), OUTPUT/train.prose.txt (every paragraph of the training documents, a line
+// each: the text an encoder is pretrained on) and OUTPUT/corpus.json (options, sources, counts per
+// split and class).
 #pragma once
 
 #include <cstdint>

@@ -1,0 +1,105 @@
+// A discourse relation classifier as a job holds it: the config, the vocabularies, the network, the
+// memory bank (this data-parallel rank's shard) and the frozen contextual encoder, on one rank of
+// the job's layout. Data parallelism: every rank holds the whole network; training instances are
+// split over dp, gradients summed over dp; ranks of one dp index (tp, pp, cp) compute alike and
+// differ only in their share of the encoder.
+//
+// Saved as a folder, written as FOLDER.partial and renamed into place when complete:
+//   discourse.json                 format, resolved config, vocabularies, sizes, dp, scores
+//   model.safetensors              the network's parameters by name
+//   memory-R-of-D.safetensors      dp rank R's shard of the memory (keys, labels, active)
+// A folder with a memory loads with the dp it was saved with.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <torch/types.h>
+
+#include "config/config.h"
+#include "tasks/discourse/features.h"
+#include "tasks/discourse/memory.h"
+#include "tasks/discourse/metrics.h"
+#include "tasks/discourse/model.h"
+
+namespace foldtron {
+
+class ProcessGroups;
+
+// Every problem of the discourse section at once (ConfigError), for a job of `world` ranks.
+void validate_discourse_config(const Config& config);
+
+// The instances of DATA/<split>.json of the configured types at the level; training instances
+// with two senses duplicated. DataError naming the file when it is missing.
+std::vector<DiscourseInstance> read_discourse_split(const DiscourseConfig& config, const std::string& split,
+                                                    bool duplicate);
+
+class DiscourseClassifier {
+ public:
+  // A new classifier for `train` (vocabularies from it; the memory holds one slot per instance).
+  DiscourseClassifier(const Config& config, const std::vector<DiscourseInstance>& train, ProcessGroups& groups,
+                      torch::Device device);
+  // A saved one; `overrides` (section.key=value) adjust its config (e.g. discourse.data), and the
+  // job's `parallel` section replaces the saved one.
+  static std::unique_ptr<DiscourseClassifier> load(const std::string& dir, const std::vector<std::string>& overrides,
+                                                   const ParallelConfig& parallel, ProcessGroups& groups,
+                                                   torch::Device device);
+  ~DiscourseClassifier();
+
+  const Config& config() const { return config_; }
+  SenseLevel level() const { return level_; }
+  const DiscourseVocabularies& vocabularies() const { return vocabularies_; }
+  DiscourseNet& net() { return net_; }
+  MemoryBank* memory() { return memory_.get(); }
+  ProcessGroups& groups() const { return groups_; }
+  torch::Device device() const { return device_; }
+
+  // Words, characters and (with the encoder) contextual vectors. Collective with an encoder.
+  std::vector<EncodedInstance> encode(const std::vector<DiscourseInstance>& instances) const;
+  // A batch of this rank: the memory read (collective over dp when the memory is filled; every
+  // rank calls it alike, with its batch possibly empty) and the relation log-probabilities [b, K].
+  struct Output {
+    torch::Tensor z, log_probs;
+    std::optional<MemoryRead> read;
+  };
+  Output forward(const DiscourseBatch& batch);
+  // Relation probabilities [n, K] of every instance on every rank (instances split over dp, eval
+  // mode, no gradient). Collective over dp.
+  torch::Tensor predict(const std::vector<EncodedInstance>& instances);
+  // Fills the memory from the training instances (this rank's slots; eval mode): keys z, labels,
+  // active where the prediction (reading the previous memory without the own slot) is right.
+  // Returns the share of training instances classified correctly. Collective over dp.
+  double refresh_memory(const std::vector<EncodedInstance>& train);
+  // The predictions' labels scored against the instances' (the multi-sense rule).
+  DiscourseScores score(const std::vector<DiscourseInstance>& instances, const torch::Tensor& probs) const;
+
+  // Writes the folder (see above). Collective. `summary` goes into discourse.json.
+  void save(const std::string& dir, const nlohmann::json& summary) const;
+
+ private:
+  DiscourseClassifier(const Config& config, DiscourseVocabularies vocabularies, int64_t slots, ProcessGroups& groups,
+                      torch::Device device);
+
+  Config config_;
+  SenseLevel level_;
+  DiscourseVocabularies vocabularies_;
+  ProcessGroups& groups_;
+  torch::Device device_;
+  std::unique_ptr<ContextEncoder> encoder_;
+  DiscourseNet net_{nullptr};
+  std::unique_ptr<MemoryBank> memory_;
+};
+
+// JSON lines {"ID", "Sense", "probabilities": {class: p}}, one per instance, written atomically.
+void write_discourse_predictions(const std::string& path, const std::vector<DiscourseInstance>& instances,
+                                 const std::vector<std::string>& classes, const torch::Tensor& probs);
+
+// Scores as JSON: accuracy, macro_f1, per_class {precision, recall, f1, gold, predicted},
+// binary_f1, classes and the confusion matrix.
+nlohmann::ordered_json scores_json(const DiscourseScores& scores);
+
+}  // namespace foldtron
