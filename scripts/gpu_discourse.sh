@@ -4,7 +4,8 @@
 #   mlm    the contextual encoder: configs/discourse/mlm.yaml on GPU 0 for $MLM_STEPS steps or
 #          $MLM_LIMIT seconds (SIGTERM: the trainer saves and stops), into $WORK_DIR/encoder
 #   runs   the classifiers of $RUNS (default: every run below) for seeds $SEEDS (default 1 2 3),
-#          $JOBS at once (default 4 per GPU), each limited to $RUN_LIMIT seconds:
+#          $JOBS at once (default 4 per GPU), each limited to $RUN_LIMIT seconds, none started
+#          after $DEADLINE seconds from the script's start:
 #            base mg mem                       baseline, multigrained, multigrained + memory (4-way)
 #            base11 mg11 mem11                 the same at 11-way
 #            nochar noword nocontext nopair    multigrained without one grain (4-way)
@@ -28,6 +29,7 @@ run_limit=${RUN_LIMIT:-400}
 read -r -a seeds <<< "${SEEDS:-1 2 3}"
 read -r -a runs <<< "${RUNS:-base mg mem base11 mg11 mem11 nochar noword nocontext nopair noactive}"
 jobs=${JOBS:-$(( 4 * gpus ))}
+deadline=$(( $(date +%s) + ${DEADLINE:-100000} ))  # no run starts after DEADLINE seconds from here
 mkdir -p "$work/runs"
 foldtron=build-gpu/bin/foldtron
 
@@ -67,6 +69,7 @@ sets_of() {  # run name -> its --set arguments
 
 one_run() {  # name seed slot
   local name=$1 seed=$2 gpu=$(( $3 % gpus )) args=()
+  if (( $(date +%s) > deadline )); then echo "== $name seed $seed: not started (past DEADLINE)"; return; fi
   for s in $(sets_of "$name"); do args+=(--set "${s//+/ }"); done
   CUDA_VISIBLE_DEVICES=$gpu timeout -k 10 "$run_limit" "$foldtron" discourse train \
     --config configs/discourse/multigrained.yaml --device cuda --set "discourse.data=$data/corpus" \
@@ -76,7 +79,7 @@ one_run() {  # name seed slot
   echo "== $name seed $seed (GPU $gpu) rc=$rc: $(grep -E 'kept epoch|error' "$work/runs/$name-$seed.log" | tail -1 | cut -c1-220)"
 }
 export -f one_run sets_of
-export foldtron data work run_limit gpus
+export foldtron data work run_limit gpus deadline
 
 if has runs; then
   [[ -d $work/encoder ]] || { echo "no encoder in $work/encoder: run the mlm part first" >&2; exit 1; }

@@ -167,6 +167,7 @@ DiscourseTrainResult train_discourse(const Config& config, ProcessGroups& groups
     const std::vector<int64_t> order = epoch_order(n, d.seed, epoch);
     DiscourseEpoch record;
     record.epoch = epoch;
+    auto last_log = start;
     for (int64_t s = 0; s < steps_per_epoch; ++s) {
       const auto first = order.begin() + s * d.batch_size;
       const std::vector<int64_t> indices(first, order.begin() + std::min(n, (s + 1) * d.batch_size));
@@ -175,6 +176,13 @@ DiscourseTrainResult train_discourse(const Config& config, ProcessGroups& groups
       record.loss += loss.loss / static_cast<double>(steps_per_epoch);
       record.relation_loss += loss.relation / static_cast<double>(steps_per_epoch);
       record.connective_loss += loss.connective / static_cast<double>(steps_per_epoch);
+      const auto now = Clock::now();
+      if (rank0 && now - last_log > std::chrono::seconds(30)) {  // progress within a long epoch
+        const double seconds = std::chrono::duration<double>(now - start).count();
+        log::info("discourse", "epoch {}/{}: step {}/{}, loss {:.4f}, {:.0f} instances/s", epoch, d.epochs, s + 1,
+                  steps_per_epoch, loss.loss, static_cast<double>((s + 1) * d.batch_size) / seconds);
+        last_log = now;
+      }
     }
     record.steps = epoch * steps_per_epoch;
     const double train_seconds = std::chrono::duration<double>(Clock::now() - start).count();
