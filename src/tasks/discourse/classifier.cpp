@@ -157,10 +157,10 @@ DiscourseClassifier::DiscourseClassifier(const Config& config, const std::vector
 
 DiscourseClassifier::~DiscourseClassifier() = default;
 
-std::vector<EncodedInstance> DiscourseClassifier::encode(const std::vector<DiscourseInstance>& instances) const {
+EncodedSet DiscourseClassifier::encode(const std::vector<DiscourseInstance>& instances) const {
   std::vector<EncodedInstance> out = encode_instances(instances, vocabularies_, config_.discourse);
   if (encoder_) encoder_->encode(out, instances, config_.discourse.model == "baseline");
-  return out;
+  return pack(out, device_);
 }
 
 DiscourseClassifier::Output DiscourseClassifier::forward(const DiscourseBatch& batch) {
@@ -172,8 +172,8 @@ DiscourseClassifier::Output DiscourseClassifier::forward(const DiscourseBatch& b
   return out;
 }
 
-torch::Tensor DiscourseClassifier::predict(const std::vector<EncodedInstance>& instances) {
-  const int64_t n = static_cast<int64_t>(instances.size()), dp = groups_.dp().size(), rank = groups_.dp().rank();
+torch::Tensor DiscourseClassifier::predict(const EncodedSet& instances) {
+  const int64_t n = instances.size(), dp = groups_.dp().size(), rank = groups_.dp().rank();
   const int64_t chunk = config_.discourse.eval_batch_size, classes = static_cast<int64_t>(vocabularies_.classes.size());
   const auto [begin, end] = share_of(n, dp, rank);
   const int64_t largest = (n + dp - 1) / dp, chunks = (largest + chunk - 1) / chunk;
@@ -183,7 +183,7 @@ torch::Tensor DiscourseClassifier::predict(const std::vector<EncodedInstance>& i
   std::vector<torch::Tensor> mine;
   for (int64_t c = 0; c < chunks; ++c) {  // the same number of reads on every rank
     const int64_t first = std::min(end, begin + c * chunk), last = std::min(end, first + chunk);
-    mine.push_back(forward(collate(instances, iota(first, last), {}, device_)).log_probs.exp().to(torch::kFloat));
+    mine.push_back(forward(collate(instances, iota(first, last), false)).log_probs.exp().to(torch::kFloat));
   }
   net_->train(training);
   std::vector<int64_t> rows;
@@ -193,7 +193,7 @@ torch::Tensor DiscourseClassifier::predict(const std::vector<EncodedInstance>& i
   return groups_.dp().all_gather(local, rows).cpu();  // dp: every rank's predictions, in instance order
 }
 
-double DiscourseClassifier::refresh_memory(const std::vector<EncodedInstance>& train) {
+double DiscourseClassifier::refresh_memory(const EncodedSet& train) {
   FT_CHECK(memory_ != nullptr, "refreshing a memory the classifier has");
   const int64_t chunk = config_.discourse.eval_batch_size, first_slot = memory_->first();
   const int64_t largest = (memory_->slots() + groups_.dp().size() - 1) / groups_.dp().size();
@@ -203,8 +203,7 @@ double DiscourseClassifier::refresh_memory(const std::vector<EncodedInstance>& t
   std::vector<torch::Tensor> keys, correct, labels;
   for (int64_t c = 0; c * chunk < largest; ++c) {  // the same number of reads on every rank
     const int64_t first = std::min(memory_->size(), c * chunk), last = std::min(memory_->size(), first + chunk);
-    const std::vector<int64_t> slots = iota(first_slot + first, first_slot + last);
-    const DiscourseBatch batch = collate(train, slots, slots, device_);
+    const DiscourseBatch batch = collate(train, iota(first_slot + first, first_slot + last), true);
     const Output out = forward(batch);
     keys.push_back(out.z);
     labels.push_back(batch.labels);
@@ -212,12 +211,12 @@ double DiscourseClassifier::refresh_memory(const std::vector<EncodedInstance>& t
   }
   net_->train(training);
   const torch::Tensor right = torch::cat(correct);
-  torch::Tensor counts = torch::tensor({right.sum().item<double>()}, torch::kDouble);
+  torch::Tensor counts = right.sum().to(torch::kDouble).reshape({1});
   groups_.dp().all_reduce(counts);  // dp: correct instances over every shard
   const torch::Tensor active =
       config_.discourse.memory_active_set ? right : torch::ones_like(right, torch::kBool);
   memory_->store(torch::cat(keys), torch::cat(labels), active);
-  return counts.item<double>() / static_cast<double>(std::max<int64_t>(1, memory_->slots()));
+  return counts.item<double>() / static_cast<double>(std::max<int64_t>(1, memory_->slots()));  // (one sync an epoch)
 }
 
 DiscourseScores DiscourseClassifier::score(const std::vector<DiscourseInstance>& instances,

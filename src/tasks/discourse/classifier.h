@@ -58,8 +58,9 @@ class DiscourseClassifier {
   ProcessGroups& groups() const { return groups_; }
   torch::Device device() const { return device_; }
 
-  // Words, characters and (with the encoder) contextual vectors. Collective with an encoder.
-  std::vector<EncodedInstance> encode(const std::vector<DiscourseInstance>& instances) const;
+  // Words, characters and (with the encoder) contextual vectors, packed on the device.
+  // Collective with an encoder.
+  EncodedSet encode(const std::vector<DiscourseInstance>& instances) const;
   // A batch of this rank: the memory read (collective over dp when the memory is filled; every
   // rank calls it alike, with its batch possibly empty) and the relation log-probabilities [b, K].
   struct Output {
@@ -69,11 +70,11 @@ class DiscourseClassifier {
   Output forward(const DiscourseBatch& batch);
   // Relation probabilities [n, K] of every instance on every rank (instances split over dp, eval
   // mode, no gradient). Collective over dp.
-  torch::Tensor predict(const std::vector<EncodedInstance>& instances);
+  torch::Tensor predict(const EncodedSet& instances);
   // Fills the memory from the training instances (this rank's slots; eval mode): keys z, labels,
   // active where the prediction (reading the previous memory without the own slot) is right.
   // Returns the share of training instances classified correctly. Collective over dp.
-  double refresh_memory(const std::vector<EncodedInstance>& train);
+  double refresh_memory(const EncodedSet& train);
   // The predictions' labels scored against the instances' (the multi-sense rule).
   DiscourseScores score(const std::vector<DiscourseInstance>& instances, const torch::Tensor& probs) const;
 

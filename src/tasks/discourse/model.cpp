@@ -30,13 +30,11 @@ torch::Tensor pad_rows(const std::vector<torch::Tensor>& rows, torch::ScalarType
 
 }  // namespace
 
-DiscourseBatch collate(const std::vector<EncodedInstance>& instances, const std::vector<int64_t>& indices,
-                       const std::vector<int64_t>& slots, torch::Device device) {
-  FT_CHECK(slots.empty() || slots.size() == indices.size(), "one memory slot per instance");
+EncodedSet pack(const std::vector<EncodedInstance>& instances, torch::Device device) {
   std::vector<torch::Tensor> w1, w2, c1, c2, x1, x2, pair;
   std::vector<int64_t> labels, connectives;
-  for (const int64_t i : indices) {
-    const EncodedInstance& e = instances.at(static_cast<size_t>(i));
+  EncodedSet set;
+  for (const EncodedInstance& e : instances) {
     w1.push_back(e.arg1.words);
     w2.push_back(e.arg2.words);
     c1.push_back(e.arg1.chars);
@@ -48,22 +46,45 @@ DiscourseBatch collate(const std::vector<EncodedInstance>& instances, const std:
     if (e.pair.defined()) pair.push_back(e.pair);
     labels.push_back(e.labels.empty() ? 0 : e.labels[0]);
     connectives.push_back(e.connective);
+    set.length1.push_back(e.arg1.words.size(0));
+    set.length2.push_back(e.arg2.words.size(0));
   }
-  DiscourseBatch b;
   const auto on = [&](const torch::Tensor& t) { return t.to(device); };
-  b.words1 = on(pad_rows(w1, torch::kLong));
-  b.words2 = on(pad_rows(w2, torch::kLong));
-  b.chars1 = on(c1.empty() ? torch::zeros({0, 1, 1}, torch::kLong) : pad_rows(c1, torch::kLong));
-  b.chars2 = on(c2.empty() ? torch::zeros({0, 1, 1}, torch::kLong) : pad_rows(c2, torch::kLong));
+  set.words1 = on(pad_rows(w1, torch::kLong));
+  set.words2 = on(pad_rows(w2, torch::kLong));
+  set.chars1 = on(c1.empty() ? torch::zeros({0, 1, 1}, torch::kLong) : pad_rows(c1, torch::kLong));
+  set.chars2 = on(c2.empty() ? torch::zeros({0, 1, 1}, torch::kLong) : pad_rows(c2, torch::kLong));
   if (!x1.empty()) {
-    b.context1 = on(pad_rows(x1, torch::kFloat));
-    b.context2 = on(pad_rows(x2, torch::kFloat));
+    set.context1 = on(pad_rows(x1, torch::kFloat));
+    set.context2 = on(pad_rows(x2, torch::kFloat));
   }
-  if (!pair.empty()) b.pair = on(torch::stack(pair));
-  b.labels = on(torch::tensor(labels, torch::kLong));
-  b.connectives = on(torch::tensor(connectives, torch::kLong));
-  b.slots = on(slots.empty() ? torch::full({static_cast<int64_t>(indices.size())}, -1, torch::kLong)
-                             : torch::tensor(slots, torch::kLong));
+  if (!pair.empty()) set.pair = on(torch::stack(pair));
+  set.labels = on(torch::tensor(labels, torch::kLong));
+  set.connectives = on(torch::tensor(connectives, torch::kLong));
+  return set;
+}
+
+DiscourseBatch collate(const EncodedSet& set, const std::vector<int64_t>& indices, bool own_slots) {
+  int64_t n1 = 1, n2 = 1;
+  for (const int64_t i : indices) {
+    n1 = std::max(n1, set.length1.at(static_cast<size_t>(i)));
+    n2 = std::max(n2, set.length2.at(static_cast<size_t>(i)));
+  }
+  const torch::Tensor index = torch::tensor(indices, torch::kLong).to(set.labels.device());
+  const auto rows = [&](const torch::Tensor& t, int64_t length) {
+    return t.defined() ? t.index_select(0, index).narrow(1, 0, std::min(length, t.size(1))) : torch::Tensor();
+  };
+  DiscourseBatch b;
+  b.words1 = rows(set.words1, n1);
+  b.words2 = rows(set.words2, n2);
+  b.chars1 = rows(set.chars1, n1);
+  b.chars2 = rows(set.chars2, n2);
+  b.context1 = rows(set.context1, n1);
+  b.context2 = rows(set.context2, n2);
+  if (set.pair.defined()) b.pair = set.pair.index_select(0, index);
+  b.labels = set.labels.index_select(0, index);
+  b.connectives = set.connectives.index_select(0, index);
+  b.slots = own_slots ? index : torch::full_like(index, -1);
   return b;
 }
 

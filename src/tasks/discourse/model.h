@@ -46,10 +46,22 @@ struct DiscourseBatch {
   int64_t size() const { return labels.size(0); }
 };
 
-// `slots`: the memory slot of each instance (training instances read without their own), or
-// empty for none.
-DiscourseBatch collate(const std::vector<EncodedInstance>& instances, const std::vector<int64_t>& indices,
-                       const std::vector<int64_t>& slots, torch::Device device);
+// Encoded instances packed once on the device (each argument right-padded to the set's longest),
+// so that a batch is a few index_selects: no host work or copy per step but the indices.
+struct EncodedSet {
+  torch::Tensor words1, words2;      // [N, L1], [N, L2] int64
+  torch::Tensor chars1, chars2;      // [N, L, c] int64
+  torch::Tensor context1, context2;  // [N, L, hc] fp32; undefined without
+  torch::Tensor pair;                // [N, 2 hc] fp32; undefined without
+  torch::Tensor labels, connectives; // [N] int64 (the first label)
+  std::vector<int64_t> length1, length2;  // each argument's words (host)
+  int64_t size() const { return static_cast<int64_t>(length1.size()); }
+};
+EncodedSet pack(const std::vector<EncodedInstance>& instances, torch::Device device);
+
+// The instances [indices] of `set`, cut to the batch's longest arguments; with `own_slots` each
+// instance's memory slot is its index (a training instance does not read itself), else -1.
+DiscourseBatch collate(const EncodedSet& set, const std::vector<int64_t>& indices, bool own_slots);
 
 // The grains of discourse.grains; ConfigError naming an unknown one.
 struct Grains {

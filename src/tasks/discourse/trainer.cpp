@@ -53,7 +53,8 @@ void restore_snapshot(DiscourseClassifier& c, const Snapshot& s) {
   if (s.keys.defined()) c.memory()->store(s.keys, s.labels, s.active);  // collective over dp, on every rank alike
 }
 
-// Gradients summed over dp (one flat all-reduce), then clipped by their global norm.
+// Gradients summed over dp (one flat all-reduce), then clipped by their global norm (on the
+// device: no host sync).
 void reduce_gradients(DiscourseClassifier& c, double clip) {
   std::vector<torch::Tensor> grads;
   const std::vector<torch::Tensor> params = c.net()->parameters();
@@ -62,31 +63,24 @@ void reduce_gradients(DiscourseClassifier& c, double clip) {
   }
   torch::Tensor flat = torch::cat(grads);
   c.groups().dp().all_reduce(flat);  // dp: the gradient of the whole batch's mean loss
-  if (clip > 0) {
-    const double norm = flat.norm().item<double>();
-    if (norm > clip) flat.mul_(clip / (norm + 1e-6));
-  }
+  if (clip > 0) flat.mul_((clip / (flat.norm() + 1e-6)).clamp_max(1.0));
   int64_t offset = 0;
   for (const torch::Tensor& p : params) {
-    p.mutable_grad() = flat.narrow(0, offset, p.numel()).view_as(p).clone();
+    p.mutable_grad() = flat.narrow(0, offset, p.numel()).view_as(p).clone();  // (zero_grad detaches: no views)
     offset += p.numel();
   }
 }
 
-struct StepLoss {
-  double loss = 0, relation = 0, connective = 0;
-};
-
-// One optimizer step on the global batch `indices` (this rank takes its dp share).
-StepLoss train_step(DiscourseClassifier& c, torch::optim::Optimizer& optimizer,
-                    const std::vector<EncodedInstance>& train, const std::vector<int64_t>& indices) {
+// One optimizer step on the global batch `indices` (this rank takes its dp share). Returns the
+// batch's [relation, connective] losses over every dp rank, on the device.
+torch::Tensor train_step(DiscourseClassifier& c, torch::optim::Optimizer& optimizer, const EncodedSet& train,
+                         const std::vector<int64_t>& indices) {
   const DiscourseConfig& d = c.config().discourse;
   const int64_t dp = c.groups().dp().size(), rank = c.groups().dp().rank(), total = static_cast<int64_t>(indices.size());
   const int64_t begin = rank * (total / dp) + std::min(rank, total % dp);
   const int64_t end = begin + total / dp + (rank < total % dp ? 1 : 0);
-  const std::vector<int64_t> mine(indices.begin() + begin, indices.begin() + end);
   // A training instance's memory slot is its index: it does not read itself.
-  const DiscourseBatch batch = collate(train, mine, mine, c.device());
+  const DiscourseBatch batch = collate(train, {indices.begin() + begin, indices.begin() + end}, true);
   optimizer.zero_grad();
   const DiscourseClassifier::Output out = c.forward(batch);
   const double scale = 1.0 / static_cast<double>(total);
@@ -105,13 +99,9 @@ StepLoss train_step(DiscourseClassifier& c, torch::optim::Optimizer& optimizer,
   loss.backward();
   reduce_gradients(c, d.clip_grad);
   optimizer.step();
-  torch::Tensor sums = torch::stack({relation.detach(), connective.detach()}).to(torch::kDouble).cpu();
+  torch::Tensor sums = torch::stack({relation.detach(), connective.detach()}).to(torch::kDouble);
   c.groups().dp().all_reduce(sums);  // dp: the whole batch's losses
-  StepLoss s;
-  s.relation = sums[0].item<double>();
-  s.connective = sums[1].item<double>();
-  s.loss = s.relation + d.connective_weight * s.connective;
-  return s;
+  return sums;
 }
 
 double selection_metric(const DiscourseScores& s, SenseLevel level) {
@@ -138,10 +128,10 @@ DiscourseTrainResult train_discourse(const Config& config, ProcessGroups& groups
                     "the dev split chooses the epoch kept: give it instances");
   }
   DiscourseClassifier classifier(config, train_text, groups, options.device);
-  const std::vector<EncodedInstance> train = classifier.encode(train_text);
-  const std::vector<EncodedInstance> dev = classifier.encode(dev_text);
-  const std::vector<EncodedInstance> test = classifier.encode(test_text);
-  const auto n = static_cast<int64_t>(train.size());
+  const EncodedSet train = classifier.encode(train_text);
+  const EncodedSet dev = classifier.encode(dev_text);
+  const EncodedSet test = classifier.encode(test_text);
+  const int64_t n = train.size();
   const int64_t steps_per_epoch = (n + d.batch_size - 1) / d.batch_size;
   if (rank0) {
     log::info("discourse", "{} {} model, grains '{}'{}: {} training instances ({} steps an epoch over dp {}), {} dev, "
@@ -168,21 +158,27 @@ DiscourseTrainResult train_discourse(const Config& config, ProcessGroups& groups
     DiscourseEpoch record;
     record.epoch = epoch;
     auto last_log = start;
+    std::vector<torch::Tensor> losses;  // [relation, connective] of each step, on the device
     for (int64_t s = 0; s < steps_per_epoch; ++s) {
       const auto first = order.begin() + s * d.batch_size;
       const std::vector<int64_t> indices(first, order.begin() + std::min(n, (s + 1) * d.batch_size));
-      const StepLoss loss = train_step(classifier, optimizer, train, indices);
-      result.step_losses.push_back(loss.loss);
-      record.loss += loss.loss / static_cast<double>(steps_per_epoch);
-      record.relation_loss += loss.relation / static_cast<double>(steps_per_epoch);
-      record.connective_loss += loss.connective / static_cast<double>(steps_per_epoch);
+      losses.push_back(train_step(classifier, optimizer, train, indices));
       const auto now = Clock::now();
       if (rank0 && now - last_log > std::chrono::seconds(30)) {  // progress within a long epoch
         const double seconds = std::chrono::duration<double>(now - start).count();
-        log::info("discourse", "epoch {}/{}: step {}/{}, loss {:.4f}, {:.0f} instances/s", epoch, d.epochs, s + 1,
-                  steps_per_epoch, loss.loss, static_cast<double>((s + 1) * d.batch_size) / seconds);
+        log::info("discourse", "epoch {}/{}: step {}/{}, relation loss {:.4f}, {:.0f} instances/s", epoch, d.epochs,
+                  s + 1, steps_per_epoch, losses.back()[0].item<double>(),
+                  static_cast<double>((s + 1) * d.batch_size) / seconds);
         last_log = now;
       }
+    }
+    const torch::Tensor epoch_losses = torch::stack(losses).cpu();  // [steps, 2] (one sync an epoch)
+    for (int64_t s = 0; s < steps_per_epoch; ++s) {
+      const double relation = epoch_losses[s][0].item<double>(), connective = epoch_losses[s][1].item<double>();
+      result.step_losses.push_back(relation + d.connective_weight * connective);
+      record.loss += result.step_losses.back() / static_cast<double>(steps_per_epoch);
+      record.relation_loss += relation / static_cast<double>(steps_per_epoch);
+      record.connective_loss += connective / static_cast<double>(steps_per_epoch);
     }
     record.steps = epoch * steps_per_epoch;
     const double train_seconds = std::chrono::duration<double>(Clock::now() - start).count();
@@ -212,7 +208,7 @@ DiscourseTrainResult train_discourse(const Config& config, ProcessGroups& groups
   restore_snapshot(classifier, best);
   result.dev = result.epochs.at(static_cast<size_t>(result.best_epoch - 1)).dev;
   torch::Tensor test_probs;
-  if (!test.empty()) {
+  if (test.size() > 0) {
     test_probs = classifier.predict(test);
     result.test = classifier.score(test_text, test_probs);
   }
@@ -228,7 +224,7 @@ DiscourseTrainResult train_discourse(const Config& config, ProcessGroups& groups
               "{:.2f}% ({} instances)",
               result.best_epoch, 100 * result.dev.accuracy, 100 * result.dev.macro_f1, 100 * result.test.accuracy,
               100 * result.test.macro_f1, result.test.instances);
-    if (!options.predictions.empty() && !test.empty()) {
+    if (!options.predictions.empty() && test.size() > 0) {
       write_discourse_predictions(options.predictions, test_text, classifier.vocabularies().classes, test_probs);
     }
   }
