@@ -150,6 +150,7 @@ DiscourseNetImpl::DiscourseNetImpl(const DiscourseConfig& config, const Discours
   }
   const int64_t pooled = config.conv_layers * (grains_.pair ? 4 : 2) * kmax_ * c;
   width_ = config.hidden;
+  pooled_norm_ = register_module("pooled_norm", nn::LayerNorm(nn::LayerNormOptions({pooled})));
   pair_ = register_module("pair", nn::Linear(pooled, width_));
   classifier_ = register_module("classifier", nn::Linear(memory_ ? 2 * width_ : width_, sizes.classes));
   if (config.connective_weight > 0) {
@@ -229,7 +230,7 @@ torch::Tensor DiscourseNetImpl::represent(const DiscourseBatch& batch) {
     x1 = x1 + read1;
     x2 = x2 + read2;
   }
-  return torch::tanh(pair_(dropout_(torch::cat(pooled, 1))));  // [b, hidden]
+  return torch::tanh(pair_(dropout_(pooled_norm_(torch::cat(pooled, 1)))));  // [b, hidden]
 }
 
 torch::Tensor DiscourseNetImpl::log_probs(const torch::Tensor& z, const MemoryRead* read) {

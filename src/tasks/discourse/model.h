@@ -27,6 +27,7 @@
 #include <torch/nn/modules/dropout.h>
 #include <torch/nn/modules/embedding.h>
 #include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/normalization.h>
 
 #include "config/config.h"
 #include "tasks/discourse/features.h"
@@ -104,6 +105,7 @@ class DiscourseNetImpl : public torch::nn::Module {
   double alpha_;
   torch::nn::Embedding char_embedding_{nullptr}, word_embedding_{nullptr};
   torch::nn::ModuleList char_convs_{nullptr}, highways_{nullptr}, gated_convs_{nullptr}, attentions_{nullptr};
+  torch::nn::LayerNorm pooled_norm_{nullptr};
   torch::nn::Linear input_{nullptr}, pair_{nullptr}, classifier_{nullptr}, connective_{nullptr};
   torch::nn::Dropout dropout_{nullptr};
   torch::Tensor memory_w_, memory_u_;
