@@ -29,7 +29,7 @@ def main(path):
     for line in open(path):
         r = json.loads(line)
         runs[r["run"]].append(r)
-    print("| run | level | seeds | test accuracy | test macro-F1 | dev accuracy | dev macro-F1 | epoch kept | s/run |")
+    print("| run | level | seeds | test accuracy | test macro-F1 | dev accuracy | dev macro-F1 | epoch kept | s, 10 epochs |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name in [n for n in ORDER if n in runs] + sorted(set(runs) - set(ORDER)):
         rs = runs[name]
