@@ -45,7 +45,9 @@ if has mlm; then
     --device cuda --set "translation.data=$data/mlm" --set "data.tokenizer_model=$data/mlm/spm.model" \
     --train-iters "$mlm_steps" --set "checkpoint.save=$work/encoder" --metrics-file "$out/mlm.jsonl" \
     > "$work/mlm.log" 2>&1
-  echo "== mlm rc=$? (124: stopped at the time limit after saving)"
+  rc=$?
+  echo "== mlm rc=$rc (124: stopped at the time limit after saving)"
+  [[ $rc -eq 0 || $rc -eq 124 ]] || status=1
   grep -E "error|mean step|saved" "$work/mlm.log" | tail -4 | cut -c1-300
   tail -1 "$out/mlm.jsonl" | cut -c1-300
 fi
@@ -77,13 +79,14 @@ one_run() {  # name seed slot
     --set "logging.metrics_file=$work/runs/$name-$seed.jsonl" > "$work/runs/$name-$seed.log" 2>&1
   local rc=$?
   echo "== $name seed $seed (GPU $gpu) rc=$rc: $(grep -E 'kept epoch|error' "$work/runs/$name-$seed.log" | tail -1 | cut -c1-220)"
+  [[ $rc -eq 0 ]] || touch "$work/failed"
 }
 export -f one_run sets_of
 export foldtron data work run_limit gpus deadline
 
 if has runs; then
   [[ -d $work/encoder ]] || { echo "no encoder in $work/encoder: run the mlm part first" >&2; exit 1; }
-  rm -f "$work"/runs/*
+  rm -f "$work"/runs/* "$work/failed"
   slot=0
   for seed in "${seeds[@]}"; do
     for name in "${runs[@]}"; do
@@ -91,6 +94,7 @@ if has runs; then
       slot=$(( slot + 1 ))
     done
   done | xargs -P "$jobs" -L 1 bash -c 'one_run "$0" "$1" "$2"'
+  [[ -f $work/failed ]] && status=1  # a run that failed or ran out of time
   : > "$out/results.jsonl"
   for f in "$work"/runs/*.jsonl; do
     base=$(basename "$f" .jsonl)

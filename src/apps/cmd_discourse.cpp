@@ -153,16 +153,17 @@ int train_classifier(const ModelFlags& flags, const MpiRuntime& mpi) {
 
 // `discourse eval` and `discourse predict`: a saved classifier on a split or on a file.
 int apply_classifier(const ModelFlags& flags, const MpiRuntime& mpi, bool predict) {
-  // The layout from the flags; the saved config with discourse.data replaced when --set gives one.
-  const Config job = (predict ? flags.predict_config : flags.eval_config).load();
-  log::set_level(job.logging.level);
+  if (!predict && flags.split != "dev" && flags.split != "test" && flags.split != "train") {
+    throw UsageError(fmt::format("--split {} is not a split", flags.split), "use dev, test or train");
+  }
+  // The saved config with the flags on top (--set discourse.data=..., the layout).
+  const Config config = (predict ? flags.predict_config : flags.eval_config).load_over(discourse_saved_config(flags.load));
+  log::set_level(config.logging.level);
+  validate_discourse_config(config);
   const bool cuda = use_cuda(flags.device);
-  const std::unique_ptr<ProcessGroups> groups = job_groups(job, mpi.size(), cuda);
-  const torch::Device device = rank_device(cuda, job.parallel);
-  std::vector<std::string> sets;
-  if (!job.discourse.data.empty()) sets.push_back("discourse.data=" + yaml_quoted(job.discourse.data));
+  const std::unique_ptr<ProcessGroups> groups = job_groups(config, mpi.size(), cuda);
   const std::unique_ptr<DiscourseClassifier> classifier =
-      DiscourseClassifier::load(flags.load, sets, job.parallel, *groups, device);
+      DiscourseClassifier::load(flags.load, config, *groups, rank_device(cuda, config.parallel));
   const DiscourseConfig& d = classifier->config().discourse;
   std::vector<DiscourseInstance> instances;
   if (predict) {
@@ -170,11 +171,13 @@ int apply_classifier(const ModelFlags& flags, const MpiRuntime& mpi, bool predic
     for (const std::string& t : split(d.types, ' ')) {
       if (!t.empty()) types.push_back(t);
     }
-    instances = discourse_instances(read_conll_relations(flags.input), types, classifier->level(), false);
-  } else {
-    if (flags.split != "dev" && flags.split != "test" && flags.split != "train") {
-      throw UsageError(fmt::format("--split {} is not a split", flags.split), "use dev, test or train");
+    // Blind input too: every relation of the types, whatever its senses (none, or not a class).
+    for (const DiscourseRelation& r : read_conll_relations(flags.input, /*senses_required=*/false)) {
+      if (std::find(types.begin(), types.end(), r.type) != types.end()) {
+        instances.push_back({r.id, r.arg1, r.arg2, {}, r.connective});
+      }
     }
+  } else {
     instances = read_discourse_split(d, flags.split, false);
   }
   const torch::Tensor probs = classifier->predict(classifier->encode(instances));

@@ -431,7 +431,7 @@ struct DiscourseConfig {
     v("channels", channels, "channels of the gated convolutions");
     v("kmax", kmax, "k of the k-max pooling after every layer");
     v("hidden", hidden, "width of the pair representation (the memory's keys)");
-    v("dropout", dropout, "dropout on the inputs and the pair representation");
+    v("dropout", dropout, "dropout on the inputs and on the pooled features (baseline: on the pooled encoding)");
     v("connective_weight", connective_weight, "weight of the auxiliary connective prediction loss; 0: none");
     v("memory", memory, "read a memory of every training instance (multigrained only)");
     v("memory_alpha", memory_alpha, "weight of the memory's relation read-out against the classifier's");

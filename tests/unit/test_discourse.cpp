@@ -146,6 +146,18 @@ TEST(DiscourseRelations, ReadsCoNLLRelationsAndPredictions) {
   EXPECT_DOUBLE_EQ(s.accuracy, 0.5);
 }
 
+// Blind input to classify: "Sense": [] or none reads without senses when they are not required.
+TEST(DiscourseRelations, BlindRelationsReadWithoutSenses) {
+  const fs::path path = write_file("blind.json", "{\"ID\": 1, \"Sense\": [], \"Arg1\": {\"RawText\": \"a\"}, "
+                                                 "\"Arg2\": {\"RawText\": \"b\"}}\n{\"ID\": 2, \"Arg1\": "
+                                                 "{\"RawText\": \"c\"}, \"Arg2\": {\"RawText\": \"d\"}}\n");
+  const std::vector<DiscourseRelation> relations = read_conll_relations(path.string(), false);
+  ASSERT_EQ(relations.size(), 2u);
+  EXPECT_TRUE(relations[0].senses.empty());
+  EXPECT_EQ(relations[1].arg2, "d");
+  EXPECT_THROW(read_conll_relations(path.string()), DataError);
+}
+
 TEST(DiscourseRelations, MalformedInputNamesFileAndLine) {
   const auto expect_error = [](const std::string& text, const std::string& expected, bool predictions = false) {
     const fs::path path = write_file(predictions ? "bad_pred.jsonl" : "bad.json", text);

@@ -2,9 +2,12 @@
 // loading (see classifier.h).
 #include "tasks/discourse/classifier.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+
+#include <unistd.h>
 
 #include <fmt/format.h>
 #include <torch/torch.h>
@@ -102,10 +105,12 @@ void validate_discourse_config(const Config& config) {
   check(d.memory_alpha >= 0 && d.memory_alpha <= 1, "memory_alpha", fmt::format("{} is outside [0, 1]", d.memory_alpha),
         "use e.g. 0.3");
   check(d.lr > 0, "lr", fmt::format("{} is not positive", d.lr), "use e.g. 1e-3");
-  check(d.weight_decay >= 0 && d.clip_grad >= 0, "weight_decay", "weight_decay and clip_grad must not be negative",
-        "use 0 or more");
-  check(config.parallel.cp == 1, "data", fmt::format("the discourse job runs with cp 1, not {}", config.parallel.cp),
-        "drop --cp (the arguments are short)");
+  check(d.weight_decay >= 0, "weight_decay", fmt::format("{} is negative", d.weight_decay), "use 0 or more");
+  check(d.clip_grad >= 0, "clip_grad", fmt::format("{} is negative", d.clip_grad), "use 0 (none) or more");
+  if (config.parallel.cp != 1) {
+    problems.push_back({"parallel.cp", fmt::format("the discourse job runs with cp 1, not {}", config.parallel.cp),
+                        "drop --cp (the arguments are short)"});
+  }
   if (!problems.empty()) throw ConfigError(std::move(problems));
 }
 
@@ -116,8 +121,46 @@ std::vector<DiscourseInstance> read_discourse_split(const DiscourseConfig& confi
     throw DataError(fmt::format("discourse.data has no {}", path.string()),
                     "write the splits with foldtron discourse split (PDTB) or discourse corpus (silver)");
   }
-  return discourse_instances(read_conll_relations(path.string()), split_words(config.types),
-                             parse_sense_level(config.level, "discourse.level"), duplicate);
+  const SenseLevel level = parse_sense_level(config.level, "discourse.level");
+  const std::vector<std::string> classes = level_classes(level);
+  std::vector<DiscourseInstance> out;
+  for (DiscourseInstance& instance :
+       discourse_instances(read_conll_relations(path.string()), split_words(config.types), level, duplicate)) {
+    std::vector<std::string> labels;
+    for (const std::string& label : instance.labels) {
+      if (std::find(classes.begin(), classes.end(), label) != classes.end()) labels.push_back(label);
+    }
+    if (labels.empty()) continue;
+    instance.labels = std::move(labels);
+    out.push_back(std::move(instance));
+  }
+  return out;
+}
+
+namespace {
+
+// "out/", "./out" -> "out".
+fs::path normal_folder(const std::string& dir) {
+  fs::path path = fs::path(dir).lexically_normal();
+  return path.has_filename() || !path.has_parent_path() ? path : path.parent_path();
+}
+
+}  // namespace
+
+void check_save_folder(const std::string& dir) {
+  const fs::path path = normal_folder(dir);
+  std::error_code ec;
+  if (fs::exists(path, ec) && !fs::exists(path / "discourse.json", ec) && !fs::is_empty(path, ec)) {
+    throw CheckpointError(fmt::format("checkpoint.save '{}' exists and is not a discourse classifier: saving would "
+                                      "replace it", dir),
+                         "choose a new folder (or one that foldtron discourse train saved before)");
+  }
+  const fs::path parent = path.has_parent_path() ? path.parent_path() : fs::path(".");
+  if (!fs::is_directory(parent, ec) || access(parent.c_str(), W_OK) != 0) {
+    throw CheckpointError(fmt::format("checkpoint.save '{}': its folder '{}' does not exist or cannot be written", dir,
+                                      parent.string()),
+                          "create it, or save elsewhere");
+  }
 }
 
 DiscourseClassifier::DiscourseClassifier(const Config& config, DiscourseVocabularies vocabularies, int64_t slots,
@@ -127,6 +170,8 @@ DiscourseClassifier::DiscourseClassifier(const Config& config, DiscourseVocabula
       vocabularies_(std::move(vocabularies)),
       groups_(groups),
       device_(device) {
+  // The folder's config names the encoder by an absolute path, so it loads from anywhere.
+  if (!config_.discourse.encoder.empty()) config_.discourse.encoder = fs::absolute(config_.discourse.encoder).string();
   const DiscourseConfig& d = config_.discourse;
   // The encoder runs only where it is read (a multigrained run without the context grain skips it).
   if (!d.encoder.empty() && (d.model == "baseline" || parse_grains(d.grains).context)) {
@@ -189,7 +234,7 @@ torch::Tensor DiscourseClassifier::predict(const EncodedSet& instances) {
   std::vector<int64_t> rows;
   for (int64_t r = 0; r < dp; ++r) rows.push_back(share_of(n, dp, r).second - share_of(n, dp, r).first);
   const torch::Tensor local = mine.empty() ? torch::zeros({0, classes}, torch::TensorOptions().device(device_))
-                                           : torch::cat(mine);
+                                           : torch::cat(mine);  // [end - begin, K]
   return groups_.dp().all_gather(local, rows).cpu();  // dp: every rank's predictions, in instance order
 }
 
@@ -215,7 +260,7 @@ double DiscourseClassifier::refresh_memory(const EncodedSet& train) {
   groups_.dp().all_reduce(counts);  // dp: correct instances over every shard
   const torch::Tensor active =
       config_.discourse.memory_active_set ? right : torch::ones_like(right, torch::kBool);
-  memory_->store(torch::cat(keys), torch::cat(labels), active);
+  memory_->store(torch::cat(keys), torch::cat(labels), active);  // dp: the class counts of the new bank
   return counts.item<double>() / static_cast<double>(std::max<int64_t>(1, memory_->slots()));  // (one sync an epoch)
 }
 
@@ -231,7 +276,9 @@ DiscourseScores DiscourseClassifier::score(const std::vector<DiscourseInstance>&
   return score_senses(gold, predictions, level_);
 }
 
-void DiscourseClassifier::save(const std::string& dir, const nlohmann::json& summary) const {
+void DiscourseClassifier::save(const std::string& dir_given, const nlohmann::json& summary) const {
+  const std::string dir = normal_folder(dir_given).string();
+  check_save_folder(dir);
   const std::string partial = dir + ".partial";
   Communicator& world = groups_.world();
   if (world.rank() == 0) {
@@ -260,38 +307,53 @@ void DiscourseClassifier::save(const std::string& dir, const nlohmann::json& sum
   }
   world.barrier();  // world: every file is complete before the folder moves into place
   if (world.rank() == 0) {
-    std::error_code ec;
-    fs::remove_all(dir + ".old", ec);
-    if (fs::exists(dir)) fs::rename(dir, dir + ".old");
-    fs::rename(partial, dir);
-    fs::remove_all(dir + ".old", ec);
+    try {
+      std::error_code ec;
+      fs::remove_all(dir + ".old", ec);
+      if (fs::exists(dir)) fs::rename(dir, dir + ".old");  // (a classifier: check_save_folder above)
+      fs::rename(partial, dir);
+      fs::remove_all(dir + ".old", ec);
+    } catch (const fs::filesystem_error& e) {
+      throw CheckpointError(fmt::format("cannot move the saved classifier into '{}': {}", dir, e.code().message()),
+                            fmt::format("it is complete in '{}'", partial));
+    }
     sync_dir(fs::path(dir).parent_path().empty() ? "." : fs::path(dir).parent_path().string());
   }
-  world.barrier();
+  world.barrier();  // world: the folder is in place before anyone reads it
 }
 
-std::unique_ptr<DiscourseClassifier> DiscourseClassifier::load(const std::string& dir,
-                                                               const std::vector<std::string>& overrides,
-                                                               const ParallelConfig& parallel, ProcessGroups& groups,
-                                                               torch::Device device) {
-  const std::string meta_path = (fs::path(dir) / "discourse.json").string();
-  if (!fs::exists(meta_path)) {
+namespace {
+
+nlohmann::json read_meta(const std::string& dir) {
+  const std::string path = (fs::path(dir) / "discourse.json").string();
+  if (!fs::exists(path)) {
     throw CheckpointError(fmt::format("'{}' has no discourse.json: not a discourse classifier", dir),
                           "pass the checkpoint.save folder of foldtron discourse train");
   }
-  nlohmann::json meta;
   try {
-    meta = nlohmann::json::parse(read_text_file(meta_path, "the classifier's description"));
+    nlohmann::json meta = nlohmann::json::parse(read_text_file(path, "the classifier's description"));
     if (meta.at("format").get<int64_t>() != kFormat) {
-      throw CheckpointError(fmt::format("{} is format {}; this build reads format {}", meta_path,
+      throw CheckpointError(fmt::format("{} is format {}; this build reads format {}", path,
                                         meta.at("format").get<int64_t>(), kFormat),
                             "load it with the foldtron that wrote it, or train again");
     }
+    meta.at("config").get<std::string>();  // present and text (vocabularies: read with their own check)
+    return meta;
   } catch (const nlohmann::json::exception& e) {
-    throw CheckpointError(fmt::format("{} does not read: {}", meta_path, e.what()), "train the classifier again");
+    throw CheckpointError(fmt::format("{} does not read: {}", path, e.what()), "train the classifier again");
   }
-  Config config = load_config({"", "", overrides}, meta.at("config").get<std::string>());
-  config.parallel = parallel;
+}
+
+}  // namespace
+
+Config discourse_saved_config(const std::string& dir) {
+  return load_config({"", "", {}}, read_meta(dir).at("config").get<std::string>());
+}
+
+std::unique_ptr<DiscourseClassifier> DiscourseClassifier::load(const std::string& dir, const Config& config,
+                                                               ProcessGroups& groups, torch::Device device) {
+  const nlohmann::json meta = read_meta(dir);
+  const std::string meta_path = (fs::path(dir) / "discourse.json").string();
   const int64_t slots = meta.value("memory_slots", int64_t{0}), saved_dp = meta.value("dp", int64_t{1});
   if (config.discourse.memory && saved_dp != groups.dp().size()) {
     throw CheckpointError(fmt::format("'{}' holds its memory over {} data-parallel ranks; this job has {}", dir,
@@ -300,7 +362,7 @@ std::unique_ptr<DiscourseClassifier> DiscourseClassifier::load(const std::string
                                       saved_dp, saved_dp * groups.tp().size() * groups.pp().size()));
   }
   std::unique_ptr<DiscourseClassifier> c(new DiscourseClassifier(
-      config, vocabularies_from_json(meta.at("vocabularies"), meta_path), slots, groups, device));
+      config, vocabularies_from_json(meta.value("vocabularies", nlohmann::json()), meta_path), slots, groups, device));
   const SafetensorsFile model((fs::path(dir) / "model.safetensors").string());
   torch::NoGradGuard no_grad;
   for (auto& p : c->net_->named_parameters()) {
@@ -312,6 +374,14 @@ std::unique_ptr<DiscourseClassifier> DiscourseClassifier::load(const std::string
   }
   if (c->memory_) {
     const SafetensorsFile shard((fs::path(dir) / memory_file(groups.dp().rank(), groups.dp().size())).string());
+    const std::vector<int64_t> keys{c->memory_->size(), c->memory_->width()}, rows{c->memory_->size()};
+    if (!shard.has("keys") || !shard.has("labels") || !shard.has("active") || shard.shape("keys") != keys ||
+        shard.shape("labels") != rows || shard.shape("active") != rows) {
+      throw CheckpointError(fmt::format("{}: the memory shard is not keys [{}, {}], labels and active [{}]",
+                                        shard.path(), keys[0], keys[1], rows[0]),
+                            "the folder and its discourse.json do not belong together; train again");
+    }
+    // dp: the class counts of the whole bank
     c->memory_->store(shard.load("keys"), shard.load("labels"), shard.load("active").to(torch::kBool));
   }
   return c;

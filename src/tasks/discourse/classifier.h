@@ -30,23 +30,32 @@ namespace foldtron {
 
 class ProcessGroups;
 
-// Every problem of the discourse section at once (ConfigError), for a job of `world` ranks.
+// Every problem of the discourse section (and the parallel layout it allows) at once (ConfigError).
 void validate_discourse_config(const Config& config);
 
-// The instances of DATA/<split>.json of the configured types at the level; training instances
-// with two senses duplicated. DataError naming the file when it is missing.
+// CheckpointError when `dir` exists and is not a classifier folder (it would be replaced), or
+// when its parent cannot be written. Called before training, so a long run is not lost at the end.
+void check_save_folder(const std::string& dir);
+
+// The config a classifier folder was saved with; CheckpointError when it is not one.
+Config discourse_saved_config(const std::string& dir);
+
+// The instances of DATA/<split>.json of the configured types at the level, each with the labels
+// that are classes of the level (an instance without one is left out: EntRel at 4-way, say);
+// training instances with two senses duplicated. DataError naming the file when it is missing.
 std::vector<DiscourseInstance> read_discourse_split(const DiscourseConfig& config, const std::string& split,
                                                     bool duplicate);
 
 class DiscourseClassifier {
  public:
   // A new classifier for `train` (vocabularies from it; the memory holds one slot per instance).
+  // It seeds torch's generator with discourse.seed (the same network on every rank), then with a
+  // stream per dp rank for dropout (so runs with dropout differ between dp layouts).
   DiscourseClassifier(const Config& config, const std::vector<DiscourseInstance>& train, ProcessGroups& groups,
                       torch::Device device);
-  // A saved one; `overrides` (section.key=value) adjust its config (e.g. discourse.data), and the
-  // job's `parallel` section replaces the saved one.
-  static std::unique_ptr<DiscourseClassifier> load(const std::string& dir, const std::vector<std::string>& overrides,
-                                                   const ParallelConfig& parallel, ProcessGroups& groups,
+  // A saved one, with `config` (discourse_saved_config(dir), adjusted: the job's layout, another
+  // corpus, ...). Collective.
+  static std::unique_ptr<DiscourseClassifier> load(const std::string& dir, const Config& config, ProcessGroups& groups,
                                                    torch::Device device);
   ~DiscourseClassifier();
 

@@ -95,12 +95,15 @@ int64_t DiscourseVocabularies::class_id(const std::string& label) const {
   return it == classes.end() ? -1 : static_cast<int64_t>(it - classes.begin());
 }
 
+std::vector<std::string> level_classes(SenseLevel level) {
+  return level == SenseLevel::kFourWay ? std::vector<std::string>{"Comparison", "Contingency", "Expansion", "Temporal"}
+                                       : eleven_way_types();
+}
+
 DiscourseVocabularies build_vocabularies(const std::vector<DiscourseInstance>& train, SenseLevel level,
                                          const DiscourseConfig& config) {
   DiscourseVocabularies v;
-  v.classes = level == SenseLevel::kFourWay
-                  ? std::vector<std::string>{"Comparison", "Contingency", "Expansion", "Temporal"}
-                  : eleven_way_types();
+  v.classes = level_classes(level);
   std::map<std::string, int64_t> words, characters, connectives;
   int64_t labelled = 0;
   for (const DiscourseInstance& instance : train) {
@@ -210,7 +213,8 @@ ContextEncoder::ContextEncoder(const Config& job, ProcessGroups& groups, torch::
   if (encoder.model.num_languages > 0) {
     language_ = language_index(encoder.translation, "en", "the encoder's translation.languages");
   }
-  max_tokens_ = encoder.model.max_position_embeddings;
+  // Rows are padded to a multiple of tp (sequence parallelism): keep them within the positions.
+  max_tokens_ = encoder.model.max_position_embeddings / groups.tp().size() * groups.tp().size();
 }
 
 ContextEncoder::~ContextEncoder() = default;
@@ -246,6 +250,7 @@ torch::Tensor ContextEncoder::states(const std::vector<std::vector<int64_t>>& ro
     in.decoder_languages = in.languages;
   }
   torch::NoGradGuard no_grad;
+  // Every group of the layout (tp, pp, dp: the rows split over dp and gathered back to every rank).
   const ForwardResult out = forward_batch(*state_->model, groups_, in, true);
   return out.hidden_states.at(static_cast<size_t>(state_->model->num_encoder_states() - 1)).cpu();  // [B, S, hc]
 }

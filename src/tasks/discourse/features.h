@@ -61,8 +61,12 @@ struct DiscourseVocabularies {
   int64_t class_id(const std::string& label) const;  // -1 when not a class
 };
 
-// Classes: the four top-level senses or eleven_way_types(). DataError when no training instance
-// has one of them.
+// The classes of a level: the four top-level senses, or eleven_way_types().
+std::vector<std::string> level_classes(SenseLevel level);
+
+// Classes: level_classes(level); words: the discourse.word_vocab most frequent; characters: the
+// 1,000 most frequent; connectives: the 500 most frequent (lower-cased). DataError when no
+// training instance has a class.
 DiscourseVocabularies build_vocabularies(const std::vector<DiscourseInstance>& train, SenseLevel level,
                                          const DiscourseConfig& config);
 nlohmann::json vocabularies_json(const DiscourseVocabularies& v);

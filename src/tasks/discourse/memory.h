@@ -2,7 +2,7 @@
 // training instance holding its pair representation (the key, refreshed after every epoch) and its
 // relation (the value). A query q (an instance's pair representation) reads it through a biaffine
 // score over the active slots,
-//   s_i = q^T W k_i + u^T k_i + log w(y_i)      (the instance's own slot left out while training)
+//   s_i = q^T W k_i + u^T k_i + log w(y_i)      (the instance's own slots left out while training)
 //   a   = softmax(s)                            over the active slots
 //   key read-out r = sum_i a_i k_i  [H],  value read-out v = sum_i a_i onehot(y_i)  [K]
 // where the active slots are those classified correctly in the last epoch (or all, without the
@@ -55,8 +55,10 @@ class MemoryBank {
   const torch::Tensor& log_weights() const { return log_weights_; }  // [size]: log w(y), -inf inactive
 
   // Reads for this rank's queries [b, H] (b may differ between ranks, and be 0) with the
-  // biaffine W [H, H] and u [H]; exclude [b] int64: a slot each query must not read (its own
-  // instance while training), -1 for none. Differentiable in query, w and u. Collective over dp.
+  // biaffine W [H, H] and u [H]; exclude [b, 2] int64: the slots [first, last] each query must
+  // not read (while training, its relation's: an instance of two senses fills two slots), -1 -1
+  // for none. Differentiable in query, w and u. Collective over dp (the bank's tensors go into
+  // the autograd graph as they are now: a later store() does not change this read's backward).
   MemoryRead read(const torch::Tensor& query, const torch::Tensor& w, const torch::Tensor& u,
                   const torch::Tensor& exclude) const;
 
@@ -69,7 +71,8 @@ class MemoryBank {
 };
 
 // The same read over one whole bank with plain differentiable operations (no collective): the
-// reference the sharded read is tested against. keys [N, H], labels [N], log_weights [N].
+// reference the sharded read is tested against. keys [N, H], labels [N], log_weights [N],
+// exclude [b, 2].
 MemoryRead memory_read_reference(const torch::Tensor& query, const torch::Tensor& w, const torch::Tensor& u,
                                  const torch::Tensor& keys, const torch::Tensor& labels,
                                  const torch::Tensor& log_weights, const torch::Tensor& exclude, int64_t classes);

@@ -44,7 +44,7 @@ EncodedSet pack(const std::vector<EncodedInstance>& instances, torch::Device dev
       x2.push_back(e.arg2.context);
     }
     if (e.pair.defined()) pair.push_back(e.pair);
-    labels.push_back(e.labels.empty() ? 0 : e.labels[0]);
+    labels.push_back(e.labels.empty() ? 0 : e.labels[0]);  // (no label: blind input to predict)
     connectives.push_back(e.connective);
     set.length1.push_back(e.arg1.words.size(0));
     set.length2.push_back(e.arg2.words.size(0));
@@ -61,6 +61,15 @@ EncodedSet pack(const std::vector<EncodedInstance>& instances, torch::Device dev
   if (!pair.empty()) set.pair = on(torch::stack(pair));
   set.labels = on(torch::tensor(labels, torch::kLong));
   set.connectives = on(torch::tensor(connectives, torch::kLong));
+  std::vector<int64_t> relation(2 * instances.size());  // [first, last] of each instance's run of one ID
+  for (size_t i = 0; i < instances.size(); ++i) {
+    relation[2 * i] = i > 0 && instances[i - 1].id == instances[i].id ? relation[2 * (i - 1)] : static_cast<int64_t>(i);
+  }
+  for (size_t i = instances.size(); i-- > 0;) {
+    const bool same = i + 1 < instances.size() && instances[i + 1].id == instances[i].id;
+    relation[2 * i + 1] = same ? relation[2 * (i + 1) + 1] : static_cast<int64_t>(i);
+  }
+  set.relation_slots = on(torch::tensor(relation, torch::kLong).reshape({-1, 2}));
   return set;
 }
 
@@ -84,7 +93,7 @@ DiscourseBatch collate(const EncodedSet& set, const std::vector<int64_t>& indice
   if (set.pair.defined()) b.pair = set.pair.index_select(0, index);
   b.labels = set.labels.index_select(0, index);
   b.connectives = set.connectives.index_select(0, index);
-  b.slots = own_slots ? index : torch::full_like(index, -1);
+  b.slots = own_slots ? set.relation_slots.index_select(0, index) : torch::full({index.size(0), 2}, -1, index.options());
   return b;
 }
 

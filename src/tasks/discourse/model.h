@@ -43,7 +43,7 @@ struct DiscourseBatch {
   torch::Tensor pair;                  // [b, 2 hc] fp32 (baseline); undefined without
   torch::Tensor labels;                // [b] int64: the first label
   torch::Tensor connectives;           // [b] int64, 0: none
-  torch::Tensor slots;                 // [b] int64: the memory slot the instance must not read, -1: none
+  torch::Tensor slots;                 // [b, 2] int64: the memory slots [first, last] it must not read; -1 -1: none
   int64_t size() const { return labels.size(0); }
 };
 
@@ -55,13 +55,15 @@ struct EncodedSet {
   torch::Tensor context1, context2;  // [N, L, hc] fp32; undefined without
   torch::Tensor pair;                // [N, 2 hc] fp32; undefined without
   torch::Tensor labels, connectives; // [N] int64 (the first label)
+  torch::Tensor relation_slots;      // [N, 2] int64: the first and last instance of the same relation
   std::vector<int64_t> length1, length2;  // each argument's words (host)
   int64_t size() const { return static_cast<int64_t>(length1.size()); }
 };
 EncodedSet pack(const std::vector<EncodedInstance>& instances, torch::Device device);
 
 // The instances [indices] of `set`, cut to the batch's longest arguments; with `own_slots` each
-// instance's memory slot is its index (a training instance does not read itself), else -1.
+// instance excludes the memory slots of its relation (a training instance's slot is its index,
+// and a relation of two senses has two adjacent instances), else none.
 DiscourseBatch collate(const EncodedSet& set, const std::vector<int64_t>& indices, bool own_slots);
 
 // The grains of discourse.grains; ConfigError naming an unknown one.

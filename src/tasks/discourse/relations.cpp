@@ -51,7 +51,7 @@ void for_each_json_line(const std::string& path, const std::string& what, const 
 
 }  // namespace
 
-std::vector<DiscourseRelation> read_conll_relations(const std::string& path) {
+std::vector<DiscourseRelation> read_conll_relations(const std::string& path, bool senses_required) {
   std::vector<DiscourseRelation> out;
   std::set<std::string> seen;
   const std::string hint = "write one CoNLL-2016 relation per line: {\"ID\", \"DocID\", \"Type\", \"Sense\": [...], "
@@ -61,10 +61,14 @@ std::vector<DiscourseRelation> read_conll_relations(const std::string& path) {
     r.id = j.contains("ID") ? id_text(j.at("ID")) : "";
     if (r.id.empty()) throw fail("field 'ID' is missing or not an integer or a non-empty string");
     if (!seen.insert(r.id).second) throw fail(fmt::format("relation ID {} appears twice", r.id));
-    if (!j.contains("Sense") || !j.at("Sense").is_array() || j.at("Sense").empty()) {
+    const bool has_senses = j.contains("Sense") && j.at("Sense").is_array() && !j.at("Sense").empty();
+    if (senses_required && !has_senses) {
       throw fail(fmt::format("relation {}: field 'Sense' is missing or not a non-empty list", r.id));
     }
-    for (const json& sense : j.at("Sense")) {
+    if (j.contains("Sense") && !j.at("Sense").is_array()) {
+      throw fail(fmt::format("relation {}: field 'Sense' is not a list", r.id));
+    }
+    for (const json& sense : has_senses ? j.at("Sense") : json::array()) {
       if (!sense.is_string() || sense.get<std::string>().empty()) {
         throw fail(fmt::format("relation {}: field 'Sense' holds something other than a sense name", r.id));
       }

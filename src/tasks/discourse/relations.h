@@ -23,8 +23,9 @@ struct DiscourseRelation {
 
 // Every relation of a relations.json file. DataError naming the file, the line and the field on
 // a line that is not a JSON object, a missing or mistyped ID/Sense/Arg1/Arg2, an empty sense list
-// or an ID seen before.
-std::vector<DiscourseRelation> read_conll_relations(const std::string& path);
+// (unless `senses_required` is false: blind input to classify, "Sense": [] or none) or an ID seen
+// before.
+std::vector<DiscourseRelation> read_conll_relations(const std::string& path, bool senses_required = true);
 
 // Predictions, one JSON object per line: {"ID": ..., "Sense": "Expansion.Conjunction"} (a list's
 // first sense is taken too, as CoNLL's own output writes it). DataError naming the file and line

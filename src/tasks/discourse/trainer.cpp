@@ -104,6 +104,43 @@ torch::Tensor train_step(DiscourseClassifier& c, torch::optim::Optimizer& optimi
   return sums;
 }
 
+// One pass over the training instances in the epoch's order: the epoch's mean losses (steps:
+// the steps it took), and each step's loss appended to `step_losses`.
+DiscourseEpoch train_epoch(DiscourseClassifier& classifier, torch::optim::Optimizer& optimizer, const EncodedSet& train,
+                           int64_t epoch, bool rank0, std::vector<double>& step_losses) {
+  const DiscourseConfig& d = classifier.config().discourse;
+  const int64_t n = train.size(), steps_per_epoch = (n + d.batch_size - 1) / d.batch_size;
+  const auto start = Clock::now();
+  const std::vector<int64_t> order = epoch_order(n, d.seed, epoch);
+  DiscourseEpoch record;
+  record.epoch = epoch;
+  record.steps = steps_per_epoch;
+  auto last_log = start;
+  std::vector<torch::Tensor> losses;  // [relation, connective] of each step, on the device
+  for (int64_t s = 0; s < steps_per_epoch; ++s) {
+    const auto first = order.begin() + s * d.batch_size;
+    const std::vector<int64_t> indices(first, order.begin() + std::min(n, (s + 1) * d.batch_size));
+    losses.push_back(train_step(classifier, optimizer, train, indices));
+    const auto now = Clock::now();
+    if (rank0 && now - last_log > std::chrono::seconds(30)) {  // progress within a long epoch
+      const double seconds = std::chrono::duration<double>(now - start).count();
+      log::info("discourse", "epoch {}/{}: step {}/{}, relation loss {:.4f}, {:.0f} instances/s", epoch, d.epochs,
+                s + 1, steps_per_epoch, losses.back()[0].item<double>(),
+                static_cast<double>((s + 1) * d.batch_size) / seconds);
+      last_log = now;
+    }
+  }
+  const torch::Tensor epoch_losses = torch::stack(losses).cpu();  // [steps, 2] (one sync an epoch)
+  for (int64_t s = 0; s < steps_per_epoch; ++s) {
+    const double relation = epoch_losses[s][0].item<double>(), connective = epoch_losses[s][1].item<double>();
+    step_losses.push_back(relation + d.connective_weight * connective);
+    record.loss += step_losses.back() / static_cast<double>(steps_per_epoch);
+    record.relation_loss += relation / static_cast<double>(steps_per_epoch);
+    record.connective_loss += connective / static_cast<double>(steps_per_epoch);
+  }
+  return record;
+}
+
 double selection_metric(const DiscourseScores& s, SenseLevel level) {
   return level == SenseLevel::kFourWay ? s.macro_f1 : s.accuracy;
 }
@@ -118,6 +155,7 @@ void write_record(std::ofstream& file, const nlohmann::ordered_json& record) {
 
 DiscourseTrainResult train_discourse(const Config& config, ProcessGroups& groups, const DiscourseTrainOptions& options) {
   validate_discourse_config(config);
+  if (!config.checkpoint.save.empty()) check_save_folder(config.checkpoint.save);
   const DiscourseConfig& d = config.discourse;
   const bool rank0 = groups.world().rank() == 0;
   const std::vector<DiscourseInstance> train_text = read_discourse_split(d, "train", true);
@@ -145,7 +183,13 @@ DiscourseTrainResult train_discourse(const Config& config, ProcessGroups& groups
               }());
   }
   std::ofstream metrics;
-  if (rank0 && !config.logging.metrics_file.empty()) metrics.open(config.logging.metrics_file);
+  if (rank0 && !config.logging.metrics_file.empty()) {
+    metrics.open(config.logging.metrics_file);
+    if (!metrics) {
+      throw IoError(fmt::format("cannot write logging.metrics_file '{}'", config.logging.metrics_file),
+                    "check that its folder exists and can be written");
+    }
+  }
   torch::optim::AdamW optimizer(classifier.net()->parameters(),
                                 torch::optim::AdamWOptions(d.lr).weight_decay(d.weight_decay));
   classifier.net()->train();
@@ -154,32 +198,7 @@ DiscourseTrainResult train_discourse(const Config& config, ProcessGroups& groups
   double best_metric = -1;
   for (int64_t epoch = 1; epoch <= d.epochs; ++epoch) {
     const auto start = Clock::now();
-    const std::vector<int64_t> order = epoch_order(n, d.seed, epoch);
-    DiscourseEpoch record;
-    record.epoch = epoch;
-    auto last_log = start;
-    std::vector<torch::Tensor> losses;  // [relation, connective] of each step, on the device
-    for (int64_t s = 0; s < steps_per_epoch; ++s) {
-      const auto first = order.begin() + s * d.batch_size;
-      const std::vector<int64_t> indices(first, order.begin() + std::min(n, (s + 1) * d.batch_size));
-      losses.push_back(train_step(classifier, optimizer, train, indices));
-      const auto now = Clock::now();
-      if (rank0 && now - last_log > std::chrono::seconds(30)) {  // progress within a long epoch
-        const double seconds = std::chrono::duration<double>(now - start).count();
-        log::info("discourse", "epoch {}/{}: step {}/{}, relation loss {:.4f}, {:.0f} instances/s", epoch, d.epochs,
-                  s + 1, steps_per_epoch, losses.back()[0].item<double>(),
-                  static_cast<double>((s + 1) * d.batch_size) / seconds);
-        last_log = now;
-      }
-    }
-    const torch::Tensor epoch_losses = torch::stack(losses).cpu();  // [steps, 2] (one sync an epoch)
-    for (int64_t s = 0; s < steps_per_epoch; ++s) {
-      const double relation = epoch_losses[s][0].item<double>(), connective = epoch_losses[s][1].item<double>();
-      result.step_losses.push_back(relation + d.connective_weight * connective);
-      record.loss += result.step_losses.back() / static_cast<double>(steps_per_epoch);
-      record.relation_loss += relation / static_cast<double>(steps_per_epoch);
-      record.connective_loss += connective / static_cast<double>(steps_per_epoch);
-    }
+    DiscourseEpoch record = train_epoch(classifier, optimizer, train, epoch, rank0, result.step_losses);
     record.steps = epoch * steps_per_epoch;
     const double train_seconds = std::chrono::duration<double>(Clock::now() - start).count();
     if (classifier.memory()) record.memory_correct = classifier.refresh_memory(train);
@@ -224,15 +243,15 @@ DiscourseTrainResult train_discourse(const Config& config, ProcessGroups& groups
               "{:.2f}% ({} instances)",
               result.best_epoch, 100 * result.dev.accuracy, 100 * result.dev.macro_f1, 100 * result.test.accuracy,
               100 * result.test.macro_f1, result.test.instances);
-    if (!options.predictions.empty() && test.size() > 0) {
-      write_discourse_predictions(options.predictions, test_text, classifier.vocabularies().classes, test_probs);
-    }
   }
-  if (!config.checkpoint.save.empty()) {
+  if (!config.checkpoint.save.empty()) {  // first: a bad predictions path must not lose the classifier
     classifier.save(config.checkpoint.save, {{"best_epoch", result.best_epoch},
                                              {"dev", scores_json(result.dev)},
                                              {"test", scores_json(result.test)}});
     if (rank0) log::info("discourse", "saved to {}", config.checkpoint.save);
+  }
+  if (rank0 && !options.predictions.empty() && test.size() > 0) {
+    write_discourse_predictions(options.predictions, test_text, classifier.vocabularies().classes, test_probs);
   }
   for (const torch::Tensor& p : classifier.net()->parameters()) result.final_params.push_back(p.detach().cpu());
   return result;

@@ -2,10 +2,11 @@
 // instances in an order drawn from the seed (the same on every rank); each step's batch of
 // discourse.batch_size instances split over dp; the loss is the mean over the batch of the relation
 // NLL (with the memory: of the fused distribution) plus connective_weight times the connective
-// cross-entropy (instances with a connective); gradients summed over dp, clipped by their global
+// cross-entropy summed over the instances with a connective and divided by the whole batch;
+// gradients summed over dp, clipped by their global
 // norm, AdamW. After each epoch the memory is refreshed (classifier.h) and the dev split scored;
 // the epoch with the best dev score (macro-F1 at 4-way, accuracy at 11-way) is kept, scored on
-// test, saved to checkpoint.save and its test predictions written. Rank 0 logs each epoch and
+// test, saved to checkpoint.save (before its test predictions are written). Rank 0 logs each epoch and
 // writes a JSON record per epoch and per final split to logging.metrics_file.
 #pragma once
 
