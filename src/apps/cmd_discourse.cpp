@@ -167,10 +167,7 @@ int apply_classifier(const ModelFlags& flags, const MpiRuntime& mpi, bool predic
   const DiscourseConfig& d = classifier->config().discourse;
   std::vector<DiscourseInstance> instances;
   if (predict) {
-    std::vector<std::string> types;
-    for (const std::string& t : split(d.types, ' ')) {
-      if (!t.empty()) types.push_back(t);
-    }
+    const std::vector<std::string> types = discourse_types(d);
     // Blind input too: every relation of the types, whatever its senses (none, or not a class).
     for (const DiscourseRelation& r : read_conll_relations(flags.input, /*senses_required=*/false)) {
       if (std::find(types.begin(), types.end(), r.type) != types.end()) {

@@ -26,13 +26,6 @@ namespace fs = std::filesystem;
 
 constexpr int64_t kFormat = 1;
 
-// Rows [begin, end) of `count` items that dp rank `rank` of `dp` takes (sizes differing by at most one).
-std::pair<int64_t, int64_t> share_of(int64_t count, int64_t dp, int64_t rank) {
-  const int64_t base = count / dp, extra = count % dp;
-  const int64_t begin = rank * base + std::min(rank, extra);
-  return {begin, begin + base + (rank < extra ? 1 : 0)};
-}
-
 std::vector<int64_t> iota(int64_t begin, int64_t end) {
   std::vector<int64_t> out;
   for (int64_t i = begin; i < end; ++i) out.push_back(i);
@@ -56,6 +49,8 @@ bool writes_for_dp(const ProcessGroups& groups) {
 
 }  // namespace
 
+std::vector<std::string> discourse_types(const DiscourseConfig& config) { return split_words(config.types); }
+
 void validate_discourse_config(const Config& config) {
   const DiscourseConfig& d = config.discourse;
   std::vector<ConfigProblem> problems;
@@ -67,7 +62,7 @@ void validate_discourse_config(const Config& config) {
         "use 4way or 11way");
   check(d.model == "baseline" || d.model == "multigrained", "model", fmt::format("unknown model '{}'", d.model),
         "use baseline or multigrained");
-  check(!split_words(d.types).empty(), "types", "no relation type", "name at least one, e.g. Implicit");
+  check(!discourse_types(d).empty(), "types", "no relation type", "name at least one, e.g. Implicit");
   Grains grains;
   bool grains_read = true;
   try {
@@ -125,7 +120,7 @@ std::vector<DiscourseInstance> read_discourse_split(const DiscourseConfig& confi
   const std::vector<std::string> classes = level_classes(level);
   std::vector<DiscourseInstance> out;
   for (DiscourseInstance& instance :
-       discourse_instances(read_conll_relations(path.string()), split_words(config.types), level, duplicate)) {
+       discourse_instances(read_conll_relations(path.string()), discourse_types(config), level, duplicate)) {
     std::vector<std::string> labels;
     for (const std::string& label : instance.labels) {
       if (std::find(classes.begin(), classes.end(), label) != classes.end()) labels.push_back(label);
@@ -220,7 +215,7 @@ DiscourseClassifier::Output DiscourseClassifier::forward(const DiscourseBatch& b
 torch::Tensor DiscourseClassifier::predict(const EncodedSet& instances) {
   const int64_t n = instances.size(), dp = groups_.dp().size(), rank = groups_.dp().rank();
   const int64_t chunk = config_.discourse.eval_batch_size, classes = static_cast<int64_t>(vocabularies_.classes.size());
-  const auto [begin, end] = share_of(n, dp, rank);
+  const auto [begin, end] = even_range(n, dp, rank);
   const int64_t largest = (n + dp - 1) / dp, chunks = (largest + chunk - 1) / chunk;
   const bool training = net_->is_training();
   net_->eval();
@@ -232,7 +227,7 @@ torch::Tensor DiscourseClassifier::predict(const EncodedSet& instances) {
   }
   net_->train(training);
   std::vector<int64_t> rows;
-  for (int64_t r = 0; r < dp; ++r) rows.push_back(share_of(n, dp, r).second - share_of(n, dp, r).first);
+  for (int64_t r = 0; r < dp; ++r) rows.push_back(even_range(n, dp, r).second - even_range(n, dp, r).first);
   const torch::Tensor local = mine.empty() ? torch::zeros({0, classes}, torch::TensorOptions().device(device_))
                                            : torch::cat(mine);  // [end - begin, K]
   return groups_.dp().all_gather(local, rows).cpu();  // dp: every rank's predictions, in instance order

@@ -30,6 +30,9 @@ namespace foldtron {
 
 class ProcessGroups;
 
+// The relation types of discourse.types (whitespace-separated).
+std::vector<std::string> discourse_types(const DiscourseConfig& config);
+
 // Every problem of the discourse section (and the parallel layout it allows) at once (ConfigError).
 void validate_discourse_config(const Config& config);
 

@@ -125,11 +125,13 @@ MemoryBank::MemoryBank(int64_t slots, int64_t width, int64_t classes, Communicat
   log_weights_ = torch::full({size_}, -kInf, options);
 }
 
-std::pair<int64_t, int64_t> MemoryBank::range_of(int64_t rank) const {
-  const int64_t n = dp_.size(), base = slots_ / n, extra = slots_ % n;
-  const int64_t begin = rank * base + std::min(rank, extra);
-  return {begin, begin + base + (rank < extra ? 1 : 0)};
+std::pair<int64_t, int64_t> even_range(int64_t count, int64_t parts, int64_t part) {
+  const int64_t base = count / parts, extra = count % parts;
+  const int64_t begin = part * base + std::min(part, extra);
+  return {begin, begin + base + (part < extra ? 1 : 0)};
 }
+
+std::pair<int64_t, int64_t> MemoryBank::range_of(int64_t rank) const { return even_range(slots_, dp_.size(), rank); }
 
 void MemoryBank::store(const torch::Tensor& keys, const torch::Tensor& labels, const torch::Tensor& active) {
   FT_CHECK(keys.size(0) == size_ && keys.size(1) == width_ && labels.size(0) == size_ && active.size(0) == size_,

@@ -17,12 +17,17 @@
 #pragma once
 
 #include <cstdint>
+#include <utility>
 
 #include <torch/types.h>
 
 namespace foldtron {
 
 class Communicator;
+
+// Items [begin, end) of `count` that part `part` of `parts` takes: contiguous, sizes differing by
+// at most one (the memory's slots, a batch's or a split's instances over dp).
+std::pair<int64_t, int64_t> even_range(int64_t count, int64_t parts, int64_t part);
 
 struct MemoryRead {
   torch::Tensor key;    // [b, H] r

@@ -77,8 +77,7 @@ torch::Tensor train_step(DiscourseClassifier& c, torch::optim::Optimizer& optimi
                          const std::vector<int64_t>& indices) {
   const DiscourseConfig& d = c.config().discourse;
   const int64_t dp = c.groups().dp().size(), rank = c.groups().dp().rank(), total = static_cast<int64_t>(indices.size());
-  const int64_t begin = rank * (total / dp) + std::min(rank, total % dp);
-  const int64_t end = begin + total / dp + (rank < total % dp ? 1 : 0);
+  const auto [begin, end] = even_range(total, dp, rank);
   // A training instance's memory slot is its index: it does not read itself.
   const DiscourseBatch batch = collate(train, {indices.begin() + begin, indices.begin() + end}, true);
   optimizer.zero_grad();
