@@ -13,6 +13,7 @@ packages=(
   libsentencepiece-dev sentencepiece  # tokenizers; spm_encode checks ours in the tests
   libicu-dev              # Unicode categories and case mapping (BLEU's intl tokenizer, lowercasing)
   gettext                 # msgfmt: the .mo reader's test compiles a catalog with it
+  python3                 # the fault trials (scripts/fault_trials.py) that CTest runs
   libgtest-dev libgmock-dev libbenchmark-dev
 )
 

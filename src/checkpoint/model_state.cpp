@@ -7,11 +7,16 @@
 #include <fstream>
 #include <regex>
 
+#include <fcntl.h>
+#include <stdio.h>
+
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <torch/torch.h>
 
+#include "checkpoint/distributed.h"
 #include "core/errors.h"
+#include "core/files.h"
 #include "models/model.h"
 #include "parallel/process_groups.h"
 
@@ -124,50 +129,79 @@ std::string resolve_checkpoint(const std::string& dir) {
   return (fs::path(dir) / name).string();
 }
 
+namespace {
+
+// Every rank learns whether rank 0's part of a save failed (its message, or "" when it did not)
+// and throws the same CheckpointError, so a failed save ends or is skipped on all ranks alike.
+void agree_on_save(Communicator& world, const std::string& error_of_rank0) {
+  const std::string error = all_gather_strings(world, world.rank() == 0 ? error_of_rank0 : std::string()).at(0);
+  if (error.empty()) return;
+  throw CheckpointError(error, "check that checkpoint.save names a writable place with free space; the last complete "
+                               "checkpoint is untouched");
+}
+
+// Moves the complete checkpoint `from` into place at `to`. Where `to` exists (the same step saved
+// again) the two are exchanged in one atomic rename, so `latest` never names a missing folder, and
+// the old one goes afterwards.
+void move_into_place(const fs::path& from, const fs::path& to) {
+  std::error_code error;
+  if (fs::exists(to, error)) {
+    if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_EXCHANGE) == 0) {
+      fs::remove_all(from, error);
+      return;
+    }
+    fs::remove_all(to, error);  // a filesystem without the exchange: a short window without it
+  }
+  fs::rename(from, to, error);
+  if (error) {
+    throw IoError(fmt::format("cannot rename '{}' to '{}': {}", from.string(), to.string(), error.message()),
+                  "check the save folder");
+  }
+}
+
+}  // namespace
+
 std::string begin_checkpoint(Communicator& world, const std::string& root, const std::string& name) {
   const std::string tmp = (fs::path(root) / (name + ".tmp")).string();
+  std::string failure;
   if (world.rank() == 0) {
     std::error_code error;
     fs::create_directories(root, error);
     if (!error) fs::remove_all(tmp, error);  // a crashed save's leftovers
     if (!error) fs::create_directories(tmp, error);
-    if (error) {
-      throw IoError(fmt::format("cannot create the checkpoint folder '{}': {}", tmp, error.message()),
-                    "check that the save folder names a writable place with free space");
-    }
+    if (error) failure = fmt::format("cannot create the checkpoint folder '{}': {}", tmp, error.message());
   }
-  world.barrier();
+  agree_on_save(world, failure);
   return tmp;
 }
 
 void commit_checkpoint(Communicator& world, const std::string& root, const std::string& name, const json& files_of_rank,
                        const json& state, int64_t keep_last) {
   const std::vector<std::string> files = all_gather_strings(world, files_of_rank.dump());
+  std::string failure;
   if (world.rank() == 0) {
-    std::vector<json> descriptions;  // every rank's files, in rank order
-    for (const std::string& f : files) {
-      for (const json& one : json::parse(f)) descriptions.push_back(one);
+    try {
+      std::vector<json> descriptions;  // every rank's files, in rank order
+      for (const std::string& f : files) {
+        for (const json& one : json::parse(f)) descriptions.push_back(one);
+      }
+      const fs::path tmp = fs::path(root) / (name + ".tmp");
+      write_metadata(tmp.string(), descriptions, state);
+      sync_dir(tmp.string());
+      move_into_place(tmp, fs::path(root) / name);
+      sync_dir(root);
+      write_file_atomically((fs::path(root) / "latest").string(), name + "\n");
+    } catch (const std::exception& e) {
+      failure = e.what();
     }
-    const std::string tmp = (fs::path(root) / (name + ".tmp")).string();
-    const std::string final_dir = (fs::path(root) / name).string();
-    write_metadata(tmp, descriptions, state);
-    sync_dir(tmp);
-    std::error_code error;
-    fs::remove_all(final_dir, error);  // the same step saved again
-    fs::rename(tmp, final_dir, error);
-    if (error) {
-      throw IoError(fmt::format("cannot rename '{}' to '{}': {}", tmp, final_dir, error.message()),
-                    "check the save folder");
-    }
-    sync_dir(root);
-    write_file_atomically((fs::path(root) / "latest").string(), name + "\n");
     // Only now do the oldest complete checkpoints beyond keep_last go.
-    if (keep_last > 0) {
+    if (failure.empty() && keep_last > 0) {
+      std::error_code error;
       std::vector<std::string> complete;
       static const std::regex iter(R"(iter_\d{7})");
-      for (const auto& entry : fs::directory_iterator(root)) {
-        const std::string entry_name = entry.path().filename().string();
-        if (entry.is_directory() && std::regex_match(entry_name, iter)) complete.push_back(entry_name);
+      for (fs::directory_iterator entry(root, error), end; !error && entry != end; entry.increment(error)) {
+        const std::string entry_name = entry->path().filename().string();
+        if (entry->is_directory() && std::regex_match(entry_name, iter)) complete.push_back(entry_name);
       }
       std::sort(complete.begin(), complete.end());
       for (size_t i = 0; i + static_cast<size_t>(keep_last) < complete.size(); ++i) {
@@ -175,7 +209,13 @@ void commit_checkpoint(Communicator& world, const std::string& root, const std::
       }
     }
   }
-  world.barrier();
+  agree_on_save(world, failure);
+}
+
+void abandon_checkpoint(Communicator& world, const std::string& root, const std::string& name) {
+  if (world.rank() != 0) return;
+  std::error_code error;
+  fs::remove_all(fs::path(root) / (name + ".tmp"), error);  // best effort: the next save of the step removes it too
 }
 
 }  // namespace foldtron

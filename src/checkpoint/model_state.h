@@ -60,12 +60,16 @@ std::string checkpoint_name(int64_t step);
 // The checkpoint folder `dir` names: DIR/<latest> for a save folder, DIR itself for one
 // checkpoint; empty when a save folder has no `latest` yet.
 std::string resolve_checkpoint(const std::string& dir);
-// DIR/NAME.tmp made empty by rank 0 (a crashed save's leftovers removed). Collective.
+// DIR/NAME.tmp made empty by rank 0 (a crashed save's leftovers removed). Collective: when rank 0
+// cannot, every rank throws the same CheckpointError.
 std::string begin_checkpoint(Communicator& world, const std::string& root, const std::string& name);
 // Completes DIR/NAME: every rank passes its files' descriptions (write_rank_files); rank 0 writes
 // the metadata with `state`, renames the folder, updates `latest` and removes the oldest complete
-// checkpoints beyond `keep_last` (0 keeps all). Collective.
+// checkpoints beyond `keep_last` (0 keeps all); a step saved again replaces its folder in one
+// atomic exchange. Collective: a failure on rank 0 throws the same CheckpointError on every rank.
 void commit_checkpoint(Communicator& world, const std::string& root, const std::string& name,
                        const nlohmann::json& files_of_rank, const nlohmann::json& state, int64_t keep_last);
+// Removes DIR/NAME.tmp of a save that failed (rank 0, best effort).
+void abandon_checkpoint(Communicator& world, const std::string& root, const std::string& name);
 
 }  // namespace foldtron

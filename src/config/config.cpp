@@ -25,6 +25,7 @@ FOLDTRON_ENUM_NAMES(LoadBalancing, "aux_loss", "seq_aux_loss", "sinkhorn", "none
 FOLDTRON_ENUM_NAMES(DropPolicy, "probs", "position")
 FOLDTRON_ENUM_NAMES(Dispatcher, "alltoall", "allgather")
 FOLDTRON_ENUM_NAMES(CpCommType, "p2p", "a2a", "allgather")
+FOLDTRON_ENUM_NAMES(SaveErrorPolicy, "stop", "warn")
 FOLDTRON_ENUM_NAMES(LrDecay, "cosine", "linear", "constant")
 FOLDTRON_ENUM_NAMES(Recompute, "none", "full", "core_attn", "moe_act", "selective")
 FOLDTRON_ENUM_NAMES(Tokenizer, "byte", "sentencepiece")

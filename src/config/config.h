@@ -38,6 +38,7 @@ enum class LrDecay { kCosine, kLinear, kConstant };
 // selective: core attention, the experts' activation and output projection, or both.
 enum class Recompute { kNone, kFull, kCoreAttn, kMoeAct, kSelective };
 enum class Tokenizer { kByte, kSentencePiece };
+enum class SaveErrorPolicy { kStop, kWarn };
 
 // Every enumeration's YAML spellings, in declaration order.
 template <typename E>
@@ -455,6 +456,7 @@ struct CheckpointConfig {
   bool async = false;
   int64_t writer_threads = 4;
   bool load_optional = false;
+  SaveErrorPolicy on_save_error = SaveErrorPolicy::kStop;
 
   template <typename V>
   void visit(V& v) {
@@ -465,6 +467,8 @@ struct CheckpointConfig {
     v("async", async, "write checkpoints from host copies while training goes on");
     v("writer_threads", writer_threads, "threads (and files) per rank writing a checkpoint; also verify it on load");
     v("load_optional", load_optional, "start fresh when checkpoint.load holds no checkpoint yet (else an error)");
+    v("on_save_error", on_save_error, "a periodic save that fails (disk full, unwritable): stop the job, or warn and "
+                                      "train on to the next save (the final and SIGTERM saves always stop)");
   }
 };
 

@@ -274,8 +274,8 @@ void check_parallel(const Config& c, int64_t world, Checker& check, std::vector<
                 "e.g. pp 2 with 6 layers: [3, 3]; or leave it empty for an even split");
     }
   }
-  if (world > 0 && c.train.micro_batch_size >= 1 && layout.tp * layout.cp * layout.pp <= world &&
-      world % (layout.tp * layout.cp * layout.pp) == 0) {
+  if (world > 0 && c.train.micro_batch_size >= 1 && layout.attention_ranks() <= world &&
+      world % layout.attention_ranks() == 0) {
     const int64_t per_step = c.train.micro_batch_size * layout.dp();
     check.divisible("train.global_batch_size", c.train.global_batch_size, "micro_batch_size*dp", per_step,
                     fmt::format("global batch = micro_batch_size ({}) x micro-batches x dp ({})",
@@ -367,6 +367,13 @@ void check_checkpoint(const Config& c, Checker& check) {
   }
   if (!saves && ckpt.async) {
     check.add("checkpoint.async", "true, but checkpoint.save names no folder", "set checkpoint.save (--save DIR)");
+  }
+  if (!saves && ckpt.on_save_error == SaveErrorPolicy::kWarn) {
+    check.add("checkpoint.on_save_error", "warn, but checkpoint.save names no folder", "set checkpoint.save (--save DIR)");
+  }
+  if (saves && ckpt.on_save_error == SaveErrorPolicy::kWarn && ckpt.save_interval == 0) {
+    check.add("checkpoint.on_save_error", "warn, but there are no periodic saves to skip (checkpoint.save_interval is 0)",
+              "set checkpoint.save_interval, or leave on_save_error at stop");
   }
   if (!loads && ckpt.load_optional) {
     check.add("checkpoint.load_optional", "true, but checkpoint.load names no folder", "set checkpoint.load (--load DIR)");

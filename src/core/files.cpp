@@ -13,6 +13,8 @@
 
 #include <fmt/format.h>
 
+#include "core/fault.h"
+
 namespace foldtron {
 
 Fd::~Fd() {
@@ -76,6 +78,10 @@ IoError AtomicFile::fail(const std::string& what) {
 
 void AtomicFile::write(const void* data, uint64_t size) {
   FT_CHECK(fd_ >= 0, "AtomicFile::write after commit of " + path_);
+  if (fault_at("file_write")) {
+    errno = ENOSPC;
+    throw fail("write");
+  }
   if (size > 0 && !write_all(fd_, static_cast<const char*>(data), size)) throw fail("write");
 }
 

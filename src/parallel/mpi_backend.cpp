@@ -12,6 +12,7 @@
 #include <torch/torch.h>
 
 #include "core/errors.h"
+#include "core/fault.h"
 #include "parallel/mpi_runtime.h"
 
 namespace foldtron {
@@ -76,7 +77,9 @@ class MpiWork : public Work {
  public:
   MpiWork(std::string operation, std::string group, double timeout_s, torch::Tensor result)
       : operation_(std::move(operation)), group_(std::move(group)), timeout_s_(timeout_s),
-        result_(std::move(result)) {}
+        result_(std::move(result)) {
+    fault_at(operation_.c_str());
+  }
 
   std::vector<MPI_Request> requests;
   std::vector<int> counts_a, displs_a, counts_b, displs_b;  // kept alive until completion
@@ -97,6 +100,7 @@ class MpiWork : public Work {
   void poll() {
     using clock = std::chrono::steady_clock;
     const auto start = clock::now();
+    const WaitScope waiting(operation_.c_str(), group_);
     int spins = 0;
     while (true) {
       int flag = 0;

@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "core/errors.h"
+#include "core/fault.h"
 #include "core/log.h"
 
 namespace foldtron {
@@ -61,6 +62,13 @@ MpiRuntime::MpiRuntime(int* argc, char*** argv) {
   MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
   MPI_Comm_size(MPI_COMM_WORLD, &size_);
   log::set_rank(rank_);
+  install_signal_report(rank_);
+  try {
+    arm_faults();
+  } catch (const UsageError&) {
+    if (owns_) MPI_Finalize();  // every rank reads the same variable and ends alike
+    throw;
+  }
   // SERIALIZED: on GPUs autograd's device thread makes MPI calls (gradient buckets and NCCL set-up
   // in backward hooks, host exchanges of recomputed MoE layers) while the main thread waits.
   if (thread_level_ < MPI_THREAD_SERIALIZED) {

@@ -35,6 +35,15 @@ ProcessGroups::ProcessGroups(const Topology& topology, CommOptions options, MPI_
   // collective over each new group) line up. Kinds whose groups are identical to an earlier
   // kind's reuse its communicator; that decision is the same on every rank.
   std::map<std::vector<RankGroup>, std::shared_ptr<Communicator>> by_partition;
+  // A shared communicator is named by every kind it serves ("dp=moe.ep"), so an error or a
+  // report naming it names each role.
+  const auto kind_name = [](GroupKind kind) { return std::string(is_moe_group(kind) ? "moe." : "") + group_name(kind); };
+  std::map<std::vector<RankGroup>, std::string> names;
+  for (int k = 0; k < kNumGroupKinds; ++k) {
+    const auto kind = static_cast<GroupKind>(k);
+    std::string& name = names[topology_.groups(kind)];
+    name += (name.empty() ? "" : "=") + kind_name(kind);
+  }
   for (int k = 0; k < kNumGroupKinds; ++k) {
     const auto kind = static_cast<GroupKind>(k);
     const std::vector<RankGroup>& partition = topology_.groups(kind);
@@ -44,7 +53,7 @@ ProcessGroups::ProcessGroups(const Topology& topology, CommOptions options, MPI_
       const int color = static_cast<int>(mine.front());  // groups are disjoint: the first rank names one
       const int key = static_cast<int>(std::find(mine.begin(), mine.end(), rank) - mine.begin());
       MPI_Comm comm;
-      const std::string name = std::string(is_moe_group(kind) ? "moe." : "") + group_name(kind);
+      const std::string& name = names.at(partition);
       mpi_check(MPI_Comm_split(base, color, key, &comm), "comm_split", name);
       auto communicator = std::make_shared<Communicator>(name, comm, mine, options);
       found = by_partition.emplace(partition, communicator).first;

@@ -15,6 +15,7 @@
 #include "config/compare.h"
 #include "config/config_load.h"
 #include "core/errors.h"
+#include "core/fault.h"
 #include "core/log.h"
 #include "parallel/process_groups.h"
 #include "parallel/rng.h"
@@ -28,7 +29,10 @@ namespace {
 
 std::atomic<bool> stop_flag{false};
 
-void on_stop_signal(int /*signal*/) { stop_flag.store(true); }
+void on_stop_signal(int signal) {
+  stop_flag.store(true);
+  report_signal(signal);
+}
 
 double now_s() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
@@ -124,6 +128,7 @@ void Checkpointer::save() {
   const CheckpointConfig& c = state_.config.checkpoint;
   FT_CHECK(!c.save.empty(), "save() without checkpoint.save");
   finish(true);  // an earlier asynchronous save completes first
+  set_activity(fmt::format("saving the checkpoint of step {}", state_.step));
   Communicator& world = state_.groups.world();
   Pending pending;
   pending.root = c.save;
@@ -187,19 +192,31 @@ void Checkpointer::finish(bool wait) {
   torch::Tensor flag = torch::full({1}, -status, torch::kDouble);  // the least status: max of its negation
   state_.groups.world().all_reduce(flag, ReduceOp::kMax);
   const double all = -flag.item<double>();
+  const int64_t pending_step = pending.state.value("step", int64_t{0});
   if (all == 0) {
     if (status == 1) pending.written = std::async(std::launch::deferred, [mine] { return mine; });  // again next time
     return;
   }
   if (all < 0) {
+    // Every rank names the first rank that failed and why (its message stays on that rank otherwise).
+    const std::vector<std::string> errors = all_gather_strings(state_.groups.world(), error);
+    const auto failed = std::find_if(errors.begin(), errors.end(), [](const std::string& e) { return !e.empty(); });
+    abandon_checkpoint(state_.groups.world(), pending.root, pending.name);
     pending_.reset();
-    throw CheckpointError(error.empty() ? "another rank could not write its part of the checkpoint"
-                                        : fmt::format("could not write this rank's part of the checkpoint: {}", error),
+    const std::string reason = failed == errors.end() ? std::string("(no message)") : *failed;
+    throw CheckpointError(fmt::format("rank {} could not write its part of the checkpoint of step {}: {}",
+                                      failed - errors.begin(), pending_step, reason),
                           "check that checkpoint.save has free space and is writable; the last complete checkpoint "
                           "is untouched");
   }
-  commit_checkpoint(state_.groups.world(), pending.root, pending.name, mine, pending.state,
-                    state_.config.checkpoint.keep_last);
+  try {
+    commit_checkpoint(state_.groups.world(), pending.root, pending.name, mine, pending.state,
+                      state_.config.checkpoint.keep_last);
+  } catch (const CheckpointError&) {
+    abandon_checkpoint(state_.groups.world(), pending.root, pending.name);
+    pending_.reset();
+    throw;
+  }
   if (state_.groups.world_rank() == 0) {
     const double seconds = now_s() - pending.started;
     const double gb = static_cast<double>(pending.bytes) / 1e9;

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <fstream>
+#include <limits>
 #include <optional>
 
 #include <fmt/format.h>
@@ -11,6 +12,7 @@
 #include <torch/torch.h>
 
 #include "core/errors.h"
+#include "core/fault.h"
 #include "core/log.h"
 #include "core/torch_compat.h"
 #include "generation/sample.h"
@@ -107,6 +109,7 @@ void Trainer::forward_backward(Sums& sums, const GlobalBatch& global, double uni
     if (forward_state.z_loss.defined()) sums.z.push_back(forward_state.z_loss.reshape({1}) * aux_scale);
     if (!part.has_head(op.chunk)) return out;
     LossTerms terms = task_.loss(out.at(0), batch, units, groups.tp(), model.vocab_size());
+    if (!forward_only && fault_at("loss")) terms.loss = terms.loss * std::numeric_limits<double>::quiet_NaN();
     sums.loss.push_back(terms.loss.detach().to(torch::kDouble).reshape({1}));
     for (const auto& [name, value] : terms.metrics) {
       sums.metrics[name].push_back(value.detach().to(torch::kDouble).reshape({1}));
@@ -179,6 +182,7 @@ StepRecord Trainer::step() {
     return std::chrono::steady_clock::now();
   };
   const auto start = std::chrono::steady_clock::now();
+  set_activity(fmt::format("step {}", state_.step + 1));
   for (const auto& hook : hooks_) hook->before_step(state_);
   StepRecord record;
   record.step = state_.step + 1;
@@ -217,6 +221,7 @@ StepRecord Trainer::step() {
 EvalRecord Trainer::evaluate(Split split) {
   const TrainConfig& t = state_.config.train;
   const auto start = std::chrono::steady_clock::now();
+  set_activity(fmt::format("the {} evaluation after step {}", split_name(split), state_.step));
   if (task_.num_samples(split) == 0) {
     throw DataError(fmt::format("the {} split of the data has no samples to evaluate", split_name(split)),
                     "give it a share in data.split (e.g. 969,30,1) and enough documents for one window");
@@ -319,6 +324,14 @@ std::ofstream Trainer::open_metrics() const {
   return out;
 }
 
+void Trainer::survive_failed_save(const CheckpointError& error) {
+  if (state_.config.checkpoint.on_save_error != SaveErrorPolicy::kWarn) throw error;
+  ++failed_saves_;
+  log::warning("checkpoint", "a save failed and training goes on (checkpoint.on_save_error: warn; {} failed in this "
+                             "run; the last complete checkpoint stays the one to resume from): {}",
+               failed_saves_, error.what());
+}
+
 bool Trainer::checkpoint_after_step() {
   if (checkpointer_ == nullptr) return false;
   // Every rank must agree to stop: a signal may reach only some of them.
@@ -326,19 +339,28 @@ bool Trainer::checkpoint_after_step() {
   state_.groups.world().all_reduce(stop, ReduceOp::kMax);
   const bool stopping = stop.item<double>() > 0;
   const int64_t interval = state_.config.checkpoint.save_interval;
-  if (stopping || (interval > 0 && state_.step % interval == 0)) {
+  if (stopping) {
+    // The save a preemption leaves time for: a failure here always ends the job.
     checkpointer_->save();
     saved_step_ = state_.step;
-  } else {
-    checkpointer_->finish(false);
-  }
-  if (stopping) {
     checkpointer_->finish(true);
     log::warning("train", "stopping after step {} on SIGTERM/SIGINT; the checkpoint of this step is saved in '{}' "
                           "(resume with --load {})",
                  state_.step, state_.config.checkpoint.save, state_.config.checkpoint.save);
+    return true;
   }
-  return stopping;
+  try {
+    if (interval > 0 && state_.step % interval == 0) {
+      saved_step_ = state_.step;
+      checkpointer_->save();
+    } else {
+      checkpointer_->finish(false);
+    }
+  } catch (const CheckpointError& error) {
+    survive_failed_save(error);
+    saved_step_ = -1;
+  }
+  return false;
 }
 
 std::vector<StepRecord> Trainer::run() {
@@ -388,7 +410,15 @@ std::vector<StepRecord> Trainer::run() {
     }
   }
   if (checkpointer_ != nullptr) {
-    if (!stopped_ && state_.step > first_step && saved_step_ != state_.step) checkpointer_->save();
+    if (!stopped_) {
+      try {
+        checkpointer_->finish(true);  // a periodic save still writing; the final save must not fail
+      } catch (const CheckpointError& error) {
+        survive_failed_save(error);
+        saved_step_ = -1;  // it may have been this step's
+      }
+      if (state_.step > first_step && saved_step_ != state_.step) checkpointer_->save();
+    }
     checkpointer_->finish(true);
   }
   if (records.size() > 1) {

@@ -27,6 +27,7 @@
 #include <torch/types.h>
 
 #include "config/config.h"
+#include "core/errors.h"
 #include "parallel/sharding.h"
 #include "training/checkpointing.h"
 #include "training/hooks.h"
@@ -110,6 +111,8 @@ class Trainer {
   // After a step: saves when the interval or a stop signal (on any rank) asks; otherwise
   // completes an asynchronous save that has finished. Returns whether to stop.
   bool checkpoint_after_step();
+  // A periodic save failed: rethrown unless checkpoint.on_save_error is warn (then counted, logged).
+  void survive_failed_save(const CheckpointError& error);
 
   TrainState& state_;
   Task& task_;
@@ -119,6 +122,7 @@ class Trainer {
   Checkpointer* checkpointer_ = nullptr;
   int64_t saved_step_ = -1;  // the step of the last save started by this run
   bool stopped_ = false;
+  int64_t failed_saves_ = 0;  // periodic saves that failed under checkpoint.on_save_error: warn
   std::vector<EvalRecord> evaluations_;
 };
 

@@ -439,6 +439,13 @@ TEST(Validate, GlobalBatchDivisibleByMicroBatchTimesDp) {
   EXPECT_TRUE(has_problem(p, "train.global_batch_size", "(12) must be divisible by micro_batch_size*dp (16)"));
 }
 
+// Found by fuzz_config_yaml: sizes whose product overflows int64 wrapped to 0 and divided by it.
+TEST(Validate, LayoutSizesBeyondAnyWorldAreProblemsNotCrashes) {
+  const auto p = problems_of({"parallel.tp=4294967296", "parallel.ep=4294967296", "parallel.pp=2"}, 8);
+  EXPECT_TRUE(has_problem(p, "parallel", "is not divisible by tp*cp*pp = 8589934592"));
+  EXPECT_TRUE(has_problem(p, "parallel", "is not divisible by etp*ep*pp = more than 2^63"));
+}
+
 TEST(Validate, CheckpointKeysNeedTheirFolders) {
   const auto p = problems_of({"checkpoint.save_interval=10", "checkpoint.async=true", "checkpoint.load_optional=true",
                               "checkpoint.keep_last=-1", "checkpoint.writer_threads=0"},
@@ -450,6 +457,12 @@ TEST(Validate, CheckpointKeysNeedTheirFolders) {
   EXPECT_TRUE(has_problem(p, "checkpoint.writer_threads", "must be at least 1, got 0"));
   const auto q = problems_of({"checkpoint.save=ckpt", "moe.grouped_experts=false"}, 8, "tiny-moe");
   EXPECT_TRUE(has_problem(q, "moe.grouped_experts", "cannot be saved or loaded"));
+  EXPECT_TRUE(has_problem(problems_of({"checkpoint.on_save_error=warn"}, 8), "checkpoint.on_save_error",
+                          "warn, but checkpoint.save names no folder"));
+  EXPECT_TRUE(has_problem(problems_of({"checkpoint.save=ckpt", "checkpoint.on_save_error=warn"}, 8),
+                          "checkpoint.on_save_error", "no periodic saves to skip"));
+  EXPECT_TRUE(problems_of({"checkpoint.save=ckpt", "checkpoint.save_interval=5", "checkpoint.on_save_error=warn"}, 8)
+                  .empty());
   EXPECT_TRUE(problems_of({"checkpoint.save=ckpt", "checkpoint.load=ckpt", "checkpoint.save_interval=2",
                            "checkpoint.async=true", "checkpoint.load_optional=true", "checkpoint.keep_last=0"},
                           8, "tiny-moe")
