@@ -165,7 +165,7 @@ CheckpointReader::CheckpointReader(std::string dir, bool verify) : dir_(std::mov
   json metadata;
   try {
     metadata = json::parse(in);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, or out_of_range for a number beyond double
     throw broken(dir_, fmt::format("metadata.json is not valid JSON ({})", e.what()));
   }
   if (!metadata.is_object() || metadata.value("format", "") != kCheckpointFormat) {

@@ -185,7 +185,7 @@ json read_config_json(const std::string& file) {
   try {
     std::ifstream in(file);
     root = json::parse(in);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, or out_of_range for a number beyond double
     throw CheckpointError(fmt::format("'{}' is not valid JSON ({})", file, e.what()),
                           "copy or download config.json again");
   }
@@ -307,7 +307,13 @@ void read_qwen_moe(const Keys& keys, Config& config) {
   moe.normalize_topk = keys.optional<bool>("norm_topk_prob", qwen3);
   moe.aux_loss_coeff = keys.optional<double>("router_aux_loss_coef", 0.001);
   // transformers makes layer i sparse when i is not in mlp_only_layers and (i + 1) % step == 0;
-  // foldtron's layer_step counts from layer 0 (i % step == 0), so spell the dense layers out.
+  // foldtron's layer_step counts from layer 0 (i % step == 0), so spell the dense layers out
+  // (one entry per layer: the count is bounded first, so a hostile file cannot make it loop).
+  constexpr int64_t kMaxLayers = 100000;
+  if (m.num_layers < 1 || m.num_layers > kMaxLayers) {
+    throw unsupported(file, fmt::format("num_hidden_layers {} is not a layer count from 1 to {}", m.num_layers, kMaxLayers),
+                      "check num_hidden_layers in config.json");
+  }
   const int64_t step = keys.optional<int64_t>("decoder_sparse_step", 1);
   if (step < 1) {
     throw unsupported(file, fmt::format("decoder_sparse_step {} must be at least 1", step),

@@ -61,7 +61,7 @@ json read_json_file(const fs::path& path) {
   std::ifstream in(path);
   try {
     return json::parse(in);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, or out_of_range for a number beyond double
     throw CheckpointError(fmt::format("'{}' is not valid JSON ({})", path.string(), e.what()),
                           "copy or download the file again");
   }

@@ -129,7 +129,7 @@ SafetensorsFile::SafetensorsFile(std::string path) : path_(std::move(path)) {
   json header;
   try {
     header = json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, or out_of_range for a number beyond double
     throw CheckpointError(fmt::format("'{}': the header is not valid JSON ({})", path_, e.what()), kRewriteHint);
   }
   if (!header.is_object()) {
@@ -354,7 +354,7 @@ HfCheckpoint::HfCheckpoint(std::string dir) : dir_(std::move(dir)) {
   try {
     std::ifstream in(index);
     j = json::parse(in);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, or out_of_range for a number beyond double
     throw bad_index(fmt::format("not valid JSON ({})", e.what()));
   }
   if (!j.is_object() || !j.contains("weight_map")) throw bad_index("it has no 'weight_map'");

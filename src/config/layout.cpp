@@ -63,16 +63,19 @@ void check_layout(const ParallelLayout& layout, std::vector<ConfigProblem>& prob
   }
   parse_order(layout.order, problems);
   if (!positive) return;
-  const int64_t attention = layout.tp * layout.cp * layout.pp;
+  const auto product_text = [](int64_t product) {
+    return product == INT64_MAX ? std::string("more than 2^63") : std::to_string(product);
+  };
+  const int64_t attention = layout.attention_ranks();
   if (layout.world % attention != 0) {
     problems.push_back({"parallel", fmt::format("world size {} is not divisible by tp*cp*pp = {} (tp {}, cp {}, pp {})",
-                                                layout.world, attention, layout.tp, layout.cp, layout.pp),
+                                                layout.world, product_text(attention), layout.tp, layout.cp, layout.pp),
                         "choose tp, cp and pp whose product divides the number of ranks; dp is world/(tp*cp*pp)"});
   }
-  const int64_t moe = layout.etp * layout.ep * layout.pp;
+  const int64_t moe = layout.expert_ranks();
   if (layout.world % moe != 0) {
     problems.push_back({"parallel", fmt::format("world size {} is not divisible by etp*ep*pp = {} (etp {}, ep {}, pp {})",
-                                                layout.world, moe, layout.etp, layout.ep, layout.pp),
+                                                layout.world, product_text(moe), layout.etp, layout.ep, layout.pp),
                         "choose etp, ep and pp whose product divides the number of ranks; edp is world/(etp*ep*pp)"});
   }
 }

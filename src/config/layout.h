@@ -29,8 +29,19 @@ struct ParallelLayout {
   int64_t etp = 1;
   std::string order = "tp-cp-ep-dp-pp";
 
-  int64_t dp() const { return world / (tp * cp * pp); }
-  int64_t edp() const { return world / (etp * ep * pp); }
+  // tp*cp*pp and etp*ep*pp (ranks of one attention / expert data-parallel replica), saturated at
+  // INT64_MAX: sizes beyond any world (a hostile config) divide nothing instead of wrapping to 0.
+  int64_t attention_ranks() const { return saturated_product(tp, cp, pp); }
+  int64_t expert_ranks() const { return saturated_product(etp, ep, pp); }
+  int64_t dp() const { return world / attention_ranks(); }
+  int64_t edp() const { return world / expert_ranks(); }
+
+ private:
+  static int64_t saturated_product(int64_t a, int64_t b, int64_t c) {
+    int64_t ab = 0, abc = 0;
+    if (__builtin_mul_overflow(a, b, &ab) || __builtin_mul_overflow(ab, c, &abc)) return INT64_MAX;
+    return abc;
+  }
 };
 
 ParallelLayout layout_of(const ParallelConfig& parallel, int64_t world);

@@ -21,7 +21,7 @@ json read_json(const std::string& path) {
     json root = json::parse(in);
     if (!root.is_object()) throw CheckpointError(fmt::format("'{}' is not a JSON object", path), "write it again");
     return root;
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, or out_of_range for a number beyond double
     throw CheckpointError(fmt::format("'{}' is not valid JSON ({})", path, e.what()), "copy or write it again");
   }
 }

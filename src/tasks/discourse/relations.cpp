@@ -41,7 +41,7 @@ void for_each_json_line(const std::string& path, const std::string& what, const 
     json j;
     try {
       j = json::parse(line);
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {  // parse_error, or out_of_range for a number beyond double
       throw fail(fmt::format("not JSON ({})", e.what()));
     }
     if (!j.is_object()) throw fail("not a JSON object");

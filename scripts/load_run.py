@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""The long CPU run of docs/reliability.md: tiny-moe for thousands of steps at 8 ranks (tp 2 x pp 2
+x dp 2, experts ep 2), a checkpoint every --save-interval steps, run twice:
+
+  1. uninterrupted, every rank's resident memory sampled twice a second;
+  2. killed --kills times (SIGKILL to a random rank at a random time) and resumed from the last
+     checkpoint each time, until the last step.
+
+Checks: every step's loss, gradient norm and learning rate of run 2 equal run 1's bit for bit
+(the metrics files; a resumed run keeps the records up to its checkpoint); memory flat: the
+growth of each rank's resident memory between the first and the last quarter of run 1, in MiB
+per 1,000 steps. Prints a summary and writes it as JSON (--out). Exit 1 when a check fails.
+Usage: scripts/load_run.py [--steps 2000] [--save-interval 100] [--kills 4] [--seed 1]
+         [--foldtron build/bin/foldtron] [--workdir /tmp/foldtron_load] [--out FILE.json]
+"""
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fault_trials import latest_step, losses, mpi_env, rank_pids  # noqa: E402
+
+NP = 8
+
+
+def command(args, workdir, steps):
+    return ["mpirun", "-np", str(NP), args.foldtron, "train", "--config", "configs/tiny-moe.yaml", "--tp", "2", "--pp",
+            "2", "--ep", "2", "--set", f"train.train_iters={steps}", "--set", "train.global_batch_size=8",
+            "--set", "train.lr_decay_iters=" + str(steps), "--set", f"checkpoint.save={workdir}/ckpt", "--set",
+            f"checkpoint.save_interval={args.save_interval}", "--set", "checkpoint.keep_last=2", "--set",
+            f"logging.metrics_file={workdir}/metrics.jsonl", "--set", "logging.log_interval=1"]
+
+
+def rss_mib(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def current_step(workdir):
+    try:
+        with open(f"{workdir}/metrics.jsonl", "rb") as f:
+            f.seek(max(0, os.path.getsize(f.name) - 4096))
+            lines = [l for l in f.read().decode(errors="replace").splitlines() if l.startswith("{")]
+        return json.loads(lines[-1]).get("step", 0) if lines else 0
+    except (OSError, ValueError):
+        return 0
+
+
+def uninterrupted(args, workdir):
+    os.makedirs(workdir)
+    log = open(f"{workdir}/job.log", "w")
+    started = time.monotonic()
+    proc = subprocess.Popen(command(args, workdir, args.steps), stdout=log, stderr=subprocess.STDOUT, env=mpi_env())
+    samples = []  # (step, {rank: MiB})
+    while proc.poll() is None:
+        time.sleep(0.5)
+        ranks = rank_pids(proc.pid)
+        sizes = {r: rss_mib(p) for r, p in ranks.items()}
+        if len(sizes) == NP and all(sizes.values()):
+            samples.append((current_step(workdir), sizes))
+    if proc.wait() != 0:
+        sys.exit(f"load_run: the uninterrupted run failed; see {workdir}/job.log")
+    return time.monotonic() - started, samples
+
+
+def interrupted(args, workdir, rng):
+    os.makedirs(workdir)
+    kills = []
+    started = time.monotonic()
+    attempt = 0
+    while True:
+        attempt += 1
+        cmd = command(args, workdir, args.steps)
+        if latest_step(f"{workdir}/ckpt") is not None:
+            cmd += ["--set", f"checkpoint.load={workdir}/ckpt"]
+        with open(f"{workdir}/job_{attempt}.log", "w") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=mpi_env())
+            if len(kills) < args.kills:
+                # A kill somewhere between the next checkpoint and two intervals later, so each
+                # restart loses work and resumes from a checkpoint of its own run.
+                target = current_step(workdir) + rng.randint(args.save_interval, 2 * args.save_interval)
+                while proc.poll() is None and current_step(workdir) < min(target, args.steps - 1):
+                    time.sleep(0.2)
+                ranks = rank_pids(proc.pid)
+                if proc.poll() is None and ranks:
+                    rank = rng.choice(sorted(ranks))
+                    step = current_step(workdir)
+                    os.kill(ranks[rank], signal.SIGKILL)
+                    kills.append({"rank": rank, "after_step": step, "resumed_from": None})
+            code = proc.wait()
+        resumed = latest_step(f"{workdir}/ckpt")
+        if kills and kills[-1]["resumed_from"] is None and code != 0:
+            kills[-1]["resumed_from"] = resumed
+        if code == 0:
+            break
+        if attempt > args.kills + 3:
+            sys.exit(f"load_run: the run keeps failing; see {workdir}/job_{attempt}.log")
+    return time.monotonic() - started, kills
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--save-interval", type=int, default=100)
+    parser.add_argument("--kills", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--foldtron", default="build/bin/foldtron")
+    parser.add_argument("--workdir", default="/tmp/foldtron_load")
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    os.chdir(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+    args.foldtron = os.path.abspath(args.foldtron)
+    shutil.rmtree(args.workdir, ignore_errors=True)
+    rng = random.Random(args.seed)
+    seconds_a, samples = uninterrupted(args, f"{args.workdir}/uninterrupted")
+    seconds_b, kills = interrupted(args, f"{args.workdir}/interrupted", rng)
+    a = losses(f"{args.workdir}/uninterrupted/metrics.jsonl")
+    b = losses(f"{args.workdir}/interrupted/metrics.jsonl")
+    differ = [s for s in a if b.get(s) != a[s]]
+    quarter = max(1, len(samples) // 4)
+    early, late = samples[:quarter], samples[-quarter:]
+    growth = {}
+    for rank in range(NP):
+        first = sum(s[1][rank] for s in early) / len(early)
+        last = sum(s[1][rank] for s in late) / len(late)
+        steps = max(1, sum(s[0] for s in late) / len(late) - sum(s[0] for s in early) / len(early))
+        growth[rank] = {"early_mib": round(first, 1), "late_mib": round(last, 1),
+                        "mib_per_1000_steps": round((last - first) / steps * 1000, 2)}
+    worst = max(g["mib_per_1000_steps"] for g in growth.values())
+    summary = {"steps": args.steps, "ranks": NP, "save_interval": args.save_interval, "kills": kills,
+               "uninterrupted_s": round(seconds_a, 1), "interrupted_s": round(seconds_b, 1),
+               "steps_compared": len(a), "steps_in_interrupted": len(b), "steps_differing": differ[:20],
+               "memory": growth, "rss_samples": len(samples), "worst_growth_mib_per_1000_steps": worst}
+    print(json.dumps(summary, indent=1))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(summary, f, indent=1)
+    ok = not differ and len(a) == args.steps and len(b) == args.steps and len(kills) == args.kills and worst < 5.0
+    print(f"load_run: {'ok' if ok else 'FAILED'}: {args.steps} steps at {NP} ranks, {len(kills)} kills and resumes, "
+          f"{len(differ)} steps differ, memory growth at most {worst} MiB per 1,000 steps")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+// Readers of outside files given 100-byte files that claim sizes far beyond themselves (or beyond
+// memory): each must answer with its typed error naming the claim, found before anything that
+// size is allocated (a std::bad_alloc, or any other exception type, fails these tests). The fuzz
+// targets (tests/fuzz) go on from here with random inputs.
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include "checkpoint/hf_config.h"
+#include "checkpoint/safetensors.h"
+#include "core/errors.h"
+#include "data/indexed_dataset.h"
+#include "tasks/unmt/mo_reader.h"
+
+namespace foldtron {
+namespace {
+
+namespace fs = std::filesystem;
+
+template <typename T>
+void put(std::string& out, T value) {
+  out.append(reinterpret_cast<const char*>(&value), sizeof(value));
+}
+
+std::string write_file(const std::string& name, const std::string& bytes) {
+  const fs::path dir = fs::temp_directory_path() / ("foldtron_hostile_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const fs::path path = dir / name;
+  std::ofstream(path, std::ios::binary) << bytes;
+  return path.string();
+}
+
+// The message of the typed error `read` throws; fails the test on anything else.
+template <typename E, typename F>
+std::string error_of(F&& read) {
+  try {
+    read();
+  } catch (const E& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "no error of the expected type";
+  return "";
+}
+
+std::string safetensors_with_header(const std::string& header, uint64_t claimed_length, size_t data_bytes) {
+  std::string out;
+  put<uint64_t>(out, claimed_length);
+  out += header;
+  out += std::string(data_bytes, '\0');
+  return out;
+}
+
+TEST(HostileInputs, SafetensorsHeaderLongerThanTheFile) {
+  const std::string path = write_file("a.safetensors", safetensors_with_header(std::string(92, ' '), 1ull << 62, 0));
+  EXPECT_NE(error_of<CheckpointError>([&] { SafetensorsFile file(path); }).find("header length 4611686018427387904 is larger"),
+            std::string::npos);
+}
+
+TEST(HostileInputs, SafetensorsTensorsBeyondTheFileOrMemory) {
+  const std::string huge = R"({"w":{"dtype":"F32","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,16]}})";
+  std::string path = write_file("b.safetensors", safetensors_with_header(huge, huge.size(), 16));
+  EXPECT_NE(error_of<CheckpointError>([&] { SafetensorsFile file(path); }).find("is too large"), std::string::npos);
+  const std::string beyond = R"({"w":{"dtype":"F32","shape":[1073741824],"data_offsets":[0,4294967296]}})";
+  path = write_file("c.safetensors", safetensors_with_header(beyond, beyond.size(), 16));
+  EXPECT_NE(error_of<CheckpointError>([&] { SafetensorsFile file(path); }).find("lie outside the 16 data bytes"),
+            std::string::npos);
+}
+
+TEST(HostileInputs, DatasetIndexClaimingMoreSequencesThanItHolds) {
+  std::string idx("MMIDIDX\0\0", 9);
+  put<uint64_t>(idx, 1);
+  idx.push_back(8);                 // uint16 tokens
+  put<uint64_t>(idx, 1ull << 60);   // sequences
+  put<uint64_t>(idx, 2);            // document boundaries
+  idx.resize(100, '\0');
+  const std::string message = error_of<DataError>([&] {
+    IndexedDataset dataset("hostile", std::vector<char>(idx.begin(), idx.end()), std::vector<char>(100));
+  });
+  EXPECT_NE(message.find("100 bytes do not hold 1152921504606846976 sequences"), std::string::npos) << message;
+}
+
+TEST(HostileInputs, MoCatalogClaimingTwoBillionMessages) {
+  std::string mo;
+  put<uint32_t>(mo, 0x950412de);
+  put<uint32_t>(mo, 0);           // revision
+  put<uint32_t>(mo, 0x7fffffff);  // messages
+  put<uint32_t>(mo, 28);          // originals' table
+  put<uint32_t>(mo, 28);          // translations' table
+  put<uint32_t>(mo, 0);
+  put<uint32_t>(mo, 0);
+  mo.resize(100, '\0');
+  const std::string message = error_of<DataError>([&] { parse_mo(mo, "hostile.mo"); });
+  EXPECT_NE(message.find("2147483647 entries at byte 28) runs past the end (100 bytes)"), std::string::npos) << message;
+}
+
+// Found by fuzz_hf_config: a layer count of 2^63-1 made the dense-layer list loop for ever.
+TEST(HostileInputs, HuggingFaceConfigClaimingEndlessLayers) {
+  const std::string path = write_file("config.json", R"({"model_type": "qwen3_moe", "hidden_size": 64,
+    "num_hidden_layers": 9223372036854775807, "num_attention_heads": 4, "num_key_value_heads": 2,
+    "intermediate_size": 96, "vocab_size": 320, "num_experts": 8, "num_experts_per_tok": 2,
+    "moe_intermediate_size": 48, "decoder_sparse_step": 2, "max_position_embeddings": 256,
+    "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "hidden_act": "silu"})");
+  const std::string message = error_of<CheckpointError>([&] { hf_model_config(fs::path(path).parent_path().string()); });
+  EXPECT_NE(message.find("num_hidden_layers 9223372036854775807 is not a layer count from 1 to 100000"),
+            std::string::npos) << message;
+}
+
+}  // namespace
+}  // namespace foldtron
