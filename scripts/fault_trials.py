@@ -42,7 +42,7 @@ SAVE_INTERVAL = 3
 BASE_SETS = [f"train.train_iters={ITERS}", f"checkpoint.save_interval={SAVE_INTERVAL}", "logging.log_interval=1"]
 KILL_POINTS = {  # point -> (FOLDTRON_FAULT point, largest N drawn); None: a signal from outside
     "step": None,
-    "save": ("file_write", 12),
+    "save": ("checkpoint_write", 250),  # a rank writes 25-95 tensors per save; past its last: drawn again
     "all_to_all": ("all_to_all", 1200),
     "p2p": ("batch_p2p", 300),
 }
@@ -94,7 +94,9 @@ class Job:
         self.cmd = cmd
         self.log = open(log, "w")
         self.start = time.monotonic()
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=mpi_env(env))
+        # A session of its own: a job past its time limit is ended with all its ranks (killpg).
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=mpi_env(env),
+                                     start_new_session=True)
         self.ranks = {}
         self.first_death = None  # monotonic time a rank was first seen gone
 
@@ -112,6 +114,16 @@ class Job:
     def progressed(self, step):
         return f"step {step}/" in self.text()
 
+    def into_training(self, rng, most_s, record):
+        """Waits for step 1's progress line, then a random 0 to `most_s` seconds (noted in record)."""
+        wait_for_ranks(self)
+        until = time.monotonic() + 60
+        while not self.progressed(1) and self.proc.poll() is None and time.monotonic() < until:
+            self.watch(time.monotonic() + 0.1)
+        delay = rng.uniform(0.0, most_s)
+        record["delay_s"] = round(delay, 3)
+        self.watch(time.monotonic() + delay)
+
     def text(self):
         if not self.log.closed:
             self.log.flush()
@@ -122,7 +134,12 @@ class Job:
         try:
             self.proc.wait(timeout=limit)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
+            for sig in (signal.SIGCONT, signal.SIGTERM, signal.SIGKILL):  # stopped ranks too
+                try:
+                    os.killpg(self.proc.pid, sig)
+                except ProcessLookupError:
+                    break
+                time.sleep(1)
             self.proc.wait()
         self.end = time.monotonic()
         self.log.close()
@@ -158,19 +175,17 @@ def trial_kill(args, rng, directory, point):
     fault = KILL_POINTS[point]
     env = {}
     if fault:
-        record["nth"] = rng.randint(1, fault[1])
+        record["nth"] = rng.randint(1, max(1, int(fault[1] * args.shrink)))
         env["FOLDTRON_FAULT"] = f"kill@{fault[0]}#{record['nth']}/{rank}"
     job = Job(args, save, [], env=env, log=os.path.join(directory, "job.log"))
     wait_for_ranks(job)
     if not fault:
-        until = time.monotonic() + 60
-        while not job.progressed(1) and job.proc.poll() is None and time.monotonic() < until:
-            job.watch(time.monotonic() + 0.1)
-        delay = rng.uniform(0.0, 2.5)
-        record["delay_s"] = round(delay, 3)
-        job.watch(time.monotonic() + delay)
+        job.into_training(rng, 2.5, record)
         if job.proc.poll() is None and rank in job.ranks:
-            os.kill(job.ranks[rank], signal.SIGKILL)
+            try:
+                os.kill(job.ranks[rank], signal.SIGKILL)
+            except ProcessLookupError:
+                pass
     job.watch(time.monotonic() + 120)
     code = job.finish(60)
     text = job.text()
@@ -178,7 +193,7 @@ def trial_kill(args, rng, directory, point):
     if code == 0:
         record["verdict"] = "not reached"  # the fault's N lay beyond the run: drawn again
         return record
-    died = job.first_death or job.end
+    died = job.first_death or job.end  # not seen: a problem below
     record["end_after_death_s"] = round(job.end - died, 2)
     dead = DEAD_RANK.findall(text)
     survivors = SURVIVOR.findall(text)
@@ -189,6 +204,8 @@ def trial_kill(args, rng, directory, point):
     step = latest_step(save)
     record["latest"] = step
     problems = []
+    if job.first_death is None:
+        problems.append("no rank was seen to die")
     if record["end_after_death_s"] > 30:
         problems.append("ended more than 30 s after the death")
     if rank not in record["dead_named"]:
@@ -204,7 +221,7 @@ def trial_kill(args, rng, directory, point):
 def trial_stall(args, rng, directory):
     save = os.path.join(directory, "ckpt")
     rank = rng.randrange(NP)
-    nth = rng.randint(1, 40)
+    nth = rng.randint(1, max(1, int(40 * args.shrink)))
     timeout = 5
     record = {"kind": "stall", "point": "all_reduce", "rank": rank, "nth": nth, "timeout_s": timeout}
     job = Job(args, save, [f"parallel.timeout_s={timeout}"], env={"FOLDTRON_FAULT": f"stop@all_reduce#{nth}/{rank}"},
@@ -267,13 +284,7 @@ def trial_term(args, rng, directory, grace=30.0):
     save = os.path.join(directory, "ckpt")
     record = {"kind": "term", "point": "step", "grace_s": grace}
     job = Job(args, save, [], log=os.path.join(directory, "job.log"))
-    wait_for_ranks(job)
-    until = time.monotonic() + 60
-    while not job.progressed(1) and job.proc.poll() is None and time.monotonic() < until:
-        job.watch(time.monotonic() + 0.1)
-    delay = rng.uniform(0.0, 2.0)
-    record["delay_s"] = round(delay, 3)
-    job.watch(time.monotonic() + delay)
+    job.into_training(rng, 2.0, record)
     if job.proc.poll() is not None:
         job.finish(1)
         record["verdict"] = "not reached"
@@ -287,7 +298,10 @@ def trial_term(args, rng, directory, grace=30.0):
     job.watch(sent + grace)
     if job.proc.poll() is None:  # the grace is over: the scheduler kills
         for pid in rank_pids(job.proc.pid).values():
-            os.kill(pid, signal.SIGKILL)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
     code = job.finish(30)
     record["code"] = code
     record["exit_after_term_s"] = round(job.end - sent, 2)
@@ -319,10 +333,10 @@ def trial_term(args, rng, directory, grace=30.0):
 def trial_disk(args, rng, directory, policy):
     save = os.path.join(directory, "ckpt")
     rank = rng.randrange(NP)
-    nth = rng.randint(1, 12)
-    record = {"kind": "disk", "point": "file_write", "policy": policy, "rank": rank, "nth": nth}
+    nth = rng.randint(1, max(1, int(250 * args.shrink)))  # 25-95 tensors a save per rank; past the last: again
+    record = {"kind": "disk", "point": "checkpoint_write", "policy": policy, "rank": rank, "nth": nth}
     job = Job(args, save, [f"checkpoint.on_save_error={policy}"],
-              env={"FOLDTRON_FAULT": f"enospc@file_write#{nth}/{rank}"}, log=os.path.join(directory, "job.log"))
+              env={"FOLDTRON_FAULT": f"enospc@checkpoint_write#{nth}/{rank}"}, log=os.path.join(directory, "job.log"))
     code = job.finish(300)
     text = job.text()
     record["code"] = code
@@ -332,6 +346,8 @@ def trial_disk(args, rng, directory, policy):
     step = latest_step(save)
     record["latest"] = step
     problems = []
+    if not re.search(r"rank \d+ could not write its part of the checkpoint of step \d+", text):
+        problems.append("the error does not name the failing rank and step")
     if policy == "stop":
         if code != 2:
             problems.append(f"exited {code}, not 2")
@@ -391,7 +407,8 @@ def run_trial(args, rng, index, kind, point):
     directory = os.path.join(args.workdir, f"trial_{index:03d}")
     shutil.rmtree(directory, ignore_errors=True)
     os.makedirs(directory)
-    for attempt in range(5):  # a fault drawn beyond the run's end is drawn again
+    for attempt in range(5):  # a fault drawn beyond the run's end is drawn again, from half the range
+        args.shrink = 0.5 ** attempt
         if kind == "kill":
             record = trial_kill(args, rng, directory, point)
         elif kind == "stall":

@@ -88,8 +88,9 @@ def interrupted(args, workdir, rng):
         with open(f"{workdir}/job_{attempt}.log", "w") as log:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=mpi_env())
             if len(kills) < args.kills:
-                # A kill somewhere between the next checkpoint and two intervals later, so each
-                # restart loses work and resumes from a checkpoint of its own run.
+                # A kill one to two checkpoint intervals after the step the metrics file last showed
+                # (for a resumed attempt, possibly the killed attempt's last step), so each restart
+                # resumes from a checkpoint of its own run.
                 target = current_step(workdir) + rng.randint(args.save_interval, 2 * args.save_interval)
                 while proc.poll() is None and current_step(workdir) < min(target, args.steps - 1):
                     time.sleep(0.2)
@@ -97,9 +98,16 @@ def interrupted(args, workdir, rng):
                 if proc.poll() is None and ranks:
                     rank = rng.choice(sorted(ranks))
                     step = current_step(workdir)
-                    os.kill(ranks[rank], signal.SIGKILL)
-                    kills.append({"rank": rank, "after_step": step, "resumed_from": None})
-            code = proc.wait()
+                    try:
+                        os.kill(ranks[rank], signal.SIGKILL)
+                        kills.append({"rank": rank, "after_step": step, "resumed_from": None})
+                    except ProcessLookupError:
+                        pass
+            try:
+                code = proc.wait(timeout=args.steps * 5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                sys.exit(f"load_run: attempt {attempt} hangs; see {workdir}/job_{attempt}.log")
         resumed = latest_step(f"{workdir}/ckpt")
         if kills and kills[-1]["resumed_from"] is None and code != 0:
             kills[-1]["resumed_from"] = resumed
@@ -129,7 +137,9 @@ def main():
     a = losses(f"{args.workdir}/uninterrupted/metrics.jsonl")
     b = losses(f"{args.workdir}/interrupted/metrics.jsonl")
     differ = [s for s in a if b.get(s) != a[s]]
-    quarter = max(1, len(samples) // 4)
+    if len(samples) < 4:
+        sys.exit(f"load_run: only {len(samples)} memory samples; see {args.workdir}/uninterrupted/job.log")
+    quarter = len(samples) // 4
     early, late = samples[:quarter], samples[-quarter:]
     growth = {}
     for rank in range(NP):

@@ -93,8 +93,9 @@ torch::Device rank_device(bool cuda, const ParallelConfig& parallel) {
 
 std::string environment_help() {
   return "Environment: FOLDTRON_SPM_PLUGIN and FOLDTRON_SPM_TRAIN point at the sentencepiece plugin and trainer "
-         "when they are not beside the foldtron binary (they are after a build); MPI and NCCL read their own "
-         "(OMPI_*, NCCL_*, CUDA_VISIBLE_DEVICES).";
+         "when they are not beside the foldtron binary (they are after a build); FOLDTRON_FAULT injects a fault "
+         "for reliability tests (ACTION@POINT#N[/RANK], docs/reliability.md; never set it in a real run); MPI and "
+         "NCCL read their own (OMPI_*, NCCL_*, CUDA_VISIBLE_DEVICES).";
 }
 
 std::string yaml_quoted(const std::string& value) {

@@ -2,6 +2,7 @@
 #include "checkpoint/model_state.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -133,11 +134,12 @@ namespace {
 
 // Every rank learns whether rank 0's part of a save failed (its message, or "" when it did not)
 // and throws the same CheckpointError, so a failed save ends or is skipped on all ranks alike.
-void agree_on_save(Communicator& world, const std::string& error_of_rank0) {
+void agree_on_save(Communicator& world, const std::string& error_of_rank0, const std::string& name) {
   const std::string error = all_gather_strings(world, world.rank() == 0 ? error_of_rank0 : std::string()).at(0);
   if (error.empty()) return;
-  throw CheckpointError(error, "check that checkpoint.save names a writable place with free space; the last complete "
-                               "checkpoint is untouched");
+  throw CheckpointError(fmt::format("rank 0 could not save {}: {}", name, error),
+                        "check that checkpoint.save names a writable place with free space; the last complete "
+                        "checkpoint is untouched");
 }
 
 // Moves the complete checkpoint `from` into place at `to`. Where `to` exists (the same step saved
@@ -149,6 +151,10 @@ void move_into_place(const fs::path& from, const fs::path& to) {
     if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_EXCHANGE) == 0) {
       fs::remove_all(from, error);
       return;
+    }
+    if (errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP) {
+      throw IoError(fmt::format("cannot exchange '{}' with '{}': {}", from.string(), to.string(), errno_text()),
+                    "check the save folder; the checkpoint there is untouched");
     }
     fs::remove_all(to, error);  // a filesystem without the exchange: a short window without it
   }
@@ -171,7 +177,7 @@ std::string begin_checkpoint(Communicator& world, const std::string& root, const
     if (!error) fs::create_directories(tmp, error);
     if (error) failure = fmt::format("cannot create the checkpoint folder '{}': {}", tmp, error.message());
   }
-  agree_on_save(world, failure);
+  agree_on_save(world, failure, name);
   return tmp;
 }
 
@@ -201,7 +207,8 @@ void commit_checkpoint(Communicator& world, const std::string& root, const std::
       static const std::regex iter(R"(iter_\d{7})");
       for (fs::directory_iterator entry(root, error), end; !error && entry != end; entry.increment(error)) {
         const std::string entry_name = entry->path().filename().string();
-        if (entry->is_directory() && std::regex_match(entry_name, iter)) complete.push_back(entry_name);
+        std::error_code kind_error;  // an entry gone meanwhile is no reason to fail the save
+        if (entry->is_directory(kind_error) && std::regex_match(entry_name, iter)) complete.push_back(entry_name);
       }
       std::sort(complete.begin(), complete.end());
       for (size_t i = 0; i + static_cast<size_t>(keep_last) < complete.size(); ++i) {
@@ -209,7 +216,7 @@ void commit_checkpoint(Communicator& world, const std::string& root, const std::
       }
     }
   }
-  agree_on_save(world, failure);
+  agree_on_save(world, failure, name);
 }
 
 void abandon_checkpoint(Communicator& world, const std::string& root, const std::string& name) {

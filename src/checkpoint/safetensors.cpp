@@ -269,7 +269,7 @@ SafetensorsWriter::SafetensorsWriter(std::string path, std::vector<Entry> entrie
   text.append((8 - text.size() % 8) % 8, ' ');
   char length_bytes[8];
   for (int i = 0; i < 8; ++i) length_bytes[i] = static_cast<char>((static_cast<uint64_t>(text.size()) >> (8 * i)) & 0xff);
-  file_ = std::make_unique<AtomicFile>(path_);
+  file_ = std::make_unique<AtomicFile>(path_, "checkpoint_write");
   checksum_ = std::make_unique<Checksum>();
   bytes_ = 8 + text.size() + offset;
   put(length_bytes, 8);

@@ -20,6 +20,14 @@ constexpr int kNumAxes = 5;
 
 const char* axis_name(Axis axis);  // "tp", "cp", ...
 
+// a*b*c, saturated at INT64_MAX: sizes beyond any world (a hostile config) give a product that
+// divides nothing instead of wrapping (to 0, or negative).
+inline int64_t saturated_product(int64_t a, int64_t b, int64_t c = 1) {
+  int64_t ab = 0, abc = 0;
+  if (__builtin_mul_overflow(a, b, &ab) || __builtin_mul_overflow(ab, c, &abc)) return INT64_MAX;
+  return abc;
+}
+
 struct ParallelLayout {
   int64_t world = 1;
   int64_t tp = 1;
@@ -29,19 +37,11 @@ struct ParallelLayout {
   int64_t etp = 1;
   std::string order = "tp-cp-ep-dp-pp";
 
-  // tp*cp*pp and etp*ep*pp (ranks of one attention / expert data-parallel replica), saturated at
-  // INT64_MAX: sizes beyond any world (a hostile config) divide nothing instead of wrapping to 0.
+  // tp*cp*pp and etp*ep*pp (ranks of one attention / expert data-parallel replica), saturated.
   int64_t attention_ranks() const { return saturated_product(tp, cp, pp); }
   int64_t expert_ranks() const { return saturated_product(etp, ep, pp); }
   int64_t dp() const { return world / attention_ranks(); }
   int64_t edp() const { return world / expert_ranks(); }
-
- private:
-  static int64_t saturated_product(int64_t a, int64_t b, int64_t c) {
-    int64_t ab = 0, abc = 0;
-    if (__builtin_mul_overflow(a, b, &ab) || __builtin_mul_overflow(ab, c, &abc)) return INT64_MAX;
-    return abc;
-  }
 };
 
 ParallelLayout layout_of(const ParallelConfig& parallel, int64_t world);

@@ -195,7 +195,8 @@ void check_parallel(const Config& c, int64_t world, Checker& check, std::vector<
   check.positive_real("parallel.timeout_s", p.timeout_s);
   check.positive_real("parallel.grad_bucket_mb", p.grad_bucket_mb);
   check.non_negative("parallel.devices_per_node", static_cast<double>(p.devices_per_node));
-  ParallelLayout layout = layout_of(p, world > 0 ? world : p.tp * p.cp * p.pp * p.ep * p.expert_tp());
+  ParallelLayout layout =
+      layout_of(p, world > 0 ? world : saturated_product(saturated_product(p.tp, p.cp, p.pp), p.ep, p.expert_tp()));
   const size_t before = problems.size();
   if (world > 0) {
     check_layout(layout, problems);
@@ -229,12 +230,12 @@ void check_parallel(const Config& c, int64_t world, Checker& check, std::vector<
               "set parallel.cp: 1 (encoder-decoder models split their work over tp, ep, dp and pp)");
   }
   if (p.cp > 1) {
-    check.divisible("train.seq_length", c.train.seq_length, "2*parallel.cp", 2 * p.cp,
+    check.divisible("train.seq_length", c.train.seq_length, "2*parallel.cp", saturated_product(2, p.cp),
                     "context parallelism splits each sequence into 2*cp load-balanced chunks");
     if (p.cp_comm_type == CpCommType::kAllToAll) {
-      check.divisible("model.num_attention_heads", m.num_attention_heads, "tp*cp", p.tp * p.cp,
+      check.divisible("model.num_attention_heads", m.num_attention_heads, "tp*cp", saturated_product(p.tp, p.cp),
                       "a2a (Ulysses) context parallelism scatters heads over tp*cp; use allgather otherwise");
-      check.divisible("model.num_query_groups", m.num_query_groups, "tp*cp", p.tp * p.cp,
+      check.divisible("model.num_query_groups", m.num_query_groups, "tp*cp", saturated_product(p.tp, p.cp),
                       "a2a (Ulysses) context parallelism scatters key/value heads over tp*cp; use allgather otherwise");
     }
     if (p.cp_comm_type == CpCommType::kP2P && m.attention_dropout > 0) {
@@ -242,7 +243,7 @@ void check_parallel(const Config& c, int64_t world, Checker& check, std::vector<
                 "set model.attention_dropout: 0, or parallel.cp_comm_type to allgather or a2a");
     }
     if (p.sequence_parallel) {
-      check.divisible("train.seq_length", c.train.seq_length, "tp*cp", p.tp * p.cp,
+      check.divisible("train.seq_length", c.train.seq_length, "tp*cp", saturated_product(p.tp, p.cp),
                       "with context and sequence parallelism each rank's s/cp tokens split over tp");
     }
   }

@@ -28,15 +28,19 @@ struct Fault {
 };
 
 constexpr const char* kPoints[] = {"all_reduce", "broadcast", "all_gather", "reduce_scatter", "all_to_all",
-                                   "batch_p2p",  "barrier",   "file_write", "loss"};
+                                   "batch_p2p",  "barrier",   "file_write", "checkpoint_write", "loss"};
 
 std::once_flag fault_once;
 std::atomic<int> fault_armed{-1};  // -1: not read yet, 0: none, 1: armed
 Fault fault;
 std::atomic<int64_t> fault_visits{0};
 
-// This process's world rank as the launcher tells it (OpenMPI, PMIx, MPICH, Slurm); 0 alone.
-int launcher_rank() {
+std::atomic<int> world_rank{-1};  // as MPI tells it (arm_faults); -1: not known yet
+
+// This process's world rank: MPI's, else as the launcher tells it (OpenMPI, PMIx, MPICH, Slurm);
+// 0 alone.
+int this_rank() {
+  if (world_rank.load() >= 0) return world_rank.load();
   for (const char* name : {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID"}) {
     if (const char* value = std::getenv(name)) return std::atoi(value);
   }
@@ -51,16 +55,17 @@ void parse_fault(const std::string& text) {
   std::smatch match;
   const bool known_point = std::regex_match(text, match, form) &&
                            std::find(std::begin(kPoints), std::end(kPoints), match[2].str()) != std::end(kPoints);
-  const bool fits = known_point && (match[1] != "enospc" || match[2] == "file_write") &&
-                    (match[1] != "nan" || match[2] == "loss");
+  const bool writes = match[2] == "file_write" || match[2] == "checkpoint_write";
+  const bool fits = known_point && (match[1] != "enospc" || writes) && (match[1] != "nan" || match[2] == "loss");
   if (!fits) {
     throw UsageError(fmt::format("FOLDTRON_FAULT='{}' is not a fault this build can inject", text),
-                     "write ACTION@POINT#N or ACTION@POINT#N/RANK: ACTION kill, stop, enospc (at file_write) or nan "
-                     "(at loss); POINT all_reduce, broadcast, all_gather, reduce_scatter, all_to_all, batch_p2p, "
-                     "barrier, file_write or loss (docs/reliability.md); unset it to train normally");
+                     "write ACTION@POINT#N or ACTION@POINT#N/RANK: ACTION kill, stop, enospc (at file_write or "
+                     "checkpoint_write) or nan (at loss); POINT all_reduce, broadcast, all_gather, reduce_scatter, "
+                     "all_to_all, batch_p2p, barrier, file_write, checkpoint_write or loss (docs/reliability.md); unset "
+                     "it to train normally");
   }
   fault = {match[1].str(), match[2].str(), std::stoll(match[3].str()), match[5].matched ? std::stoi(match[5].str()) : -1};
-  fault_armed.store(fault.rank < 0 || fault.rank == launcher_rank() ? 1 : 0);
+  fault_armed.store(fault.rank < 0 || fault.rank == this_rank() ? 1 : 0);
 }
 
 void read_fault() {
@@ -70,6 +75,7 @@ void read_fault() {
 
 // ---- report ----
 
+static_assert(std::atomic<int64_t>::is_always_lock_free, "the signal handler reads atomics");
 constexpr size_t kText = 160;
 char activity_text[2][kText] = {{0}, {0}};
 std::atomic<int> activity_slot{0};
@@ -121,7 +127,8 @@ void report_and_end(int signal) {
 
 }  // namespace
 
-void arm_faults() {
+void arm_faults(int rank) {
+  if (rank >= 0) world_rank.store(rank);
   if (fault_armed.load() < 0) std::call_once(fault_once, read_fault);
 }
 
@@ -131,8 +138,12 @@ void set_fault(const std::string& spec) {
 }
 
 bool fault_at(const char* point) {
-  if (fault_armed.load() < 0) arm_faults();
-  if (fault_armed.load() == 0) return false;
+  int armed = fault_armed.load();
+  if (armed < 0) {
+    arm_faults(-1);
+    armed = fault_armed.load();
+  }
+  if (armed == 0) return false;
   if (fault.point != point || fault_visits.fetch_add(1) + 1 != fault.nth) return false;
   if (fault.action == "kill") ::raise(SIGKILL);
   if (fault.action == "stop") ::raise(SIGSTOP);

@@ -11,20 +11,22 @@
 // makes world rank RANK (every rank without it) take ACTION the N-th time (from 1) it reaches POINT:
 //   kill    SIGKILL itself (a crashed process or node)
 //   stop    SIGSTOP itself (a hung process)
-//   enospc  the operation fails as a full disk would make it fail (file_write only)
+//   enospc  the operation fails as a full disk would make it fail (file_write, checkpoint_write)
 //   nan     the value becomes NaN (loss only)
 // Points: each MPI operation by name (all_reduce, broadcast, all_gather, reduce_scatter, all_to_all,
-// batch_p2p, barrier) as it is posted; file_write (each write of an AtomicFile: checkpoint files,
-// datasets); loss (each training micro-batch's loss on a last pipeline stage, before backward, so
-// NaN reaches every gradient). Unset, reaching a point costs one atomic load.
+// batch_p2p, barrier) as it is posted; checkpoint_write (each write into a safetensors file: a
+// checkpoint's tensors) and file_write (each write of any other AtomicFile: checkpoint metadata,
+// `latest`, dataset caches); loss (each training micro-batch's loss on a last pipeline stage,
+// before backward, so NaN reaches every gradient). Unset, reaching a point costs one atomic load.
 #pragma once
 
 #include <string>
 
 namespace foldtron {
 
-// Reads FOLDTRON_FAULT now: UsageError naming it when it is malformed (else the first point would).
-void arm_faults();
+// Reads FOLDTRON_FAULT now, for world rank `rank` (MPI's; -1: as the launcher's environment says):
+// UsageError naming it when it is malformed (else the first point would).
+void arm_faults(int rank);
 // Replaces the injected fault (the same syntax; "" for none) and restarts its count: for tests in
 // one process. UsageError when malformed.
 void set_fault(const std::string& spec);
@@ -33,7 +35,7 @@ void set_fault(const std::string& spec);
 // Returns true when the operation must fail (enospc) or its value become NaN (nan).
 bool fault_at(const char* point);
 
-// The rank's current activity, reported with a termination signal; short text (128 bytes kept).
+// The rank's current activity, reported with a termination signal; short text (159 bytes kept).
 void set_activity(const std::string& text);
 
 // Marks this rank as waiting in `operation` on `group` until destroyed.

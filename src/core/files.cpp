@@ -55,7 +55,8 @@ bool write_all(int fd, const char* data, uint64_t size) {
   return true;
 }
 
-AtomicFile::AtomicFile(std::string path) : path_(std::move(path)), tmp_(path_ + ".tmp") {
+AtomicFile::AtomicFile(std::string path, const char* fault_point)
+    : path_(std::move(path)), tmp_(path_ + ".tmp"), fault_point_(fault_point) {
   fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd_ < 0) throw fail("create");
 }
@@ -78,7 +79,7 @@ IoError AtomicFile::fail(const std::string& what) {
 
 void AtomicFile::write(const void* data, uint64_t size) {
   FT_CHECK(fd_ >= 0, "AtomicFile::write after commit of " + path_);
-  if (fault_at("file_write")) {
+  if (fault_at(fault_point_)) {
     errno = ENOSPC;
     throw fail("write");
   }

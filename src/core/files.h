@@ -35,10 +35,11 @@ bool write_all(int fd, const char* data, uint64_t size);
 
 // A file written as PATH.tmp and renamed to PATH by commit() after an fsync (and the folder
 // synced), so PATH is either the old file or the complete new one. Destroyed uncommitted, it
-// removes PATH.tmp. Failures are IoErrors naming the file.
+// removes PATH.tmp. Failures are IoErrors naming the file. Each write is a fault-injection point
+// (core/fault.h), `file_write` unless the owner names another (checkpoint files: checkpoint_write).
 class AtomicFile {
  public:
-  explicit AtomicFile(std::string path);
+  explicit AtomicFile(std::string path, const char* fault_point = "file_write");
   ~AtomicFile();
   AtomicFile(const AtomicFile&) = delete;
   AtomicFile& operator=(const AtomicFile&) = delete;
@@ -52,6 +53,7 @@ class AtomicFile {
   IoError fail(const std::string& what);
 
   std::string path_, tmp_;
+  const char* fault_point_;
   int fd_ = -1;
 };
 

@@ -64,7 +64,7 @@ MpiRuntime::MpiRuntime(int* argc, char*** argv) {
   log::set_rank(rank_);
   install_signal_report(rank_);
   try {
-    arm_faults();
+    arm_faults(rank_);
   } catch (const UsageError&) {
     if (owns_) MPI_Finalize();  // every rank reads the same variable and ends alike
     throw;

@@ -198,14 +198,17 @@ void Checkpointer::finish(bool wait) {
     return;
   }
   if (all < 0) {
+    // Writers still busy on other ranks (or threads) stop first: the folder goes after the gather.
+    if (pending.written.valid()) pending.written.wait();
     // Every rank names the first rank that failed and why (its message stays on that rank otherwise).
     const std::vector<std::string> errors = all_gather_strings(state_.groups.world(), error);
     const auto failed = std::find_if(errors.begin(), errors.end(), [](const std::string& e) { return !e.empty(); });
     abandon_checkpoint(state_.groups.world(), pending.root, pending.name);
     pending_.reset();
+    const std::string who = failed == errors.end() ? std::string("a rank") : fmt::format("rank {}", failed - errors.begin());
     const std::string reason = failed == errors.end() ? std::string("(no message)") : *failed;
-    throw CheckpointError(fmt::format("rank {} could not write its part of the checkpoint of step {}: {}",
-                                      failed - errors.begin(), pending_step, reason),
+    throw CheckpointError(fmt::format("{} could not write its part of the checkpoint of step {}: {}", who, pending_step,
+                                      reason),
                           "check that checkpoint.save has free space and is writable; the last complete checkpoint "
                           "is untouched");
   }

@@ -325,11 +325,20 @@ std::ofstream Trainer::open_metrics() const {
 }
 
 void Trainer::survive_failed_save(const CheckpointError& error) {
-  if (state_.config.checkpoint.on_save_error != SaveErrorPolicy::kWarn) throw error;
+  if (state_.config.checkpoint.on_save_error != SaveErrorPolicy::kWarn) throw;  // called in a catch block
   ++failed_saves_;
+  saved_step_ = -1;  // the failed save may have been this step's
   log::warning("checkpoint", "a save failed and training goes on (checkpoint.on_save_error: warn; {} failed in this "
                              "run; the last complete checkpoint stays the one to resume from): {}",
                failed_saves_, error.what());
+}
+
+void Trainer::complete_save(bool wait) {
+  try {
+    checkpointer_->finish(wait);
+  } catch (const CheckpointError& error) {
+    survive_failed_save(error);
+  }
 }
 
 bool Trainer::checkpoint_after_step() {
@@ -339,10 +348,15 @@ bool Trainer::checkpoint_after_step() {
   state_.groups.world().all_reduce(stop, ReduceOp::kMax);
   const bool stopping = stop.item<double>() > 0;
   const int64_t interval = state_.config.checkpoint.save_interval;
+  if (!stopping && !(interval > 0 && state_.step % interval == 0)) {
+    complete_save(false);  // an asynchronous save that has finished writing completes here
+    return false;
+  }
+  complete_save(true);  // an earlier save still writing completes first: under warn its failure costs not this save
+  saved_step_ = state_.step;
   if (stopping) {
     // The save a preemption leaves time for: a failure here always ends the job.
     checkpointer_->save();
-    saved_step_ = state_.step;
     checkpointer_->finish(true);
     log::warning("train", "stopping after step {} on SIGTERM/SIGINT; the checkpoint of this step is saved in '{}' "
                           "(resume with --load {})",
@@ -350,15 +364,9 @@ bool Trainer::checkpoint_after_step() {
     return true;
   }
   try {
-    if (interval > 0 && state_.step % interval == 0) {
-      saved_step_ = state_.step;
-      checkpointer_->save();
-    } else {
-      checkpointer_->finish(false);
-    }
+    checkpointer_->save();
   } catch (const CheckpointError& error) {
     survive_failed_save(error);
-    saved_step_ = -1;
   }
   return false;
 }
@@ -411,12 +419,7 @@ std::vector<StepRecord> Trainer::run() {
   }
   if (checkpointer_ != nullptr) {
     if (!stopped_) {
-      try {
-        checkpointer_->finish(true);  // a periodic save still writing; the final save must not fail
-      } catch (const CheckpointError& error) {
-        survive_failed_save(error);
-        saved_step_ = -1;  // it may have been this step's
-      }
+      complete_save(true);  // a periodic save still writing; then the final save, whose failure ends the job
       if (state_.step > first_step && saved_step_ != state_.step) checkpointer_->save();
     }
     checkpointer_->finish(true);

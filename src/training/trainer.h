@@ -111,8 +111,12 @@ class Trainer {
   // After a step: saves when the interval or a stop signal (on any rank) asks; otherwise
   // completes an asynchronous save that has finished. Returns whether to stop.
   bool checkpoint_after_step();
-  // A periodic save failed: rethrown unless checkpoint.on_save_error is warn (then counted, logged).
+  // A periodic save failed: rethrown unless checkpoint.on_save_error is warn (then counted, logged,
+  // and saved_step_ reset). Call it in the catch block.
   void survive_failed_save(const CheckpointError& error);
+  // Completes a pending save (waiting for its writers with `wait`); its failure goes to
+  // survive_failed_save.
+  void complete_save(bool wait);
 
   TrainState& state_;
   Task& task_;
@@ -120,7 +124,7 @@ class Trainer {
   int64_t dp_, micro_batches_, per_rank_;
   std::map<int64_t, Batch> batches_;  // this pass's micro-batches, made once each
   Checkpointer* checkpointer_ = nullptr;
-  int64_t saved_step_ = -1;  // the step of the last save started by this run
+  int64_t saved_step_ = -1;  // the step of the last save started by this run (-1 after a failed one)
   bool stopped_ = false;
   int64_t failed_saves_ = 0;  // periodic saves that failed under checkpoint.on_save_error: warn
   std::vector<EvalRecord> evaluations_;

@@ -107,7 +107,7 @@ class Mutator {
     size_t end = at;
     while (end < b.size() && b[end] >= '0' && b[end] <= '9') ++end;
     static const char* numbers[] = {"0", "-1", "4294967296", "9223372036854775807", "18446744073709551616",
-                                    "99999999999999999999999", "1e308", "-9223372036854775808", "65536"};
+                                    "99999999999999999999999", "1e308", "1e400", "-9223372036854775808", "65536"};
     const std::string n = numbers[pick(std::size(numbers))];
     b.erase(b.begin() + static_cast<std::ptrdiff_t>(at), b.begin() + static_cast<std::ptrdiff_t>(end));
     b.insert(b.begin() + static_cast<std::ptrdiff_t>(at), n.begin(), n.end());

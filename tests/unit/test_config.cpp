@@ -444,6 +444,9 @@ TEST(Validate, LayoutSizesBeyondAnyWorldAreProblemsNotCrashes) {
   const auto p = problems_of({"parallel.tp=4294967296", "parallel.ep=4294967296", "parallel.pp=2"}, 8);
   EXPECT_TRUE(has_problem(p, "parallel", "is not divisible by tp*cp*pp = 8589934592"));
   EXPECT_TRUE(has_problem(p, "parallel", "is not divisible by etp*ep*pp = more than 2^63"));
+  // Without a world (foldtron config) the world is the layout's own product, saturated too.
+  const auto q = problems_of({"parallel.tp=4294967296", "parallel.cp=4294967296", "parallel.cp_comm_type=a2a"}, 0);
+  EXPECT_TRUE(has_problem(q, "model.num_attention_heads", "tp*cp"));
 }
 
 TEST(Validate, CheckpointKeysNeedTheirFolders) {

@@ -17,6 +17,7 @@
 #include "checkpoint/safetensors.h"
 #include "core/errors.h"
 #include "data/indexed_dataset.h"
+#include "tasks/discourse/relations.h"
 #include "tasks/unmt/mo_reader.h"
 
 namespace foldtron {
@@ -110,6 +111,22 @@ TEST(HostileInputs, HuggingFaceConfigClaimingEndlessLayers) {
   const std::string message = error_of<CheckpointError>([&] { hf_model_config(fs::path(path).parent_path().string()); });
   EXPECT_NE(message.find("num_hidden_layers 9223372036854775807 is not a layer count from 1 to 100000"),
             std::string::npos) << message;
+}
+
+// Found by the fuzz targets: a JSON number beyond double made nlohmann throw out_of_range, which
+// the readers did not catch (they caught parse_error only).
+TEST(HostileInputs, JsonNumbersBeyondDoubleAreNamedErrors) {
+  const std::string header = R"({"w":{"dtype":"F32","shape":[1e400],"data_offsets":[0,4]}})";
+  const std::string tensors = write_file("d.safetensors", safetensors_with_header(header, header.size(), 4));
+  EXPECT_NE(error_of<CheckpointError>([&] { SafetensorsFile file(tensors); }).find("the header is not valid JSON"),
+            std::string::npos);
+  const std::string relations = write_file("relations.json", R"({"ID": 1e400, "Type": "Implicit"})" "\n");
+  EXPECT_NE(error_of<DataError>([&] { read_conll_relations(relations); }).find("relations.json:1: not JSON"),
+            std::string::npos);
+  const std::string config = write_file("config.json", R"({"model_type": "llama", "hidden_size": 1e400})");
+  EXPECT_NE(error_of<CheckpointError>([&] { hf_model_config(fs::path(config).parent_path().string()); })
+                .find("is not valid JSON"),
+            std::string::npos);
 }
 
 }  // namespace
