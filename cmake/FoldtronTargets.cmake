@@ -4,7 +4,7 @@
 # torch translation unit costs ~20 s. The header is forced into every file of such a layer, so
 # layers with few torch files (core) compile without it.
 
-set(FOLDTRON_WARNINGS -Wall -Wextra -Wpedantic -Wshadow=local -Wnon-virtual-dtor)
+set(FOLDTRON_WARNINGS -Wall -Wextra -Wpedantic $<$<CXX_COMPILER_ID:GNU>:-Wshadow=local> -Wnon-virtual-dtor)
 if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU" AND CMAKE_CXX_COMPILER_VERSION VERSION_GREATER_EQUAL 13)
   # GCC 13 at -O3 reports libstdc++'s own memmove inside std::vector as out of bounds (a known
   # false positive, seen on the GPU image in layers/embedding.cpp); keep it a warning there.

@@ -1,35 +1,50 @@
 #!/usr/bin/env bash
-# Builds foldtron with clang and sanitizers and runs tests under them (docs/reliability.md).
-#   scripts/sanitize.sh address [ctest args]  ASan + UBSan into build-asan/ (also the libFuzzer
-#                                             targets scripts/fuzz.sh runs); default tests: unit,
-#                                             cli and parallel (the multi-rank ones under mpirun)
-#   scripts/sanitize.sh thread [ctest args]   TSan into build-tsan/; default tests: the
-#                                             communication layer's (MPI backend, abort paths)
-# A report fails its test (UBSan does not recover; ASan and TSan end the process). Leak checking
-# is off: OpenMPI and torch's static registries are never freed at exit by design.
+# Builds foldtron with sanitizers and runs tests under them (docs/reliability.md).
+#   scripts/sanitize.sh address [ctest args]  ASan + UBSan, clang, into build-asan/ (also the
+#                                             libFuzzer targets scripts/fuzz.sh runs); default
+#                                             tests: unit, cli and parallel (the multi-rank ones
+#                                             under mpirun)
+#   scripts/sanitize.sh thread [ctest args]   TSan into build-tsan/; default tests: the threaded
+#                                             code: the communication layer (MPI backend, abort
+#                                             paths), checkpoint writers and readers (background
+#                                             saves, writer threads), the preprocessing pool
+#   scripts/sanitize.sh thread-ci             the CI subset: TSan of the communication layer's
+#                                             tests only (builds just their targets, build-tsan-ci/)
+# The compiler: $CXX, else clang++ when installed, else g++ (GCC has ASan, UBSan and TSan too;
+# libFuzzer needs clang). A report fails its test (UBSan does not recover; ASan and TSan end the
+# process). Leak checking is off: OpenMPI and torch's static registries are never freed at exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 kind=${1:-address}
 shift || true
-command -v clang++ >/dev/null || { echo "sanitize.sh: needs clang (apt-get install clang)" >&2; exit 1; }
+cxx=${CXX:-$(command -v clang++ || command -v g++)}
+cc=${CC:-$([[ $cxx == *clang++ ]] && echo "${cxx%++}" || echo "${cxx%++}cc")}
+targets=()
 case "$kind" in
   address)
     build_dir=${BUILD_DIR:-build-asan}
-    flags=(-DFOLDTRON_SANITIZE=address,undefined -DFOLDTRON_FUZZ=ON)
+    flags=(-DFOLDTRON_SANITIZE=address,undefined)
+    [[ $cxx == *clang++ ]] && flags+=(-DFOLDTRON_FUZZ=ON)
     default_tests=(-L "unit|cli|parallel")
     ;;
   thread)
     build_dir=${BUILD_DIR:-build-tsan}
     flags=(-DFOLDTRON_SANITIZE=thread)
-    default_tests=(-R "^(comm|abort_on|groups|mappings)")
+    default_tests=(-R "^(test_comm_np|test_mappings_np|test_groups_np|abort_on_|test_checkpoint$|test_data$|test_checkpoint_resume_np2|test_data_train_np4)")
+    ;;
+  thread-ci)
+    build_dir=${BUILD_DIR:-build-tsan-ci}
+    flags=(-DFOLDTRON_SANITIZE=thread -DFOLDTRON_PCH=OFF)
+    targets=(--target test_comm test_mappings test_groups abort_job)
+    default_tests=(-R "^(test_comm_np[124]|test_mappings_np[24]|test_groups_np4|abort_on_)")
     ;;
   *)
-    echo "sanitize.sh: unknown kind '$kind'; use address or thread" >&2
+    echo "sanitize.sh: unknown kind '$kind'; use address, thread or thread-ci" >&2
     exit 2
     ;;
 esac
-CC=clang CXX=clang++ cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "${flags[@]}" >/dev/null
-cmake --build "$build_dir" -j "${JOBS:-$(nproc)}"
+CC=$cc CXX=$cxx cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "${flags[@]}" >/dev/null
+cmake --build "$build_dir" -j "${JOBS:-$(nproc)}" "${targets[@]}"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0:abort_on_error=1:print_summary=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}

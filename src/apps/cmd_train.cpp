@@ -109,6 +109,7 @@ Runner register_train(CLI::App& root) {
       TrainOptions options;
       options.device = rank_device(cuda, config.parallel);
       options.make_task = task_factory(config);
+      options.keep_step_records = false;  // the metrics file has them; memory stays flat over a long job
       const TrainResult result = train(config, groups, options);
       if (mpi.rank() == 0 && !result.sample.empty()) {
         std::cout << fmt::format("\n--- {} continuation ---\n{}{}\n------------------------------\n",

@@ -89,7 +89,7 @@ Runner register_translate(CLI::App& root) {
       if (mpi.rank() == 0) {
         for (std::string line; std::getline(std::cin, line);) text += line + "\n";
       }
-      text = all_gather_strings(groups.world(), text).at(0);
+      text = broadcast_string(groups.world(), text);
       std::vector<std::string> lines;
       for (size_t start = 0; start < text.size();) {
         const size_t end = text.find('\n', start);

@@ -137,6 +137,18 @@ std::vector<std::string> all_gather_strings(Communicator& group, const std::stri
   return out;
 }
 
+std::string broadcast_string(Communicator& group, const std::string& text, int root) {
+  const bool mine = group.rank() == root;
+  torch::Tensor length = torch::tensor({mine ? static_cast<int64_t>(text.size()) : int64_t{0}}, torch::kLong);
+  group.broadcast(length, root);
+  const int64_t size = length.item<int64_t>();
+  if (size == 0) return {};
+  torch::Tensor bytes = torch::empty({size}, torch::kUInt8);
+  if (mine) std::memcpy(bytes.data_ptr(), text.data(), text.size());
+  group.broadcast(bytes, root);
+  return {static_cast<const char*>(bytes.data_ptr()), static_cast<size_t>(size)};
+}
+
 void write_metadata(const std::string& dir, const std::vector<json>& files, const json& state) {
   json tensors = json::object(), file_list = json::array();
   for (size_t f = 0; f < files.size(); ++f) {

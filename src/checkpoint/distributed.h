@@ -50,6 +50,8 @@ nlohmann::json write_rank_files(const std::string& dir, int64_t rank, const std:
                                 const std::vector<std::pair<std::string, torch::Tensor>>& extra, int64_t threads = 1);
 // Every rank's string, on every rank (collective over `group`).
 std::vector<std::string> all_gather_strings(Communicator& group, const std::string& mine);
+// `root`'s string, on every rank (collective over `group`; the others' `text` is ignored).
+std::string broadcast_string(Communicator& group, const std::string& text, int root = 0);
 // dir/metadata.json (atomically) from every rank's description and the caller's `state`.
 void write_metadata(const std::string& dir, const std::vector<nlohmann::json>& files, const nlohmann::json& state);
 

@@ -135,7 +135,7 @@ namespace {
 // Every rank learns whether rank 0's part of a save failed (its message, or "" when it did not)
 // and throws the same CheckpointError, so a failed save ends or is skipped on all ranks alike.
 void agree_on_save(Communicator& world, const std::string& error_of_rank0, const std::string& name) {
-  const std::string error = all_gather_strings(world, world.rank() == 0 ? error_of_rank0 : std::string()).at(0);
+  const std::string error = broadcast_string(world, error_of_rank0);
   if (error.empty()) return;
   throw CheckpointError(fmt::format("rank 0 could not save {}: {}", name, error),
                         "check that checkpoint.save names a writable place with free space; the last complete "

@@ -136,7 +136,10 @@ SafetensorsFile::SafetensorsFile(std::string path) : path_(std::move(path)) {
     throw CheckpointError(fmt::format("'{}': the header is JSON {}, not an object", path_, header.type_name()),
                           kRewriteHint);
   }
-  for (const auto& [name, value] : header.items()) {
+  for (const auto& field : header.items()) {
+    // Named, not structured bindings: the error lambda below captures `name` (clang 14 refuses those).
+    const std::string& name = field.key();
+    const json& value = field.value();
     if (name == "__metadata__") {
       if (!value.is_object()) {
         throw CheckpointError(fmt::format("'{}': __metadata__ is {}, not an object of strings", path_, value.type_name()),

@@ -18,6 +18,30 @@ namespace {
 
 // ---- parsing YAML text ----
 
+// Every key in `node` (from `source`) is a name, and nesting (aliases included, which may form a
+// cycle) stops at a config's depth: ConfigError naming the place otherwise.
+void check_keys(const YAML::Node& node, const std::string& source, int depth = 0) {
+  constexpr int kMaxDepth = 16;  // a config nests 2 levels (section, key) and a few more in values
+  if (!node.IsMap() && !node.IsSequence()) return;
+  if (depth > kMaxDepth) {
+    throw ConfigError(source, fmt::format("line {}: values nest more than {} levels deep", node.Mark().line + 1, kMaxDepth),
+                      "a config is sections of 'key: value' lines; check the indentation and any YAML aliases (*name)");
+  }
+  for (const auto& item : node) {
+    if (node.IsSequence()) {
+      check_keys(item, source, depth + 1);
+      continue;
+    }
+    if (!item.first.IsScalar()) {
+      throw ConfigError(source,
+                        fmt::format("the key at line {}, column {} is a {}, not a name", item.first.Mark().line + 1,
+                                    item.first.Mark().column + 1, item.first.IsMap() ? "mapping" : "sequence"),
+                        "write each key as a plain name followed by ':' (YAML's '? ' complex keys are not config keys)");
+    }
+    check_keys(item.second, source, depth + 1);
+  }
+}
+
 YAML::Node parse_yaml(const std::string& text, const std::string& source) {
   try {
     YAML::Node root = YAML::Load(text);
@@ -26,6 +50,7 @@ YAML::Node parse_yaml(const std::string& text, const std::string& source) {
       throw ConfigError(source, "the top level must be a mapping of sections (model:, parallel:, ...)",
                         "start the file with a section name such as 'model:'");
     }
+    check_keys(root, source);
     return root;
   } catch (const YAML::ParserException& e) {
     throw ConfigError(source,
@@ -46,10 +71,11 @@ std::string read_file(const std::string& path) {
   return buffer.str();
 }
 
-// Deep merge: maps merge key by key, anything else in `top` replaces `base`.
+// Deep merge: maps merge key by key, anything else in `top` replaces `base` (keys are names:
+// parse_yaml checked them).
 void merge_into(YAML::Node base, const YAML::Node& top) {
   for (const auto& item : top) {
-    const std::string key = item.first.as<std::string>();
+    const std::string key = item.first.Scalar();
     if (item.second.IsMap() && base[key] && base[key].IsMap()) {
       merge_into(base[key], item.second);
     } else {
@@ -306,13 +332,12 @@ const std::string& preset_yaml(const std::string& name) {
 
 Config load_config(const ConfigSources& sources, const std::string& base_yaml) {
   YAML::Node root(YAML::NodeType::Map);
-  if (!base_yaml.empty()) merge_into(root, parse_yaml(base_yaml, "the imported model config"));
-  if (!sources.preset.empty()) {
-    merge_into(root, parse_yaml(preset_yaml(sources.preset), "preset " + sources.preset));
-  }
-  if (!sources.config_file.empty()) {
-    merge_into(root, parse_yaml(read_file(sources.config_file), sources.config_file));
-  }
+  const auto merge = [&root](const std::string& text, const std::string& source) {
+    merge_into(root, parse_yaml(text, source));
+  };
+  if (!base_yaml.empty()) merge(base_yaml, "the imported model config");
+  if (!sources.preset.empty()) merge(preset_yaml(sources.preset), "preset " + sources.preset);
+  if (!sources.config_file.empty()) merge(read_file(sources.config_file), sources.config_file);
   for (const std::string& assignment : sources.overrides) apply_override(root, assignment);
 
   Config config;

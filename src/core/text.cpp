@@ -23,18 +23,22 @@ int edit_distance(std::string_view a, std::string_view b) {
 }
 
 std::string closest_match(std::string_view word, const std::vector<std::string>& candidates) {
+  // Accept up to a third of the word's length in edits (at least 1, at most 3). A candidate whose
+  // length differs by more needs more edits, so it is skipped unmeasured (a long typo costs no
+  // quadratic work against every name).
+  const int budget = std::clamp(static_cast<int>(std::min<size_t>(word.size(), 9)) / 3, 1, 3);
   std::string best;
-  int best_distance = 0;
+  int best_distance = budget + 1;
   for (const std::string& candidate : candidates) {
+    const size_t gap = word.size() > candidate.size() ? word.size() - candidate.size() : candidate.size() - word.size();
+    if (gap > static_cast<size_t>(budget)) continue;
     const int d = edit_distance(word, candidate);
-    if (best.empty() || d < best_distance) {
+    if (d < best_distance) {
       best = candidate;
       best_distance = d;
     }
   }
-  // Accept up to a third of the word's length in edits (at least 1, at most 3).
-  const int budget = std::clamp(static_cast<int>(word.size()) / 3, 1, 3);
-  return best_distance <= budget ? best : std::string();
+  return best;
 }
 
 std::string suggest(std::string_view word, const std::vector<std::string>& candidates) {

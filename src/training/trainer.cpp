@@ -371,7 +371,32 @@ bool Trainer::checkpoint_after_step() {
   return false;
 }
 
-std::vector<StepRecord> Trainer::run() {
+namespace {
+
+// Where the time of the steps after the first (start-up) went, for the closing log line.
+struct StepTimes {
+  int64_t steps = 0;
+  double time = 0, compute = 0, reduce = 0, update = 0;
+
+  void add(const StepRecord& record) {
+    if (steps++ == 0) return;
+    time += record.step_time_s;
+    compute += record.fwd_bwd_s;
+    reduce += record.grad_reduce_s;
+    update += record.optimizer_s;
+  }
+  void log() const {
+    if (steps < 2) return;
+    const double n = static_cast<double>(steps - 1);
+    log::info("train", "mean step after the first: {:.4f} s = forward+backward {:.4f} s + gradient reduction and norm "
+                       "{:.4f} s + optimizer {:.4f} s",
+              time / n, compute / n, reduce / n, update / n);
+  }
+};
+
+}  // namespace
+
+std::vector<StepRecord> Trainer::run(bool keep_records) {
   const Config& config = state_.config;
   const bool rank0 = state_.groups.world_rank() == 0;
   if (config.logging.profile_step > 0 && rank0 && !trace_supported()) {
@@ -385,6 +410,7 @@ std::vector<StepRecord> Trainer::run() {
   const int64_t total = config.train.train_iters;
   const int64_t first_step = state_.step;
   std::vector<StepRecord> records;
+  StepTimes times;
   double elapsed = 0;
   while (state_.step < total) {
     const bool traced = rank0 && state_.step + 1 == config.logging.profile_step;
@@ -398,19 +424,21 @@ std::vector<StepRecord> Trainer::run() {
       log::info("train", "step {} traced into {}", record.step, config.logging.profile_file);
     }
     elapsed += record.step_time_s;
-    records.push_back(record);
+    times.add(record);
     if (record.step % config.logging.log_interval == 0 || record.step == total) {
-      const double eta = elapsed / static_cast<double>(records.size()) * static_cast<double>(total - record.step);
+      const double eta = elapsed / static_cast<double>(times.steps) * static_cast<double>(total - record.step);
       log::info("train", "{}", progress_line(record, total, eta, config.moe.enabled(), config.moe.z_loss_coeff > 0));
       if (metrics.is_open()) metrics << metrics_json(record) << "\n" << std::flush;
     }
+    const int64_t done = record.step;
+    if (keep_records) records.push_back(std::move(record));
     // A stop signal saves first and skips the evaluation (preemption leaves little time).
     if (checkpoint_after_step()) {
       stopped_ = true;
       break;
     }
     const int64_t eval_interval = config.train.eval_interval;
-    if (eval_interval > 0 && (record.step % eval_interval == 0 || record.step == total)) {
+    if (eval_interval > 0 && (done % eval_interval == 0 || done == total)) {
       const EvalRecord eval = evaluations_.emplace_back(evaluate(Split::kValid));
       log::info("train", "validation after step {}: loss {:.4f} | perplexity {:.3f} | {} samples, {:.0f} tokens, {:.2f} s",
                 eval.step, eval.loss, std::exp(eval.loss), eval.samples, eval.units, eval.seconds);
@@ -424,20 +452,7 @@ std::vector<StepRecord> Trainer::run() {
     }
     checkpointer_->finish(true);
   }
-  if (records.size() > 1) {
-    // Where the time went, without the first step (start-up).
-    double time = 0, compute = 0, reduce_time = 0, update_time = 0;
-    for (size_t i = 1; i < records.size(); ++i) {
-      time += records[i].step_time_s;
-      compute += records[i].fwd_bwd_s;
-      reduce_time += records[i].grad_reduce_s;
-      update_time += records[i].optimizer_s;
-    }
-    const double n = static_cast<double>(records.size() - 1);
-    log::info("train", "mean step after the first: {:.4f} s = forward+backward {:.4f} s + gradient reduction and norm "
-                       "{:.4f} s + optimizer {:.4f} s",
-              time / n, compute / n, reduce_time / n, update_time / n);
-  }
+  times.log();
   return records;
 }
 
@@ -475,7 +490,7 @@ TrainResult train(const Config& config, ProcessGroups& groups, const TrainOption
   result.dense_state_bytes = state.optimizer->state_bytes(false);
   result.expert_state_bytes = state.optimizer->state_bytes(true);
   const int64_t recomputed_before = recompute_count();
-  result.steps = trainer.run();
+  result.steps = trainer.run(options.keep_step_records);
   result.recomputed_regions = recompute_count() - recomputed_before;
   result.stopped = trainer.stopped();
   result.evaluations = trainer.evaluations();

@@ -64,6 +64,9 @@ struct TrainOptions {
   torch::Device device = torch::kCPU;
   TaskFactory make_task;
   bool keep_final_params = false;  // return this rank's parameters after the last step
+  // Return every step's record (TrainResult::steps); a long job leaves it off, since the records
+  // grow with the steps (the metrics file keeps them).
+  bool keep_step_records = true;
   std::vector<std::shared_ptr<StepHook>> hooks;  // run after the default ones
 };
 
@@ -83,8 +86,8 @@ class Trainer {
   // rank takes part); step: the state's step.
   EvalRecord evaluate(Split split);
   // Steps until train.train_iters with the progress log, the metrics file, validation and the
-  // profiled step.
-  std::vector<StepRecord> run();
+  // profiled step; returns every step's record when `keep_records` (else none).
+  std::vector<StepRecord> run(bool keep_records = true);
 
  private:
   struct Sums;

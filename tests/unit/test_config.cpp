@@ -7,14 +7,13 @@
 
 #include "config/config_load.h"
 #include "config/validate.h"
+#include "scratch_files.h"
 
 namespace foldtron {
 namespace {
 
 std::string write_temp(const std::string& name, const std::string& text) {
-  const std::string path = ::testing::TempDir() + name;
-  std::ofstream(path) << text;
-  return path;
+  return testing::write_file(::testing::TempDir() + name, text);
 }
 
 // Problems of tiny-moe with `overrides`, at `world` ranks (0: no world checks).
@@ -205,6 +204,22 @@ TEST(Load, TopLevelMustBeAMapping) {
   const std::string file = write_temp("list.yaml", "- model\n- train\n");
   const ConfigError e = load_error({"", file, {}});
   EXPECT_NE(std::string(e.what()).find("top level must be a mapping"), std::string::npos);
+}
+
+// Found by fuzzing (tests/fuzz/corpus/config_yaml/found_complex_key.yaml): a YAML complex key
+// escaped as yaml-cpp's bad conversion.
+TEST(Load, ComplexKeyIsNamedNotThrownThrough) {
+  for (const std::string text : {"parallel:\n  ? tp: 2\n  : 4\n", "? [model, train]\n: 1\n"}) {
+    const std::string file = write_temp("complex_key.yaml", text);
+    const ConfigError e = load_error({"", file, {}});
+    EXPECT_EQ(e.problems()[0].field, file);
+    EXPECT_NE(std::string(e.what()).find("is a "), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("not a name"), std::string::npos) << e.what();
+  }
+  // An alias inside its own anchor nests for ever: named, not followed.
+  const std::string cyclic = write_temp("cyclic.yaml", "model: &loop\n  inner: *loop\n");
+  const ConfigError e = load_error({"", cyclic, {}});
+  EXPECT_NE(std::string(e.what()).find("nest more than"), std::string::npos) << e.what();
 }
 
 TEST(Load, MissingFileNamesThePath) {

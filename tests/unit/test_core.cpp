@@ -22,6 +22,11 @@ TEST(Text, ClosestMatchAcceptsTyposOnly) {
   EXPECT_EQ(closest_match("learning_rate", keys), "");
   EXPECT_EQ(suggest("vocab_sise", keys), "did you mean 'vocab_size'?");
   EXPECT_EQ(suggest("zzz", keys), "valid names are: hidden_size, num_layers, vocab_size");
+  // Three edits at most, however long the word: a length gap beyond that is no typo.
+  EXPECT_EQ(closest_match("hidden_sizes", keys), "hidden_size");
+  EXPECT_EQ(closest_match("hidden_size_xy", keys), "hidden_size");
+  EXPECT_EQ(closest_match("hidden_size_wxyz", keys), "");
+  EXPECT_EQ(closest_match(std::string(1'000'000, 'h'), keys), "");  // a fuzzer's key: skipped, not measured
 }
 
 TEST(Text, SplitAndJoin) {

@@ -27,6 +27,7 @@
 #include "data/preprocess.h"
 #include "training/plot.h"
 #include "run_command.h"
+#include "scratch_files.h"
 
 namespace foldtron::testing {
 namespace {
@@ -43,8 +44,7 @@ class Data : public ::testing::Test {
   void TearDown() override { fs::remove_all(dir_); }
   std::string path(const std::string& name) const { return (dir_ / name).string(); }
   std::string write(const std::string& name, const std::string& text) const {
-    std::ofstream(path(name), std::ios::binary) << text;
-    return path(name);
+    return testing::write_file(path(name), text);
   }
   // documents: each a list of sequences.
   std::string write_dataset(const std::string& name, const std::vector<std::vector<std::vector<int64_t>>>& documents,

@@ -20,6 +20,7 @@
 #include "tasks/discourse/pdtb.h"
 #include "tasks/discourse/relations.h"
 #include "tasks/discourse/silver.h"
+#include "scratch_files.h"
 
 namespace foldtron::testing {
 namespace {
@@ -36,9 +37,7 @@ fs::path scratch() {
 }
 
 fs::path write_file(const std::string& name, const std::string& text) {
-  const fs::path path = scratch() / name;
-  std::ofstream(path) << text;
-  return path;
+  return testing::write_file(scratch() / name, text);
 }
 
 // Six instances: gold senses and a prediction each (see the hand computation in each test).

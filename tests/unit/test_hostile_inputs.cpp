@@ -19,6 +19,7 @@
 #include "data/indexed_dataset.h"
 #include "tasks/discourse/relations.h"
 #include "tasks/unmt/mo_reader.h"
+#include "scratch_files.h"
 
 namespace foldtron {
 namespace {
@@ -32,10 +33,7 @@ void put(std::string& out, T value) {
 
 std::string write_file(const std::string& name, const std::string& bytes) {
   const fs::path dir = fs::temp_directory_path() / ("foldtron_hostile_" + std::to_string(::getpid()));
-  fs::create_directories(dir);
-  const fs::path path = dir / name;
-  std::ofstream(path, std::ios::binary) << bytes;
-  return path.string();
+  return testing::write_file(dir / name, bytes);
 }
 
 // The message of the typed error `read` throws; fails the test on anything else.
