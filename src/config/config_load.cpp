@@ -34,8 +34,9 @@ void check_keys(const YAML::Node& node, const std::string& source, int depth = 0
     }
     if (!item.first.IsScalar()) {
       throw ConfigError(source,
-                        fmt::format("the key at line {}, column {} is a {}, not a name", item.first.Mark().line + 1,
-                                    item.first.Mark().column + 1, item.first.IsMap() ? "mapping" : "sequence"),
+                        fmt::format("the key at line {}, column {} is {}, not a name", item.first.Mark().line + 1,
+                                    item.first.Mark().column + 1,
+                                    item.first.IsMap() ? "a mapping" : item.first.IsSequence() ? "a sequence" : "empty"),
                         "write each key as a plain name followed by ':' (YAML's '? ' complex keys are not config keys)");
     }
     check_keys(item.second, source, depth + 1);
