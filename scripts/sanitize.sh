@@ -3,7 +3,8 @@
 #   scripts/sanitize.sh address [ctest args]  ASan + UBSan, clang, into build-asan/ (also the
 #                                             libFuzzer targets scripts/fuzz.sh runs); default
 #                                             tests: unit, cli and parallel (the multi-rank ones
-#                                             under mpirun)
+#                                             under mpirun, the short fault trials), less those
+#                                             named below
 #   scripts/sanitize.sh thread [ctest args]   TSan into build-tsan/; default tests: the threaded
 #                                             code: the communication layer (MPI backend, abort
 #                                             paths), checkpoint writers and readers (background
@@ -17,6 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 kind=${1:-address}
 shift || true
+jobs=${JOBS:-$(nproc)}  # before OMP_NUM_THREADS=1 below, which nproc obeys
 cxx=${CXX:-$(command -v clang++ || command -v g++)}
 cc=${CC:-$([[ $cxx == *clang++ ]] && echo "${cxx%++}" || echo "${cxx%++}cc")}
 targets=()
@@ -25,7 +27,10 @@ case "$kind" in
     build_dir=${BUILD_DIR:-build-asan}
     flags=(-DFOLDTRON_SANITIZE=address,undefined)
     [[ $cxx == *clang++ ]] && flags+=(-DFOLDTRON_FUZZ=ON)
-    default_tests=(-L "unit|cli|parallel")
+    # Left out: what loads the sentencepiece module (test_tokenizer's SentencePiece tests,
+    # test_translation), since the sanitizer runtimes refuse dlopen(RTLD_DEEPBIND), which the
+    # module needs (data/spm_plugin.cpp); test_5d at 16 and 32 ranks (memory under ASan).
+    default_tests=(-L "unit|cli|parallel" -E "^(test_tokenizer|test_translation_np[0-9]+|test_5d_np(16|32))$")
     ;;
   thread)
     build_dir=${BUILD_DIR:-build-tsan}
@@ -34,7 +39,7 @@ case "$kind" in
     ;;
   thread-ci)
     build_dir=${BUILD_DIR:-build-tsan-ci}
-    flags=(-DFOLDTRON_SANITIZE=thread -DFOLDTRON_PCH=OFF)
+    flags=(-DFOLDTRON_SANITIZE=thread)
     targets=(--target test_comm test_mappings test_groups abort_job)
     default_tests=(-R "^(test_comm_np[124]|test_mappings_np[24]|test_groups_np4|abort_on_)")
     ;;
@@ -44,11 +49,11 @@ case "$kind" in
     ;;
 esac
 CC=$cc CXX=$cxx cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "${flags[@]}" >/dev/null
-cmake --build "$build_dir" -j "${JOBS:-$(nproc)}" "${targets[@]}"
+cmake --build "$build_dir" -j "$jobs" "${targets[@]}"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0:abort_on_error=1:print_summary=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}
 cd "$build_dir"
 if [[ $# -eq 0 ]]; then set -- "${default_tests[@]}"; fi
-ctest --output-on-failure --timeout 1800 -j "$(nproc)" "$@"
+ctest --output-on-failure --timeout 1800 -j "$jobs" "$@"

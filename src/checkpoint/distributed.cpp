@@ -126,7 +126,7 @@ std::vector<std::string> all_gather_strings(Communicator& group, const std::stri
   std::vector<int64_t> lengths;
   for (const auto& r : group.all_gather_ints({static_cast<int64_t>(mine.size())})) lengths.push_back(r[0]);
   torch::Tensor bytes = torch::empty({static_cast<int64_t>(mine.size())}, torch::kUInt8);
-  std::memcpy(bytes.data_ptr(), mine.data(), mine.size());
+  if (!mine.empty()) std::memcpy(bytes.data_ptr(), mine.data(), mine.size());  // an empty tensor's data is null
   const torch::Tensor all = group.all_gather(bytes, lengths);
   std::vector<std::string> out;
   int64_t offset = 0;

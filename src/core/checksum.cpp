@@ -31,6 +31,7 @@ void Checksum::mix_block(const unsigned char* block) {
 }
 
 void Checksum::update(const void* data, size_t bytes) {
+  if (bytes == 0) return;  // an empty tensor's data may be null, which memcpy must not be given
   const auto* p = static_cast<const unsigned char*>(data);
   length_ += bytes;
   if (pending_bytes_ > 0) {
