@@ -180,7 +180,9 @@ CheckpointReader::CheckpointReader(std::string dir, bool verify) : dir_(std::mov
   } catch (const json::exception& e) {  // parse_error, or out_of_range for a number beyond double
     throw broken(dir_, fmt::format("metadata.json is not valid JSON ({})", e.what()));
   }
-  if (!metadata.is_object() || metadata.value("format", "") != kCheckpointFormat) {
+  // Any JSON type is compared, never converted (a format that is an object is no checkpoint either).
+  const auto format = metadata.is_object() ? metadata.find("format") : metadata.end();
+  if (!metadata.is_object() || format == metadata.end() || *format != kCheckpointFormat) {
     throw CheckpointError(fmt::format("'{}' is not a foldtron checkpoint (metadata.json names no format '{}')", path,
                                       kCheckpointFormat),
                           "import Hugging Face directories with foldtron convert --from hf --to foldtron");

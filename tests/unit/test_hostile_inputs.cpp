@@ -11,8 +11,10 @@
 
 #include <unistd.h>
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include "checkpoint/distributed.h"
 #include "checkpoint/hf_config.h"
 #include "checkpoint/safetensors.h"
 #include "core/errors.h"
@@ -109,6 +111,16 @@ TEST(HostileInputs, HuggingFaceConfigClaimingEndlessLayers) {
   const std::string message = error_of<CheckpointError>([&] { hf_model_config(fs::path(path).parent_path().string()); });
   EXPECT_NE(message.find("num_hidden_layers 9223372036854775807 is not a layer count from 1 to 100000"),
             std::string::npos) << message;
+}
+
+// Found by fuzz_checkpoint_metadata (found_format_object.json): a "format" that was an object made
+// nlohmann's value() throw type_error out of the reader.
+TEST(HostileInputs, CheckpointMetadataWhoseFormatIsNoString) {
+  for (const char* format : {R"({"a": 1})", "[1]", "7", "null"}) {
+    const std::string path = write_file("metadata.json", fmt::format(R"({{"format": {}, "version": 1}})", format));
+    const std::string message = error_of<CheckpointError>([&] { CheckpointReader(fs::path(path).parent_path().string()); });
+    EXPECT_NE(message.find("is not a foldtron checkpoint"), std::string::npos) << message;
+  }
 }
 
 // Found by the fuzz targets: a JSON number beyond double made nlohmann throw out_of_range, which
