@@ -5,5 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 build_dir=${BUILD_DIR:-build}
 jobs=${JOBS:-$(nproc)}
-cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFOLDTRON_WERROR=ON "$@" >/dev/null
+# Line tables only (-g1): stacks, gdb and addr2line keep functions, files and lines, and a torch
+# file compiles ~25% faster than with full -g (13.3 s against 17.9 s for src/moe/router.cpp).
+cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -g1 -DNDEBUG" \
+  -DFOLDTRON_WERROR=ON "$@" >/dev/null
 cmake --build "$build_dir" -j "$jobs"

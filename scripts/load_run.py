@@ -40,6 +40,16 @@ def command(args, workdir, steps):
             f"logging.metrics_file={workdir}/metrics.jsonl", "--set", "logging.log_interval=1"]
 
 
+def fail(what, log_path, lines=30):
+    """Exits naming what failed, with the end of its job log (the log may be on a machine that is gone)."""
+    try:
+        with open(log_path, errors="replace") as f:
+            tail = "".join(f.readlines()[-lines:])
+    except OSError:
+        tail = "(no log)\n"
+    sys.exit(f"load_run: {what}; the last {lines} lines of {log_path}:\n{tail}")
+
+
 KINDS = ("RssAnon", "RssFile", "RssShmem")
 BAR_MIB_PER_1000_STEPS = 1.0
 
@@ -81,7 +91,7 @@ def uninterrupted(args, workdir):
         if len(sizes) == NP and all(sizes.values()):
             samples.append((current_step(workdir), sizes))
     if proc.wait() != 0:
-        sys.exit(f"load_run: the uninterrupted run failed; see {workdir}/job.log")
+        fail(f"the uninterrupted run failed (exit {proc.returncode})", f"{workdir}/job.log")
     return time.monotonic() - started, samples
 
 
@@ -117,14 +127,14 @@ def interrupted(args, workdir, rng):
                 code = proc.wait(timeout=args.steps * 5)
             except subprocess.TimeoutExpired:
                 proc.kill()
-                sys.exit(f"load_run: attempt {attempt} hangs; see {workdir}/job_{attempt}.log")
+                fail(f"attempt {attempt} hangs", f"{workdir}/job_{attempt}.log")
         resumed = latest_step(f"{workdir}/ckpt")
         if kills and kills[-1]["resumed_from"] is None and code != 0:
             kills[-1]["resumed_from"] = resumed
         if code == 0:
             break
         if attempt > args.kills + 3:
-            sys.exit(f"load_run: the run keeps failing; see {workdir}/job_{attempt}.log")
+            fail("the run keeps failing", f"{workdir}/job_{attempt}.log")
     return time.monotonic() - started, kills
 
 

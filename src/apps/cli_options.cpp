@@ -95,7 +95,8 @@ std::string environment_help() {
   return "Environment: FOLDTRON_SPM_PLUGIN and FOLDTRON_SPM_TRAIN point at the sentencepiece plugin and trainer "
          "when they are not beside the foldtron binary (they are after a build); FOLDTRON_FAULT injects a fault "
          "for reliability tests (ACTION@POINT#N[/RANK], docs/reliability.md; never set it in a real run); MPI and "
-         "NCCL read their own (OMPI_*, NCCL_*, CUDA_VISIBLE_DEVICES).";
+         "NCCL read their own (OMPI_*, NCCL_*, CUDA_VISIBLE_DEVICES); OMP_NUM_THREADS sets the host threads of a GPU rank "
+         "(the initial values are drawn by as many; CPU ranks use one).";
 }
 
 std::string yaml_quoted(const std::string& value) {

@@ -181,8 +181,8 @@ CheckpointReader::CheckpointReader(std::string dir, bool verify) : dir_(std::mov
     throw broken(dir_, fmt::format("metadata.json is not valid JSON ({})", e.what()));
   }
   // Any JSON type is compared, never converted (a format that is an object is no checkpoint either).
-  const auto format = metadata.is_object() ? metadata.find("format") : metadata.end();
-  if (!metadata.is_object() || format == metadata.end() || *format != kCheckpointFormat) {
+  const auto format = metadata.find("format");  // end() for anything but an object
+  if (format == metadata.end() || *format != kCheckpointFormat) {
     throw CheckpointError(fmt::format("'{}' is not a foldtron checkpoint (metadata.json names no format '{}')", path,
                                       kCheckpointFormat),
                           "import Hugging Face directories with foldtron convert --from hf --to foldtron");

@@ -1,8 +1,10 @@
-// Activity reports on termination signals and injected faults (see fault.h).
+// Activity reports on termination and crash signals, and injected faults (see fault.h).
 #include "core/fault.h"
 
+#include <execinfo.h>
 #include <signal.h>
 #include <time.h>
+#include <ucontext.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -105,6 +107,16 @@ struct Line {
   void add(const char* text) {
     while (*text != '\0' && size + 1 < sizeof(data)) data[size++] = *text++;
   }
+  void add_hex(uint64_t value) {
+    add("0x");
+    char digits[16];
+    int n = 0;
+    do {
+      digits[n++] = "0123456789abcdef"[value % 16];
+      value /= 16;
+    } while (value > 0);
+    while (n > 0 && size + 1 < sizeof(data)) data[size++] = digits[--n];
+  }
   void add(int64_t value) {
     char digits[24];
     int n = 0;
@@ -123,6 +135,63 @@ void report_and_end(int signal) {
   report_signal(signal);
   ::signal(signal, SIG_DFL);
   ::raise(signal);
+}
+
+constexpr int kCrashSignals[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL};
+
+// The sanitizer runtimes report crashes better (and own these signals): no handler of ours there.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool kSanitized = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
+#else
+constexpr bool kSanitized = false;
+#endif
+
+void write_line(const Line& line) {
+  const ssize_t written = ::write(STDERR_FILENO, line.data, line.size);
+  (void)written;
+}
+
+// A crash: the report line, the fault address and this thread's stack (one `MODULE(+OFFSET)` line
+// per frame; `addr2line -C -f -e MODULE OFFSET` names foldtron's), then the default action, so
+// the launcher sees the signal as before. Installed with SA_RESETHAND, so a fault inside the
+// report ends the process at once. backtrace() and backtrace_symbols_fd() are not
+// async-signal-safe (the unwinder and dladdr take locks): an alarm ends a report that blocks.
+void report_crash(int signal, siginfo_t* info, void* context) {
+  ::alarm(10);
+  report_signal(signal);
+  Line address;
+  address.add("foldtron: world rank ");
+  address.add(report_rank);
+  address.add(": fault address ");
+  address.add_hex(reinterpret_cast<uintptr_t>(info->si_addr));
+  address.add("\n");
+  write_line(address);
+#if defined(__x86_64__) && defined(__linux__)
+  // A program counter of 0 (usually a call through a null function pointer) stops the unwinder
+  // at once; the return address on top of the stack then names the caller.
+  const auto* registers = static_cast<const ucontext_t*>(context)->uc_mcontext.gregs;
+  if (registers[REG_RIP] == 0) {
+    Line null_call;
+    null_call.add("foldtron: program counter 0 (a call through a null function pointer?), from:\n");
+    write_line(null_call);
+    void* caller = *reinterpret_cast<void* const*>(registers[REG_RSP]);
+    ::backtrace_symbols_fd(&caller, 1, STDERR_FILENO);
+  }
+#else
+  (void)context;
+#endif
+  Line stack;
+  stack.add("foldtron: stack:\n");
+  write_line(stack);
+  void* frames[64];
+  ::backtrace_symbols_fd(frames, ::backtrace(frames, 64), STDERR_FILENO);
+  ::raise(signal);  // the default action again (SA_RESETHAND)
 }
 
 }  // namespace
@@ -164,10 +233,15 @@ void report_signal(int signal) {
   line.add("foldtron: world rank ");
   line.add(report_rank);
   line.add(" got ");
-  if (signal == SIGTERM) {
-    line.add("SIGTERM");
-  } else if (signal == SIGINT) {
-    line.add("SIGINT");
+  const char* name = signal == SIGTERM   ? "SIGTERM"
+                     : signal == SIGINT  ? "SIGINT"
+                     : signal == SIGSEGV ? "SIGSEGV"
+                     : signal == SIGBUS  ? "SIGBUS"
+                     : signal == SIGFPE  ? "SIGFPE"
+                     : signal == SIGILL  ? "SIGILL"
+                                         : nullptr;
+  if (name != nullptr) {
+    line.add(name);
   } else {
     line.add("signal ");
     line.add(signal);
@@ -198,6 +272,23 @@ void install_signal_report(int world_rank) {
   action.sa_handler = report_and_end;
   sigemptyset(&action.sa_mask);
   ::sigaction(SIGTERM, &action, nullptr);
+  if (kSanitized) return;
+  // Crashes too (replacing MPI's own report, which prints no frame past a null call), on a stack of
+  // their own for this thread, so a stack overflow is reported as well.
+  void* warm_up[1];
+  (void)::backtrace(warm_up, 1);  // loads the unwinder now, not inside the handler
+  static char crash_stack[1 << 16];
+  stack_t alternate{};
+  alternate.ss_sp = crash_stack;
+  alternate.ss_size = sizeof(crash_stack);
+  ::sigaltstack(&alternate, nullptr);
+  struct sigaction crash {};
+  crash.sa_sigaction = report_crash;
+  crash.sa_flags = SA_SIGINFO | SA_RESETHAND | SA_ONSTACK;
+  sigemptyset(&crash.sa_mask);
+  sigaddset(&crash.sa_mask, SIGTERM);  // the crash, not a launcher's SIGTERM, ends the process
+  for (int signal : kCrashSignals) sigaddset(&crash.sa_mask, signal);
+  for (int signal : kCrashSignals) ::sigaction(signal, &crash, nullptr);
 }
 
 }  // namespace foldtron

@@ -6,6 +6,7 @@
 // ending the job because another rank died, or a scheduler's preemption) the rank writes one line
 // naming them to stderr, so the log of a dead job says where every survivor stood:
 //   foldtron: world rank 0 got SIGTERM in step 13, waiting 0.84 s in all_to_all on group 'ep'
+// A crash (SIGSEGV, SIGBUS, SIGFPE, SIGILL) writes the same line, the fault address and the stack.
 //
 // Injection: the environment variable FOLDTRON_FAULT="ACTION@POINT#N" or "ACTION@POINT#N/RANK"
 // makes world rank RANK (every rank without it) take ACTION the N-th time (from 1) it reaches POINT:
@@ -51,8 +52,10 @@ class WaitScope {
 void report_signal(int signal);
 
 // From now on SIGTERM writes the report line and then ends the process as it would have
-// (handlers installed later, like the trainer's stop handler, call report_signal themselves).
-// `world_rank` names this process in the line.
+// (handlers installed later, like the trainer's stop handler, call report_signal themselves);
+// a crash (SIGSEGV, SIGBUS, SIGFPE, SIGILL) writes it with the fault address and the stack, then
+// ends the process by the same signal (not in sanitizer builds, whose runtimes report crashes).
+// `world_rank` names this process in the lines.
 void install_signal_report(int world_rank);
 
 }  // namespace foldtron

@@ -62,8 +62,18 @@ class DecodingScope {
 };
 
 // The full (unsplit) tensor of parameter `name`, N(0, std^2), fp32 on ctx.device: the same on
-// every rank, in every layout and on every device for the same seed (drawn on the CPU).
+// every rank, in every layout and on every device for the same seed (drawn on the CPU, by as many
+// threads as torch's intra-op count, at::get_num_threads()).
 torch::Tensor full_normal(const LayerContext& ctx, const std::string& name, at::IntArrayRef shape, double std);
+
+// What full_normal has cost this process so far (the trainer's startup line).
+struct InitTimes {
+  double draw_s = 0;  // drawing the values on the host
+  double copy_s = 0;  // copying them to the device and scaling them there
+  int64_t values = 0;
+  int threads = 1;  // the most host threads one draw used
+};
+InitTimes init_times();
 
 // This rank's chunk of `full` along `dim` (tp must divide it after `padded_rows` zero rows are
 // appended), as a parameter in ctx's dtype and device, registered with its split.

@@ -9,6 +9,7 @@
 #include <torch/types.h>
 
 #include "config/config.h"
+#include "layers/context.h"
 #include "models/model.h"
 #include "optim/adamw.h"
 #include "optim/param_buffer.h"
@@ -30,6 +31,12 @@ struct TrainState {
   int64_t step = 0;                // optimizer steps taken (skipped ones included)
   int64_t consumed_samples = 0;    // training samples of the global batches so far
   int64_t bad_steps_in_a_row = 0;  // non-finite steps since the last good one
+  // What building it took (the trainer's startup line).
+  struct Startup {
+    double model_s = 0;      // building and initializing the model
+    InitTimes init;          // of which drawing and copying the initial values
+    double optimizer_s = 0;  // its parameter and gradient buffers and the optimizer
+  } startup;
 };
 
 }  // namespace foldtron

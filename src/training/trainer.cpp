@@ -470,17 +470,36 @@ std::unique_ptr<Task> make_task(const Config& config, const TaskFactory& factory
   return std::make_unique<LmTask>(config);
 }
 
+// The startup line: where the time before the first step went.
+void log_startup(const TrainState& state, double total_s, double data_s, double load_s) {
+  const TrainState::Startup& times = state.startup;
+  log::info("train",
+            "startup {:.1f} s: model {:.1f} s (initial values: {:.1f} M drawn on the host by {} threads in {:.1f} s, "
+            "copied {:.1f} s), gradient buffers and optimizer {:.1f} s, data {:.1f} s{}",
+            total_s, times.model_s, static_cast<double>(times.init.values) / 1e6, times.init.threads,
+            times.init.draw_s, times.init.copy_s, times.optimizer_s, data_s,
+            state.config.checkpoint.load.empty() ? std::string() : fmt::format(", checkpoint load {:.1f} s", load_s));
+}
+
 }  // namespace
 
 TrainResult train(const Config& config, ProcessGroups& groups, const TrainOptions& options) {
+  using Clock = std::chrono::steady_clock;
+  const auto start = Clock::now();
   TrainState state(config, groups, options.device);
+  const auto built = Clock::now();
   const std::unique_ptr<Task> task = make_task(config, options.make_task);
   Trainer trainer(state, *task);
   if (config.moe.enabled() && config.moe.expert_bias) trainer.add_hook(std::make_shared<ExpertBiasUpdate>());
   for (const auto& hook : options.hooks) trainer.add_hook(hook);
+  const auto prepared = Clock::now();
   // Resume (or start from a converted model) before anything runs; save where asked.
   Checkpointer checkpointer(state);
   if (!config.checkpoint.load.empty()) checkpointer.load(config.checkpoint.load);
+  if (options.device.is_cuda()) torch::cuda::synchronize();
+  log_startup(state, std::chrono::duration<double>(Clock::now() - start).count(),
+              std::chrono::duration<double>(prepared - built).count(),
+              std::chrono::duration<double>(Clock::now() - prepared).count());
   std::optional<StopSignals> stop_signals;
   if (!config.checkpoint.save.empty()) {
     stop_signals.emplace();

@@ -297,9 +297,14 @@ TEST(Init, FullNormalDependsOnNameSeedAndShapeOnlyNotOnThreads) {
   at::set_num_threads(1);
   const torch::Tensor one = full_normal(ctx, "w", {3, 1 << 20}, 0.5);
   at::set_num_threads(2);
+  const InitTimes before = init_times();
   const torch::Tensor two = full_normal(ctx, "w", {3, 1 << 20}, 0.5);
+  const InitTimes after = init_times();
+  EXPECT_EQ(full_normal(ctx, "empty", {0, 4}, 1.0).sizes(), (std::vector<int64_t>{0, 4}));
   at::set_num_threads(threads);
   EXPECT_TRUE(torch::equal(one, two));
+  EXPECT_EQ(after.values - before.values, 3 << 20);  // the startup line's count
+  EXPECT_GE(after.threads, 2);
   EXPECT_FALSE(torch::equal(one[0], one[1]));
   EXPECT_FALSE(torch::equal(one[1], one[2]));
   EXPECT_NEAR(one.std().item<double>(), 0.5, 1e-3);

@@ -1,7 +1,12 @@
 // core: error formatting, close-match suggestions, string helpers, divide_exact.
+#include <sys/mman.h>
+
+#include <csignal>
+
 #include <gtest/gtest.h>
 
 #include "core/errors.h"
+#include "core/fault.h"
 #include "core/log.h"
 #include "core/math.h"
 #include "core/text.h"
@@ -84,3 +89,57 @@ TEST(Log, OnlyRankZeroPrintsInfo) {
 
 }  // namespace
 }  // namespace foldtron
+
+// A crash names the rank, the signal and what the rank was doing, gives the fault address and the
+// stack past the signal frame, and still ends by the signal (so the launcher reports it as
+// before). A null program counter, where unwinding cannot start, is reported with its caller.
+// Sanitizer builds keep their runtimes' own crash reports.
+namespace {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool kSanitized = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
+#else
+constexpr bool kSanitized = false;
+#endif
+
+void (*volatile null_function)() = nullptr;
+
+void crash_by_null_call() {
+  foldtron::install_signal_report(3);
+  foldtron::set_activity("saving the checkpoint of step 300");
+  null_function();
+  foldtron::set_activity("");  // not a tail call: the return address stays in this function
+}
+
+void crash_by_bad_read() {
+  foldtron::install_signal_report(3);
+  foldtron::set_activity("step 7");
+  // A page nobody may read: a fault without undefined behaviour (UBSan would stop a null read).
+  void* page = ::mmap(nullptr, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(page, MAP_FAILED);
+  (void)*static_cast<volatile int*>(page);
+}
+}  // namespace
+
+TEST(CrashReport, NullCallNamesRankActivityAndCaller) {
+  if (kSanitized) GTEST_SKIP() << "the sanitizer runtime reports crashes in this build";
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(crash_by_null_call(), ::testing::KilledBySignal(SIGSEGV),
+              "world rank 3 got SIGSEGV in saving the checkpoint of step 300\n.*fault address 0x0\n"
+              "foldtron: program counter 0 \\(a call through a null function pointer\\?\\), from:\n"
+              "[^\n]*test_core[^\n]*\nfoldtron: stack:\n");
+}
+
+TEST(CrashReport, BadReadGivesAddressAndTheStackPastTheSignalFrame) {
+  if (kSanitized) GTEST_SKIP() << "the sanitizer runtime reports crashes in this build";
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  // After the handler's own frames and libc's signal trampoline, the faulting function's frame.
+  EXPECT_EXIT(crash_by_bad_read(), ::testing::KilledBySignal(SIGSEGV),
+              "world rank 3 got SIGSEGV in step 7\n.*fault address 0x[1-9a-f][0-9a-f]*\nfoldtron: stack:\n"
+              ".*libc\\.so[^\n]*\n[^\n]*test_core");
+}
