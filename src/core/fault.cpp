@@ -272,7 +272,7 @@ void install_signal_report(int world_rank) {
   action.sa_handler = report_and_end;
   sigemptyset(&action.sa_mask);
   ::sigaction(SIGTERM, &action, nullptr);
-  if (kSanitized) return;
+  if (!reports_crashes()) return;
   // Crashes too (replacing MPI's own report, which prints no frame past a null call), on a stack of
   // their own for this thread, so a stack overflow is reported as well.
   void* warm_up[1];
@@ -290,5 +290,7 @@ void install_signal_report(int world_rank) {
   for (int signal : kCrashSignals) sigaddset(&crash.sa_mask, signal);
   for (int signal : kCrashSignals) ::sigaction(signal, &crash, nullptr);
 }
+
+bool reports_crashes() { return !kSanitized; }
 
 }  // namespace foldtron

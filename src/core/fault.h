@@ -58,4 +58,7 @@ void report_signal(int signal);
 // `world_rank` names this process in the lines.
 void install_signal_report(int world_rank);
 
+// Whether install_signal_report handles crashes in this build (not in sanitizer builds).
+bool reports_crashes();
+
 }  // namespace foldtron
