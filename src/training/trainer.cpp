@@ -394,6 +394,27 @@ struct StepTimes {
   }
 };
 
+// The peak memory of this rank against the states it must hold; the rest is activations,
+// communication and workspace buffers and the caching allocator's slack (on a CPU, the whole
+// process: code, libraries, MPI).
+void log_memory(const TrainState& state) {
+  constexpr double kGiB = 1 << 30;
+  double params = 0;
+  for (const auto& p : state.model->parameters()) params += static_cast<double>(p.numel() * p.element_size());
+  const double grads = static_cast<double>(state.buffers->grad_bytes());
+  const double optimizer = static_cast<double>(state.optimizer->state_bytes());
+  const bool cuda = state.device.is_cuda();
+  const double peak = cuda ? torch_compat::cuda_peak_memory_gb(state.device.index()) : resident_memory_gb();
+  const double states = (params + grads + optimizer) / kGiB;
+  log::info("train",
+            "memory on this rank: peak {:.2f} GiB ({}) = states {:.2f} GiB (parameters {:.2f}, gradient buffers {:.2f}, "
+            "optimizer {:.2f}) + the rest {:.2f} GiB ({})",
+            peak, cuda ? "the GPU's allocator" : "the process's resident set", states, params / kGiB, grads / kGiB,
+            optimizer / kGiB, peak - states,
+            cuda ? "activations, communication and workspace buffers, cached blocks"
+                 : "activations, buffers, code and libraries");
+}
+
 }  // namespace
 
 std::vector<StepRecord> Trainer::run(bool keep_records) {
@@ -453,6 +474,7 @@ std::vector<StepRecord> Trainer::run(bool keep_records) {
     checkpointer_->finish(true);
   }
   times.log();
+  log_memory(state_);
   return records;
 }
 
@@ -474,10 +496,10 @@ std::unique_ptr<Task> make_task(const Config& config, const TaskFactory& factory
 void log_startup(const TrainState& state, double total_s, double data_s, double load_s) {
   const TrainState::Startup& times = state.startup;
   log::info("train",
-            "startup {:.1f} s: model {:.1f} s (initial values: {:.1f} M drawn on the host by {} threads in {:.1f} s, "
+            "startup {:.1f} s: model {:.1f} s (initial values: {:.1f} M drawn on the host by {} thread{} in {:.1f} s, "
             "copied {:.1f} s), gradient buffers and optimizer {:.1f} s, data {:.1f} s{}",
             total_s, times.model_s, static_cast<double>(times.init.values) / 1e6, times.init.threads,
-            times.init.draw_s, times.init.copy_s, times.optimizer_s, data_s,
+            times.init.threads == 1 ? "" : "s", times.init.draw_s, times.init.copy_s, times.optimizer_s, data_s,
             state.config.checkpoint.load.empty() ? std::string() : fmt::format(", checkpoint load {:.1f} s", load_s));
 }
 
