@@ -262,8 +262,7 @@ void report_signal(int signal) {
     line.add(wait_text[wait_slot.load()]);
   }
   line.add("\n");
-  const ssize_t ignored = ::write(STDERR_FILENO, line.data, line.size);
-  (void)ignored;
+  write_line(line);
 }
 
 void install_signal_report(int world_rank) {
