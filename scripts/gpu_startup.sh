@@ -12,7 +12,8 @@ cd "$(dirname "$0")/.."
 out=${1:-${OUT:-/tmp}}
 source scripts/gpu_env.sh
 if [[ -z ${SKIP_BUILD:-} ]]; then
-  GPU_CMAKE_ARGS="-DFOLDTRON_WERROR=OFF -DFOLDTRON_BUILD_TESTS=OFF" scripts/gpu_build.sh -R '^$' > "$out/build.log" 2>&1
+  # Line tables (-g1) so that a crash's stack names files and lines.
+  GPU_CMAKE_ARGS="-DFOLDTRON_WERROR=OFF -DFOLDTRON_BUILD_TESTS=OFF -DCMAKE_CXX_FLAGS=-g1" scripts/gpu_build.sh -R '^$' > "$out/build.log" 2>&1
   echo "== build: rc=$?"
 fi
 [[ -x build-gpu/bin/foldtron ]] || { tail -40 "$out/build.log"; exit 1; }

@@ -20,6 +20,7 @@
 #include "config/compare.h"
 #include "config/config_load.h"
 #include "core/errors.h"
+#include "core/files.h"
 #include "core/log.h"
 #include "parallel/communicator.h"
 
@@ -200,8 +201,8 @@ void export_hf(const CheckpointReader& reader, const std::string& out, Communica
   const std::string tmp = out + ".tmp";
   world.barrier();  // every rank checked before rank 0 creates anything
   if (world.rank() == 0) {
-    fs::remove_all(tmp, error);
-    fs::create_directories(tmp, error);
+    error = remove_tree(tmp);
+    if (!error) fs::create_directories(tmp, error);
     if (error) throw IoError(fmt::format("cannot create '{}': {}", tmp, error.message()), "check that the place is writable");
   }
   world.barrier();
@@ -230,8 +231,8 @@ void export_hf(const CheckpointReader& reader, const std::string& out, Communica
       write_json(fs::path(tmp) / "model.safetensors.index.json",
                  {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}});
     }
-    fs::remove_all(out, error);  // an empty folder
-    fs::rename(tmp, out, error);
+    error = remove_tree(out);  // an empty folder
+    if (!error) fs::rename(tmp, out, error);
     if (error) throw IoError(fmt::format("cannot rename '{}' to '{}': {}", tmp, out, error.message()), "check the folder");
     log::info("convert", "wrote {} ({} tensors in {} file{}, {:.3f} GB)", out, plan.size(), shards.size(),
               shards.size() == 1 ? "" : "s", [&] {

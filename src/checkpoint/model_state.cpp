@@ -18,6 +18,7 @@
 #include "checkpoint/distributed.h"
 #include "core/errors.h"
 #include "core/files.h"
+#include "core/log.h"
 #include "models/model.h"
 #include "parallel/process_groups.h"
 
@@ -149,14 +150,14 @@ void move_into_place(const fs::path& from, const fs::path& to) {
   std::error_code error;
   if (fs::exists(to, error)) {
     if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_EXCHANGE) == 0) {
-      fs::remove_all(from, error);
+      remove_tree(from);  // the old copy; best effort: the next save of the step removes it too
       return;
     }
     if (errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP) {
       throw IoError(fmt::format("cannot exchange '{}' with '{}': {}", from.string(), to.string(), errno_text()),
                     "check the save folder; the checkpoint there is untouched");
     }
-    fs::remove_all(to, error);  // a filesystem without the exchange: a short window without it
+    remove_tree(to);  // a filesystem without the exchange: a short window without it
   }
   fs::rename(from, to, error);
   if (error) {
@@ -173,7 +174,7 @@ std::string begin_checkpoint(Communicator& world, const std::string& root, const
   if (world.rank() == 0) {
     std::error_code error;
     fs::create_directories(root, error);
-    if (!error) fs::remove_all(tmp, error);  // a crashed save's leftovers
+    if (!error) error = remove_tree(tmp);  // a crashed save's leftovers
     if (!error) fs::create_directories(tmp, error);
     if (error) failure = fmt::format("cannot create the checkpoint folder '{}': {}", tmp, error.message());
   }
@@ -212,7 +213,12 @@ void commit_checkpoint(Communicator& world, const std::string& root, const std::
       }
       std::sort(complete.begin(), complete.end());
       for (size_t i = 0; i + static_cast<size_t>(keep_last) < complete.size(); ++i) {
-        if (complete[i] != name) fs::remove_all(fs::path(root) / complete[i], error);
+        if (complete[i] == name) continue;
+        const fs::path old = fs::path(root) / complete[i];
+        if (const std::error_code removal = remove_tree(old)) {
+          log::warning("checkpoint", "could not remove the old checkpoint '{}' (keep_last {}): {}", old.string(), keep_last,
+                    removal.message());
+        }
       }
     }
   }
@@ -221,8 +227,7 @@ void commit_checkpoint(Communicator& world, const std::string& root, const std::
 
 void abandon_checkpoint(Communicator& world, const std::string& root, const std::string& name) {
   if (world.rank() != 0) return;
-  std::error_code error;
-  fs::remove_all(fs::path(root) / (name + ".tmp"), error);  // best effort: the next save of the step removes it too
+  remove_tree(fs::path(root) / (name + ".tmp"));  // best effort: the next save of the step removes it too
 }
 
 }  // namespace foldtron

@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include <fcntl.h>
+#include <ftw.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -116,6 +117,25 @@ void write_file_atomically(const std::string& path, const std::string& text) {
 void sync_dir(const std::string& dir) {
   Fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (fd.get() >= 0) ::fsync(fd.get());
+}
+
+namespace {
+
+// nftw's visitor, children before their folder (FTW_DEPTH): remove() unlinks a file or link and
+// removes an emptied folder. A nonzero return (the errno) stops the walk and becomes nftw's.
+int remove_entry(const char* path, const struct stat*, int, struct FTW*) { return ::remove(path) == 0 ? 0 : errno; }
+
+}  // namespace
+
+std::error_code remove_tree(const std::string& path) {
+  struct stat info;
+  if (::lstat(path.c_str(), &info) != 0) {
+    return errno == ENOENT ? std::error_code() : std::error_code(errno, std::generic_category());
+  }
+  // Up to 16 descriptors open at once; FTW_PHYS: links are removed, never followed.
+  const int result = ::nftw(path.c_str(), remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+  if (result == 0) return {};
+  return std::error_code(result > 0 ? result : errno, std::generic_category());
 }
 
 MappedFile::MappedFile(const std::string& path) {

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string>
+#include <system_error>
 
 #include "core/errors.h"
 
@@ -61,6 +62,14 @@ class AtomicFile {
 void write_file_atomically(const std::string& path, const std::string& text);
 // fsync on a folder (after a rename into it), best effort: some filesystems refuse it.
 void sync_dir(const std::string& dir);
+
+// Removes PATH and, for a folder, everything under it, without following symbolic links; a PATH
+// that does not exist is no error. Use it instead of std::filesystem::remove_all: the torch
+// wheel's libtorch.so exports its own build of libstdc++'s filesystem functions, which the
+// dynamic linker binds our calls to, and its remove_all calls through a null pointer on a
+// non-empty folder (the GPU machine's SIGSEGV in a checkpoint save that pruned an old one,
+// docs/reliability.md).
+std::error_code remove_tree(const std::string& path);
 
 // A whole file mapped read-only (shared, so processes on a node share its pages); an empty file
 // maps to nothing. IoError naming the file when it cannot be opened or mapped.

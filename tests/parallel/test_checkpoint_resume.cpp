@@ -23,6 +23,7 @@
 #include "checkpoint/distributed.h"
 #include "checkpoint/model_state.h"
 #include "config/config_load.h"
+#include "core/files.h"
 #include "mpi_test.h"
 #include "train_test.h"
 #include "training/checkpointing.h"
@@ -37,7 +38,7 @@ std::string job_dir(const std::string& name) {
   const auto pid = world().all_gather_ints({static_cast<int64_t>(::getpid())})[0][0];
   const fs::path dir = fs::temp_directory_path() / fmt::format("foldtron_test_checkpoint_{}", pid) / name;
   if (world_rank() == 0) {
-    fs::remove_all(dir);
+    remove_tree(dir);
     fs::create_directories(dir);
   }
   world().barrier();

@@ -11,6 +11,7 @@
 
 #include "config/config_load.h"
 #include "core/errors.h"
+#include "core/files.h"
 #include "mpi_test.h"
 #include "parallel/process_groups.h"
 #include "parallel/topology.h"
@@ -186,7 +187,7 @@ void write_encoder(const fs::path& dir) {
 
 void write_fixtures() {
   if (world_rank() == 0) {
-    fs::remove_all(fixture_dir());
+    remove_tree(fixture_dir());
     write_corpus(fixture_dir() / "corpus");
     write_encoder(fixture_dir() / "encoder");
   }

@@ -17,6 +17,7 @@
 
 #include "config/config_load.h"
 #include "core/errors.h"
+#include "core/files.h"
 #include "data/indexed_dataset.h"
 #include "data/tokenizer.h"
 #include "generation/generate.h"
@@ -42,7 +43,7 @@ const fs::path& corpus_dir() {
     MPI_Bcast(&pid, 1, MPI_INT, 0, MPI_COMM_WORLD);
     const fs::path d = fs::temp_directory_path() / fmt::format("foldtron_translation_{}", pid);
     if (world_rank() == 0) {
-      fs::remove_all(d);
+      remove_tree(d);
       fs::create_directories(d);
       // Sentences from small vocabularies; the same template in three languages.
       const std::vector<std::string> en_words{"red", "green", "blue", "small", "big", "old", "new", "fast"};
@@ -290,8 +291,8 @@ TEST(TranslationTask, MaskedLanguageModellingBatchesTheEncoderAlone) {
 TEST(TranslationTask, DecoderStartsAsACopyOfThePretrainedEncoder) {
   if (world_size() != 1) GTEST_SKIP() << "single-process checks";
   const fs::path dir = corpus_dir() / "mlm_run", init = corpus_dir() / "mlm_init";
-  fs::remove_all(dir);
-  fs::remove_all(init);
+  remove_tree(dir);
+  remove_tree(init);
   const Config mlm =
       translation_config(false, with(kMlmOnly, {"checkpoint.save=" + dir.string(), "train.train_iters=40"}));
   const TrainResult pretrained = train_recorded(mlm, MPI_COMM_SELF, 1, true, false, task_factory(mlm)).result;

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/errors.h"
+#include "core/files.h"
 #include "run_command.h"
 #include "tasks/unmt/bleu.h"
 
@@ -140,7 +141,7 @@ TEST(SacreBleu, Cli) {
                                            &code);
   EXPECT_EQ(code, 2) << mismatch;
   EXPECT_NE(mismatch.find("reference 1 has 2 lines, but there are 1 hypotheses"), std::string::npos) << mismatch;
-  fs::remove_all(dir);
+  remove_tree(dir);
 }
 
 }  // namespace

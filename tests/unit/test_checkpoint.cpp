@@ -21,6 +21,7 @@
 #include "config/compare.h"
 #include "core/checksum.h"
 #include "core/errors.h"
+#include "core/files.h"
 
 namespace foldtron {
 namespace {
@@ -36,7 +37,7 @@ std::string hf_dir(const std::string& model) { return std::string(FOLDTRON_REFER
 // A fresh, empty directory for one test.
 fs::path fresh_dir(const std::string& name) {
   const fs::path dir = fs::path(::testing::TempDir()) / ("foldtron_test_checkpoint_" + name);
-  fs::remove_all(dir);
+  remove_tree(dir);
   fs::create_directories(dir);
   return dir;
 }

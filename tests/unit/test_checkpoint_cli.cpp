@@ -27,6 +27,7 @@
 #include "checkpoint/distributed.h"
 #include "checkpoint/model_state.h"
 #include "checkpoint/safetensors.h"
+#include "core/files.h"
 #include "run_command.h"
 
 namespace foldtron::testing {
@@ -42,7 +43,7 @@ const std::vector<std::string> kFamilies{"llama-tiny", "mixtral-tiny", "qwen2moe
 // A new empty folder for one test.
 std::string temp_dir(const std::string& name) {
   const fs::path dir = fs::temp_directory_path() / fmt::format("foldtron_checkpoint_cli_{}", getpid()) / name;
-  fs::remove_all(dir);
+  remove_tree(dir);
   fs::create_directories(dir.parent_path());
   return dir.string();
 }

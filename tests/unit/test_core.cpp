@@ -1,12 +1,16 @@
-// core: error formatting, close-match suggestions, string helpers, divide_exact.
+// core: error formatting, close-match suggestions, string helpers, divide_exact, logging, folder
+// removal, crash reports.
 #include <sys/mman.h>
 
 #include <csignal>
+#include <filesystem>
+#include <fstream>
 
 #include <gtest/gtest.h>
 
 #include "core/errors.h"
 #include "core/fault.h"
+#include "core/files.h"
 #include "core/log.h"
 #include "core/math.h"
 #include "core/text.h"
@@ -130,4 +134,30 @@ TEST(CrashReport, BadReadGivesAddressAndTheStackPastTheSignalFrame) {
   EXPECT_EXIT(crash_by_bad_read(), ::testing::KilledBySignal(SIGSEGV),
               "world rank 3 got SIGSEGV in step 7\n.*fault address 0x[1-9a-f][0-9a-f]*\nfoldtron: stack:\n"
               ".*libc\\.so[^\n]*\n[^\n]*test_core");
+}
+
+TEST(Files, RemoveTreeRemovesNestedFoldersWithoutFollowingLinks) {
+  namespace fs = std::filesystem;
+  const fs::path root = fs::temp_directory_path() / ("foldtron_remove_tree_" + std::to_string(::getpid()));
+  const fs::path kept = root.string() + "_kept";
+  fs::create_directories(root / "iter_0000300" / "shards");
+  fs::create_directories(kept);
+  std::ofstream(root / "iter_0000300" / "shards" / "rank0.safetensors") << "weights";
+  std::ofstream(root / "latest") << "iter_0000300\n";
+  std::ofstream(kept / "outside") << "stays";
+  fs::create_directory_symlink(kept, root / "link_to_outside");
+
+  EXPECT_FALSE(foldtron::remove_tree(root.string()));
+  EXPECT_FALSE(fs::exists(fs::symlink_status(root)));
+  EXPECT_TRUE(fs::exists(kept / "outside"));  // the link went, not what it pointed to
+  // A plain file, and a path that is not there (no error: the same as a removal done before).
+  EXPECT_FALSE(foldtron::remove_tree((kept / "outside").string()));
+  EXPECT_FALSE(fs::exists(kept / "outside"));
+  EXPECT_FALSE(foldtron::remove_tree(root.string()));
+  // A path through a file is an error, named.
+  std::ofstream(kept / "file") << "x";
+  const std::error_code error = foldtron::remove_tree((kept / "file" / "below").string());
+  EXPECT_EQ(error, std::errc::not_a_directory) << error.message();
+  EXPECT_FALSE(foldtron::remove_tree(kept.string()));
+  EXPECT_FALSE(fs::exists(kept));
 }

@@ -20,6 +20,7 @@
 
 #include "config/config.h"
 #include "core/errors.h"
+#include "core/files.h"
 #include "data/corpus.h"
 #include "data/example_dataset.h"
 #include "data/gpt_dataset.h"
@@ -38,10 +39,10 @@ class Data : public ::testing::Test {
   void SetUp() override {
     dir_ = fs::temp_directory_path() / fmt::format("foldtron_data_{}_{}", getpid(),
                                                    ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
+    remove_tree(dir_);
     fs::create_directories(dir_);
   }
-  void TearDown() override { fs::remove_all(dir_); }
+  void TearDown() override { remove_tree(dir_); }
   std::string path(const std::string& name) const { return (dir_ / name).string(); }
   std::string write(const std::string& name, const std::string& text) const {
     return testing::write_file(path(name), text);
@@ -293,7 +294,7 @@ TEST(LmCorpus, ReadsBlendsAndSplitsAndChecksTheVocabulary) {
   expect_data_error([&] { LmCorpus c(data, 16, 256, -1, 7); }, {"ids of a 300-id vocabulary, more than model.vocab_size 256"});
   std::ofstream((dir / "a.json").string(), std::ios::trunc) << "{not json";
   expect_data_error([&] { LmCorpus c(data, 16, 256, -1, 7); }, {"a.json' is not valid JSON"});
-  fs::remove_all(dir);
+  remove_tree(dir);
 }
 
 TEST_F(Data, PreprocessesTextWithKnownCounts) {

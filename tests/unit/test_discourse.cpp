@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/errors.h"
+#include "core/files.h"
 #include "run_command.h"
 #include "tasks/discourse/metrics.h"
 #include "tasks/discourse/pdtb.h"
@@ -29,7 +30,7 @@ namespace fs = std::filesystem;
 fs::path scratch() {
   static const fs::path dir = [] {
     const fs::path d = fs::temp_directory_path() / fmt::format("foldtron_discourse_{}", ::getpid());
-    fs::remove_all(d);
+    remove_tree(d);
     fs::create_directories(d);
     return d;
   }();

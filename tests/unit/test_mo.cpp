@@ -17,6 +17,7 @@
 #include <gtest/gtest.h>
 
 #include "core/errors.h"
+#include "core/files.h"
 #include "run_command.h"
 #include "tasks/unmt/corpus.h"
 #include "tasks/unmt/mo_reader.h"
@@ -149,7 +150,7 @@ TEST(MoReader, ReadsWhatMsgfmtCompiles) {
   }
   EXPECT_EQ(found, 3);
   EXPECT_EQ(c.language, "de");
-  fs::remove_all(dir);
+  remove_tree(dir);
 }
 
 TEST(MoReader, ReadsTheSystemsGermanCatalogs) {
@@ -226,7 +227,7 @@ struct CorpusFixture {
   CorpusOptions options;
 
   CorpusFixture() {
-    fs::remove_all(dir);
+    remove_tree(dir);
     const std::vector<std::string> words{"red", "green", "blue", "small", "large", "quick"};
     std::vector<std::pair<std::string, std::string>> de{{"", "Content-Type: text/plain; charset=UTF-8\n"}}, fr = de;
     // 120 messages: English "Message N says red green", German "Nachricht N sagt ...", French "Le message N ...".
@@ -269,7 +270,7 @@ struct CorpusFixture {
     options.dev_pairs = 5;
     options.test_pairs = 10;
   }
-  ~CorpusFixture() { fs::remove_all(dir); }
+  ~CorpusFixture() { remove_tree(dir); }
 };
 
 TEST(UnmtCorpus, SplitsWithoutLeakageAndHeldOutDescriptions) {

@@ -13,6 +13,7 @@
 
 #include "config/config.h"
 #include "core/errors.h"
+#include "core/files.h"
 #include "data/indexed_dataset.h"
 #include "data/tokenizer.h"
 #include "run_command.h"
@@ -48,7 +49,7 @@ class SentencePiece : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = fs::temp_directory_path() / fmt::format("foldtron_tokenizer_{}", getpid());
-    fs::remove_all(dir_);
+    remove_tree(dir_);
     const std::string corpus = fixture_corpus(dir_);
     int code = -1;
     log_ = run_command(fmt::format("{} tokenizer train --input {} --model-prefix {}/spm --vocab-size 600 "
@@ -57,7 +58,7 @@ class SentencePiece : public ::testing::Test {
                        &code);
     code_ = code;
   }
-  static void TearDownTestSuite() { fs::remove_all(dir_); }
+  static void TearDownTestSuite() { remove_tree(dir_); }
   static std::string model() { return (dir_ / "spm.model").string(); }
 
   static fs::path dir_;

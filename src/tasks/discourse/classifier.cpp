@@ -277,8 +277,7 @@ void DiscourseClassifier::save(const std::string& dir_given, const nlohmann::jso
   const std::string partial = dir + ".partial";
   Communicator& world = groups_.world();
   if (world.rank() == 0) {
-    std::error_code ec;
-    fs::remove_all(partial, ec);
+    remove_tree(partial);  // an earlier save's leftovers; make_folder names a failure
     make_folder(partial);
   }
   world.barrier();  // world: the folder exists before anyone writes into it
@@ -303,11 +302,10 @@ void DiscourseClassifier::save(const std::string& dir_given, const nlohmann::jso
   world.barrier();  // world: every file is complete before the folder moves into place
   if (world.rank() == 0) {
     try {
-      std::error_code ec;
-      fs::remove_all(dir + ".old", ec);
+      remove_tree(dir + ".old");
       if (fs::exists(dir)) fs::rename(dir, dir + ".old");  // (a classifier: check_save_folder above)
       fs::rename(partial, dir);
-      fs::remove_all(dir + ".old", ec);
+      remove_tree(dir + ".old");
     } catch (const fs::filesystem_error& e) {
       throw CheckpointError(fmt::format("cannot move the saved classifier into '{}': {}", dir, e.code().message()),
                             fmt::format("it is complete in '{}'", partial));
