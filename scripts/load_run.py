@@ -12,7 +12,8 @@ growth of each rank's anonymous resident memory (RssAnon: heap and private mappi
 shows) between the first and the last quarter of run 1, in MiB per 1,000 steps, under 1 MiB. The
 file-backed (RssFile: libraries and mapped data, resident as first touched) and shared (RssShmem:
 MPI's shared-memory transport) parts are reported beside it. Prints a summary and writes it as
-JSON (--out). Exit 1 when a check fails.
+JSON (--out), with each rank's anonymous memory over each tenth of run 1 (whether it levels off).
+Exit 1 when a check fails.
 Usage: scripts/load_run.py [--steps 2000] [--save-interval 100] [--kills 4] [--seed 1]
          [--foldtron build/bin/foldtron] [--workdir /tmp/foldtron_load] [--out FILE.json]
 """
@@ -170,11 +171,17 @@ def main():
             last = sum(s[1][rank][kind] for s in late) / len(late)
             growth[rank][kind] = {"early_mib": round(first, 2), "late_mib": round(last, 2),
                                   "mib_per_1000_steps": round((last - first) / steps * 1000, 3)}
+    # Whether it levels off: each rank's anonymous memory averaged over each tenth of the samples.
+    tenth = max(1, len(samples) // 10)
+    anon_by_tenth = {rank: [round(sum(s[1][rank]["RssAnon"] for s in samples[i:i + tenth]) / len(samples[i:i + tenth]), 2)
+                            for i in range(0, tenth * 10, tenth)] for rank in range(NP)}
+    tenth_steps = [round(sum(s[0] for s in samples[i:i + tenth]) / len(samples[i:i + tenth])) for i in range(0, tenth * 10, tenth)]
     worst = max(g["RssAnon"]["mib_per_1000_steps"] for g in growth.values())
     summary = {"steps": args.steps, "ranks": NP, "save_interval": args.save_interval, "kills": kills,
                "uninterrupted_s": round(seconds_a, 1), "interrupted_s": round(seconds_b, 1),
                "steps_compared": len(a), "steps_in_interrupted": len(b), "steps_differing": differ[:20],
-               "memory": growth, "rss_samples": len(samples), "worst_anon_growth_mib_per_1000_steps": worst}
+               "memory": growth, "rss_samples": len(samples),
+               "anon_mib_by_tenth": {"mean_step": tenth_steps, "ranks": anon_by_tenth}, "worst_anon_growth_mib_per_1000_steps": worst}
     print(json.dumps(summary, indent=1))
     if args.out:
         with open(args.out, "w") as f:
