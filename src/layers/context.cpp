@@ -31,9 +31,6 @@ uint64_t fnv1a(const std::string& text) {
   return hash;
 }
 
-std::mutex g_init_mutex;
-InitTimes g_init_times;
-
 torch::Tensor as_param(const LayerContext& ctx, const torch::Tensor& value) {
   return value.to(ctx.device, ctx.dtype).contiguous().set_requires_grad(true);
 }
@@ -97,17 +94,12 @@ torch::Tensor full_normal(const LayerContext& ctx, const std::string& name, at::
   if (failure) std::rethrow_exception(failure);
   const auto drawn = std::chrono::steady_clock::now();
   torch::Tensor out = staged ? full.to(ctx.device).mul_(std) : full.mul_(std);
-  std::lock_guard<std::mutex> lock(g_init_mutex);
-  g_init_times.draw_s += std::chrono::duration<double>(drawn - start).count();
-  g_init_times.copy_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - drawn).count();
-  g_init_times.values += count;
-  g_init_times.threads = std::max(g_init_times.threads, static_cast<int>(pool.size()) + 1);
+  InitTimes& times = *ctx.init_times;
+  times.draw_s += std::chrono::duration<double>(drawn - start).count();
+  times.copy_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - drawn).count();
+  times.values += count;
+  times.threads = std::max(times.threads, static_cast<int>(pool.size()) + 1);
   return out;
-}
-
-InitTimes init_times() {
-  std::lock_guard<std::mutex> lock(g_init_mutex);
-  return g_init_times;
 }
 
 torch::Tensor make_param(const LayerContext& ctx, const torch::Tensor& shard, const ParamInfo& info) {

@@ -24,6 +24,14 @@ class Communicator;
 class ProcessGroups;
 class RngTracker;
 
+// What full_normal has cost the models built on one context (the trainer's startup line).
+struct InitTimes {
+  double draw_s = 0;  // drawing the values on the host
+  double copy_s = 0;  // copying them to the device and scaling them there
+  int64_t values = 0;
+  int threads = 1;  // the most host threads one draw used
+};
+
 struct LayerContext {
   Communicator* tp = nullptr;  // tensor-parallel group (size 1 without TP)
   bool sequence_parallel = false;  // as built (parameter layout, gradient reduction); sp() says
@@ -40,6 +48,8 @@ struct LayerContext {
   // sequence and context parallelism are off (the weights are the same either way). Shared by
   // every copy of the context, hence by every layer of a model; see DecodingScope.
   std::shared_ptr<bool> decoding = std::make_shared<bool>(false);
+  // Shared the same way: full_normal adds what each draw cost (models are built on one thread).
+  std::shared_ptr<InitTimes> init_times = std::make_shared<InitTimes>();
 
   int64_t tp_rank() const;
   int64_t tp_size() const;
@@ -65,15 +75,6 @@ class DecodingScope {
 // every rank, in every layout and on every device for the same seed (drawn on the CPU, by as many
 // threads as torch's intra-op count, at::get_num_threads()).
 torch::Tensor full_normal(const LayerContext& ctx, const std::string& name, at::IntArrayRef shape, double std);
-
-// What full_normal has cost this process so far (the trainer's startup line).
-struct InitTimes {
-  double draw_s = 0;  // drawing the values on the host
-  double copy_s = 0;  // copying them to the device and scaling them there
-  int64_t values = 0;
-  int threads = 1;  // the most host threads one draw used
-};
-InitTimes init_times();
 
 // This rank's chunk of `full` along `dim` (tp must divide it after `padded_rows` zero rows are
 // appended), as a parameter in ctx's dtype and device, registered with its split.

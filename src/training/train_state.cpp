@@ -17,13 +17,10 @@ TrainState::TrainState(const Config& config_in, ProcessGroups& groups_in, torch:
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   };
   const auto start = std::chrono::steady_clock::now();
-  const InitTimes init_before = init_times();
   model = build_model(config, groups, device);
   model->train();
   startup.model_s = seconds_since(start);
-  const InitTimes init_after = init_times();
-  startup.init = {init_after.draw_s - init_before.draw_s, init_after.copy_s - init_before.copy_s,
-                  init_after.values - init_before.values, init_after.threads};
+  startup.init = *model->context().init_times;
   const auto built = std::chrono::steady_clock::now();
   BufferOptions options;
   options.bucket_bytes = static_cast<int64_t>(config.parallel.grad_bucket_mb * (1 << 20));
