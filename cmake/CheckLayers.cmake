@@ -1,5 +1,6 @@
 # Fails when a file of one layer includes a header of a layer above it (DESIGN.md's table), or
-# when a torch-version #if appears outside core/torch_compat.
+# when a torch-version #if appears outside core/torch_compat, or when std::filesystem::remove_all
+# is called anywhere (core/files.h says why: remove_tree instead).
 #   cmake -DSOURCE_DIR=<src> -P cmake/CheckLayers.cmake
 # Layers in dependency order: a layer may include its own headers and those of earlier layers.
 set(FOLDTRON_LAYERS core config parallel data layers moe models pipeline optim checkpoint generation training tasks apps)
@@ -30,6 +31,11 @@ foreach(file ${files})
       string(APPEND problems "\n  ${file}: ${line} (torch-version tests belong in core/torch_compat)")
     endforeach()
   endif()
+  file(STRINGS ${SOURCE_DIR}/${file} removals REGEX "remove_all *\\(")
+  foreach(line ${removals})
+    string(STRIP "${line}" line)
+    string(APPEND problems "\n  ${file}: ${line} (std::filesystem::remove_all: use remove_tree of core/files.h)")
+  endforeach()
 endforeach()
 if(problems)
   message(FATAL_ERROR "layering check failed:${problems}\nlayers, lowest first: ${FOLDTRON_LAYERS}")

@@ -12,7 +12,8 @@ cd "$(dirname "$0")/.."
 out=${1:-${OUT:-/tmp}}
 source scripts/gpu_env.sh
 if [[ -z ${SKIP_BUILD:-} ]]; then
-  # Line tables (-g1) so that a crash's stack names files and lines.
+  # Line tables (-g1; C++ files, not the .cu kernels) so that a crash's stack names files and
+  # lines; they stay in build-gpu's cache for later builds there (code generation is the same).
   GPU_CMAKE_ARGS="-DFOLDTRON_WERROR=OFF -DFOLDTRON_BUILD_TESTS=OFF -DCMAKE_CXX_FLAGS=-g1" scripts/gpu_build.sh -R '^$' > "$out/build.log" 2>&1
   echo "== build: rc=$?"
 fi

@@ -13,7 +13,7 @@ shows) between the first and the last quarter of run 1, in MiB per 1,000 steps, 
 file-backed (RssFile: libraries and mapped data, resident as first touched) and shared (RssShmem:
 MPI's shared-memory transport) parts are reported beside it. Prints a summary and writes it as
 JSON (--out), with each rank's anonymous memory over each tenth of run 1 (whether it levels off).
-Exit 1 when a check fails.
+--kills 0 runs run 1 only (the memory figure of a long run). Exit 1 when a check fails.
 Usage: scripts/load_run.py [--steps 2000] [--save-interval 100] [--kills 4] [--seed 1]
          [--foldtron build/bin/foldtron] [--workdir /tmp/foldtron_load] [--out FILE.json]
 """
@@ -154,9 +154,12 @@ def main():
     shutil.rmtree(args.workdir, ignore_errors=True)
     rng = random.Random(args.seed)
     seconds_a, samples = uninterrupted(args, f"{args.workdir}/uninterrupted")
-    seconds_b, kills = interrupted(args, f"{args.workdir}/interrupted", rng)
     a = losses(f"{args.workdir}/uninterrupted/metrics.jsonl")
-    b = losses(f"{args.workdir}/interrupted/metrics.jsonl")
+    if args.kills > 0:
+        seconds_b, kills = interrupted(args, f"{args.workdir}/interrupted", rng)
+        b = losses(f"{args.workdir}/interrupted/metrics.jsonl")
+    else:  # the memory figure alone: nothing to compare
+        seconds_b, kills, b = 0.0, [], a
     differ = [s for s in a if b.get(s) != a[s]]
     if len(samples) < 4:
         sys.exit(f"load_run: only {len(samples)} memory samples; see {args.workdir}/uninterrupted/job.log")
@@ -172,10 +175,10 @@ def main():
             growth[rank][kind] = {"early_mib": round(first, 2), "late_mib": round(last, 2),
                                   "mib_per_1000_steps": round((last - first) / steps * 1000, 3)}
     # Whether it levels off: each rank's anonymous memory averaged over each tenth of the samples.
-    tenth = max(1, len(samples) // 10)
-    anon_by_tenth = {rank: [round(sum(s[1][rank]["RssAnon"] for s in samples[i:i + tenth]) / len(samples[i:i + tenth]), 2)
-                            for i in range(0, tenth * 10, tenth)] for rank in range(NP)}
-    tenth_steps = [round(sum(s[0] for s in samples[i:i + tenth]) / len(samples[i:i + tenth])) for i in range(0, tenth * 10, tenth)]
+    tenths = [samples[i * len(samples) // 10:(i + 1) * len(samples) // 10] for i in range(10)]
+    tenths = [t for t in tenths if t]  # fewer than ten samples: fewer groups
+    anon_by_tenth = {rank: [round(sum(s[1][rank]["RssAnon"] for s in t) / len(t), 2) for t in tenths] for rank in range(NP)}
+    tenth_steps = [round(sum(s[0] for s in t) / len(t)) for t in tenths]
     worst = max(g["RssAnon"]["mib_per_1000_steps"] for g in growth.values())
     summary = {"steps": args.steps, "ranks": NP, "save_interval": args.save_interval, "kills": kills,
                "uninterrupted_s": round(seconds_a, 1), "interrupted_s": round(seconds_b, 1),

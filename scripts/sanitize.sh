@@ -5,8 +5,8 @@
 #                                             tests: unit, cli and parallel (the multi-rank ones
 #                                             under mpirun, the short fault trials), less those
 #                                             named below
-#   scripts/sanitize.sh thread [ctest args]   TSan into build-tsan/ (builds the default tests'
-#                                             targets); default tests: the threaded code: the
+#   scripts/sanitize.sh thread [ctest args]   TSan into build-tsan/ (only the default tests' targets
+#                                             unless tests are named); default tests: the threaded code: the
 #                                             communication layer (MPI backend, abort paths),
 #                                             checkpoint writers and readers (background saves,
 #                                             writer threads), the preprocessing pool
@@ -36,8 +36,9 @@ case "$kind" in
   thread)
     build_dir=${BUILD_DIR:-build-tsan}
     flags=(-DFOLDTRON_SANITIZE=thread)
-    targets=(--target test_comm test_mappings test_groups abort_job test_checkpoint test_data test_checkpoint_resume
-             test_data_train)
+    # Only the default tests' targets; tests named on the command line get the whole build.
+    [[ $# -eq 0 ]] && targets=(--target test_comm test_mappings test_groups abort_job test_checkpoint test_data
+                               test_checkpoint_resume test_data_train)
     default_tests=(-R "^(test_comm_np|test_mappings_np|test_groups_np|abort_on_|test_checkpoint$|test_data$|test_checkpoint_resume_np2|test_data_train_np4)")
     ;;
   thread-ci)

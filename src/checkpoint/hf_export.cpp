@@ -201,8 +201,11 @@ void export_hf(const CheckpointReader& reader, const std::string& out, Communica
   const std::string tmp = out + ".tmp";
   world.barrier();  // every rank checked before rank 0 creates anything
   if (world.rank() == 0) {
-    error = remove_tree(tmp);
-    if (!error) fs::create_directories(tmp, error);
+    if ((error = remove_tree(tmp))) {
+      throw IoError(fmt::format("cannot remove the leftovers of an earlier export '{}': {}", tmp, error.message()),
+                    "remove that folder, or check the disk");
+    }
+    fs::create_directories(tmp, error);
     if (error) throw IoError(fmt::format("cannot create '{}': {}", tmp, error.message()), "check that the place is writable");
   }
   world.barrier();
@@ -231,8 +234,11 @@ void export_hf(const CheckpointReader& reader, const std::string& out, Communica
       write_json(fs::path(tmp) / "model.safetensors.index.json",
                  {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}});
     }
-    error = remove_tree(out);  // an empty folder
-    if (!error) fs::rename(tmp, out, error);
+    if ((error = remove_tree(out))) {  // an empty folder
+      throw IoError(fmt::format("cannot remove the empty folder '{}' to put the export there: {}", out, error.message()),
+                    fmt::format("the export is complete in '{}'", tmp));
+    }
+    fs::rename(tmp, out, error);
     if (error) throw IoError(fmt::format("cannot rename '{}' to '{}': {}", tmp, out, error.message()), "check the folder");
     log::info("convert", "wrote {} ({} tensors in {} file{}, {:.3f} GB)", out, plan.size(), shards.size(),
               shards.size() == 1 ? "" : "s", [&] {

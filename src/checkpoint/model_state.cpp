@@ -150,14 +150,21 @@ void move_into_place(const fs::path& from, const fs::path& to) {
   std::error_code error;
   if (fs::exists(to, error)) {
     if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_EXCHANGE) == 0) {
-      remove_tree(from);  // the old copy; best effort: the next save of the step removes it too
+      if (const std::error_code removal = remove_tree(from)) {  // the replaced copy
+        log::warning("checkpoint", "could not remove the replaced copy '{}': {}; the next save of this step removes it",
+                     from.string(), removal.message());
+      }
       return;
     }
     if (errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP) {
       throw IoError(fmt::format("cannot exchange '{}' with '{}': {}", from.string(), to.string(), errno_text()),
                     "check the save folder; the checkpoint there is untouched");
     }
-    remove_tree(to);  // a filesystem without the exchange: a short window without it
+    // A filesystem without the exchange: a short window without it.
+    if (const std::error_code removal = remove_tree(to)) {
+      throw IoError(fmt::format("cannot remove '{}' to put its new copy in place: {}", to.string(), removal.message()),
+                    fmt::format("check the save folder; the new checkpoint is complete in '{}'", from.string()));
+    }
   }
   fs::rename(from, to, error);
   if (error) {
@@ -174,9 +181,14 @@ std::string begin_checkpoint(Communicator& world, const std::string& root, const
   if (world.rank() == 0) {
     std::error_code error;
     fs::create_directories(root, error);
-    if (!error) error = remove_tree(tmp);  // a crashed save's leftovers
-    if (!error) fs::create_directories(tmp, error);
-    if (error) failure = fmt::format("cannot create the checkpoint folder '{}': {}", tmp, error.message());
+    if (!error && (error = remove_tree(tmp))) {
+      failure = fmt::format("cannot remove the leftovers of an earlier save '{}': {}", tmp, error.message());
+    } else if (!error) {
+      fs::create_directories(tmp, error);
+    }
+    if (error && failure.empty()) {
+      failure = fmt::format("cannot create the checkpoint folder '{}': {}", tmp, error.message());
+    }
   }
   agree_on_save(world, failure, name);
   return tmp;
@@ -216,8 +228,8 @@ void commit_checkpoint(Communicator& world, const std::string& root, const std::
         if (complete[i] == name) continue;
         const fs::path old = fs::path(root) / complete[i];
         if (const std::error_code removal = remove_tree(old)) {
-          log::warning("checkpoint", "could not remove the old checkpoint '{}' (keep_last {}): {}", old.string(), keep_last,
-                    removal.message());
+          log::warning("checkpoint", "could not remove the old checkpoint '{}' (keep_last {}): {}", old.string(),
+                       keep_last, removal.message());
         }
       }
     }

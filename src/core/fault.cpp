@@ -30,7 +30,8 @@ struct Fault {
 };
 
 constexpr const char* kPoints[] = {"all_reduce", "broadcast", "all_gather", "reduce_scatter", "all_to_all",
-                                   "batch_p2p",  "barrier",   "file_write", "checkpoint_write", "loss"};
+                                   "batch_p2p",  "barrier",   "file_write", "checkpoint_write", "loss",
+                                   "remove"};
 
 std::once_flag fault_once;
 std::atomic<int> fault_armed{-1};  // -1: not read yet, 0: none, 1: armed
@@ -53,18 +54,19 @@ void parse_fault(const std::string& text) {
   fault_armed.store(0);
   fault_visits.store(0);
   if (text.empty()) return;
-  static const std::regex form(R"(^(kill|stop|enospc|nan)@([a-z_0-9]+)#([1-9][0-9]{0,17})(/([0-9]{1,9}))?$)");
+  static const std::regex form(R"(^(kill|stop|enospc|eio|nan)@([a-z_0-9]+)#([1-9][0-9]{0,17})(/([0-9]{1,9}))?$)");
   std::smatch match;
   const bool known_point = std::regex_match(text, match, form) &&
                            std::find(std::begin(kPoints), std::end(kPoints), match[2].str()) != std::end(kPoints);
   const bool writes = match[2] == "file_write" || match[2] == "checkpoint_write";
-  const bool fits = known_point && (match[1] != "enospc" || writes) && (match[1] != "nan" || match[2] == "loss");
+  const bool fits = known_point && (match[1] != "enospc" || writes) && (match[1] != "eio" || match[2] == "remove") &&
+                    (match[1] != "nan" || match[2] == "loss");
   if (!fits) {
     throw UsageError(fmt::format("FOLDTRON_FAULT='{}' is not a fault this build can inject", text),
                      "write ACTION@POINT#N or ACTION@POINT#N/RANK: ACTION kill, stop, enospc (at file_write or "
-                     "checkpoint_write) or nan (at loss); POINT all_reduce, broadcast, all_gather, reduce_scatter, "
-                     "all_to_all, batch_p2p, barrier, file_write, checkpoint_write or loss (docs/reliability.md); unset "
-                     "it to train normally");
+                     "checkpoint_write), eio (at remove) or nan (at loss); POINT all_reduce, broadcast, all_gather, "
+                     "reduce_scatter, all_to_all, batch_p2p, barrier, file_write, checkpoint_write, remove or loss "
+                     "(docs/reliability.md); unset it to train normally");
   }
   fault = {match[1].str(), match[2].str(), std::stoll(match[3].str()), match[5].matched ? std::stoi(match[5].str()) : -1};
   fault_armed.store(fault.rank < 0 || fault.rank == this_rank() ? 1 : 0);
@@ -216,7 +218,7 @@ bool fault_at(const char* point) {
   if (fault.point != point || fault_visits.fetch_add(1) + 1 != fault.nth) return false;
   if (fault.action == "kill") ::raise(SIGKILL);
   if (fault.action == "stop") ::raise(SIGSTOP);
-  return fault.action == "enospc" || fault.action == "nan";
+  return fault.action == "enospc" || fault.action == "eio" || fault.action == "nan";
 }
 
 void set_activity(const std::string& text) { store_text(activity_text, activity_slot, text); }

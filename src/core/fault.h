@@ -13,11 +13,13 @@
 //   kill    SIGKILL itself (a crashed process or node)
 //   stop    SIGSTOP itself (a hung process)
 //   enospc  the operation fails as a full disk would make it fail (file_write, checkpoint_write)
+//   eio     the operation fails with an I/O error, as a failing disk would make it fail (remove)
 //   nan     the value becomes NaN (loss only)
 // Points: each MPI operation by name (all_reduce, broadcast, all_gather, reduce_scatter, all_to_all,
 // batch_p2p, barrier) as it is posted; checkpoint_write (each write into a safetensors file: a
 // checkpoint's tensors) and file_write (each write of any other AtomicFile: checkpoint metadata,
-// `latest`, dataset caches); loss (each training micro-batch's loss on a last pipeline stage,
+// `latest`, dataset caches); remove (each remove_tree: a crashed save's leftovers, checkpoints
+// beyond keep_last, an export's temporary folder); loss (each training micro-batch's loss on a last pipeline stage,
 // before backward, so NaN reaches every gradient). Unset, reaching a point costs one atomic load.
 #pragma once
 
@@ -33,7 +35,7 @@ void arm_faults(int rank);
 void set_fault(const std::string& spec);
 
 // Counts a visit of `point`; kills or stops this process when the injected fault falls here.
-// Returns true when the operation must fail (enospc) or its value become NaN (nan).
+// Returns true when the operation must fail (enospc, eio) or its value become NaN (nan).
 bool fault_at(const char* point);
 
 // The rank's current activity, reported with a termination signal; short text (159 bytes kept).

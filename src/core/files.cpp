@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 
@@ -122,12 +123,18 @@ void sync_dir(const std::string& dir) {
 namespace {
 
 // nftw's visitor, children before their folder (FTW_DEPTH): remove() unlinks a file or link and
-// removes an emptied folder. A nonzero return (the errno) stops the walk and becomes nftw's.
-int remove_entry(const char* path, const struct stat*, int, struct FTW*) { return ::remove(path) == 0 ? 0 : errno; }
+// removes an emptied folder. A nonzero return (the errno) stops the walk and becomes nftw's. An
+// entry gone meanwhile is no failure; a folder that could not be read is named as such (its
+// removal would report only that it is not empty).
+int remove_entry(const char* path, const struct stat*, int type, struct FTW*) {
+  if (::remove(path) == 0 || errno == ENOENT) return 0;
+  return type == FTW_DNR ? EACCES : errno;
+}
 
 }  // namespace
 
 std::error_code remove_tree(const std::string& path) {
+  if (fault_at("remove")) return std::error_code(EIO, std::generic_category());
   struct stat info;
   if (::lstat(path.c_str(), &info) != 0) {
     return errno == ENOENT ? std::error_code() : std::error_code(errno, std::generic_category());

@@ -7,7 +7,7 @@
 //    its family cannot express is refused naming the key;
 //  - one test per user-facing error: truncated, corrupted, foreign and future-version
 //    checkpoints, no checkpoint to load (and load_optional), another model, a layout that cannot
-//    hold the model (naming both layouts);
+//    hold the model (naming both layouts), a removal that fails in a save or an export;
 //  - kill -9 at random moments of a run saving every step, 20 times: the last complete checkpoint
 //    always loads and verifies.
 #include <unistd.h>
@@ -288,6 +288,60 @@ TEST(CheckpointErrors, ForeignAndFutureCheckpointsAreRefused) {
   EXPECT_EQ(code, 2) << log;
   EXPECT_NE(log.find("it looks like a Hugging Face model directory"), std::string::npos) << log;
   EXPECT_NE(log.find("foldtron convert --from hf --to foldtron"), std::string::npos) << log;
+}
+
+// A removal that fails (FOLDTRON_FAULT=eio@remove#N: the N-th remove_tree of the process fails
+// with an I/O error; core/fault.h): a save's leftovers stop the save and name the folder, a
+// checkpoint beyond keep_last that will not go is a warning, an export names what it could not
+// remove and where the complete export is.
+TEST(CheckpointErrors, FailedRemovalsAreNamed) {
+  const std::string dir = temp_dir("removal"), hf = dir + "_hf";
+  int code = -1;
+  const std::string train = fmt::format("train --preset tiny-moe --train-iters 3 --global-batch-size 4 --seq-length 32 "
+                                        "--set model.num_layers=2 --save {} --set checkpoint.save_interval=1 --set "
+                                        "checkpoint.keep_last=1",
+                                        dir);
+  // Each save first removes its own leftovers (#1 in step 1's save, #2 in step 2's), then the
+  // checkpoints beyond keep_last (#3: step 1's, in step 2's save).
+  std::string log = foldtron(train, &code, "FOLDTRON_FAULT=eio@remove#3 ");
+  EXPECT_EQ(code, 0) << log;
+  EXPECT_NE(log.find(fmt::format("could not remove the old checkpoint '{}/iter_0000001' (keep_last 1): Input/output "
+                                 "error",
+                                 dir)),
+            std::string::npos)
+      << log;
+  EXPECT_TRUE(fs::exists(dir + "/iter_0000003/metadata.json")) << log;
+  EXPECT_FALSE(fs::exists(dir + "/iter_0000001")) << "step 3's save removes what step 2's left\n" << log;
+
+  remove_tree(hf);
+  log = foldtron(fmt::format("convert --from foldtron --to hf --input {} --output {}", dir, hf), &code,
+                 "FOLDTRON_FAULT=eio@remove#1 ");
+  EXPECT_EQ(code, 2) << log;
+  EXPECT_NE(log.find(fmt::format("cannot remove the leftovers of an earlier export '{}.tmp': Input/output error", hf)),
+            std::string::npos)
+      << log;
+  log = foldtron(fmt::format("convert --from foldtron --to hf --input {} --output {}", dir, hf), &code,
+                 "FOLDTRON_FAULT=eio@remove#2 ");
+  EXPECT_EQ(code, 2) << log;
+  EXPECT_NE(log.find(fmt::format("cannot remove the empty folder '{}' to put the export there: Input/output error", hf)),
+            std::string::npos)
+      << log;
+  EXPECT_NE(log.find(fmt::format("the export is complete in '{}.tmp'", hf)), std::string::npos) << log;
+  EXPECT_TRUE(fs::exists(hf + ".tmp/config.json")) << log;
+
+  remove_tree(dir);
+  log = foldtron(train, &code, "FOLDTRON_FAULT=eio@remove#2 ");
+  EXPECT_EQ(code, 2) << log;
+  EXPECT_NE(log.find(fmt::format("cannot remove the leftovers of an earlier save '{}/iter_0000002.tmp': Input/output "
+                                 "error",
+                                 dir)),
+            std::string::npos)
+      << log;
+  std::ifstream latest(dir + "/latest");
+  std::string last;
+  std::getline(latest, last);
+  EXPECT_EQ(last, "iter_0000001") << "the last complete checkpoint stays\n" << log;
+  remove_tree(hf + ".tmp");
 }
 
 TEST(CheckpointErrors, NothingToLoadIsAnErrorUnlessOptional) {

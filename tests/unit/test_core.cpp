@@ -1,6 +1,7 @@
 // core: error formatting, close-match suggestions, string helpers, divide_exact, logging, folder
 // removal, crash reports.
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <csignal>
 #include <filesystem>

@@ -277,7 +277,10 @@ void DiscourseClassifier::save(const std::string& dir_given, const nlohmann::jso
   const std::string partial = dir + ".partial";
   Communicator& world = groups_.world();
   if (world.rank() == 0) {
-    remove_tree(partial);  // an earlier save's leftovers; make_folder names a failure
+    if (const std::error_code error = remove_tree(partial)) {
+      throw CheckpointError(fmt::format("cannot remove the leftovers of an earlier save '{}': {}", partial, error.message()),
+                            "remove that folder, or check the disk");
+    }
     make_folder(partial);
   }
   world.barrier();  // world: the folder exists before anyone writes into it
@@ -302,10 +305,10 @@ void DiscourseClassifier::save(const std::string& dir_given, const nlohmann::jso
   world.barrier();  // world: every file is complete before the folder moves into place
   if (world.rank() == 0) {
     try {
-      remove_tree(dir + ".old");
+      remove_tree(dir + ".old");  // where this fails, the rename below names the folder
       if (fs::exists(dir)) fs::rename(dir, dir + ".old");  // (a classifier: check_save_folder above)
       fs::rename(partial, dir);
-      remove_tree(dir + ".old");
+      remove_tree(dir + ".old");  // best effort: the next save removes it first
     } catch (const fs::filesystem_error& e) {
       throw CheckpointError(fmt::format("cannot move the saved classifier into '{}': {}", dir, e.code().message()),
                             fmt::format("it is complete in '{}'", partial));
