@@ -4,7 +4,8 @@
 Reads the Chrome trace that `foldtron train --set logging.profile_step=N` writes (Kineto: CPU ops
 and CUDA kernels) and prints the GPU time per category (attention, dense GEMMs, grouped expert
 GEMMs, permute/unpermute, norms and elementwise, communication, optimizer, copies), the GPU idle
-time inside the step, and the longest kernels.
+time inside the step, the gaps between kernels by length (and the longest, with their
+neighbours), and the longest kernels.
 
 Usage: bench/trace_summary.py trace.json [--top 20]
 """
@@ -75,6 +76,25 @@ def main():
     print(f"\nlongest kernels (total over the step):")
     for name, dur in sorted(by_kernel.items(), key=lambda item: -item[1])[: args.top]:
         print(f"{dur / 1e3:9.2f} ms {count[name]:5d}x  [{category(name)}] {name[:110]}")
+    # Where the GPU waits: the gaps between one kernel's end and the next start, by size, and the
+    # longest ones with the kernels on either side (a host synchronization shows as a gap after
+    # the copy or reduction the host waits for).
+    ordered = sorted((e["ts"], e["ts"] + e["dur"], e["name"]) for e in gpu)
+    gaps, end, before = [], ordered[0][1], ordered[0][2]
+    for start, stop, name in ordered[1:]:
+        if start > end:
+            gaps.append((start - end, before, name))
+        if stop > end:
+            end, before = stop, name
+    sizes = [(0, 10), (10, 50), (50, 200), (200, 1e12)]
+    print("\nGPU gaps inside the step (between kernels), by length:")
+    for low, high in sizes:
+        inside = [g[0] for g in gaps if low <= g[0] < high]
+        label = f"{low:.0f}-{high:.0f} us" if high < 1e12 else f">= {low:.0f} us"
+        print(f"{label:>12s}: {len(inside):5d} gaps, {sum(inside) / 1e3:8.2f} ms")
+    print("longest gaps:")
+    for dur, before, after in sorted(gaps, reverse=True)[:10]:
+        print(f"{dur / 1e3:9.3f} ms after {before[:60]} | before {after[:60]}")
     print("RESULT " + json.dumps({"span_ms": span / 1e3, "busy_ms": busy / 1e3,
                                   "categories_ms": {k: v / 1e3 for k, v in by_category.items()}}))
 

@@ -2,7 +2,8 @@
 # Builds foldtron on the GPU machine from what its image has (no installs): the torch wheel
 # (CUDA) through its CMake prefix, NCCL from the wheel's nvidia/nccl, system CMake packages for
 # the rest. Then prints `foldtron info` and runs the unit tests.
-# Usage: scripts/gpu_build.sh [ctest arguments]      (build dir: build-gpu/, or $BUILD_DIR)
+# Usage: scripts/gpu_build.sh [ctest arguments]      (build dir: build-gpu/, or $BUILD_DIR;
+#        BUILD_TARGETS="foldtron test_dense" builds only those targets)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build_dir=${BUILD_DIR:-build-gpu}
@@ -21,7 +22,7 @@ export LD_LIBRARY_PATH=$nccl_root/lib:$("$python" -c 'import torch, os; print(os
 cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFOLDTRON_WERROR=ON \
   -DCMAKE_PREFIX_PATH="$torch_prefix" -DNCCL_ROOT="$nccl_root" -DFOLDTRON_CUDA=ON \
   -DCMAKE_CUDA_ARCHITECTURES=90 -DTORCH_CUDA_ARCH_LIST=9.0 ${GPU_CMAKE_ARGS:-}
-cmake --build "$build_dir" -j "$(nproc)"
+cmake --build "$build_dir" -j "$(nproc)" ${BUILD_TARGETS:+--target $BUILD_TARGETS}
 "$build_dir/bin/foldtron" info
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 (cd "$build_dir" && ctest --output-on-failure "$@")

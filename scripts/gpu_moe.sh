@@ -10,21 +10,35 @@
 # Usage: scripts/gpu_moe.sh [output dir]; PARTS="tests one mb1 torch two" (the default) picks what
 # runs ("fold" runs only the folded, recomputation and context-parallel rows of "two"; "pipe" the
 # pipeline-parallel rows; "probe" the gradient-accumulation fusion probe; "moments" the reference
-# with bf16 AdamW moments; "accum" 8 micro-batches per step, foldtron; "torch_accum" the same,
-# PyTorch-native); TESTS the GPU test binaries of the tests part; CTEST_ARGS replaces the build's
-# "-L unit" (e.g. "-R ^$" runs no test).
+# with bf16 AdamW moments (at global batch 16 too, with "accum"); "accum" 8 micro-batches per
+# step, foldtron; "torch_accum" the same,
+# PyTorch-native); TESTS the GPU test binaries of the tests part (GTEST_FILTER picks their tests);
+# CTEST_ARGS replaces the build's "-L unit" (e.g. "-R ^$" runs no test); BUILD_TARGETS builds only
+# those targets; KEEP_BINARY=1 puts the stripped binary in the output folder, and BINARY=path runs
+# a binary brought back so instead of building.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-${OUT:-/tmp}}
 OMP_NUM_THREADS=8 source scripts/gpu_env.sh
-GPU_CMAKE_ARGS="-DFOLDTRON_REFERENCE_DIR=$PWD/.gpu/reference" scripts/gpu_build.sh ${CTEST_ARGS:--L unit} > "$out/build.log" 2>&1
-echo "== build and unit tests: rc=$?"
-[[ -x build-gpu/bin/foldtron ]] || { tail -40 "$out/build.log"; exit 1; }
-grep -E "tests passed|FAILED" "$out/build.log"
+if [[ -n ${BINARY:-} ]]; then
+  # A binary that an earlier call built and brought back (no tests part then): no build.
+  mkdir -p build-gpu/bin && cp "$BINARY" build-gpu/bin/foldtron && chmod +x build-gpu/bin/foldtron
+else
+  # Line tables (-g1) for crash stacks; warnings are the CPU build's to stop on; BUILD_TARGETS
+  # (e.g. "foldtron test_dense") builds only those.
+  GPU_CMAKE_ARGS="-DFOLDTRON_REFERENCE_DIR=$PWD/.gpu/reference -DFOLDTRON_WERROR=OFF -DCMAKE_CXX_FLAGS=-g1" scripts/gpu_build.sh ${CTEST_ARGS:--L unit} > "$out/build.log" 2>&1
+  echo "== build and unit tests: rc=$?"
+  [[ -x build-gpu/bin/foldtron ]] || { tail -40 "$out/build.log"; exit 1; }
+  grep -E "tests passed|FAILED" "$out/build.log"
+  # The binary without its line tables, for a later call's BINARY (it links the torch wheel's
+  # libraries and NCCL from the image, nothing of build-gpu).
+  [[ -n ${KEEP_BINARY:-} ]] && strip -o "$out/foldtron" build-gpu/bin/foldtron
+fi
 parts=${PARTS:-tests one mb1 torch two}
 has tests && for np in 1 $gpus; do
   for t in ${TESTS:-test_moe test_hf_parity test_dense test_train}; do
-    step 120 $mpi -np "$np" build-gpu/tests/parallel/$t --device=cuda --gtest_brief=1 > "$out/${t}_np$np.log" 2>&1
+    step 120 $mpi -np "$np" build-gpu/tests/parallel/$t --device=cuda --gtest_brief=1 --gtest_filter="${GTEST_FILTER:-*}" \
+      > "$out/${t}_np$np.log" 2>&1
     grep -E "PASSED|FAILED|worst|layouts" "$out/${t}_np$np.log" | head -8
   done
   [[ $gpus -eq 1 ]] && break
@@ -71,10 +85,10 @@ if has torch; then
 fi
 if has accum; then
   # Gradient accumulation as training runs it: 8 micro-batches of 2 per AdamW step (global batch
-  # 16), foldtron with fp32 and bf16 moments; "torch_accum" the PyTorch-native step likewise
-  # (its bf16 gradients add up), eager and compiled.
+  # 16), foldtron (with bf16 moments too where "moments" is named); "torch_accum" the
+  # PyTorch-native step likewise (its bf16 gradients add up), eager and compiled.
   run_train mixtral4_gbs16 1 300 "${ref[@]}" --micro-batch-size 2 --global-batch-size 16
-  run_train mixtral4_gbs16_bf16moments 1 300 "${ref[@]}" --micro-batch-size 2 --global-batch-size 16 \
+  has moments && run_train mixtral4_gbs16_bf16moments 1 300 "${ref[@]}" --micro-batch-size 2 --global-batch-size 16 \
     --set train.adam_moments_dtype=bf16
 fi
 if has torch_accum; then

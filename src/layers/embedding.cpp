@@ -9,6 +9,11 @@
 #include "core/errors.h"
 #include "parallel/communicator.h"
 #include "parallel/mappings.h"
+#ifdef FOLDTRON_WITH_CUDA
+#include <c10/cuda/CUDAStream.h>
+
+#include "layers/cross_entropy_cuda.h"
+#endif
 
 namespace foldtron {
 namespace {
@@ -16,45 +21,129 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::tensor_list;
 
-// Forward: loss_i = log(sum_v exp(z_iv - m_i)) - (z_i,t_i - m_i), with the max m, the target
-// logit and the sum each all-reduced over tp. Backward: softmax - onehot(t), masked.
-struct VocabParallelCrossEntropy : torch::autograd::Function<VocabParallelCrossEntropy> {
+// A shard's view of the targets: the target's column in the shard, or -1 (elsewhere, or ignored).
+struct ShardTargets {
+  torch::Tensor column;    // [s, b] int64
+  torch::Tensor in_shard;  // [s, b]
+  torch::Tensor ignored;   // [s, b]
+};
+
+ShardTargets shard_targets(const torch::Tensor& targets, int64_t start, int64_t local_vocab) {
+  const torch::Tensor ignored = targets == kIgnoreIndex;
+  const torch::Tensor in_shard = (targets >= start) & (targets < start + local_vocab) & ~ignored;
+  return {torch::where(in_shard, targets - start, torch::full_like(targets, -1)), in_shard, ignored};
+}
+
+// Each row's statistics over a shard's first `valid` columns (the rest pad the vocabulary).
+struct RowStats {
+  torch::Tensor max;      // [s, b] fp32
+  torch::Tensor sum_exp;  // [s, b] fp32: sum of exp(z - max)
+  torch::Tensor target;   // [s, b] fp32: z at the target's column, 0 where it is -1
+};
+
+// The shard in fp32, padded columns -inf (they add nothing to the sum and get no gradient).
+torch::Tensor masked_fp32(const torch::Tensor& logits, int64_t valid) {
+  torch::Tensor z = logits.to(torch::kFloat);
+  const int64_t local_vocab = logits.size(-1);
+  if (valid < local_vocab) {
+    const torch::Tensor column = torch::arange(local_vocab, logits.options().dtype(torch::kLong));
+    z = z.masked_fill(column >= valid, -std::numeric_limits<float>::infinity());
+  }
+  return z;
+}
+
+// The statistics and the gradient with torch's operations, on any device and type.
+RowStats torch_row_stats(const torch::Tensor& logits, const ShardTargets& targets, int64_t valid) {
+  const torch::Tensor z = masked_fp32(logits, valid);
+  const torch::Tensor max = std::get<0>(z.max(-1));
+  const torch::Tensor sum_exp = (z - max.unsqueeze(-1)).exp().sum(-1);
+  const torch::Tensor target = z.gather(-1, targets.column.clamp_min(0).unsqueeze(-1)).squeeze(-1) * targets.in_shard;
+  return {max, sum_exp, target};
+}
+
+torch::Tensor torch_grad(const torch::Tensor& logits, const ShardTargets& targets, int64_t valid, const torch::Tensor& max,
+                         const torch::Tensor& sum, const torch::Tensor& scale) {
+  torch::Tensor grad = (masked_fp32(logits, valid) - max.unsqueeze(-1)).exp().div_(sum.unsqueeze(-1));  // softmax
+  grad.scatter_add_(-1, targets.column.clamp_min(0).unsqueeze(-1), -targets.in_shard.unsqueeze(-1).to(grad.dtype()));
+  return grad.mul_(scale.unsqueeze(-1)).to(logits.scalar_type());
+}
+
+#ifdef FOLDTRON_WITH_CUDA
+// The same with the fused kernels (layers/cross_entropy_cuda.h): bf16 or fp32 logits, contiguous
+// and 16-byte aligned, rows a multiple of 16 bytes.
+bool fused_applies(const torch::Tensor& logits) {
+  const auto type = logits.scalar_type();
+  const int64_t row_bytes = logits.size(-1) * static_cast<int64_t>(logits.element_size());
+  return logits.is_cuda() && (type == torch::kBFloat16 || type == torch::kFloat) && logits.is_contiguous() &&
+         logits.size(-1) > 0 && row_bytes % 16 == 0 && reinterpret_cast<uintptr_t>(logits.data_ptr()) % 16 == 0;
+}
+
+RowStats fused_row_stats(const torch::Tensor& logits, const ShardTargets& targets, int64_t valid) {
+  const torch::Tensor column = targets.column.contiguous();
+  const auto options = logits.options().dtype(torch::kFloat);
+  RowStats stats{torch::empty(column.sizes(), options), torch::empty(column.sizes(), options),
+                 torch::empty(column.sizes(), options)};
+  cross_entropy_stats_cuda(logits.data_ptr(), logits.scalar_type() == torch::kBFloat16, column.data_ptr<int64_t>(),
+                           stats.max.data_ptr<float>(), stats.sum_exp.data_ptr<float>(), stats.target.data_ptr<float>(),
+                           column.numel(), logits.size(-1), valid, c10::cuda::getCurrentCUDAStream().stream());
+  return stats;
+}
+
+torch::Tensor fused_grad(const torch::Tensor& logits, const ShardTargets& targets, int64_t valid, const torch::Tensor& max,
+                         const torch::Tensor& sum, const torch::Tensor& scale) {
+  const torch::Tensor column = targets.column.contiguous(), m = max.contiguous(), s = sum.contiguous();
+  const torch::Tensor g = scale.to(torch::kFloat).contiguous();
+  torch::Tensor grad = torch::empty_like(logits, torch::MemoryFormat::Contiguous);
+  cross_entropy_grad_cuda(logits.data_ptr(), logits.scalar_type() == torch::kBFloat16, column.data_ptr<int64_t>(),
+                          m.data_ptr<float>(), s.data_ptr<float>(), g.data_ptr<float>(), grad.data_ptr(), column.numel(),
+                          logits.size(-1), valid, c10::cuda::getCurrentCUDAStream().stream());
+  return grad;
+}
+#endif
+
+// Forward: loss_i = log S_i - (z_i,t_i - M_i), with M the max over the whole vocabulary (all-reduced
+// over tp), S the sum of exp(z - M) (each shard's sum_exp rescaled from its own max to M) and the
+// target logit, each summed over tp. Backward: (softmax - onehot(t)) times the upstream gradient,
+// 0 where ignored. The logits stay for backward (in their own type), not an fp32 softmax.
+// kFused: the CUDA kernels compute the shard's statistics and the gradient; else torch's operations.
+template <bool kFused>
+struct CrossEntropy : torch::autograd::Function<CrossEntropy<kFused>> {
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& logits, const torch::Tensor& targets,
                                int64_t group_handle, int64_t vocab) {
     Communicator& tp = *reinterpret_cast<Communicator*>(group_handle);
     const int64_t local_vocab = logits.size(-1);
     const int64_t start = tp.rank() * local_vocab;
-    torch::Tensor z = logits.to(torch::kFloat);                      // [s, b, Vp/tp]
     const int64_t padding = vocab < 0 ? 0 : std::clamp<int64_t>(start + local_vocab - vocab, 0, local_vocab);
-    if (padding > 0) {
-      // Padded columns: -inf, so they add nothing to the sum and get no gradient.
-      const torch::Tensor column = torch::arange(local_vocab, targets.options());
-      z = z.masked_fill(column >= local_vocab - padding, -std::numeric_limits<float>::infinity());
-    }
-    torch::Tensor max = std::get<0>(z.max(-1));                      // [s, b]
+    const int64_t valid = local_vocab - padding;
+    const ShardTargets shard = shard_targets(targets, start, local_vocab);
+    RowStats stats;
+#ifdef FOLDTRON_WITH_CUDA
+    if constexpr (kFused) stats = fused_row_stats(logits, shard, valid);
+#endif
+    if constexpr (!kFused) stats = torch_row_stats(logits, shard, valid);
+    torch::Tensor max = stats.max.clone();  // [s, b]
     tp.all_reduce(max, ReduceOp::kMax);
-    z = z - max.unsqueeze(-1);
-    const torch::Tensor ignored = targets == kIgnoreIndex;            // [s, b]
-    const torch::Tensor in_shard = (targets >= start) & (targets < start + local_vocab) & ~ignored;
-    const torch::Tensor local_target = torch::where(in_shard, targets - start, torch::zeros_like(targets));
-    torch::Tensor target_logit = z.gather(-1, local_target.unsqueeze(-1)).squeeze(-1) * in_shard;  // [s, b]
+    torch::Tensor sum = stats.sum_exp * (stats.max - max).exp();  // one tp rank: times exp(0) = 1
+    tp.all_reduce(sum);
+    torch::Tensor target_logit = torch::where(shard.in_shard, stats.target - max, torch::zeros_like(max));
     tp.all_reduce(target_logit);
-    torch::Tensor exp = z.exp();
-    torch::Tensor sum_exp = exp.sum(-1);
-    tp.all_reduce(sum_exp);
-    torch::Tensor loss = (sum_exp.log() - target_logit).masked_fill(ignored, 0.0);
-    ctx->save_for_backward({exp.div_(sum_exp.unsqueeze(-1)), local_target, in_shard, ignored});
-    ctx->saved_data["dtype"] = static_cast<int64_t>(logits.scalar_type());
+    const torch::Tensor loss = (sum.log() - target_logit).masked_fill(shard.ignored, 0.0);
+    ctx->save_for_backward({logits, shard.column, shard.in_shard, shard.ignored, max, sum});
+    ctx->saved_data["valid"] = valid;
     return loss;
   }
 
   static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
     const auto saved = ctx->get_saved_variables();
-    torch::Tensor grad = saved[0].clone();  // softmax over the full vocabulary, this shard
-    grad.scatter_add_(-1, saved[1].unsqueeze(-1), -saved[2].unsqueeze(-1).to(grad.dtype()));
-    grad.mul_((grads[0] * ~saved[3]).unsqueeze(-1));
-    const auto dtype = static_cast<torch::ScalarType>(ctx->saved_data["dtype"].toInt());
-    return {grad.to(dtype), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    const ShardTargets shard{saved[1], saved[2], saved[3]};
+    const int64_t valid = ctx->saved_data["valid"].toInt();
+    const torch::Tensor scale = grads[0] * ~shard.ignored;  // [s, b]
+    torch::Tensor grad;
+#ifdef FOLDTRON_WITH_CUDA
+    if constexpr (kFused) grad = fused_grad(saved[0], shard, valid, saved[4], saved[5], scale);
+#endif
+    if constexpr (!kFused) grad = torch_grad(saved[0], shard, valid, saved[4], saved[5], scale);
+    return {grad, torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -89,7 +178,11 @@ torch::Tensor VocabParallelEmbedding::forward(const torch::Tensor& ids) {
 torch::Tensor vocab_parallel_cross_entropy(const torch::Tensor& logits, const torch::Tensor& targets,
                                            Communicator& tp, int64_t vocab) {
   FT_CHECK(logits.dim() == targets.dim() + 1, "logits must have one more dimension than targets");
-  return VocabParallelCrossEntropy::apply(logits, targets, reinterpret_cast<int64_t>(&tp), vocab);
+  const auto group = reinterpret_cast<int64_t>(&tp);
+#ifdef FOLDTRON_WITH_CUDA
+  if (fused_applies(logits)) return CrossEntropy<true>::apply(logits, targets, group, vocab);
+#endif
+  return CrossEntropy<false>::apply(logits, targets, group, vocab);
 }
 
 }  // namespace foldtron

@@ -206,6 +206,47 @@ TEST(VocabParallelCrossEntropy, MatchesTorchWithIgnoredTargets) {
   EXPECT_TRUE(close(shard.grad(), reference_logits.grad().chunk(n, -1)[world_rank()], 1e-5, 1e-6));
 }
 
+TEST(VocabParallelCrossEntropy, OnePassKernelsMatchDoubleInBf16AndFp32WithPadding) {
+  // Shards of `local` columns over the world as tp, the last `padding` of the vocabulary padding.
+  // With --device=cuda the fused kernels run where the rows are whole 16-byte packs (local 1000
+  // and 40 in bf16, 1000 in fp32; 40 - 5 valid columns end mid-pack); 37 bf16 columns (74-byte
+  // rows) take torch's operations there too. Against a double computation on the same values.
+  struct Case {
+    torch::ScalarType type;
+    int64_t local, padding;
+  };
+  const int n = world_size();
+  for (const Case& c : {Case{torch::kBFloat16, 1000, 3}, Case{torch::kFloat, 1000, 0}, Case{torch::kBFloat16, 40, 5},
+                        Case{torch::kBFloat16, 37, 0}}) {
+    SCOPED_TRACE(::testing::Message() << c.type << ", " << c.local << " columns a rank, padding " << c.padding);
+    const int64_t vocab = n * c.local - c.padding;
+    const torch::Tensor full = (4.0 * data(510, {7, 5, n * c.local})).to(c.type);  // the values both sides see
+    torch::Tensor targets = torch::randint(0, vocab, {7, 5}, at::detail::createCPUGenerator(511), torch::kLong);
+    targets[2][3] = kIgnoreIndex;
+    const torch::Tensor upstream = data(512, {7, 5});
+    // Reference: torch's cross-entropy in double over the vocabulary's columns.
+    torch::Tensor reference_logits = full.narrow(-1, 0, vocab).to(torch::kDouble).requires_grad_(true);
+    const torch::Tensor reference = torch::nn::functional::cross_entropy(
+        reference_logits.reshape({-1, vocab}), targets.reshape({-1}),
+        torch::nn::functional::CrossEntropyFuncOptions().ignore_index(kIgnoreIndex).reduction(torch::kNone));
+    (reference * upstream.to(torch::kDouble).reshape({-1})).sum().backward();
+    const torch::Tensor reference_grad =
+        torch::cat({reference_logits.grad(), torch::zeros({7, 5, c.padding}, torch::kDouble)}, -1);  // padding: 0
+    // This rank's shard.
+    torch::Tensor shard = full.chunk(n, -1)[world_rank()].to(device()).contiguous().requires_grad_(true);
+    const torch::Tensor losses = vocab_parallel_cross_entropy(shard, targets.to(device()), world(), vocab);
+    const bool fused = device().is_cuda() && c.local * shard.element_size() % 16 == 0;
+    EXPECT_EQ(losses.grad_fn()->name().find("CrossEntropy<true>") != std::string::npos, fused)
+        << losses.grad_fn()->name();
+    EXPECT_TRUE(close(losses, reference.reshape({7, 5}), 1e-5, 1e-5));
+    EXPECT_EQ(losses[2][3].item<double>(), 0.0);
+    (losses * upstream.to(device())).sum().backward();
+    // One rounding to the logits' type: 2^-8 relative in bf16.
+    const double rtol = c.type == torch::kBFloat16 ? 1.0 / 256 : 1e-5;
+    EXPECT_TRUE(close(shard.grad().to(torch::kDouble), reference_grad.chunk(n, -1)[world_rank()], rtol, 1e-7));
+  }
+}
+
 TEST(Attention, RotaryMatchesAnFp32ComputationForwardAndBackward) {
   // bf16 on the test device: with --device=cuda the fused kernels (d 8: four elements per thread;
   // d 6: one), else torch's operations; against fp32 on the same bf16 inputs and tables.
