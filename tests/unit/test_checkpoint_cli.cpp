@@ -296,47 +296,39 @@ TEST(CheckpointErrors, ForeignAndFutureCheckpointsAreRefused) {
 // remove and where the complete export is.
 TEST(CheckpointErrors, FailedRemovalsAreNamed) {
   const std::string dir = temp_dir("removal"), hf = dir + "_hf";
-  int code = -1;
   const std::string train = fmt::format("train --preset tiny-moe --train-iters 3 --global-batch-size 4 --seq-length 32 "
                                         "--set model.num_layers=2 --save {} --set checkpoint.save_interval=1 --set "
                                         "checkpoint.keep_last=1",
                                         dir);
+  const std::string convert = fmt::format("convert --from foldtron --to hf --input {} --output {}", dir, hf);
+  // foldtron with FOLDTRON_FAULT=`fault`: exits `want`, saying `message`.
+  const auto run = [](const std::string& args, const std::string& fault, int want, const std::string& message) {
+    int code = -1;
+    const std::string log = foldtron(args, &code, "FOLDTRON_FAULT=" + fault + " ");
+    EXPECT_EQ(code, want) << log;
+    EXPECT_NE(log.find(message), std::string::npos) << message << "\n" << log;
+    return log;
+  };
   // Each save first removes its own leftovers (#1 in step 1's save, #2 in step 2's), then the
   // checkpoints beyond keep_last (#3: step 1's, in step 2's save).
-  std::string log = foldtron(train, &code, "FOLDTRON_FAULT=eio@remove#3 ");
-  EXPECT_EQ(code, 0) << log;
-  EXPECT_NE(log.find(fmt::format("could not remove the old checkpoint '{}/iter_0000001' (keep_last 1): Input/output "
-                                 "error",
-                                 dir)),
-            std::string::npos)
-      << log;
+  std::string log = run(train, "eio@remove#3", 0,
+                        fmt::format("could not remove the old checkpoint '{}/iter_0000001' (keep_last 1): Input/output "
+                                    "error",
+                                    dir));
   EXPECT_TRUE(fs::exists(dir + "/iter_0000003/metadata.json")) << log;
   EXPECT_FALSE(fs::exists(dir + "/iter_0000001")) << "step 3's save removes what step 2's left\n" << log;
 
   remove_tree(hf);
-  log = foldtron(fmt::format("convert --from foldtron --to hf --input {} --output {}", dir, hf), &code,
-                 "FOLDTRON_FAULT=eio@remove#1 ");
-  EXPECT_EQ(code, 2) << log;
-  EXPECT_NE(log.find(fmt::format("cannot remove the leftovers of an earlier export '{}.tmp': Input/output error", hf)),
-            std::string::npos)
-      << log;
-  log = foldtron(fmt::format("convert --from foldtron --to hf --input {} --output {}", dir, hf), &code,
-                 "FOLDTRON_FAULT=eio@remove#2 ");
-  EXPECT_EQ(code, 2) << log;
-  EXPECT_NE(log.find(fmt::format("cannot remove the empty folder '{}' to put the export there: Input/output error", hf)),
-            std::string::npos)
-      << log;
+  run(convert, "eio@remove#1", 2,
+      fmt::format("cannot remove the leftovers of an earlier export '{}.tmp': Input/output error", hf));
+  log = run(convert, "eio@remove#2", 2,
+            fmt::format("cannot remove the empty folder '{}' to put the export there: Input/output error", hf));
   EXPECT_NE(log.find(fmt::format("the export is complete in '{}.tmp'", hf)), std::string::npos) << log;
   EXPECT_TRUE(fs::exists(hf + ".tmp/config.json")) << log;
 
   remove_tree(dir);
-  log = foldtron(train, &code, "FOLDTRON_FAULT=eio@remove#2 ");
-  EXPECT_EQ(code, 2) << log;
-  EXPECT_NE(log.find(fmt::format("cannot remove the leftovers of an earlier save '{}/iter_0000002.tmp': Input/output "
-                                 "error",
-                                 dir)),
-            std::string::npos)
-      << log;
+  log = run(train, "eio@remove#2", 2,
+            fmt::format("cannot remove the leftovers of an earlier save '{}/iter_0000002.tmp': Input/output error", dir));
   std::ifstream latest(dir + "/latest");
   std::string last;
   std::getline(latest, last);
