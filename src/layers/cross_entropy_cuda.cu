@@ -10,6 +10,7 @@
 #include <cuda_runtime.h>
 
 #include <cmath>
+#include <type_traits>
 
 #include "core/cuda_check.cuh"
 
@@ -73,12 +74,12 @@ __device__ __forceinline__ MaxSum warp_merge(MaxSum acc) {
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
-    cross_entropy_stats_kernel(const T* __restrict__ logits,         // [rows, vocab]
-                 const int64_t* __restrict__ target,   // [rows]
-                 float* __restrict__ max_out,          // [rows]
-                 float* __restrict__ sum_out,          // [rows]
-                 float* __restrict__ target_out,       // [rows]
-                 int64_t rows, int64_t vocab, int64_t valid) {
+    cross_entropy_stats_kernel(const T* __restrict__ logits,        // [rows, vocab]
+                               const int64_t* __restrict__ target,  // [rows]
+                               float* __restrict__ max_out,         // [rows]
+                               float* __restrict__ sum_out,         // [rows]
+                               float* __restrict__ target_out,      // [rows]
+                               int64_t rows, int64_t vocab, int64_t valid) {
   __shared__ MaxSum partial[kWarps];
   constexpr int kSize = Pack<T>::kSize;
   const int64_t full_packs = valid / kSize;
@@ -103,7 +104,8 @@ __global__ void __launch_bounds__(kThreads)
         max_out[row] = acc.max;
         sum_out[row] = acc.sum;
         const int64_t t = target[row];
-        target_out[row] = t >= 0 ? to_float(z[t]) : 0.0f;
+        // A target among the padding columns (no token's) counts as -inf there, as in torch's path.
+        target_out[row] = t < 0 ? 0.0f : t < valid ? to_float(z[t]) : -INFINITY;
       }
     }
     __syncthreads();  // partial is reused by the next row
@@ -113,12 +115,12 @@ __global__ void __launch_bounds__(kThreads)
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     cross_entropy_grad_kernel(const T* __restrict__ logits,        // [rows, vocab]
-                const int64_t* __restrict__ target,  // [rows]
-                const float* __restrict__ max,       // [rows]
-                const float* __restrict__ sum,       // [rows]
-                const float* __restrict__ scale,     // [rows]
-                T* __restrict__ grad,                // [rows, vocab]
-                int64_t rows, int64_t vocab, int64_t valid) {
+                              const int64_t* __restrict__ target,  // [rows]
+                              const float* __restrict__ max,       // [rows]
+                              const float* __restrict__ sum,       // [rows]
+                              const float* __restrict__ scale,     // [rows]
+                              T* __restrict__ grad,                // [rows, vocab]
+                              int64_t rows, int64_t vocab, int64_t valid) {
   constexpr int kSize = Pack<T>::kSize;
   const int64_t packs = vocab / kSize;
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
@@ -151,12 +153,15 @@ void cross_entropy_stats_cuda(const void* logits, bool bf16, const int64_t* targ
                               float* target_logit, int64_t rows, int64_t vocab, int64_t valid, void* stream) {
   if (rows == 0) return;
   const auto s = static_cast<cudaStream_t>(stream);
+  const auto launch = [&](auto* typed) {
+    using T = std::remove_cv_t<std::remove_pointer_t<decltype(typed)>>;
+    cross_entropy_stats_kernel<T><<<grid_of(rows), kThreads, 0, s>>>(typed, target, max, sum_exp, target_logit, rows,
+                                                                     vocab, valid);
+  };
   if (bf16) {
-    cross_entropy_stats_kernel<__nv_bfloat16><<<grid_of(rows), kThreads, 0, s>>>(static_cast<const __nv_bfloat16*>(logits), target,
-                                                                    max, sum_exp, target_logit, rows, vocab, valid);
+    launch(static_cast<const __nv_bfloat16*>(logits));
   } else {
-    cross_entropy_stats_kernel<float><<<grid_of(rows), kThreads, 0, s>>>(static_cast<const float*>(logits), target, max, sum_exp,
-                                                            target_logit, rows, vocab, valid);
+    launch(static_cast<const float*>(logits));
   }
   FT_CUDA_CHECK(cudaGetLastError());  // the launch
 }
@@ -166,13 +171,15 @@ void cross_entropy_grad_cuda(const void* logits, bool bf16, const int64_t* targe
                              int64_t valid, void* stream) {
   if (rows == 0) return;
   const auto s = static_cast<cudaStream_t>(stream);
+  const auto launch = [&](auto* typed) {
+    using T = std::remove_cv_t<std::remove_pointer_t<decltype(typed)>>;
+    cross_entropy_grad_kernel<T><<<grid_of(rows), kThreads, 0, s>>>(typed, target, max, sum, scale,
+                                                                    static_cast<T*>(grad), rows, vocab, valid);
+  };
   if (bf16) {
-    cross_entropy_grad_kernel<__nv_bfloat16><<<grid_of(rows), kThreads, 0, s>>>(static_cast<const __nv_bfloat16*>(logits), target,
-                                                                   max, sum, scale, static_cast<__nv_bfloat16*>(grad),
-                                                                   rows, vocab, valid);
+    launch(static_cast<const __nv_bfloat16*>(logits));
   } else {
-    cross_entropy_grad_kernel<float><<<grid_of(rows), kThreads, 0, s>>>(static_cast<const float*>(logits), target, max, sum, scale,
-                                                           static_cast<float*>(grad), rows, vocab, valid);
+    launch(static_cast<const float*>(logits));
   }
   FT_CUDA_CHECK(cudaGetLastError());  // the launch
 }

@@ -4,9 +4,11 @@
 #include <algorithm>
 #include <limits>
 
+#include <fmt/format.h>
 #include <torch/torch.h>
 
 #include "core/errors.h"
+#include "core/text.h"
 #include "parallel/communicator.h"
 #include "parallel/mappings.h"
 #ifdef FOLDTRON_WITH_CUDA
@@ -56,13 +58,18 @@ torch::Tensor masked_fp32(const torch::Tensor& logits, int64_t valid) {
 RowStats torch_row_stats(const torch::Tensor& logits, const ShardTargets& targets, int64_t valid) {
   const torch::Tensor z = masked_fp32(logits, valid);
   const torch::Tensor max = std::get<0>(z.max(-1));
-  const torch::Tensor sum_exp = (z - max.unsqueeze(-1)).exp().sum(-1);
-  const torch::Tensor target = z.gather(-1, targets.column.clamp_min(0).unsqueeze(-1)).squeeze(-1) * targets.in_shard;
+  // A shard whose columns are all -inf (all padding) adds 0, not exp(-inf - -inf).
+  const torch::Tensor shift = max.masked_fill(max.isneginf(), 0.0);
+  const torch::Tensor sum_exp = (z - shift.unsqueeze(-1)).exp().sum(-1);
+  const torch::Tensor column = targets.column.clamp_min(0).unsqueeze(-1);
+  const torch::Tensor target = z.gather(-1, column).squeeze(-1) * targets.in_shard;
   return {max, sum_exp, target};
 }
 
-torch::Tensor torch_grad(const torch::Tensor& logits, const ShardTargets& targets, int64_t valid, const torch::Tensor& max,
-                         const torch::Tensor& sum, const torch::Tensor& scale) {
+// The gradient [s, b, Vp/tp] from the logits [s, b, Vp/tp], the row's max and sum over the whole
+// vocabulary and the upstream gradient times not-ignored ([s, b] each).
+torch::Tensor torch_grad(const torch::Tensor& logits, const ShardTargets& targets, int64_t valid,
+                         const torch::Tensor& max, const torch::Tensor& sum, const torch::Tensor& scale) {
   torch::Tensor grad = (masked_fp32(logits, valid) - max.unsqueeze(-1)).exp().div_(sum.unsqueeze(-1));  // softmax
   grad.scatter_add_(-1, targets.column.clamp_min(0).unsqueeze(-1), -targets.in_shard.unsqueeze(-1).to(grad.dtype()));
   return grad.mul_(scale.unsqueeze(-1)).to(logits.scalar_type());
@@ -84,19 +91,20 @@ RowStats fused_row_stats(const torch::Tensor& logits, const ShardTargets& target
   RowStats stats{torch::empty(column.sizes(), options), torch::empty(column.sizes(), options),
                  torch::empty(column.sizes(), options)};
   cross_entropy_stats_cuda(logits.data_ptr(), logits.scalar_type() == torch::kBFloat16, column.data_ptr<int64_t>(),
-                           stats.max.data_ptr<float>(), stats.sum_exp.data_ptr<float>(), stats.target.data_ptr<float>(),
-                           column.numel(), logits.size(-1), valid, c10::cuda::getCurrentCUDAStream().stream());
+                           stats.max.data_ptr<float>(), stats.sum_exp.data_ptr<float>(),
+                           stats.target.data_ptr<float>(), column.numel(), logits.size(-1), valid,
+                           c10::cuda::getCurrentCUDAStream().stream());
   return stats;
 }
 
-torch::Tensor fused_grad(const torch::Tensor& logits, const ShardTargets& targets, int64_t valid, const torch::Tensor& max,
-                         const torch::Tensor& sum, const torch::Tensor& scale) {
+torch::Tensor fused_grad(const torch::Tensor& logits, const ShardTargets& targets, int64_t valid,
+                         const torch::Tensor& max, const torch::Tensor& sum, const torch::Tensor& scale) {
   const torch::Tensor column = targets.column.contiguous(), m = max.contiguous(), s = sum.contiguous();
   const torch::Tensor g = scale.to(torch::kFloat).contiguous();
   torch::Tensor grad = torch::empty_like(logits, torch::MemoryFormat::Contiguous);
   cross_entropy_grad_cuda(logits.data_ptr(), logits.scalar_type() == torch::kBFloat16, column.data_ptr<int64_t>(),
-                          m.data_ptr<float>(), s.data_ptr<float>(), g.data_ptr<float>(), grad.data_ptr(), column.numel(),
-                          logits.size(-1), valid, c10::cuda::getCurrentCUDAStream().stream());
+                          m.data_ptr<float>(), s.data_ptr<float>(), g.data_ptr<float>(), grad.data_ptr(),
+                          column.numel(), logits.size(-1), valid, c10::cuda::getCurrentCUDAStream().stream());
   return grad;
 }
 #endif
@@ -121,6 +129,7 @@ struct CrossEntropy : torch::autograd::Function<CrossEntropy<kFused>> {
     if constexpr (kFused) stats = fused_row_stats(logits, shard, valid);
 #endif
     if constexpr (!kFused) stats = torch_row_stats(logits, shard, valid);
+    // Over tp (the shards of the vocabulary): the max, the rescaled sums, the target logit.
     torch::Tensor max = stats.max.clone();  // [s, b]
     tp.all_reduce(max, ReduceOp::kMax);
     torch::Tensor sum = stats.sum_exp * (stats.max - max).exp();  // one tp rank: times exp(0) = 1
@@ -177,7 +186,10 @@ torch::Tensor VocabParallelEmbedding::forward(const torch::Tensor& ids) {
 
 torch::Tensor vocab_parallel_cross_entropy(const torch::Tensor& logits, const torch::Tensor& targets,
                                            Communicator& tp, int64_t vocab) {
-  FT_CHECK(logits.dim() == targets.dim() + 1, "logits must have one more dimension than targets");
+  FT_CHECK(logits.dim() == targets.dim() + 1 && targets.sizes() == logits.sizes().slice(0, targets.dim()) &&
+               targets.device() == logits.device(),
+           fmt::format("cross-entropy: targets {} on {} for logits {} on {}", shape_text(targets.sizes().vec()),
+                       targets.device().str(), shape_text(logits.sizes().vec()), logits.device().str()));
   const auto group = reinterpret_cast<int64_t>(&tp);
 #ifdef FOLDTRON_WITH_CUDA
   if (fused_applies(logits)) return CrossEntropy<true>::apply(logits, targets, group, vocab);

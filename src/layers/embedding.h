@@ -42,7 +42,8 @@ constexpr int64_t kIgnoreIndex = -100;
 // Per-token cross-entropy from vocab-parallel logits [s, b, Vp/tp] and targets [s, b]; targets
 // equal to kIgnoreIndex give loss 0 and no gradient; columns at or past `vocab` (padding; -1:
 // none) take no part. Returns [s, b] fp32 losses, the same on every tp rank. Uses three
-// all-reduces over `tp` (max, target logit, sum of exponentials).
+// all-reduces over `tp` (max, sum of exponentials, target logit). On CUDA (bf16 or fp32 logits
+// whose rows are whole 16-byte packs) two kernels of layers/cross_entropy_cuda.h do the passes.
 torch::Tensor vocab_parallel_cross_entropy(const torch::Tensor& logits, const torch::Tensor& targets,
                                            Communicator& tp, int64_t vocab = -1);
 
