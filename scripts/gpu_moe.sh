@@ -11,8 +11,8 @@
 # runs ("fold" runs only the folded, recomputation and context-parallel rows of "two"; "pipe" the
 # pipeline-parallel rows; "probe" the gradient-accumulation fusion probe; "moments" the reference
 # with bf16 AdamW moments (at global batch 16 too, with "accum"); "accum" 8 micro-batches per
-# step, foldtron; "torch_accum" the same,
-# PyTorch-native); TESTS the GPU test binaries of the tests part (GTEST_FILTER picks their tests);
+# step, foldtron; "torch_accum" the same, PyTorch-native); TESTS the GPU test binaries of the tests
+# part (GTEST_FILTER picks their tests);
 # CTEST_ARGS replaces the build's "-L unit" (e.g. "-R ^$" runs no test); BUILD_TARGETS builds only
 # those targets; KEEP_BINARY=1 puts the stripped binary in the output folder, and BINARY=path runs
 # a binary brought back so instead of building.

@@ -147,22 +147,27 @@ __global__ void __launch_bounds__(kThreads)
 
 unsigned grid_of(int64_t rows) { return static_cast<unsigned>(rows < kMaxBlocks ? rows : kMaxBlocks); }
 
+// Calls launch with the logits as the pointer type they hold (bf16 or fp32).
+template <typename Launch>
+void with_type(bool bf16, const void* logits, Launch&& launch) {
+  if (bf16) {
+    launch(static_cast<const __nv_bfloat16*>(logits));
+  } else {
+    launch(static_cast<const float*>(logits));
+  }
+}
+
 }  // namespace
 
 void cross_entropy_stats_cuda(const void* logits, bool bf16, const int64_t* target, float* max, float* sum_exp,
                               float* target_logit, int64_t rows, int64_t vocab, int64_t valid, void* stream) {
   if (rows == 0) return;
   const auto s = static_cast<cudaStream_t>(stream);
-  const auto launch = [&](auto* typed) {
+  with_type(bf16, logits, [&](auto* typed) {
     using T = std::remove_cv_t<std::remove_pointer_t<decltype(typed)>>;
     cross_entropy_stats_kernel<T><<<grid_of(rows), kThreads, 0, s>>>(typed, target, max, sum_exp, target_logit, rows,
                                                                      vocab, valid);
-  };
-  if (bf16) {
-    launch(static_cast<const __nv_bfloat16*>(logits));
-  } else {
-    launch(static_cast<const float*>(logits));
-  }
+  });
   FT_CUDA_CHECK(cudaGetLastError());  // the launch
 }
 
@@ -171,16 +176,11 @@ void cross_entropy_grad_cuda(const void* logits, bool bf16, const int64_t* targe
                              int64_t valid, void* stream) {
   if (rows == 0) return;
   const auto s = static_cast<cudaStream_t>(stream);
-  const auto launch = [&](auto* typed) {
+  with_type(bf16, logits, [&](auto* typed) {
     using T = std::remove_cv_t<std::remove_pointer_t<decltype(typed)>>;
     cross_entropy_grad_kernel<T><<<grid_of(rows), kThreads, 0, s>>>(typed, target, max, sum, scale,
                                                                     static_cast<T*>(grad), rows, vocab, valid);
-  };
-  if (bf16) {
-    launch(static_cast<const __nv_bfloat16*>(logits));
-  } else {
-    launch(static_cast<const float*>(logits));
-  }
+  });
   FT_CUDA_CHECK(cudaGetLastError());  // the launch
 }
 
