@@ -25,5 +25,6 @@ Runner register_bleu(CLI::App& root);
 Runner register_unmt(CLI::App& root);
 Runner register_translate(CLI::App& root);
 Runner register_discourse(CLI::App& root);
+Runner register_plan(CLI::App& root);
 
 }  // namespace foldtron::cli

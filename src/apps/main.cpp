@@ -43,6 +43,7 @@ int main(int argc, char** argv) {
       {"unmt", cli::register_unmt(app)},
       {"translate", cli::register_translate(app)},
       {"discourse", cli::register_discourse(app)},
+      {"plan", cli::register_plan(app)},
   };
   app.footer("Run 'foldtron <command> --help' for a command's options.");
 
