@@ -202,7 +202,9 @@ def main():
     parser.add_argument("--out", required=True, help="profile file to write (JSON)")
     parser.add_argument("--quick", action="store_true", help="fewer shapes and repetitions (a smoke test)")
     args = parser.parse_args()
-    torch.backends.cuda.matmul.allow_tf32 = True
+    # foldtron's fp32 products (ring attention's explicit math) run without TF32, as LibTorch's
+    # default is; the 2026-12-02 profile was measured with TF32 on (173 TFLOP/s, docs/planner.md).
+    torch.backends.cuda.matmul.allow_tf32 = False
     reps = 3 if args.quick else 10
     props = torch.cuda.get_device_properties(0)
     started = time.time()
@@ -232,6 +234,9 @@ def main():
         masked_cases = masked_cases[:1]
     masked = masked_attention_rates(masked_cases, max(3, reps // 2))
     profile = {
+        # The links (NCCL times) and the fitted constants are not measured here: they come from
+        # the base profile until replaced (docs/planner.md says how they were obtained for h200).
+        "base": "h200",
         "name": props.name,
         "memory_gib": round(props.total_memory / 2**30, 2),
         "peak_bf16_tflops": 989.4,

@@ -3,7 +3,7 @@
 # (bench/calibrate_planner.py: GEMM, grouped-GEMM, attention and HBM rates; it runs while the
 # build compiles) writes the hardware profile; then the layouts below train 15 steps each and
 # their mean step and peak memory go to measured.txt, one line per layout: name, seconds, GiB,
-# flags (what configs/hardware/<gpu>_measured.json lists and `foldtron plan --check` predicts).
+# ranks, flags (what docs/planner/measured_h200.json lists and `foldtron plan --check` predicts).
 # Usage: scripts/gpu_plan.sh [output dir]; PARTS="calibrate one" (the default; "two" adds the
 # two-GPU layouts where two GPUs are present); RUNS="name ..." picks layouts by name; BINARY and
 # KEEP_BINARY as in scripts/gpu_moe.sh. Each layout's log and metrics go to runs.tgz (a device call

@@ -6,6 +6,7 @@
 #include <iostream>
 #include <memory>
 #include <sstream>
+#include <type_traits>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -61,7 +62,8 @@ nlohmann::json to_json(const PlanPrediction& p) {
   const PlanLayout& l = p.layout;
   return {{"tp", l.tp}, {"cp", l.cp}, {"pp", l.pp}, {"vpp", l.vpp}, {"ep", l.ep}, {"etp", l.etp}, {"dp", l.dp},
           {"edp", l.edp}, {"micro_batch", l.micro_batch}, {"recompute", enum_name(l.recompute)},
-          {"distributed_optimizer", l.distributed_optimizer}, {"memory_gib", p.memory_gib},
+          {"distributed_optimizer", l.distributed_optimizer}, {"sequence_parallel", l.sequence_parallel},
+          {"memory_gib", p.memory_gib},
           {"state_gib", p.state_gib}, {"fits", p.fits}, {"step_s", p.step_s}, {"mfu", p.mfu},
           {"compute_s", p.compute_s}, {"memory_bound_s", p.memory_bound_s}, {"gaps_s", p.gaps_s},
           {"comm_s", p.comm_s}, {"bubble_s", p.bubble_s}, {"optimizer_s", p.optimizer_s}};
@@ -89,8 +91,14 @@ int check(const Options& options, const HardwareProfile& profile) {
   } catch (const nlohmann::json::exception& e) {
     throw UsageError(fmt::format("{} is not valid JSON: {}", file, e.what()), "see docs/planner/measured_h200.json");
   }
-  if (!root.contains("runs") || !root["runs"].is_array() || root["runs"].empty()) {
+  if (!root.is_object() || !root.contains("runs") || !root["runs"].is_array() || root["runs"].empty()) {
     throw UsageError(fmt::format("{} has no 'runs' list", file), "see docs/planner/measured_h200.json");
+  }
+  // The runs were measured on one GPU kind: comparing them with another's profile is a mistake.
+  const std::string measured_on = root.value("profile", std::string());
+  if (!measured_on.empty() && options.profile_file.empty() && measured_on != options.gpu) {
+    throw UsageError(fmt::format("{} holds runs measured on '{}', not '{}'", file, measured_on, options.gpu),
+                     fmt::format("use --gpu {} (or --profile FILE for a measured profile of that GPU)", measured_on));
   }
   std::cout << fmt::format("predicted against measured ({}; tolerance {:.0f}%)\n", profile.source,
                            100 * options.tolerance);
@@ -107,22 +115,28 @@ int check(const Options& options, const HardwareProfile& profile) {
         fmt::format("train.global_batch_size={}", run_field<int64_t>(run, "global_batch_size", file, i)));
     const nlohmann::json layout = run_field<nlohmann::json>(run, "layout", file, i);
     const int64_t gpus = run_field<int64_t>(run, "gpus", file, i);
+    // The layout's keys become config overrides; a value of the wrong type is named.
+    const auto value = [&](const char* key, const auto& fallback) {
+      using T = std::decay_t<decltype(fallback)>;
+      if (!layout.is_object() || !layout.contains(key)) return fallback;
+      try {
+        return layout.at(key).get<T>();
+      } catch (const nlohmann::json::exception&) {
+        throw UsageError(fmt::format("{}: run {} has a layout.{} of the wrong type", file, i, key),
+                         "sizes and micro_batch are integers, recompute a name, distributed_optimizer true or false");
+      }
+    };
     for (const char* key : {"tp", "cp", "pp", "vpp", "ep", "etp"}) {
-      if (layout.contains(key)) sources.overrides.push_back(fmt::format("parallel.{}={}", key, layout[key].get<int64_t>()));
+      sources.overrides.push_back(fmt::format("parallel.{}={}", key, value(key, int64_t{key == std::string("etp") ? 0 : 1})));
     }
-    sources.overrides.push_back(fmt::format("parallel.sequence_parallel={}", layout.value("tp", 1) > 1));
-    sources.overrides.push_back(fmt::format("parallel.distributed_optimizer={}", layout.value("distributed_optimizer", false)));
-    sources.overrides.push_back(fmt::format("train.micro_batch_size={}", layout.value("micro_batch", 1)));
-    sources.overrides.push_back("model.recompute=" + layout.value("recompute", std::string("none")));
+    sources.overrides.push_back(fmt::format("parallel.sequence_parallel={}", value("tp", int64_t{1}) > 1));
+    sources.overrides.push_back(fmt::format("parallel.distributed_optimizer={}", value("distributed_optimizer", false)));
+    sources.overrides.push_back(fmt::format("train.micro_batch_size={}", value("micro_batch", int64_t{1})));
+    sources.overrides.push_back("model.recompute=" + value("recompute", std::string("none")));
     for (const std::string& extra : run.value("layout_set", std::vector<std::string>{})) sources.overrides.push_back(extra);
     const Config config = load_config(sources);
     validate_config(config, gpus);
-    PlanLayout l;
-    const ParallelConfig& p = config.parallel;
-    l.tp = p.tp, l.cp = p.cp, l.pp = p.pp, l.vpp = p.vpp, l.ep = p.ep, l.etp = p.expert_tp();
-    l.dp = gpus / (l.tp * l.cp * l.pp), l.edp = gpus / (l.etp * l.ep * l.pp);
-    l.micro_batch = config.train.micro_batch_size, l.recompute = config.model.recompute;
-    l.distributed_optimizer = p.distributed_optimizer, l.sequence_parallel = p.sequence_parallel;
+    const PlanLayout l = plan_layout_of(config, gpus);
     const PlanPrediction pred = predict_layout(config, l, gpus, profile);
     const double measured = run_field<double>(run, "step_s", file, i);
     const double error = pred.step_s / measured - 1;
@@ -167,23 +181,48 @@ Runner register_plan(CLI::App& root) {
   app->add_option("--top", options->top, "layouts to list")->capture_default_str()->check(CLI::PositiveNumber);
   app->add_option("--check", options->check_file,
                   "compare predictions with measured runs listed in FILE (docs/planner/measured_h200.json)");
-  app->add_option("--tolerance", options->tolerance, "--check: allowed relative error")->capture_default_str();
+  app->add_option("--tolerance", options->tolerance, "--check: allowed relative error")
+      ->capture_default_str()
+      ->check(CLI::Range(0.001, 1.0));
   app->add_flag("--json", options->json, "print the ranked layouts as JSON");
-  app->footer("Parallel flags (--tp, --cp, --pp, --vpp, --ep, --etp) fix those sizes; the rest are searched.\n" +
+  app->footer("Parallel flags (--tp, --cp, --pp, --vpp, --ep, --etp), or the same keys set in the config, fix those sizes;\n"
+              "the rest are searched, and so are micro-batch, recomputation and the distributed optimizer unless fixed.\n" +
               environment_help());
   return [options, app]() {
     const HardwareProfile profile = load_profile(*options);
-    if (!options->check_file.empty()) return check(*options, profile);
+    if (!options->check_file.empty()) {
+      for (const char* flag : {"--gpus", "--preset", "--config", "--set", "--seq-length", "--global-batch-size",
+                               "--micro-batch-size", "--recompute", "--distributed-optimizer", "--tp", "--cp", "--pp",
+                               "--vpp", "--ep", "--etp", "--order", "--sequence-parallel", "--top", "--json"}) {
+        if (app->get_option(flag)->count() > 0) {
+          throw UsageError(fmt::format("--check takes each run's config and layout from its file; {} does not apply", flag),
+                           "drop it, or run the plan without --check");
+        }
+      }
+      return check(*options, profile);
+    }
     if (options->gpus == 0) throw UsageError("plan needs --gpus", "e.g. foldtron plan --preset mixtral-8x7b --gpus 8");
     std::vector<std::string> flags;
     if (options->seq_length > 0) flags.push_back(fmt::format("train.seq_length={}", options->seq_length));
     if (options->global_batch > 0) flags.push_back(fmt::format("train.global_batch_size={}", options->global_batch));
     const Config config = options->config.load(flags);
+    const ParallelConfig defaults;
+    if (config.parallel.order != defaults.order) {
+      throw UsageError(fmt::format("the planner models the default rank order ({}), not '{}'", defaults.order,
+                                   config.parallel.order),
+                       "drop --order / parallel.order; its groups' placement on nodes is what the plan assumes");
+    }
+    if (app->get_option("--sequence-parallel")->count() > 0) {
+      throw UsageError("--sequence-parallel does not apply to plan", "the planner turns it on wherever tp > 1");
+    }
+    // A size the flags or the config (a preset's, --config, --set) set away from its default is fixed.
     PlanPins pins;
-    const auto pinned = [&](const char* flag, int64_t value) { return app->get_option(flag)->count() > 0 ? value : -1; };
-    pins.tp = pinned("--tp", config.parallel.tp), pins.cp = pinned("--cp", config.parallel.cp);
-    pins.pp = pinned("--pp", config.parallel.pp), pins.vpp = pinned("--vpp", config.parallel.vpp);
-    pins.ep = pinned("--ep", config.parallel.ep), pins.etp = pinned("--etp", config.parallel.etp);
+    const auto pinned = [&](const char* flag, int64_t value, int64_t unset) {
+      return app->get_option(flag)->count() > 0 || value != unset ? value : -1;
+    };
+    pins.tp = pinned("--tp", config.parallel.tp, defaults.tp), pins.cp = pinned("--cp", config.parallel.cp, defaults.cp);
+    pins.pp = pinned("--pp", config.parallel.pp, defaults.pp), pins.vpp = pinned("--vpp", config.parallel.vpp, defaults.vpp);
+    pins.ep = pinned("--ep", config.parallel.ep, defaults.ep), pins.etp = pinned("--etp", config.parallel.etp, defaults.etp);
     if (options->micro_batch > 0) pins.micro_batch = options->micro_batch;
     const std::vector<std::string>& recomputes = enum_names<Recompute>();
     if (!options->recompute.empty()) {

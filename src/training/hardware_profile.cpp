@@ -18,16 +18,19 @@ using Json = nlohmann::json;
 
 // ---- the profile file ----
 
-double number(const Json& object, const char* key, const std::string& source, const std::string& where) {
+// A number of the profile: positive (sizes, times and rates feed logarithms and divisions), or
+// at least zero where `zero_ok` (latencies, gaps, workspace).
+double number(const Json& object, const char* key, const std::string& source, const std::string& where,
+              bool zero_ok = false) {
   const auto it = object.find(key);
   if (it == object.end() || !it->is_number()) {
     throw UsageError(fmt::format("hardware profile {}: {} has no number '{}'", source, where, key),
                      "write the profile with bench/calibrate_planner.py (configs/hardware/h200.json shows every field)");
   }
   const double value = it->get<double>();
-  if (!std::isfinite(value) || value < 0) {
-    throw UsageError(fmt::format("hardware profile {}: {}.{} is {}, not a finite non-negative number", source, where,
-                                 key, value),
+  if (!std::isfinite(value) || value < 0 || (value == 0 && !zero_ok)) {
+    throw UsageError(fmt::format("hardware profile {}: {}.{} is {}, not a finite {} number", source, where, key, value,
+                                 zero_ok ? "non-negative" : "positive"),
                      "rates, sizes and times are positive numbers");
   }
   return value;
@@ -89,17 +92,22 @@ HardwareProfile profile_from_json(const Json& root, const std::string& source) {
     profile.gpus_per_node = static_cast<int64_t>(number(root, "gpus_per_node", source, "the profile"));
   }
   if (!has_base || root.contains("links")) {
-    const Json& links = root.at("links");
+    if (!root.contains("links") || !root["links"].is_object()) {
+      throw UsageError(fmt::format("hardware profile {} has no 'links' object", source),
+                       "give the NCCL times (links.all_reduce_us, links.all_to_all_us) as configs/hardware/h200.json "
+                       "does, or \"base\": \"h200\" to take its links");
+    }
+    const Json& links = root["links"];
     profile.all_reduce_us = size_table(array_field(links, "all_reduce_us", source), source, "all_reduce_us");
     profile.all_to_all_us = size_table(array_field(links, "all_to_all_us", source), source, "all_to_all_us");
     profile.inter_node_gbps = number(links, "inter_node_gbps", source, "links");
-    profile.inter_node_latency_us = number(links, "inter_node_latency_us", source, "links");
+    profile.inter_node_latency_us = number(links, "inter_node_latency_us", source, "links", true);
   }
   if (!has_base || root.contains("fitted")) {
     const Json& fitted = root.contains("fitted") ? root["fitted"] : Json::object();
     profile.memory_bound_gbps = number(fitted, "memory_bound_gbps", source, "fitted");
-    profile.gap_ms_per_layer = number(fitted, "gap_ms_per_layer", source, "fitted");
-    profile.workspace_gib = number(fitted, "workspace_gib", source, "fitted");
+    profile.gap_ms_per_layer = number(fitted, "gap_ms_per_layer", source, "fitted", true);
+    profile.workspace_gib = number(fitted, "workspace_gib", source, "fitted", true);
   }
   if (!has_base || root.contains("gemm")) {
     profile.gemm.clear();
@@ -127,10 +135,6 @@ HardwareProfile profile_from_json(const Json& root, const std::string& source) {
   };
   if (!has_base || root.contains("attention")) profile.attention = attention("attention", false);
   if (!has_base || root.contains("masked_attention")) profile.masked_attention = attention("masked_attention", true);
-  if (profile.peak_tflops <= 0 || profile.hbm_gbps <= 0 || profile.memory_bound_gbps <= 0 || profile.memory_gib <= 0) {
-    throw UsageError(fmt::format("hardware profile {}: peak, memory and bandwidths must be positive", source),
-                     "see configs/hardware/h200.json");
-  }
   return profile;
 }
 

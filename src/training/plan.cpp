@@ -69,7 +69,7 @@ Passes linear(const HardwareProfile& profile, double m, double n, double k) {
 }
 
 Passes experts(const HardwareProfile& profile, double local_experts, double rows, double hidden, double ffn) {
-  if (rows <= 0) return {};
+  if (rows <= 0 || local_experts <= 0) return {};  // no experts (a dense model)
   const auto ms = [&](const char* pass) {
     return nearest_ms(
         profile.grouped, pass_is<HardwareProfile::Grouped>(pass), {local_experts, rows / local_experts, hidden, ffn},
@@ -80,13 +80,13 @@ Passes experts(const HardwareProfile& profile, double local_experts, double rows
   return {ms("forward"), dgrad + ms("wgrad"), dgrad + ms("wgrad_first")};
 }
 
-// Forward + backward of causal attention over `batch` sequences: work seq^2 * heads / cp.
+// Forward + backward of causal attention over `batch` sequences: work seq^2 * heads * head_dim / cp.
 double attention_ms(const std::vector<HardwareProfile::Attention>& rows, double batch, double seq, double cp,
-                    double heads) {
+                    double heads, double head_dim) {
   return batch * nearest_ms(
-                     rows, [](const HardwareProfile::Attention&) { return true; }, {seq, heads, cp},
-                     [](const HardwareProfile::Attention& a) { return std::vector<double>{a.seq, a.heads, a.cp}; },
-                     [](const std::vector<double>& s) { return s[0] * s[0] * s[1] / s[2]; }, "attention");
+                     rows, [](const HardwareProfile::Attention&) { return true; }, {seq, heads, cp, head_dim},
+                     [](const HardwareProfile::Attention& a) { return std::vector<double>{a.seq, a.heads, a.cp, a.head_dim}; },
+                     [](const std::vector<double>& s) { return s[0] * s[0] * s[1] * s[3] / s[2]; }, "attention");
 }
 
 // Microseconds of a two-rank NCCL call of `bytes` from a measured table (linear between sizes,
@@ -195,20 +195,40 @@ StateBytes state_bytes(const Config& config) {
   return b;
 }
 
+// Parameters whose main weights and moments this rank keeps and updates: the distributed
+// optimizer shards dense ones over dp*cp (their gradient-reduction group) and experts over edp.
+double optimizer_params(const RankParams& p, const PlanLayout& l) {
+  if (!l.distributed_optimizer) return p.total();
+  return p.dense / static_cast<double>(l.dp * l.cp) + p.expert / static_cast<double>(l.edp);
+}
+
+// A group of `size` ranks `stride` apart in the default rank order (tp-cp-ep-dp-pp) spans
+// nodes when stride*size exceeds a node.
+bool spans_nodes(const HardwareProfile& hw, int64_t stride, int64_t size) { return stride * size > hw.gpus_per_node; }
+
 double state_gib(const Config& config, const RankParams& p, const PlanLayout& l) {
   const StateBytes b = state_bytes(config);
-  const double dense_shards = l.distributed_optimizer ? static_cast<double>(l.dp * l.cp) : 1.0;
-  const double expert_shards = l.distributed_optimizer ? static_cast<double>(l.edp) : 1.0;
-  const double sharded = (b.main + b.moments) * (p.dense / dense_shards + p.expert / expert_shards);
+  const double sharded = (b.main + b.moments) * optimizer_params(p, l);
   return ((b.weights + b.grads) * p.total() + sharded) / kGiB;
 }
 
 }  // namespace
 
+PlanLayout plan_layout_of(const Config& config, int64_t gpus) {
+  const ParallelConfig& p = config.parallel;
+  PlanLayout l;
+  l.tp = p.tp, l.cp = p.cp, l.pp = p.pp, l.vpp = p.vpp, l.ep = p.ep, l.etp = p.expert_tp();
+  l.dp = gpus / (l.tp * l.cp * l.pp), l.edp = gpus / (l.etp * l.ep * l.pp);
+  l.micro_batch = config.train.micro_batch_size, l.recompute = config.model.recompute;
+  l.distributed_optimizer = p.distributed_optimizer, l.sequence_parallel = p.sequence_parallel;
+  return l;
+}
+
 std::string describe_layout(const PlanLayout& l) {
   std::string text = fmt::format("tp{} cp{} pp{}", l.tp, l.cp, l.pp);
   if (l.vpp > 1) text += fmt::format(" vpp{}", l.vpp);
   text += fmt::format(" ep{} etp{} dp{} mb{}", l.ep, l.etp, l.dp, l.micro_batch);
+  if (l.sequence_parallel) text += " sp";
   if (l.recompute != Recompute::kNone) text += " " + enum_name(l.recompute);
   if (l.distributed_optimizer) text += " distopt";
   return text;
@@ -262,7 +282,7 @@ Share share_of(const Config& config, const PlanLayout& l) {
 // Fills the memory fields: the first stage holds the most micro-batches in flight, the last the
 // logits; the larger of the two.
 void predict_memory(const Config& config, const Share& d, const PlanLayout& l, const HardwareProfile& hw,
-                    PlanPrediction& out) {
+                    const RankParams& first, const RankParams& last, PlanPrediction& out) {
   const Shape& s = d.s;
   const double in_flight = std::min(d.micro_batches, d.pp) *
                            (l.vpp > 1 ? 1.0 + (d.pp - 1) / (d.pp * static_cast<double>(l.vpp)) : 1.0);
@@ -284,7 +304,6 @@ void predict_memory(const Config& config, const Share& d, const PlanLayout& l, c
   if (l.cp > 1 && config.parallel.cp_comm_type == CpCommType::kP2P) {
     scores = 2 * 4.0 * d.b * (s.heads / d.tp) * (d.seq / d.cp) * (d.seq / d.cp);
   }
-  const RankParams first = rank_params(s, l, true, l.pp == 1), last = rank_params(s, l, l.pp == 1, true);
   const double first_gib = state_gib(config, first, l) + (saved(in_flight) + scores + (l.pp == 1 ? logits : 0)) / kGiB;
   const double last_gib = state_gib(config, last, l) + (saved(1) + logits + scores) / kGiB;
   out.state_gib = state_gib(config, first_gib >= last_gib ? first : last, l);
@@ -304,8 +323,10 @@ struct MicroBatchCost {
 double core_attention_ms(const Config& config, const Share& d, const HardwareProfile& hw) {
   const double heads = d.s.heads / d.tp;
   const CpCommType kind = config.parallel.cp_comm_type;
-  if (d.cp == 1 || kind == CpCommType::kAllToAll) return attention_ms(hw.attention, d.b, d.seq, 1, heads / d.cp);
-  if (kind == CpCommType::kAllGather) return attention_ms(hw.masked_attention, d.b, d.seq, d.cp, heads);
+  if (d.cp == 1 || kind == CpCommType::kAllToAll) {
+    return attention_ms(hw.attention, d.b, d.seq, 1, heads / d.cp, d.s.head_dim);
+  }
+  if (kind == CpCommType::kAllGather) return attention_ms(hw.masked_attention, d.b, d.seq, d.cp, heads, d.s.head_dim);
   // ring: explicit fp32 products, the local queries against the causal half of every block
   return d.b * 3.5 * 4 * (d.seq / d.cp) * d.seq / 2 * heads * d.s.head_dim / (hw.fp32_matmul_tflops * 1e9);
 }
@@ -353,7 +374,7 @@ void compute_ms(const Config& config, const Share& d, const HardwareProfile& hw,
 // ranks `stride` apart in the rank order spans nodes when stride*size exceeds a node.
 double communication_ms(const Config& config, const Share& d, const PlanLayout& l, const HardwareProfile& hw) {
   const Shape& s = d.s;
-  const auto inter = [&](int64_t stride, int64_t size) { return stride * size > hw.gpus_per_node; };
+  const auto inter = [&](int64_t stride, int64_t size) { return spans_nodes(hw, stride, size); };
   const double passes = d.full ? 3.0 : 2.0;  // forward (again when recomputed) and backward
   double ms = 0;
   if (l.tp > 1) {  // sequence parallel: an all-gather before and a reduce-scatter after each split sublayer
@@ -387,17 +408,14 @@ double communication_ms(const Config& config, const Share& d, const PlanLayout& 
 // gather of updated weights). Milliseconds: {exposed reduction, optimizer}.
 std::pair<double, double> step_end_ms(const Config& config, const PlanLayout& l, const HardwareProfile& hw,
                                       const RankParams& params, double last_backward) {
-  const auto inter = [&](int64_t stride, int64_t size) { return stride * size > hw.gpus_per_node; };
-  const bool dense_inter = inter(l.tp, l.cp * l.dp), expert_inter = inter(l.etp * l.ep, l.edp);
+  const bool dense_inter = spans_nodes(hw, l.tp, l.cp * l.dp), expert_inter = spans_nodes(hw, l.etp * l.ep, l.edp);
   const Collective reduce = l.distributed_optimizer ? Collective::kReduceScatter : Collective::kAllReduce;
   const StateBytes b = state_bytes(config);
   const double reduce_ms = collective_ms(hw, reduce, params.dense * b.grads, l.dp * l.cp, dense_inter) +
                            collective_ms(hw, reduce, params.expert * b.grads, l.edp, expert_inter);
   const double bucket_ms = collective_ms(hw, reduce, config.parallel.grad_bucket_mb * 1024 * 1024,
                                          std::max<int64_t>(l.dp * l.cp, l.edp), dense_inter || expert_inter);
-  const double dense_shards = l.distributed_optimizer ? static_cast<double>(l.dp * l.cp) : 1.0;
-  const double expert_shards = l.distributed_optimizer ? static_cast<double>(l.edp) : 1.0;
-  const double updated = params.dense / dense_shards + params.expert / expert_shards;
+  const double updated = optimizer_params(params, l);
   // AdamW reads and writes the main weight and moments, reads the gradient, writes the weight;
   // the gradient norm reads every gradient once more.
   const double bytes = updated * (b.weights + 2 * b.main + b.grads + 2 * b.moments) + params.total() * b.grads;
@@ -415,7 +433,8 @@ PlanPrediction predict_layout(const Config& config, const PlanLayout& l, int64_t
   const Share d = share_of(config, l);
   PlanPrediction out;
   out.layout = l;
-  predict_memory(config, d, l, hw, out);
+  const RankParams first = rank_params(d.s, l, true, l.pp == 1), last = rank_params(d.s, l, l.pp == 1, true);
+  predict_memory(config, d, l, hw, first, last, out);
   MicroBatchCost mb;
   compute_ms(config, d, hw, mb);
   // Memory-bound kernels: norms and residual adds (22h per token), rotary (4 (q+kv)), SwiGLU
@@ -429,7 +448,6 @@ PlanPrediction predict_layout(const Config& config, const PlanLayout& l, int64_t
               (hw.memory_bound_gbps * 1e6);
   mb.gaps = d.layers * hw.gap_ms_per_layer;
   mb.comm = communication_ms(config, d, l, hw);
-  const RankParams first = rank_params(s, l, true, l.pp == 1), last = rank_params(s, l, l.pp == 1, true);
   const auto [reduce_exposed, optimizer_ms] =
       step_end_ms(config, l, hw, last.total() >= first.total() ? last : first, mb.last_backward);
   out.compute_s = d.micro_batches * mb.compute / 1e3;
@@ -455,16 +473,24 @@ std::vector<PlanPrediction> plan_layouts(const Config& config, int64_t gpus, con
   };
   const auto allowed = [](int64_t pin, int64_t value) { return pin < 0 || pin == value; };
   const int64_t experts = std::max<int64_t>(config.moe.num_experts, 1), layers = config.model.num_layers;
-  // The grids: tp within a node, pp dividing the layers, ep dividing the experts, experts unsplit
-  // (the folded choice) or split like attention.
+  // Candidates beside a pinned value, so a pin outside the usual choices is still tried.
+  const auto with_pin = [](std::vector<int64_t> values, int64_t pin) {
+    if (pin > 0 && std::find(values.begin(), values.end(), pin) == values.end()) values.push_back(pin);
+    return values;
+  };
+  // The grids: tp within a node (unless pinned), pp dividing the layers, ep dividing the experts,
+  // experts unsplit (the folded choice) or split like attention (or as pinned); a dense model has
+  // no expert grid to choose.
   std::vector<PlanLayout> grids;
   for (const int64_t tp : divisors(gpus)) {
     for (const int64_t cp : divisors(gpus / tp)) {
       for (const int64_t pp : divisors(gpus / (tp * cp))) {
         for (const int64_t vpp : pp > 1 && layers % pp == 0 ? divisors(layers / pp) : std::vector<int64_t>{1}) {
           for (const int64_t ep : divisors(gpus / pp)) {
-            for (const int64_t etp : tp > 1 ? std::vector<int64_t>{1, tp} : std::vector<int64_t>{1}) {
-              if (tp > profile.gpus_per_node || layers % pp != 0 || experts % ep != 0 || (gpus / pp) % (ep * etp) != 0 ||
+            const std::vector<int64_t> etps = config.moe.enabled() && tp > 1 ? std::vector<int64_t>{1, tp}
+                                                                              : std::vector<int64_t>{1};
+            for (const int64_t etp : config.moe.enabled() ? with_pin(etps, pins.etp) : etps) {
+              if ((tp > profile.gpus_per_node && pins.tp != tp) || layers % pp != 0 || experts % ep != 0 || (gpus / pp) % (ep * etp) != 0 ||
                   !allowed(pins.tp, tp) || !allowed(pins.cp, cp) || !allowed(pins.pp, pp) || !allowed(pins.vpp, vpp) ||
                   !allowed(pins.ep, ep) || !allowed(pins.etp, etp)) {
                 continue;
@@ -481,8 +507,9 @@ std::vector<PlanPrediction> plan_layouts(const Config& config, int64_t gpus, con
   }
   std::vector<PlanPrediction> out;
   for (const PlanLayout& grid : grids) {
-    for (const int64_t mb : {int64_t{1}, int64_t{2}, int64_t{4}}) {
-      for (const Recompute recompute : {Recompute::kNone, Recompute::kSelective, Recompute::kFull}) {
+    for (const int64_t mb : with_pin({1, 2, 4}, pins.micro_batch)) {
+      for (const Recompute recompute :
+           {Recompute::kNone, Recompute::kSelective, Recompute::kCoreAttn, Recompute::kMoeAct, Recompute::kFull}) {
         for (const bool distopt : {false, true}) {
           const bool sharded = grid.dp * grid.cp > 1 || grid.edp > 1;  // else nothing to shard over
           if (!allowed(pins.micro_batch, mb) || (pins.recompute >= 0 && static_cast<int>(recompute) != pins.recompute) ||

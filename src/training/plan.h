@@ -49,6 +49,9 @@ struct PlanPrediction {
   bool fits = true;
 };
 
+// The layout a (validated) config describes over `gpus` ranks.
+PlanLayout plan_layout_of(const Config& config, int64_t gpus);
+
 // The trainer's config for one layout: `base` with the layout's parallel, micro-batch and
 // recomputation keys set.
 Config config_for_layout(const Config& base, const PlanLayout& layout);
@@ -65,11 +68,15 @@ struct PlanPins {
 };
 
 // Every layout over `gpus` ranks that passes the trainer's config validation and the pins,
-// predicted and sorted: layouts that fit in memory first, then by step time.
+// predicted and sorted: layouts that fit in memory first, then by step time. Searched: tp up to
+// a node, every cp, pp dividing the layers (vpp dividing its share), ep dividing the experts,
+// etp 1 or tp, micro-batch 1, 2 or 4, every recomputation, with and without the distributed
+// optimizer; a pinned value outside those is tried too. Sequence parallelism is on where tp > 1,
+// and the rank order is the default one.
 std::vector<PlanPrediction> plan_layouts(const Config& config, int64_t gpus, const HardwareProfile& profile,
                                          const PlanPins& pins);
 
-// "tp2 cp1 pp1 ep2 etp1 dp1 mb2 selective" style summary of a layout.
+// "tp2 cp1 pp1 ep2 etp1 dp1 mb2 sp selective" style summary of a layout.
 std::string describe_layout(const PlanLayout& layout);
 
 }  // namespace foldtron

@@ -58,6 +58,14 @@ TEST(HardwareProfile, BadProfilesAreNamed) {
   EXPECT_NE(message(R"({"name": "x"})").find("no number 'memory_gib'"), std::string::npos);
   EXPECT_NE(message(R"({"base": "h200", "hbm_gbps": -3})").find("hbm_gbps is -3"), std::string::npos);
   EXPECT_NE(message(R"({"base": "h300"})").find("no hardware profile 'h300'"), std::string::npos);
+  EXPECT_NE(message(R"({"base": "h200", "peak_bf16_tflops": 0})").find("not a finite positive number"), std::string::npos);
+  // Without a base every section must be there: the links first among them.
+  std::string no_links = R"({"name": "x", "memory_gib": 80, "peak_bf16_tflops": 989, "hbm_gbps": 3000,
+                             "fp32_matmul_tflops": 60, "gpus_per_node": 8})";
+  EXPECT_NE(message(no_links).find("has no 'links' object"), std::string::npos);
+  EXPECT_NE(message(R"({"base": "h200", "gemm": []})").find("'gemm' is missing or empty"), std::string::npos);
+  EXPECT_NE(message(R"({"base": "h200", "links": {"all_reduce_us": [[1, 2, 3]]}})").find("rows must be [bytes, microseconds]"),
+            std::string::npos);
   // A base with one field replaced keeps the rest.
   const HardwareProfile slower = parse_hardware_profile(R"({"base": "h200", "hbm_gbps": 1000})", "slow.json");
   EXPECT_DOUBLE_EQ(slower.hbm_gbps, 1000);
@@ -124,10 +132,26 @@ TEST(Plan, EnumeratesOnlyLayoutsTheTrainerAcceptsAndHonoursPins) {
   }
   PlanPins pins;
   pins.tp = 2, pins.ep = 4, pins.micro_batch = 1;
-  for (const PlanPrediction& p : plan_layouts(config, 8, h200, pins)) {
+  const std::vector<PlanPrediction> pinned = plan_layouts(config, 8, h200, pins);
+  ASSERT_FALSE(pinned.empty());
+  for (const PlanPrediction& p : pinned) {
     EXPECT_EQ(p.layout.tp, 2);
     EXPECT_EQ(p.layout.ep, 4);
     EXPECT_EQ(p.layout.micro_batch, 1);
+  }
+  // Pins outside the usual choices are tried: micro-batch 8, core-attention recomputation.
+  PlanPins unusual;
+  unusual.micro_batch = 8, unusual.recompute = static_cast<int>(Recompute::kCoreAttn);
+  const std::vector<PlanPrediction> odd = plan_layouts(config, 8, h200, unusual);
+  ASSERT_FALSE(odd.empty());
+  EXPECT_EQ(odd.front().layout.micro_batch, 8);
+  EXPECT_EQ(odd.front().layout.recompute, Recompute::kCoreAttn);
+  // A dense model has no expert grid to choose: each layout once.
+  const Config dense = load_config({"tiny-dense", "", {"train.global_batch_size=8"}});
+  std::set<std::string> dense_seen;
+  for (const PlanPrediction& p : plan_layouts(dense, 4, h200, PlanPins{})) {
+    EXPECT_EQ(p.layout.etp, 1);
+    EXPECT_TRUE(dense_seen.insert(describe_layout(p.layout)).second) << describe_layout(p.layout);
   }
 }
 
