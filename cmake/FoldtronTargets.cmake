@@ -31,10 +31,20 @@ if(FOLDTRON_PCH)
   target_precompile_headers(foldtron_pch PRIVATE ${PROJECT_SOURCE_DIR}/src/core/pch.h)
 endif()
 
+# foldtron_unity(target): compile the target's files FOLDTRON_UNITY_BATCH at a time as one
+# translation unit. Most of a torch file's compile time is instantiating and emitting the same
+# torch templates and inline functions again; a batch does that once.
+function(foldtron_unity target)
+  if(FOLDTRON_UNITY_BATCH GREATER 0)
+    set_target_properties(${target} PROPERTIES UNITY_BUILD ON UNITY_BUILD_BATCH_SIZE ${FOLDTRON_UNITY_BATCH})
+  endif()
+endfunction()
+
 function(foldtron_layer name)
   cmake_parse_arguments(ARG "TORCH;PCH" "" "SOURCES;DEPS" ${ARGN})
   add_library(foldtron_${name} STATIC ${ARG_SOURCES})
   foldtron_target_defaults(foldtron_${name})
+  foldtron_unity(foldtron_${name})
   target_link_libraries(foldtron_${name} PUBLIC ${ARG_DEPS} fmt::fmt-header-only)
   if(ARG_TORCH)
     target_link_libraries(foldtron_${name} PUBLIC ${TORCH_LIBRARIES})

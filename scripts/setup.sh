@@ -5,7 +5,7 @@
 set -euo pipefail
 
 packages=(
-  build-essential cmake pkg-config
+  build-essential cmake ninja-build pkg-config
   libtorch-dev            # LibTorch (CPU) for tensors and autograd
   libopenblas0-openmp     # an optimized BLAS for it (Debian defaults to the slow reference BLAS)
   libopenmpi-dev openmpi-bin  # processes and CPU collectives (mpirun)

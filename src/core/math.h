@@ -1,7 +1,8 @@
-// Integer helpers for shapes and partitions.
+// Integer helpers for shapes and partitions, and the infinity of score masks.
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <string>
 
 #include "core/errors.h"
@@ -16,6 +17,9 @@ inline int64_t divide_exact(int64_t numerator, int64_t denominator, const char* 
                std::to_string(denominator));
   return numerator / denominator;
 }
+
+// Masked scores are -kInf.
+inline constexpr double kInf = std::numeric_limits<double>::infinity();
 
 inline int64_t ceil_div(int64_t numerator, int64_t denominator) {
   return (numerator + denominator - 1) / denominator;

@@ -3,12 +3,12 @@
 
 #include <algorithm>
 #include <cmath>
-#include <limits>
 
 #include <fmt/format.h>
 #include <torch/torch.h>
 
 #include "core/errors.h"
+#include "core/math.h"
 #include "core/text.h"
 #include "generation/step_runner.h"
 #include "parallel/process_groups.h"
@@ -16,7 +16,6 @@
 namespace foldtron {
 namespace {
 
-constexpr double kInf = std::numeric_limits<double>::infinity();
 constexpr float kMasked = -1e9F;  // Hugging Face's score of an empty or excluded beam
 
 // Whether `flag` holds on any rank (every rank steps while one still decodes).

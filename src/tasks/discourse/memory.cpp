@@ -1,17 +1,14 @@
 // The sharded memory of training instances and its collective read (see memory.h).
 #include "tasks/discourse/memory.h"
 
-#include <limits>
-
 #include <torch/torch.h>
 
 #include "core/errors.h"
+#include "core/math.h"
 #include "parallel/communicator.h"
 
 namespace foldtron {
 namespace {
-
-constexpr double kInf = std::numeric_limits<double>::infinity();
 
 // log w(y_i) from the active slots' class counts [K] over the whole bank.
 torch::Tensor log_weights_from_counts(const torch::Tensor& counts, const torch::Tensor& labels,

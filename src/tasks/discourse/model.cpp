@@ -2,18 +2,16 @@
 #include "tasks/discourse/model.h"
 
 #include <cmath>
-#include <limits>
 #include <sstream>
 
 #include <fmt/format.h>
 #include <torch/torch.h>
 
 #include "core/errors.h"
+#include "core/math.h"
 
 namespace foldtron {
 namespace {
-
-constexpr double kInf = std::numeric_limits<double>::infinity();
 
 // Rows [b, longest] of per-instance tensors [n, ...], zero-padded.
 torch::Tensor pad_rows(const std::vector<torch::Tensor>& rows, torch::ScalarType dtype) {
