@@ -10,9 +10,10 @@
 # Usage: scripts/gpu_moe.sh [output dir]; PARTS="tests one mb1 torch two" (the default) picks what
 # runs ("fold" runs only the folded, recomputation and context-parallel rows of "two"; "pipe" the
 # pipeline-parallel rows; "probe" the gradient-accumulation fusion probe; "moments" the reference
-# with bf16 AdamW moments (at global batch 16 too, with "accum"); "accum" 8 micro-batches per
-# step, foldtron; "torch_accum" the same, PyTorch-native); TESTS the GPU test binaries of the tests
-# part (GTEST_FILTER picks their tests);
+# with bf16 AdamW moments (at global batch 16 too, with "accum"); "accum" global batch 16 in
+# micro-batches of ACCUM_MB (2 unless set), foldtron; "torch_accum" the same, PyTorch-native;
+# "combine" bench/combine_copies, the combine kernels against torch's operations); TESTS the GPU
+# test binaries of the tests part (GTEST_FILTER picks their tests);
 # CTEST_ARGS replaces the build's "-L unit" (e.g. "-R ^$" runs no test); BUILD_TARGETS builds only
 # those targets; KEEP_BINARY=1 puts the stripped binary in the output folder, and BINARY=path runs
 # a binary brought back so instead of building.
@@ -20,13 +21,20 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-${OUT:-/tmp}}
 OMP_NUM_THREADS=8 source scripts/gpu_env.sh
+parts=${PARTS:-tests one mb1 torch two}
+bench_args=
+if has combine; then  # the benchmark programs too
+  bench_args=-DFOLDTRON_BUILD_BENCH=ON
+  [[ -n ${BUILD_TARGETS:-} ]] && export BUILD_TARGETS="$BUILD_TARGETS combine_copies"
+fi
 if [[ -n ${BINARY:-} ]]; then
   # A binary that an earlier call built and brought back (no tests part then): no build.
   mkdir -p build-gpu/bin && cp "$BINARY" build-gpu/bin/foldtron && chmod +x build-gpu/bin/foldtron
 else
   # Line tables (-g1) for crash stacks; warnings are the CPU build's to stop on; BUILD_TARGETS
   # (e.g. "foldtron test_dense") builds only those.
-  GPU_CMAKE_ARGS="-DFOLDTRON_REFERENCE_DIR=$PWD/.gpu/reference -DFOLDTRON_WERROR=OFF -DCMAKE_CXX_FLAGS=-g1" scripts/gpu_build.sh ${CTEST_ARGS:--L unit} > "$out/build.log" 2>&1
+  GPU_CMAKE_ARGS="-DFOLDTRON_REFERENCE_DIR=$PWD/.gpu/reference -DFOLDTRON_WERROR=OFF -DCMAKE_CXX_FLAGS=-g1 $bench_args" \
+    scripts/gpu_build.sh ${CTEST_ARGS:--L unit} > "$out/build.log" 2>&1
   echo "== build and unit tests: rc=$?"
   [[ -x build-gpu/bin/foldtron ]] || { tail -40 "$out/build.log"; exit 1; }
   grep -E "tests passed|FAILED" "$out/build.log"
@@ -34,7 +42,6 @@ else
   # libraries and NCCL from the image, nothing of build-gpu).
   [[ -n ${KEEP_BINARY:-} ]] && strip -o "$out/foldtron" build-gpu/bin/foldtron
 fi
-parts=${PARTS:-tests one mb1 torch two}
 has tests && for np in 1 $gpus; do
   for t in ${TESTS:-test_moe test_hf_parity test_dense test_train}; do
     step 120 $mpi -np "$np" build-gpu/tests/parallel/$t --device=cuda --gtest_brief=1 --gtest_filter="${GTEST_FILTER:-*}" \
@@ -83,17 +90,25 @@ if has torch; then
   run_native torch_eager 300
   run_native torch_compile 400 --compile
 fi
+if has combine; then  # the combine kernels against torch's operations, micro-batch 2 and 4
+  for tokens in 8192 16384; do
+    step 60 build-gpu/bin/combine_copies --tokens $tokens > "$out/combine_$tokens.log" 2>&1
+    grep -E "combine:|RESULT|error" "$out/combine_$tokens.log"
+  done
+fi
+# Gradient accumulation as training runs it: global batch 16 in micro-batches of ACCUM_MB per
+# AdamW step, foldtron (with bf16 moments too where "moments" is named); "torch_accum" the
+# PyTorch-native step likewise (its bf16 gradients add up), eager and compiled.
+accum_mb=${ACCUM_MB:-2}
 if has accum; then
-  # Gradient accumulation as training runs it: 8 micro-batches of 2 per AdamW step (global batch
-  # 16), foldtron (with bf16 moments too where "moments" is named); "torch_accum" the
-  # PyTorch-native step likewise (its bf16 gradients add up), eager and compiled.
-  run_train mixtral4_gbs16 1 300 "${ref[@]}" --micro-batch-size 2 --global-batch-size 16
-  has moments && run_train mixtral4_gbs16_bf16moments 1 300 "${ref[@]}" --micro-batch-size 2 --global-batch-size 16 \
-    --set train.adam_moments_dtype=bf16
+  run_train mixtral4_gbs16_mb$accum_mb 1 300 "${ref[@]}" --micro-batch-size "$accum_mb" --global-batch-size 16
+  has moments && run_train mixtral4_gbs16_mb${accum_mb}_bf16moments 1 300 "${ref[@]}" --micro-batch-size "$accum_mb" \
+    --global-batch-size 16 --set train.adam_moments_dtype=bf16
 fi
 if has torch_accum; then
-  run_native torch_eager_accum8 300 --accum 8
-  run_native torch_compile_accum8 400 --accum 8 --compile
+  run_native torch_eager_mb${accum_mb}_accum$((16 / accum_mb)) 300 --micro-batch "$accum_mb" --accum $((16 / accum_mb))
+  run_native torch_compile_mb${accum_mb}_accum$((16 / accum_mb)) 400 --micro-batch "$accum_mb" --accum $((16 / accum_mb)) \
+    --compile
 fi
 if has two && [[ $gpus -ge 2 ]]; then
   # Two GPUs: expert parallel, tensor parallel, and folded (attention tp 2, experts ep 2 x etp 1).

@@ -13,33 +13,13 @@
 #include <type_traits>
 
 #include "core/cuda_check.cuh"
+#include "core/cuda_types.cuh"
 
 namespace foldtron {
 namespace {
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
-constexpr int64_t kMaxBlocks = int64_t{1} << 20;
-
-template <typename T>
-struct alignas(16) Pack {
-  static constexpr int kSize = 16 / sizeof(T);
-  T v[kSize];
-};
-
-__device__ __forceinline__ float to_float(float value) { return value; }
-__device__ __forceinline__ float to_float(__nv_bfloat16 value) { return __bfloat162float(value); }
-
-template <typename T>
-__device__ __forceinline__ T from_float(float value);
-template <>
-__device__ __forceinline__ float from_float<float>(float value) {
-  return value;
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float value) {
-  return __float2bfloat16_rn(value);
-}
 
 // A running max and the sum of exp(value - max) over the values seen.
 struct MaxSum {
@@ -142,18 +122,6 @@ __global__ void __launch_bounds__(kThreads)
       }
       out[j] = result;
     }
-  }
-}
-
-unsigned grid_of(int64_t rows) { return static_cast<unsigned>(rows < kMaxBlocks ? rows : kMaxBlocks); }
-
-// Calls launch with the logits as the pointer type they hold (bf16 or fp32).
-template <typename Launch>
-void with_type(bool bf16, const void* logits, Launch&& launch) {
-  if (bf16) {
-    launch(static_cast<const __nv_bfloat16*>(logits));
-  } else {
-    launch(static_cast<const float*>(logits));
   }
 }
 

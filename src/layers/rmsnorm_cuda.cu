@@ -14,6 +14,7 @@
 #include <type_traits>
 
 #include "core/cuda_check.cuh"
+#include "core/cuda_types.cuh"
 
 namespace foldtron {
 namespace {
@@ -21,41 +22,22 @@ namespace {
 constexpr int kPack = 8;            // bf16 per 16-byte load
 constexpr int kMaxThreads = 512;
 
-struct alignas(16) Pack {
-  __nv_bfloat16 v[kPack];
-};
+using BfPack = Pack<__nv_bfloat16>;
+static_assert(BfPack::kSize == kPack);
 
 __device__ __forceinline__ float rounded(float value) { return __bfloat162float(__float2bfloat16_rn(value)); }
 
-// The sum of `value` over the block (blockDim.x a multiple of 32), returned to every thread.
-// `shared` holds 33 floats; the closing barrier lets the caller reuse it at once.
-__device__ float block_sum(float value, float* shared) {
-  for (int offset = 16; offset > 0; offset >>= 1) value += __shfl_xor_sync(0xffffffffu, value, offset);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  if (lane == 0) shared[warp] = value;
-  __syncthreads();
-  if (warp == 0) {
-    float total = lane < static_cast<int>(blockDim.x / 32) ? shared[lane] : 0.0f;
-    for (int offset = 16; offset > 0; offset >>= 1) total += __shfl_xor_sync(0xffffffffu, total, offset);
-    if (lane == 0) shared[32] = total;
-  }
-  __syncthreads();
-  const float total = shared[32];
-  __syncthreads();
-  return total;
-}
-
 template <int kPer>
 __global__ void __launch_bounds__(kMaxThreads)
-    rmsnorm_forward_kernel(const Pack* __restrict__ x,       // [rows, packs]
-                           const Pack* __restrict__ weight,  // [packs]
-                           Pack* __restrict__ y,             // [rows, packs]
+    rmsnorm_forward_kernel(const BfPack* __restrict__ x,       // [rows, packs]
+                           const BfPack* __restrict__ weight,  // [packs]
+                           BfPack* __restrict__ y,             // [rows, packs]
                            float* __restrict__ rstd,         // [rows]
                            int64_t rows, int64_t packs, float eps) {
   __shared__ float shared[33];
   const float inverse_hidden = 1.0f / static_cast<float>(packs * kPack);
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
-    Pack xs[kPer];
+    BfPack xs[kPer];
     float squares = 0.0f;
 #pragma unroll
     for (int k = 0; k < kPer; ++k) {
@@ -74,8 +56,8 @@ __global__ void __launch_bounds__(kMaxThreads)
     for (int k = 0; k < kPer; ++k) {
       const int64_t j = threadIdx.x + static_cast<int64_t>(k) * blockDim.x;
       if (j >= packs) continue;
-      const Pack w = weight[j];
-      Pack out;
+      const BfPack w = weight[j];
+      BfPack out;
 #pragma unroll
       for (int e = 0; e < kPack; ++e) {
         const float normed = rounded(__bfloat162float(xs[k].v[e]) * r);
@@ -88,11 +70,11 @@ __global__ void __launch_bounds__(kMaxThreads)
 
 template <int kPer>
 __global__ void __launch_bounds__(kMaxThreads)
-    rmsnorm_backward_kernel(const Pack* __restrict__ dy,      // [rows, packs]
-                            const Pack* __restrict__ x,       // [rows, packs]
-                            const Pack* __restrict__ weight,  // [packs]
+    rmsnorm_backward_kernel(const BfPack* __restrict__ dy,      // [rows, packs]
+                            const BfPack* __restrict__ x,       // [rows, packs]
+                            const BfPack* __restrict__ weight,  // [packs]
                             const float* __restrict__ rstd,   // [rows]
-                            Pack* __restrict__ dx,            // [rows, packs]
+                            BfPack* __restrict__ dx,            // [rows, packs]
                             float* __restrict__ dw_partial,   // [gridDim.x, packs * 8]
                             int64_t rows, int64_t packs) {
   __shared__ float shared[33];
@@ -105,7 +87,7 @@ __global__ void __launch_bounds__(kMaxThreads)
   }
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
     const float r = rstd[row];
-    Pack xs[kPer], gs[kPer];
+    BfPack xs[kPer], gs[kPer];
     float dot = 0.0f;  // sum of g * xhat over the row
 #pragma unroll
     for (int k = 0; k < kPer; ++k) {
@@ -113,7 +95,7 @@ __global__ void __launch_bounds__(kMaxThreads)
       if (j >= packs) continue;
       xs[k] = x[row * packs + j];
       gs[k] = dy[row * packs + j];
-      const Pack w = weight[j];
+      const BfPack w = weight[j];
 #pragma unroll
       for (int e = 0; e < kPack; ++e) {
         const float xhat = __bfloat162float(xs[k].v[e]) * r;
@@ -127,8 +109,8 @@ __global__ void __launch_bounds__(kMaxThreads)
     for (int k = 0; k < kPer; ++k) {
       const int64_t j = threadIdx.x + static_cast<int64_t>(k) * blockDim.x;
       if (j >= packs) continue;
-      const Pack w = weight[j];
-      Pack out;
+      const BfPack w = weight[j];
+      BfPack out;
 #pragma unroll
       for (int e = 0; e < kPack; ++e) {
         const float xhat = __bfloat162float(xs[k].v[e]) * r;
@@ -183,7 +165,7 @@ void rmsnorm_forward_cuda(const void* x, const void* weight, void* y, float* rst
   const auto s = static_cast<cudaStream_t>(stream);
   dispatch_per(shape.per, [&](auto per) {
     rmsnorm_forward_kernel<decltype(per)::value><<<grid, shape.threads, 0, s>>>(
-        static_cast<const Pack*>(x), static_cast<const Pack*>(weight), static_cast<Pack*>(y), rstd, rows,
+        static_cast<const BfPack*>(x), static_cast<const BfPack*>(weight), static_cast<BfPack*>(y), rstd, rows,
         hidden / kPack, static_cast<float>(eps));
   });
   FT_CUDA_CHECK(cudaGetLastError());  // the launch
@@ -206,8 +188,8 @@ void rmsnorm_backward_cuda(const void* dy, const void* x, const void* weight, co
   const auto s = static_cast<cudaStream_t>(stream);
   dispatch_per(shape.per, [&](auto per) {
     rmsnorm_backward_kernel<decltype(per)::value><<<static_cast<unsigned>(blocks), shape.threads, 0, s>>>(
-        static_cast<const Pack*>(dy), static_cast<const Pack*>(x), static_cast<const Pack*>(weight), rstd,
-        static_cast<Pack*>(dx), dw_partial, rows, hidden / kPack);
+        static_cast<const BfPack*>(dy), static_cast<const BfPack*>(x), static_cast<const BfPack*>(weight), rstd,
+        static_cast<BfPack*>(dx), dw_partial, rows, hidden / kPack);
   });
   FT_CUDA_CHECK(cudaGetLastError());  // the launch
 }

@@ -11,16 +11,15 @@
 #include <cuda_runtime.h>
 
 #include "core/cuda_check.cuh"
+#include "core/cuda_types.cuh"
 
 namespace foldtron {
 namespace {
 
-constexpr int kThreads = 256;
-
 template <int kVec>
-struct alignas(kVec * 2) Pack {
-  __nv_bfloat16 v[kVec];
-};
+using BfPack = Pack<__nv_bfloat16, kVec>;
+
+constexpr int kThreads = 256;
 
 template <int kVec>
 __global__ void __launch_bounds__(kThreads)
@@ -37,13 +36,13 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t row = unit / groups;  // over seq * rows
     const int64_t position = row / rows;
     const int64_t base = row * 2 * half, table = position * 2 * half;
-    const Pack<kVec> lo = *reinterpret_cast<const Pack<kVec>*>(x + base + i);
-    const Pack<kVec> hi = *reinterpret_cast<const Pack<kVec>*>(x + base + half + i);
-    const Pack<kVec> c_lo = *reinterpret_cast<const Pack<kVec>*>(cos + table + i);
-    const Pack<kVec> c_hi = *reinterpret_cast<const Pack<kVec>*>(cos + table + half + i);
-    const Pack<kVec> s_lo = *reinterpret_cast<const Pack<kVec>*>(sin + table + i);
-    const Pack<kVec> s_hi = *reinterpret_cast<const Pack<kVec>*>(sin + table + half + i);
-    Pack<kVec> out_lo, out_hi;
+    const BfPack<kVec> lo = *reinterpret_cast<const BfPack<kVec>*>(x + base + i);
+    const BfPack<kVec> hi = *reinterpret_cast<const BfPack<kVec>*>(x + base + half + i);
+    const BfPack<kVec> c_lo = *reinterpret_cast<const BfPack<kVec>*>(cos + table + i);
+    const BfPack<kVec> c_hi = *reinterpret_cast<const BfPack<kVec>*>(cos + table + half + i);
+    const BfPack<kVec> s_lo = *reinterpret_cast<const BfPack<kVec>*>(sin + table + i);
+    const BfPack<kVec> s_hi = *reinterpret_cast<const BfPack<kVec>*>(sin + table + half + i);
+    BfPack<kVec> out_lo, out_hi;
 #pragma unroll
     for (int k = 0; k < kVec; ++k) {
       const float a = __bfloat162float(lo.v[k]), b = __bfloat162float(hi.v[k]);
@@ -54,12 +53,10 @@ __global__ void __launch_bounds__(kThreads)
       out_lo.v[k] = __float2bfloat16_rn(a * __bfloat162float(c_lo.v[k]) - sign * b * s_for_b);
       out_hi.v[k] = __float2bfloat16_rn(b * __bfloat162float(c_hi.v[k]) + sign * a * s_for_a);
     }
-    *reinterpret_cast<Pack<kVec>*>(y + base + i) = out_lo;
-    *reinterpret_cast<Pack<kVec>*>(y + base + half + i) = out_hi;
+    *reinterpret_cast<BfPack<kVec>*>(y + base + i) = out_lo;
+    *reinterpret_cast<BfPack<kVec>*>(y + base + half + i) = out_hi;
   }
 }
-
-bool aligned(const void* pointer) { return reinterpret_cast<uintptr_t>(pointer) % 8 == 0; }
 
 }  // namespace
 
@@ -71,7 +68,8 @@ void rotary_cuda(const void* x, const void* cos, const void* sin, void* y, int64
   const auto* cs = static_cast<const __nv_bfloat16*>(cos);
   const auto* ss = static_cast<const __nv_bfloat16*>(sin);
   auto* ys = static_cast<__nv_bfloat16*>(y);
-  const bool vectorized = half % 4 == 0 && aligned(x) && aligned(cos) && aligned(sin) && aligned(y);
+  const bool vectorized =
+      half % 4 == 0 && aligned_to(x, 8) && aligned_to(cos, 8) && aligned_to(sin, 8) && aligned_to(y, 8);
   const int64_t units = seq * rows * (vectorized ? half / 4 : half);
   const int64_t blocks = (units + kThreads - 1) / kThreads;
   const auto grid = static_cast<unsigned>(blocks < (int64_t{1} << 20) ? blocks : (int64_t{1} << 20));

@@ -8,6 +8,11 @@
 #include "core/errors.h"
 #include "parallel/mappings.h"
 #include "parallel/process_groups.h"
+#ifdef FOLDTRON_WITH_CUDA
+#include <c10/cuda/CUDAStream.h>
+
+#include "moe/combine_cuda.h"
+#endif
 
 namespace foldtron {
 namespace {
@@ -62,13 +67,46 @@ torch::Tensor permute(const torch::Tensor& tokens, const Permutation& perm) {
   return copy_tokens(tokens, perm.token_index);
 }
 
+#ifdef FOLDTRON_WITH_CUDA
+// weighted_sum_copies by the kernels of moe/combine_cuda.h: rows [P, h] contiguous bf16 or fp32,
+// weights [P] contiguous fp32, the indices contiguous int64, all on one GPU. Saves what the
+// composed path saves (the rows and the weights), not the weighted rows.
+class FusedWeightedSum : public torch::autograd::Function<FusedWeightedSum> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& rows,
+                               const torch::Tensor& weights, const torch::Tensor& token_index,
+                               const torch::Tensor& rows_of_token) {
+    const int64_t n = rows_of_token.size(0);
+    torch::Tensor out = torch::empty({n, rows.size(1)}, rows.options());
+    weighted_sum_copies_cuda(rows.data_ptr(), rows.scalar_type() == torch::kBFloat16, weights.data_ptr<float>(),
+                             rows_of_token.data_ptr<int64_t>(), out.data_ptr(), n, rows_of_token.size(1), rows.size(1),
+                             c10::cuda::getCurrentCUDAStream().stream());
+    ctx->save_for_backward({rows, weights, token_index});
+    return out;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    if (!grads[0].defined()) return {torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    const auto saved = ctx->get_saved_variables();
+    const torch::Tensor &rows = saved[0], &weights = saved[1], &token_index = saved[2];
+    const torch::Tensor grad_out = grads[0].to(rows.scalar_type()).contiguous();  // [n, h]
+    torch::Tensor grad_rows = torch::empty_like(rows), grad_weights = torch::empty_like(weights);
+    weighted_sum_copies_backward_cuda(rows.data_ptr(), rows.scalar_type() == torch::kBFloat16,
+                                      weights.data_ptr<float>(), token_index.data_ptr<int64_t>(), grad_out.data_ptr(),
+                                      grad_rows.data_ptr(), grad_weights.data_ptr<float>(), rows.size(0), rows.size(1),
+                                      c10::cuda::getCurrentCUDAStream().stream());
+    return {grad_rows, grad_weights, torch::Tensor(), torch::Tensor()};
+  }
+};
+#endif
+
 // Weighted expert outputs [P, h] summed into the rows of their tokens: [rows, h].
 torch::Tensor unpermute(const torch::Tensor& output, const Permutation& perm, int64_t rows) {
-  const torch::Tensor weighted = output * perm.weights.to(output.scalar_type()).unsqueeze(1);
   if (perm.rows_of_token.defined()) {
     FT_CHECK(perm.rows_of_token.size(0) == rows, "unpermute: rows_of_token does not cover the tokens");
-    return SumCopies::apply(weighted, perm.token_index, perm.rows_of_token);
+    return weighted_sum_copies(output, perm.weights, perm.token_index, perm.rows_of_token);
   }
+  const torch::Tensor weighted = output * perm.weights.to(output.scalar_type()).unsqueeze(1);
   return torch::zeros({rows, output.size(1)}, output.options()).index_add(0, perm.token_index, weighted);
 }
 
@@ -286,6 +324,22 @@ class AllToAllDispatcher : public TokenDispatcher {
 };
 
 }  // namespace
+
+torch::Tensor weighted_sum_copies(const torch::Tensor& rows, const torch::Tensor& weights,
+                                  const torch::Tensor& token_index, const torch::Tensor& rows_of_token,
+                                  [[maybe_unused]] bool use_kernels) {
+  FT_CHECK(rows.dim() == 2 && rows.size(0) == token_index.size(0) && weights.size(0) == rows.size(0),
+           "weighted_sum_copies: rows, weights and token_index disagree on the number of rows");
+#ifdef FOLDTRON_WITH_CUDA
+  const bool typed = rows.scalar_type() == torch::kBFloat16 || rows.scalar_type() == torch::kFloat;
+  if (use_kernels && rows.is_cuda() && typed) {
+    return FusedWeightedSum::apply(rows.contiguous(), weights.to(torch::kFloat).contiguous(),
+                                   token_index.to(rows.device(), torch::kLong).contiguous(),
+                                   rows_of_token.to(rows.device(), torch::kLong).contiguous());
+  }
+#endif
+  return SumCopies::apply(rows * weights.to(rows.scalar_type()).unsqueeze(1), token_index, rows_of_token);
+}
 
 Permutation permute_by_map(const torch::Tensor& routing_map, const torch::Tensor& probs, bool same_copies_per_token) {
   const int64_t n = routing_map.size(0), experts = routing_map.size(1);

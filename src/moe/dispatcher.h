@@ -50,6 +50,15 @@ Permutation permute_by_map(const torch::Tensor& routing_map, const torch::Tensor
 // Copies of pad_to_capacity slots [E', cap] (valid [E', cap]); padding slots weigh 0. No host sync.
 Permutation permute_by_slots(const torch::Tensor& slots, const torch::Tensor& valid, const torch::Tensor& probs);
 
+// The weighted sum of each token's copies, differentiable in rows and weights: out [n, h] with
+// out[t] = sum over j of weights[r] * rows[r], r = rows_of_token[t, j] (token_index [P] maps each
+// row back to its token). On CUDA (bf16 or fp32 rows) one kernel each way (moe/combine_cuda.h);
+// elsewhere, or with `use_kernels` false, torch's operations (what the kernels are tested and
+// timed against).
+torch::Tensor weighted_sum_copies(const torch::Tensor& rows, const torch::Tensor& weights,
+                                  const torch::Tensor& token_index, const torch::Tensor& rows_of_token,
+                                  bool use_kernels = true);
+
 // What combine needs to send a dispatch's rows back (each dispatcher its own kind).
 struct DispatchState {
   virtual ~DispatchState() = default;

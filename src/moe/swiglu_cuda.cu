@@ -8,6 +8,7 @@
 #include <cuda_runtime.h>
 
 #include "core/cuda_check.cuh"
+#include "core/cuda_types.cuh"
 
 namespace foldtron {
 namespace {
@@ -15,9 +16,8 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kVec = 8;
 
-struct alignas(16) Pack {
-  __nv_bfloat16 v[kVec];
-};
+using BfPack = Pack<__nv_bfloat16>;
+static_assert(BfPack::kSize == kVec);
 
 __device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + __expf(-x)); }
 
@@ -25,12 +25,12 @@ struct Forward {
   const __nv_bfloat16* gate_up;
   __nv_bfloat16* out;
   __device__ __forceinline__ void pack(int64_t row, int64_t ffn, int64_t f) const {
-    const Pack gate = *reinterpret_cast<const Pack*>(gate_up + row * 2 * ffn + f);
-    const Pack up = *reinterpret_cast<const Pack*>(gate_up + row * 2 * ffn + ffn + f);
-    Pack y;
+    const BfPack gate = *reinterpret_cast<const BfPack*>(gate_up + row * 2 * ffn + f);
+    const BfPack up = *reinterpret_cast<const BfPack*>(gate_up + row * 2 * ffn + ffn + f);
+    BfPack y;
 #pragma unroll
     for (int k = 0; k < kVec; ++k) y.v[k] = __float2bfloat16_rn(value(gate.v[k], up.v[k]));
-    *reinterpret_cast<Pack*>(out + row * ffn + f) = y;
+    *reinterpret_cast<BfPack*>(out + row * ffn + f) = y;
   }
   __device__ __forceinline__ void one(int64_t row, int64_t ffn, int64_t f) const {
     out[row * ffn + f] = __float2bfloat16_rn(value(gate_up[row * 2 * ffn + f], gate_up[row * 2 * ffn + ffn + f]));
@@ -46,14 +46,14 @@ struct Backward {
   const __nv_bfloat16* grad_out;
   __nv_bfloat16* grad_gate_up;
   __device__ __forceinline__ void pack(int64_t row, int64_t ffn, int64_t f) const {
-    const Pack gate = *reinterpret_cast<const Pack*>(gate_up + row * 2 * ffn + f);
-    const Pack up = *reinterpret_cast<const Pack*>(gate_up + row * 2 * ffn + ffn + f);
-    const Pack dy = *reinterpret_cast<const Pack*>(grad_out + row * ffn + f);
-    Pack d_gate, d_up;
+    const BfPack gate = *reinterpret_cast<const BfPack*>(gate_up + row * 2 * ffn + f);
+    const BfPack up = *reinterpret_cast<const BfPack*>(gate_up + row * 2 * ffn + ffn + f);
+    const BfPack dy = *reinterpret_cast<const BfPack*>(grad_out + row * ffn + f);
+    BfPack d_gate, d_up;
 #pragma unroll
     for (int k = 0; k < kVec; ++k) grads(gate.v[k], up.v[k], dy.v[k], d_gate.v[k], d_up.v[k]);
-    *reinterpret_cast<Pack*>(grad_gate_up + row * 2 * ffn + f) = d_gate;
-    *reinterpret_cast<Pack*>(grad_gate_up + row * 2 * ffn + ffn + f) = d_up;
+    *reinterpret_cast<BfPack*>(grad_gate_up + row * 2 * ffn + f) = d_gate;
+    *reinterpret_cast<BfPack*>(grad_gate_up + row * 2 * ffn + ffn + f) = d_up;
   }
   __device__ __forceinline__ void one(int64_t row, int64_t ffn, int64_t f) const {
     grads(gate_up[row * 2 * ffn + f], gate_up[row * 2 * ffn + ffn + f], grad_out[row * ffn + f],
@@ -79,8 +79,6 @@ __global__ void __launch_bounds__(kThreads) swiglu_kernel(Op op, int64_t rows, i
   }
 }
 
-bool aligned(const void* pointer) { return reinterpret_cast<uintptr_t>(pointer) % 16 == 0; }
-
 template <typename Op>
 void launch(const Op& op, int64_t rows, int64_t ffn, bool vectorized, void* stream) {
   if (rows == 0 || ffn == 0) return;
@@ -93,14 +91,16 @@ void launch(const Op& op, int64_t rows, int64_t ffn, bool vectorized, void* stre
 
 void swiglu_forward_cuda(const void* gate_up, void* out, int64_t rows, int64_t ffn, void* stream) {
   const Forward op{static_cast<const __nv_bfloat16*>(gate_up), static_cast<__nv_bfloat16*>(out)};
-  launch(op, rows, ffn, ffn % kVec == 0 && aligned(gate_up) && aligned(out), stream);
+  launch(op, rows, ffn, ffn % kVec == 0 && aligned_to(gate_up, 16) && aligned_to(out, 16), stream);
 }
 
 void swiglu_backward_cuda(const void* gate_up, const void* grad_out, void* grad_gate_up, int64_t rows, int64_t ffn,
                           void* stream) {
   const Backward op{static_cast<const __nv_bfloat16*>(gate_up), static_cast<const __nv_bfloat16*>(grad_out),
                     static_cast<__nv_bfloat16*>(grad_gate_up)};
-  launch(op, rows, ffn, ffn % kVec == 0 && aligned(gate_up) && aligned(grad_out) && aligned(grad_gate_up), stream);
+  const bool vectorized =
+      ffn % kVec == 0 && aligned_to(gate_up, 16) && aligned_to(grad_out, 16) && aligned_to(grad_gate_up, 16);
+  launch(op, rows, ffn, vectorized, stream);
 }
 
 }  // namespace foldtron

@@ -11,6 +11,7 @@
 #include <cuda_runtime.h>
 
 #include "core/cuda_check.cuh"
+#include "core/cuda_types.cuh"
 
 namespace foldtron {
 namespace {
@@ -20,26 +21,6 @@ constexpr int kVec = 4;
 constexpr int64_t kTile = kThreads * kVec;
 
 __host__ __device__ inline int64_t tiles_of(int64_t numel) { return (numel + kTile - 1) / kTile; }
-
-template <typename T>
-__device__ __forceinline__ float to_float(T x);
-template <>
-__device__ __forceinline__ float to_float<float>(float x) { return x; }
-template <>
-__device__ __forceinline__ float to_float<__nv_bfloat16>(__nv_bfloat16 x) { return __bfloat162float(x); }
-
-template <typename T>
-__device__ __forceinline__ T from_float(float x);
-template <>
-__device__ __forceinline__ float from_float<float>(float x) { return x; }
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
-
-// Four elements loaded or stored in one access.
-template <typename T>
-struct alignas(kVec * sizeof(T)) Pack {
-  T v[kVec];
-};
 
 // One element's update, in fp32; `m` and `v` come in as stored and leave unrounded. The order of
 // operations is the reference's (AdamW::step_reference); contracted multiply-adds may still
@@ -56,10 +37,10 @@ __device__ __forceinline__ float update(float p, float g, float& m, float& v, bo
 // Stores four updated elements of the model's parameter in its dtype.
 template <typename P>
 __device__ __forceinline__ void store_param(void* param, int64_t i, const float (&p)[kVec]) {
-  Pack<P> out;
+  Pack<P, kVec> out;
 #pragma unroll
   for (int k = 0; k < kVec; ++k) out.v[k] = from_float<P>(p[k]);
-  *reinterpret_cast<Pack<P>*>(static_cast<P*>(param) + i) = out;
+  *reinterpret_cast<Pack<P, kVec>*>(static_cast<P*>(param) + i) = out;
 }
 
 template <typename M>
@@ -90,8 +71,8 @@ __global__ void __launch_bounds__(kThreads)
     if (seg.vectorized && i + kVec <= seg.numel) {
       const float4 p4 = *reinterpret_cast<const float4*>(seg.main + i);
       const float4 g4 = *reinterpret_cast<const float4*>(seg.grad + i);
-      Pack<M> m4 = *reinterpret_cast<const Pack<M>*>(exp_avg + i);
-      Pack<M> v4 = *reinterpret_cast<const Pack<M>*>(exp_avg_sq + i);
+      Pack<M, kVec> m4 = *reinterpret_cast<const Pack<M, kVec>*>(exp_avg + i);
+      Pack<M, kVec> v4 = *reinterpret_cast<const Pack<M, kVec>*>(exp_avg_sq + i);
       float p[kVec] = {p4.x, p4.y, p4.z, p4.w};
       const float g[kVec] = {g4.x, g4.y, g4.z, g4.w};
 #pragma unroll
@@ -102,8 +83,8 @@ __global__ void __launch_bounds__(kThreads)
         v4.v[k] = from_float<M>(v);
       }
       *reinterpret_cast<float4*>(seg.main + i) = make_float4(p[0], p[1], p[2], p[3]);
-      *reinterpret_cast<Pack<M>*>(exp_avg + i) = m4;
-      *reinterpret_cast<Pack<M>*>(exp_avg_sq + i) = v4;
+      *reinterpret_cast<Pack<M, kVec>*>(exp_avg + i) = m4;
+      *reinterpret_cast<Pack<M, kVec>*>(exp_avg_sq + i) = v4;
       if (seg.param_bf16) {
         store_param<__nv_bfloat16>(seg.param, i, p);
       } else {
@@ -126,7 +107,6 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-bool aligned(const void* pointer, size_t bytes) { return reinterpret_cast<uintptr_t>(pointer) % bytes == 0; }
 
 template <typename M>
 void launch(const AdamWCudaSegment* segments, int64_t count, int64_t total_tiles, const AdamWCudaStep& step,
@@ -152,8 +132,9 @@ int64_t adamw_cuda_plan(AdamWCudaSegment* segments, int64_t count, CudaDtype mom
   for (int64_t i = 0; i < count; ++i) {
     AdamWCudaSegment& seg = segments[i];
     seg.first_tile = tiles;
-    seg.vectorized = aligned(seg.main, 16) && aligned(seg.grad, 16) && aligned(seg.exp_avg, kVec * moment_bytes) &&
-                     aligned(seg.exp_avg_sq, kVec * moment_bytes) && aligned(seg.param, seg.param_bf16 ? 8 : 16);
+    seg.vectorized = aligned_to(seg.main, 16) && aligned_to(seg.grad, 16) &&
+                     aligned_to(seg.exp_avg, kVec * moment_bytes) && aligned_to(seg.exp_avg_sq, kVec * moment_bytes) &&
+                     aligned_to(seg.param, seg.param_bf16 ? 8 : 16);
     tiles += tiles_of(seg.numel);
   }
   return tiles;

@@ -173,6 +173,52 @@ TEST(MoeDispatcher, DroplessDispatchAndCombineMatchTheDirectSum) {
   }
 }
 
+TEST(MoeDispatcher, WeightedSumOfCopiesMatchesDoubleInBf16AndFp32) {
+  // Each token's k rows weighted and summed, and both gradients, against a double computation on
+  // the same values. With --device=cuda the kernels run (h 64: 16-byte packs; h 37: one element at
+  // a time), else torch's operations; torch's operations on the device too (use_kernels false).
+  const int64_t n = 13, k = 3;
+  const torch::Tensor order = torch::randperm(n * k, at::detail::createCPUGenerator(21), torch::kLong);
+  const torch::Tensor rows_of_token = order.view({n, k});  // token t's copies: rows order[t k .. t k + k)
+  const torch::Tensor token_index = torch::empty({n * k}, torch::kLong).index_put_(
+      {order}, torch::arange(n, torch::kLong).repeat_interleave(k));
+  for (const torch::ScalarType type : {torch::kBFloat16, torch::kFloat}) {
+    for (const int64_t h : {64, 37}) {
+      const torch::Tensor rows0 = (3.0 * data(22 + h, {n * k, h})).to(type);  // the values both sides see
+      const torch::Tensor weights0 = data(23, {n * k}).abs();
+      const torch::Tensor dy = data(24 + h, {n, h}).to(type);
+      const torch::Tensor w64 = weights0.to(torch::kDouble).unsqueeze(1), x64 = rows0.to(torch::kDouble);
+      const torch::Tensor want = (x64 * w64).index_select(0, order).view({n, k, h}).sum(1);
+      const torch::Tensor dy_rows = dy.to(torch::kDouble).index_select(0, token_index);  // [P, h]
+      const torch::Tensor want_rows_grad = dy_rows * w64, want_weights_grad = (dy_rows * x64).sum(1);
+      for (const bool use_kernels : {true, false}) {
+        SCOPED_TRACE(::testing::Message() << type << ", h " << h << (use_kernels ? ", kernels" : ", torch"));
+        const torch::Tensor rows = rows0.to(device()).clone().requires_grad_(true);  // leaves of their own
+        const torch::Tensor weights = weights0.to(device()).clone().requires_grad_(true);
+        const torch::Tensor out =
+            weighted_sum_copies(rows, weights, token_index.to(device()), rows_of_token.to(device()), use_kernels);
+        const bool fused = use_kernels && device().is_cuda();
+        EXPECT_EQ(out.grad_fn()->name().find("FusedWeightedSum") != std::string::npos, fused) << out.grad_fn()->name();
+        ASSERT_EQ(out.scalar_type(), type);
+        out.backward(dy.to(device()));
+        // The kernels round once to the rows' type (2^-8 relative in bf16); torch's operations
+        // round the weights and the products to bf16 before the sum, which may cancel: 2^-7
+        // relative, and 2^-6 of the largest term.
+        const bool bf16 = type == torch::kBFloat16;
+        const double rtol = !bf16 ? 1e-5 : fused ? 1.0 / 256 : 1.0 / 128;
+        const double atol = bf16 && !fused ? (x64 * w64).abs().max().item<double>() / 64 : 1e-5;
+        EXPECT_TRUE(close(out.detach().to(torch::kDouble), want, rtol, atol));
+        EXPECT_TRUE(close(rows.grad().to(torch::kDouble), want_rows_grad, rtol, 1e-5));
+        // The weights' gradient: an fp32 dot product in the kernels; torch's bf16 operations round
+        // each product (2^-9 of its size) and the result, and the sum may cancel: 2^-7 of the
+        // sum of the products' sizes (seen: 0.127 where that is 1.2, on an H200).
+        const double wtol = bf16 && !fused ? (dy_rows.abs() * x64.abs()).sum(1).max().item<double>() / 128 : 1e-5;
+        EXPECT_TRUE(close(weights.grad().to(torch::kDouble), want_weights_grad, rtol, wtol));
+      }
+    }
+  }
+}
+
 TEST(MoeCapacity, FormulaAndHandCheckedDropping) {
   EXPECT_EQ(expert_capacity(10, 2, 4, 1.0), 5);  // ceil(10*2/4 * 1.0)
   EXPECT_EQ(expert_capacity(7, 2, 4, 1.0), 4);   // ceil(3.5)

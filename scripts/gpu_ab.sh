@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# On the GPU machine: a change measured against its base in one call (machines differ by about
+# 2%, docs/performance.md, so step times of different calls do not compare). Builds `foldtron` from
+# the tree (A, unless A_BINARY names a binary an earlier call brought back), then again with the
+# patch B_PATCH applied (B: the base, e.g. the change switched off; the tree is restored after),
+# and runs ROUNDS rounds of A then B with the same training flags, one GPU. Prints each run's mean
+# step after the first and each side's median; the logs go to ab.tgz.
+# Usage: B_PATCH=bench/ab/FILE.diff scripts/gpu_ab.sh OUT ROUNDS train-flags...
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=$1 rounds=$2
+shift 2
+OMP_NUM_THREADS=8 source scripts/gpu_env.sh
+[[ -f ${B_PATCH:-} ]] || { echo "gpu_ab.sh: B_PATCH must name a patch file (bench/ab/*.diff)" >&2; exit 2; }
+mkdir -p "$out/ab" build-gpu/ab
+build() {  # build NAME: foldtron from the tree as it is now, copied to build-gpu/ab/NAME
+  BUILD_TARGETS=foldtron GPU_CMAKE_ARGS="-DFOLDTRON_WERROR=OFF" scripts/gpu_build.sh -R '^$' > "$out/ab/build_$1.log" 2>&1
+  echo "== build $1: rc=$?"
+  cp build-gpu/bin/foldtron "build-gpu/ab/$1"
+}
+if [[ -n ${A_BINARY:-} ]]; then
+  cp "$A_BINARY" build-gpu/ab/a && chmod +x build-gpu/ab/a
+else
+  build a
+fi
+patch -p1 --forward < "$B_PATCH" > "$out/ab/patch.log" || { cat "$out/ab/patch.log"; exit 1; }
+build b
+patch -p1 --reverse < "$B_PATCH" > /dev/null
+: > "$out/ab.txt"
+for ((i = 1; i <= rounds; ++i)); do
+  for side in a b; do
+    log=$out/ab/${side}_$i.log
+    step 240 $mpi -np 1 "build-gpu/ab/$side" train "$@" > "$log" 2>&1 < /dev/null
+    seconds=$(grep -o "mean step after the first: [0-9.]*" "$log" | grep -o "[0-9.]*$")
+    echo "$side $i ${seconds:-failed}" | tee -a "$out/ab.txt"
+  done
+done
+for side in a b; do
+  median=$(awk -v s="$side" '$1 == s && $3 != "failed" {print $3}' "$out/ab.txt" | sort -n |
+    awk '{v[NR] = $1} END {if (NR) print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}')
+  echo "$side median: ${median:-none}" | tee -a "$out/ab.txt"
+done
+tar czf "$out/ab.tgz" -C "$out" ab && rm -rf "$out/ab"
+exit $status
