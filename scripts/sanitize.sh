@@ -37,7 +37,7 @@ case "$kind" in
     build_dir=${BUILD_DIR:-build-tsan}
     flags=(-DFOLDTRON_SANITIZE=thread)
     # Only the default tests' targets; tests named on the command line get the whole build.
-    [[ $# -eq 0 ]] && targets=(--target test_comm test_mappings test_groups abort_job test_checkpoint test_data
+    [[ $# -eq 0 ]] && targets=(--target test_comm test_mappings test_groups abort_job unit_tests
                                test_checkpoint_resume test_data_train)
     default_tests=(-R "^(test_comm_np|test_mappings_np|test_groups_np|abort_on_|test_checkpoint$|test_data$|test_checkpoint_resume_np2|test_data_train_np4)")
     ;;

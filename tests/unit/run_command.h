@@ -9,6 +9,11 @@
 
 namespace foldtron::testing {
 
+// The start of an mpirun command line for the tests: as root where CI runs them, one torch thread
+// a rank, more ranks than cores allowed; append "-np N ".
+inline const std::string kMpirun =
+    "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 mpirun --oversubscribe ";
+
 inline std::string run_command(const std::string& command, int* exit_code) {
   std::unique_ptr<FILE, int (*)(FILE*)> pipe(popen(command.c_str(), "r"), pclose);
   std::string out;

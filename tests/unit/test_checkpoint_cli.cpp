@@ -36,8 +36,6 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 const std::string kReference = FOLDTRON_REFERENCE_DIR "/hf";
-const std::string kMpirun =
-    "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 mpirun --oversubscribe ";
 const std::vector<std::string> kFamilies{"llama-tiny", "mixtral-tiny", "qwen2moe-tiny", "qwen3moe-tiny", "marian-tiny"};
 
 // A new empty folder for one test.

@@ -125,16 +125,17 @@ TEST(CrashReport, NullCallNamesRankActivityAndCaller) {
   EXPECT_EXIT(crash_by_null_call(), ::testing::KilledBySignal(SIGSEGV),
               "world rank 3 got SIGSEGV in saving the checkpoint of step 300\n.*fault address 0x0\n"
               "foldtron: program counter 0 \\(a call through a null function pointer\\?\\), from:\n"
-              "[^\n]*test_core[^\n]*\nfoldtron: stack:\n");
+              "[^\n]*unit_tests[^\n]*\nfoldtron: stack:\n");
 }
 
 TEST(CrashReport, BadReadGivesAddressAndTheStackPastTheSignalFrame) {
   if (!foldtron::reports_crashes()) GTEST_SKIP() << "the sanitizer runtime reports crashes in this build";
   GTEST_FLAG_SET(death_test_style, "threadsafe");
-  // After the handler's own frames and libc's signal trampoline, the faulting function's frame.
+  // After the handler's own frames and libc's signal trampoline, the faulting function's frame (in
+  // unit_tests, this binary).
   EXPECT_EXIT(crash_by_bad_read(), ::testing::KilledBySignal(SIGSEGV),
               "world rank 3 got SIGSEGV in step 7\n.*fault address 0x[1-9a-f][0-9a-f]*\nfoldtron: stack:\n"
-              ".*libc\\.so[^\n]*\n[^\n]*test_core");
+              ".*libc\\.so[^\n]*\n[^\n]*unit_tests");
 }
 
 TEST(Files, RemoveTreeRemovesNestedFoldersWithoutFollowingLinks) {

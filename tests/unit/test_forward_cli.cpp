@@ -1,7 +1,6 @@
 // `foldtron forward` end to end (DESIGN.md's contract): the binary, alone and under mpirun with a
 // folded layout, reads a Hugging Face directory and input_ids and writes logits and loss that
 // match transformers' (../shared/reference/hf); and one test per input error it reports.
-#include <unistd.h>
 
 #include <filesystem>
 
@@ -11,22 +10,15 @@
 
 #include "checkpoint/safetensors.h"
 #include "run_command.h"
+#include "scratch_files.h"
 
 namespace foldtron::testing {
 namespace {
 
-const std::string kModel = FOLDTRON_REFERENCE_DIR "/hf/mixtral-tiny";
-const std::string kMpirun =
-    "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 mpirun --oversubscribe ";
-
-std::string temp_path(const std::string& name) {
-  const auto dir = std::filesystem::temp_directory_path() / fmt::format("foldtron_forward_{}", getpid());
-  std::filesystem::create_directories(dir);
-  return (dir / name).string();
-}
+const std::string kMixtralTiny = FOLDTRON_REFERENCE_DIR "/hf/mixtral-tiny";
 
 std::string forward(const std::string& launcher, const std::string& input, const std::string& output,
-                    const std::string& flags, int* exit_code, const std::string& model = kModel) {
+                    const std::string& flags, int* exit_code, const std::string& model = kMixtralTiny) {
   return run_command(fmt::format("{}{} forward --device cpu --model-dir {} --input {} --output {} {} 2>&1", launcher,
                                  FOLDTRON_BINARY, model, input, output, flags),
                      exit_code);
@@ -44,7 +36,7 @@ TEST(ForwardCli, EncoderDecoderMatchesTransformers) {
   for (const auto& [launcher, flags] :
        std::vector<std::pair<std::string, std::string>>{{"", ""}, {kMpirun + "-np 4 ", "--tp 2 --sequence-parallel"}}) {
     SCOPED_TRACE(launcher + flags);
-    const std::string out = temp_path("marian.safetensors");
+    const std::string out = scratch_path("forward", "marian.safetensors");
     int code = -1;
     const std::string log = forward(launcher, model + "/reference.safetensors", out, flags, &code, model);
     ASSERT_EQ(code, 0) << log;
@@ -73,10 +65,10 @@ TEST(ForwardCli, EncoderDecoderInputErrorsNameTheProblem) {
   };
   for (const auto& [tensors, expect] : cases) {
     SCOPED_TRACE(expect);
-    const std::string input = temp_path("bad_marian.safetensors");
+    const std::string input = scratch_path("forward", "bad_marian.safetensors");
     write_safetensors(input, tensors);
     int code = -1;
-    const std::string log = forward("", input, temp_path("unused.safetensors"), "", &code, model);
+    const std::string log = forward("", input, scratch_path("forward", "unused.safetensors"), "", &code, model);
     EXPECT_EQ(code, 2) << log;
     EXPECT_NE(log.find("data error"), std::string::npos) << log;
     EXPECT_NE(log.find(expect), std::string::npos) << log;
@@ -85,8 +77,8 @@ TEST(ForwardCli, EncoderDecoderInputErrorsNameTheProblem) {
 }
 
 TEST(ForwardCli, AloneAndFoldedUnderMpirunMatchTransformers) {
-  if (!std::filesystem::exists(kModel)) GTEST_SKIP() << "no reference model at " << kModel;
-  const SafetensorsFile reference(kModel + "/reference.safetensors");
+  if (!std::filesystem::exists(kMixtralTiny)) GTEST_SKIP() << "no reference model at " << kMixtralTiny;
+  const SafetensorsFile reference(kMixtralTiny + "/reference.safetensors");
   const torch::Tensor logits = reference.load("logits");
   const double loss = reference.load("ce_loss").item<double>();
   for (const auto& [launcher, flags] : std::vector<std::pair<std::string, std::string>>{
@@ -97,12 +89,12 @@ TEST(ForwardCli, AloneAndFoldedUnderMpirunMatchTransformers) {
     for (const bool with_mask : {false, true}) {
     // An all-ones attention_mask is no padding: the same result, context parallelism included.
     SCOPED_TRACE(with_mask ? "with an all-ones attention_mask" : "input_ids alone");
-    const std::string input = temp_path("in.safetensors");
+    const std::string input = scratch_path("forward", "in.safetensors");
     std::vector<std::pair<std::string, torch::Tensor>> tensors{{"input_ids", reference.load("input_ids")}};
     if (with_mask) tensors.emplace_back("attention_mask", torch::ones_like(reference.load("input_ids")));
     write_safetensors(input, tensors);
     SCOPED_TRACE(launcher + flags);
-    const std::string out = temp_path("out.safetensors");
+    const std::string out = scratch_path("forward", "out.safetensors");
     int code = -1;
     const std::string log = forward(launcher, input, out, flags, &code);
     ASSERT_EQ(code, 0) << log;
@@ -117,7 +109,7 @@ TEST(ForwardCli, AloneAndFoldedUnderMpirunMatchTransformers) {
 }
 
 TEST(ForwardCli, InputErrorsNameTheProblem) {
-  if (!std::filesystem::exists(kModel)) GTEST_SKIP() << "no reference model at " << kModel;
+  if (!std::filesystem::exists(kMixtralTiny)) GTEST_SKIP() << "no reference model at " << kMixtralTiny;
   struct Case {
     std::string name;
     torch::Tensor tensor;
@@ -137,11 +129,11 @@ TEST(ForwardCli, InputErrorsNameTheProblem) {
        kMpirun + "-np 2 ", "--pp 2 --vpp 2", "config error"},
   };
   for (const Case& c : cases) {
-    const std::string input = temp_path("bad_input.safetensors");
+    const std::string input = scratch_path("forward", "bad_input.safetensors");
     write_safetensors(input, {{c.name, c.tensor}});
     SCOPED_TRACE(c.expect);
     int code = -1;
-    const std::string log = forward(c.launcher, input, temp_path("unused.safetensors"), c.flags, &code);
+    const std::string log = forward(c.launcher, input, scratch_path("forward", "unused.safetensors"), c.flags, &code);
     EXPECT_EQ(code, 2) << log;
     EXPECT_NE(log.find(c.kind), std::string::npos) << log;
     EXPECT_NE(log.find(c.expect), std::string::npos) << log;

@@ -2,7 +2,6 @@
 // tensor, data and pipeline parallelism, reproduces transformers' greedy and 4-beam outputs of
 // ../shared/reference/hf/marian-tiny exactly, taking bad words, forced end-of-sequence and the
 // start token from its generation_config.json.
-#include <unistd.h>
 
 #include <filesystem>
 
@@ -12,35 +11,28 @@
 
 #include "checkpoint/safetensors.h"
 #include "run_command.h"
+#include "scratch_files.h"
 
 namespace foldtron::testing {
 namespace {
 
-const std::string kModel = FOLDTRON_REFERENCE_DIR "/hf/marian-tiny";
-const std::string kMpirun =
-    "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 mpirun --oversubscribe ";
-
-std::string temp_path(const std::string& name) {
-  const auto dir = std::filesystem::temp_directory_path() / fmt::format("foldtron_generate_{}", getpid());
-  std::filesystem::create_directories(dir);
-  return (dir / name).string();
-}
+const std::string kMarianTiny = FOLDTRON_REFERENCE_DIR "/hf/marian-tiny";
 
 TEST(GenerateCli, GreedyAndBeamSearchMatchTransformers) {
-  if (!std::filesystem::exists(kModel)) GTEST_SKIP() << "no reference model at " << kModel;
-  const SafetensorsFile reference(kModel + "/reference.safetensors");
-  const std::string input = temp_path("input.safetensors");
+  if (!std::filesystem::exists(kMarianTiny)) GTEST_SKIP() << "no reference model at " << kMarianTiny;
+  const SafetensorsFile reference(kMarianTiny + "/reference.safetensors");
+  const std::string input = scratch_path("generate", "input.safetensors");
   write_safetensors(input, {{"input_ids", reference.load("input_ids")}, {"attention_mask", reference.load("attention_mask")}});
   for (const auto& [launcher, layout] : std::vector<std::pair<std::string, std::string>>{
            {"", ""}, {kMpirun + "-np 4 ", "--tp 2"}, {kMpirun + "-np 2 ", "--pp 2"}}) {
     for (const auto& [search, expected] : std::vector<std::pair<std::string, std::string>>{
              {"", "greedy_ids"}, {"--num-beams 4 --length-penalty 1.0 --early-stopping", "beam4_ids"}}) {
       SCOPED_TRACE(launcher + layout + " " + search);
-      const std::string output = temp_path("output.safetensors");
+      const std::string output = scratch_path("generate", "output.safetensors");
       int code = -1;
       const std::string log = run_command(
           fmt::format("{}{} generate --device cpu --model-dir {} --input {} --output {} --max-new-tokens 12 {} {} 2>&1",
-                      launcher, FOLDTRON_BINARY, kModel, input, output, search, layout),
+                      launcher, FOLDTRON_BINARY, kMarianTiny, input, output, search, layout),
           &code);
       ASSERT_EQ(code, 0) << log;
       const torch::Tensor got = SafetensorsFile(output).load("output_ids");
@@ -51,7 +43,7 @@ TEST(GenerateCli, GreedyAndBeamSearchMatchTransformers) {
 }
 
 TEST(GenerateCli, InputErrorsNameTheProblem) {
-  if (!std::filesystem::exists(kModel)) GTEST_SKIP() << "no reference model at " << kModel;
+  if (!std::filesystem::exists(kMarianTiny)) GTEST_SKIP() << "no reference model at " << kMarianTiny;
   const std::vector<std::pair<std::vector<std::pair<std::string, torch::Tensor>>, std::string>> cases{
       {{{"ids", torch::ones({1, 3}, torch::kLong)}}, "has no tensor 'input_ids'"},
       {{{"input_ids", torch::full({1, 3}, 500, torch::kLong)}}, "outside the vocabulary [0, 320)"},
@@ -60,11 +52,11 @@ TEST(GenerateCli, InputErrorsNameTheProblem) {
   };
   for (const auto& [tensors, expect] : cases) {
     SCOPED_TRACE(expect);
-    const std::string input = temp_path("bad.safetensors");
+    const std::string input = scratch_path("generate", "bad.safetensors");
     write_safetensors(input, tensors);
     int code = -1;
     const std::string log = run_command(fmt::format("{} generate --device cpu --model-dir {} --input {} --output {} 2>&1",
-                                                    FOLDTRON_BINARY, kModel, input, temp_path("unused.safetensors")),
+                                                    FOLDTRON_BINARY, kMarianTiny, input, scratch_path("generate", "unused.safetensors")),
                                         &code);
     EXPECT_EQ(code, 2) << log;
     EXPECT_NE(log.find("data error"), std::string::npos) << log;

@@ -9,8 +9,6 @@
 #include <string>
 #include <vector>
 
-#include <unistd.h>
-
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
@@ -33,14 +31,13 @@ void put(std::string& out, T value) {
   out.append(reinterpret_cast<const char*>(&value), sizeof(value));
 }
 
-std::string write_file(const std::string& name, const std::string& bytes) {
-  const fs::path dir = fs::temp_directory_path() / ("foldtron_hostile_" + std::to_string(::getpid()));
-  return testing::write_file(dir / name, bytes);
+std::string write_hostile(const std::string& name, const std::string& bytes) {
+  return testing::write_file(testing::scratch_path("hostile", name), bytes);
 }
 
 // The message of the typed error `read` throws; fails the test on anything else.
 template <typename E, typename F>
-std::string error_of(F&& read) {
+std::string message_of(F&& read) {
   try {
     read();
   } catch (const E& e) {
@@ -59,18 +56,18 @@ std::string safetensors_with_header(const std::string& header, uint64_t claimed_
 }
 
 TEST(HostileInputs, SafetensorsHeaderLongerThanTheFile) {
-  const std::string path = write_file("a.safetensors", safetensors_with_header(std::string(92, ' '), 1ull << 62, 0));
-  EXPECT_NE(error_of<CheckpointError>([&] { SafetensorsFile file(path); }).find("header length 4611686018427387904 is larger"),
+  const std::string path = write_hostile("a.safetensors", safetensors_with_header(std::string(92, ' '), 1ull << 62, 0));
+  EXPECT_NE(message_of<CheckpointError>([&] { SafetensorsFile file(path); }).find("header length 4611686018427387904 is larger"),
             std::string::npos);
 }
 
 TEST(HostileInputs, SafetensorsTensorsBeyondTheFileOrMemory) {
   const std::string huge = R"({"w":{"dtype":"F32","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,16]}})";
-  std::string path = write_file("b.safetensors", safetensors_with_header(huge, huge.size(), 16));
-  EXPECT_NE(error_of<CheckpointError>([&] { SafetensorsFile file(path); }).find("is too large"), std::string::npos);
+  std::string path = write_hostile("b.safetensors", safetensors_with_header(huge, huge.size(), 16));
+  EXPECT_NE(message_of<CheckpointError>([&] { SafetensorsFile file(path); }).find("is too large"), std::string::npos);
   const std::string beyond = R"({"w":{"dtype":"F32","shape":[1073741824],"data_offsets":[0,4294967296]}})";
-  path = write_file("c.safetensors", safetensors_with_header(beyond, beyond.size(), 16));
-  EXPECT_NE(error_of<CheckpointError>([&] { SafetensorsFile file(path); }).find("lie outside the 16 data bytes"),
+  path = write_hostile("c.safetensors", safetensors_with_header(beyond, beyond.size(), 16));
+  EXPECT_NE(message_of<CheckpointError>([&] { SafetensorsFile file(path); }).find("lie outside the 16 data bytes"),
             std::string::npos);
 }
 
@@ -81,7 +78,7 @@ TEST(HostileInputs, DatasetIndexClaimingMoreSequencesThanItHolds) {
   put<uint64_t>(idx, 1ull << 60);   // sequences
   put<uint64_t>(idx, 2);            // document boundaries
   idx.resize(100, '\0');
-  const std::string message = error_of<DataError>([&] {
+  const std::string message = message_of<DataError>([&] {
     IndexedDataset dataset("hostile", std::vector<char>(idx.begin(), idx.end()), std::vector<char>(100));
   });
   EXPECT_NE(message.find("100 bytes do not hold 1152921504606846976 sequences"), std::string::npos) << message;
@@ -97,18 +94,18 @@ TEST(HostileInputs, MoCatalogClaimingTwoBillionMessages) {
   put<uint32_t>(mo, 0);
   put<uint32_t>(mo, 0);
   mo.resize(100, '\0');
-  const std::string message = error_of<DataError>([&] { parse_mo(mo, "hostile.mo"); });
+  const std::string message = message_of<DataError>([&] { parse_mo(mo, "hostile.mo"); });
   EXPECT_NE(message.find("2147483647 entries at byte 28) runs past the end (100 bytes)"), std::string::npos) << message;
 }
 
 // Found by fuzz_hf_config: a layer count of 2^63-1 made the dense-layer list loop for ever.
 TEST(HostileInputs, HuggingFaceConfigClaimingEndlessLayers) {
-  const std::string path = write_file("config.json", R"({"model_type": "qwen3_moe", "hidden_size": 64,
+  const std::string path = write_hostile("config.json", R"({"model_type": "qwen3_moe", "hidden_size": 64,
     "num_hidden_layers": 9223372036854775807, "num_attention_heads": 4, "num_key_value_heads": 2,
     "intermediate_size": 96, "vocab_size": 320, "num_experts": 8, "num_experts_per_tok": 2,
     "moe_intermediate_size": 48, "decoder_sparse_step": 2, "max_position_embeddings": 256,
     "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "hidden_act": "silu"})");
-  const std::string message = error_of<CheckpointError>([&] { hf_model_config(fs::path(path).parent_path().string()); });
+  const std::string message = message_of<CheckpointError>([&] { hf_model_config(fs::path(path).parent_path().string()); });
   EXPECT_NE(message.find("num_hidden_layers 9223372036854775807 is not a layer count from 1 to 100000"),
             std::string::npos) << message;
 }
@@ -117,8 +114,8 @@ TEST(HostileInputs, HuggingFaceConfigClaimingEndlessLayers) {
 // nlohmann's value() throw type_error out of the reader.
 TEST(HostileInputs, CheckpointMetadataWhoseFormatIsNoString) {
   for (const char* format : {R"({"a": 1})", "[1]", "7", "null"}) {
-    const std::string path = write_file("metadata.json", fmt::format(R"({{"format": {}, "version": 1}})", format));
-    const std::string message = error_of<CheckpointError>([&] { CheckpointReader(fs::path(path).parent_path().string()); });
+    const std::string path = write_hostile("metadata.json", fmt::format(R"({{"format": {}, "version": 1}})", format));
+    const std::string message = message_of<CheckpointError>([&] { CheckpointReader(fs::path(path).parent_path().string()); });
     EXPECT_NE(message.find("is not a foldtron checkpoint"), std::string::npos) << message;
   }
 }
@@ -127,14 +124,14 @@ TEST(HostileInputs, CheckpointMetadataWhoseFormatIsNoString) {
 // the readers did not catch (they caught parse_error only).
 TEST(HostileInputs, JsonNumbersBeyondDoubleAreNamedErrors) {
   const std::string header = R"({"w":{"dtype":"F32","shape":[1e400],"data_offsets":[0,4]}})";
-  const std::string tensors = write_file("d.safetensors", safetensors_with_header(header, header.size(), 4));
-  EXPECT_NE(error_of<CheckpointError>([&] { SafetensorsFile file(tensors); }).find("the header is not valid JSON"),
+  const std::string tensors = write_hostile("d.safetensors", safetensors_with_header(header, header.size(), 4));
+  EXPECT_NE(message_of<CheckpointError>([&] { SafetensorsFile file(tensors); }).find("the header is not valid JSON"),
             std::string::npos);
-  const std::string relations = write_file("relations.json", R"({"ID": 1e400, "Type": "Implicit"})" "\n");
-  EXPECT_NE(error_of<DataError>([&] { read_conll_relations(relations); }).find("relations.json:1: not JSON"),
+  const std::string relations = write_hostile("relations.json", R"({"ID": 1e400, "Type": "Implicit"})" "\n");
+  EXPECT_NE(message_of<DataError>([&] { read_conll_relations(relations); }).find("relations.json:1: not JSON"),
             std::string::npos);
-  const std::string config = write_file("config.json", R"({"model_type": "llama", "hidden_size": 1e400})");
-  EXPECT_NE(error_of<CheckpointError>([&] { hf_model_config(fs::path(config).parent_path().string()); })
+  const std::string config = write_hostile("config.json", R"({"model_type": "llama", "hidden_size": 1e400})");
+  EXPECT_NE(message_of<CheckpointError>([&] { hf_model_config(fs::path(config).parent_path().string()); })
                 .find("is not valid JSON"),
             std::string::npos);
 }
