@@ -13,9 +13,13 @@ shift 2
 OMP_NUM_THREADS=8 source scripts/gpu_env.sh
 [[ -f ${B_PATCH:-} ]] || { echo "gpu_ab.sh: B_PATCH must name a patch file (bench/ab/*.diff)" >&2; exit 2; }
 mkdir -p "$out/ab" build-gpu/ab
-build() {  # build NAME: foldtron from the tree as it is now, copied to build-gpu/ab/NAME
-  BUILD_TARGETS=foldtron GPU_CMAKE_ARGS="-DFOLDTRON_WERROR=OFF" scripts/gpu_build.sh -R '^$' > "$out/ab/build_$1.log" 2>&1
-  echo "== build $1: rc=$?"
+build() {  # build NAME: foldtron from the tree as it is now, copied to build-gpu/ab/NAME; a failure ends the run
+  rm -f build-gpu/bin/foldtron
+  BUILD_TARGETS=foldtron GPU_CMAKE_ARGS="-DFOLDTRON_WERROR=OFF" scripts/gpu_build.sh -R '^$' \
+    > "$out/ab/build_$1.log" 2>&1
+  local rc=$?
+  echo "== build $1: rc=$rc"
+  [[ $rc -eq 0 ]] || { tail -30 "$out/ab/build_$1.log"; exit 1; }
   cp build-gpu/bin/foldtron "build-gpu/ab/$1"
 }
 if [[ -n ${A_BINARY:-} ]]; then
@@ -24,14 +28,15 @@ else
   build a
 fi
 patch -p1 --forward < "$B_PATCH" > "$out/ab/patch.log" || { cat "$out/ab/patch.log"; exit 1; }
+trap 'patch -p1 --reverse --silent < "$B_PATCH"' EXIT  # the tree as it was, however B's build ends
 build b
-patch -p1 --reverse < "$B_PATCH" > /dev/null
+patch -p1 --reverse --silent < "$B_PATCH" && trap - EXIT
 : > "$out/ab.txt"
 for ((i = 1; i <= rounds; ++i)); do
   for side in a b; do
     log=$out/ab/${side}_$i.log
     step 240 $mpi -np 1 "build-gpu/ab/$side" train "$@" > "$log" 2>&1 < /dev/null
-    seconds=$(grep -o "mean step after the first: [0-9.]*" "$log" | grep -o "[0-9.]*$")
+    seconds=$(grep -o "mean step after the first: [0-9.]*" "$log" | tail -1 | grep -o "[0-9.]*$")
     echo "$side $i ${seconds:-failed}" | tee -a "$out/ab.txt"
   done
 done

@@ -22,8 +22,11 @@ cd "$(dirname "$0")/.."
 out=${1:-${OUT:-/tmp}}
 OMP_NUM_THREADS=8 source scripts/gpu_env.sh
 parts=${PARTS:-tests one mb1 torch two}
+accum_mb=${ACCUM_MB:-2}
+[[ $accum_mb =~ ^(1|2|4|8|16)$ ]] || { echo "gpu_moe.sh: ACCUM_MB must divide 16 (1, 2, 4, 8 or 16)" >&2; exit 2; }
 bench_args=
 if has combine; then  # the benchmark programs too
+  [[ -z ${BINARY:-} ]] || { echo "gpu_moe.sh: part combine builds bench/combine_copies: not with BINARY" >&2; exit 2; }
   bench_args=-DFOLDTRON_BUILD_BENCH=ON
   [[ -n ${BUILD_TARGETS:-} ]] && export BUILD_TARGETS="$BUILD_TARGETS combine_copies"
 fi
@@ -99,16 +102,15 @@ fi
 # Gradient accumulation as training runs it: global batch 16 in micro-batches of ACCUM_MB per
 # AdamW step, foldtron (with bf16 moments too where "moments" is named); "torch_accum" the
 # PyTorch-native step likewise (its bf16 gradients add up), eager and compiled.
-accum_mb=${ACCUM_MB:-2}
+accum=$((16 / accum_mb))
 if has accum; then
   run_train mixtral4_gbs16_mb$accum_mb 1 300 "${ref[@]}" --micro-batch-size "$accum_mb" --global-batch-size 16
   has moments && run_train mixtral4_gbs16_mb${accum_mb}_bf16moments 1 300 "${ref[@]}" --micro-batch-size "$accum_mb" \
     --global-batch-size 16 --set train.adam_moments_dtype=bf16
 fi
 if has torch_accum; then
-  run_native torch_eager_mb${accum_mb}_accum$((16 / accum_mb)) 300 --micro-batch "$accum_mb" --accum $((16 / accum_mb))
-  run_native torch_compile_mb${accum_mb}_accum$((16 / accum_mb)) 400 --micro-batch "$accum_mb" --accum $((16 / accum_mb)) \
-    --compile
+  run_native torch_eager_mb${accum_mb}_accum$accum 300 --micro-batch "$accum_mb" --accum $accum
+  run_native torch_compile_mb${accum_mb}_accum$accum 400 --micro-batch "$accum_mb" --accum $accum --compile
 fi
 if has two && [[ $gpus -ge 2 ]]; then
   # Two GPUs: expert parallel, tensor parallel, and folded (attention tp 2, experts ep 2 x etp 1).

@@ -9,6 +9,7 @@
 #include "parallel/mappings.h"
 #include "parallel/process_groups.h"
 #ifdef FOLDTRON_WITH_CUDA
+#include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
 #include "moe/combine_cuda.h"
@@ -69,18 +70,20 @@ torch::Tensor permute(const torch::Tensor& tokens, const Permutation& perm) {
 
 #ifdef FOLDTRON_WITH_CUDA
 // weighted_sum_copies by the kernels of moe/combine_cuda.h: rows [P, h] contiguous bf16 or fp32,
-// weights [P] contiguous fp32, the indices contiguous int64, all on one GPU. Saves what the
-// composed path saves (the rows and the weights), not the weighted rows.
+// weights [P] contiguous fp32, the indices contiguous int64, all on the rows' GPU, on its current
+// stream. Saves what the composed path saves (the rows and the weights), not the weighted rows.
+// Its backward is not differentiable again (no double backward through the combine).
 class FusedWeightedSum : public torch::autograd::Function<FusedWeightedSum> {
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& rows,
                                const torch::Tensor& weights, const torch::Tensor& token_index,
                                const torch::Tensor& rows_of_token) {
+    const c10::cuda::CUDAGuard guard(rows.device());
     const int64_t n = rows_of_token.size(0);
-    torch::Tensor out = torch::empty({n, rows.size(1)}, rows.options());
+    torch::Tensor out = torch::empty({n, rows.size(1)}, rows.options());  // [n, h]
     weighted_sum_copies_cuda(rows.data_ptr(), rows.scalar_type() == torch::kBFloat16, weights.data_ptr<float>(),
                              rows_of_token.data_ptr<int64_t>(), out.data_ptr(), n, rows_of_token.size(1), rows.size(1),
-                             c10::cuda::getCurrentCUDAStream().stream());
+                             c10::cuda::getCurrentCUDAStream(rows.get_device()).stream());
     ctx->save_for_backward({rows, weights, token_index});
     return out;
   }
@@ -89,12 +92,13 @@ class FusedWeightedSum : public torch::autograd::Function<FusedWeightedSum> {
     if (!grads[0].defined()) return {torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
     const auto saved = ctx->get_saved_variables();
     const torch::Tensor &rows = saved[0], &weights = saved[1], &token_index = saved[2];
+    const c10::cuda::CUDAGuard guard(rows.device());
     const torch::Tensor grad_out = grads[0].to(rows.scalar_type()).contiguous();  // [n, h]
     torch::Tensor grad_rows = torch::empty_like(rows), grad_weights = torch::empty_like(weights);
     weighted_sum_copies_backward_cuda(rows.data_ptr(), rows.scalar_type() == torch::kBFloat16,
                                       weights.data_ptr<float>(), token_index.data_ptr<int64_t>(), grad_out.data_ptr(),
                                       grad_rows.data_ptr(), grad_weights.data_ptr<float>(), rows.size(0), rows.size(1),
-                                      c10::cuda::getCurrentCUDAStream().stream());
+                                      c10::cuda::getCurrentCUDAStream(rows.get_device()).stream());
     return {grad_rows, grad_weights, torch::Tensor(), torch::Tensor()};
   }
 };
@@ -328,12 +332,13 @@ class AllToAllDispatcher : public TokenDispatcher {
 torch::Tensor weighted_sum_copies(const torch::Tensor& rows, const torch::Tensor& weights,
                                   const torch::Tensor& token_index, const torch::Tensor& rows_of_token,
                                   [[maybe_unused]] bool use_kernels) {
-  FT_CHECK(rows.dim() == 2 && rows.size(0) == token_index.size(0) && weights.size(0) == rows.size(0),
-           "weighted_sum_copies: rows, weights and token_index disagree on the number of rows");
+  FT_CHECK(rows.dim() == 2 && rows_of_token.dim() == 2 && rows.size(0) == token_index.size(0) &&
+               weights.size(0) == rows.size(0) && rows_of_token.numel() == rows.size(0),
+           "weighted_sum_copies: rows, weights, token_index and rows_of_token disagree on the number of rows");
 #ifdef FOLDTRON_WITH_CUDA
   const bool typed = rows.scalar_type() == torch::kBFloat16 || rows.scalar_type() == torch::kFloat;
   if (use_kernels && rows.is_cuda() && typed) {
-    return FusedWeightedSum::apply(rows.contiguous(), weights.to(torch::kFloat).contiguous(),
+    return FusedWeightedSum::apply(rows.contiguous(), weights.to(rows.device(), torch::kFloat).contiguous(),
                                    token_index.to(rows.device(), torch::kLong).contiguous(),
                                    rows_of_token.to(rows.device(), torch::kLong).contiguous());
   }

@@ -55,8 +55,9 @@ TEST(GenerateCli, InputErrorsNameTheProblem) {
     const std::string input = scratch_path("generate", "bad.safetensors");
     write_safetensors(input, tensors);
     int code = -1;
+    const std::string unused = scratch_path("generate", "unused.safetensors");
     const std::string log = run_command(fmt::format("{} generate --device cpu --model-dir {} --input {} --output {} 2>&1",
-                                                    FOLDTRON_BINARY, kMarianTiny, input, scratch_path("generate", "unused.safetensors")),
+                                                    FOLDTRON_BINARY, kMarianTiny, input, unused),
                                         &code);
     EXPECT_EQ(code, 2) << log;
     EXPECT_NE(log.find("data error"), std::string::npos) << log;

@@ -57,8 +57,8 @@ std::string safetensors_with_header(const std::string& header, uint64_t claimed_
 
 TEST(HostileInputs, SafetensorsHeaderLongerThanTheFile) {
   const std::string path = write_hostile("a.safetensors", safetensors_with_header(std::string(92, ' '), 1ull << 62, 0));
-  EXPECT_NE(message_of<CheckpointError>([&] { SafetensorsFile file(path); }).find("header length 4611686018427387904 is larger"),
-            std::string::npos);
+  const std::string message = message_of<CheckpointError>([&] { SafetensorsFile file(path); });
+  EXPECT_NE(message.find("header length 4611686018427387904 is larger"), std::string::npos);
 }
 
 TEST(HostileInputs, SafetensorsTensorsBeyondTheFileOrMemory) {
@@ -105,7 +105,8 @@ TEST(HostileInputs, HuggingFaceConfigClaimingEndlessLayers) {
     "intermediate_size": 96, "vocab_size": 320, "num_experts": 8, "num_experts_per_tok": 2,
     "moe_intermediate_size": 48, "decoder_sparse_step": 2, "max_position_embeddings": 256,
     "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "hidden_act": "silu"})");
-  const std::string message = message_of<CheckpointError>([&] { hf_model_config(fs::path(path).parent_path().string()); });
+  const std::string folder = fs::path(path).parent_path().string();
+  const std::string message = message_of<CheckpointError>([&] { hf_model_config(folder); });
   EXPECT_NE(message.find("num_hidden_layers 9223372036854775807 is not a layer count from 1 to 100000"),
             std::string::npos) << message;
 }
@@ -115,7 +116,8 @@ TEST(HostileInputs, HuggingFaceConfigClaimingEndlessLayers) {
 TEST(HostileInputs, CheckpointMetadataWhoseFormatIsNoString) {
   for (const char* format : {R"({"a": 1})", "[1]", "7", "null"}) {
     const std::string path = write_hostile("metadata.json", fmt::format(R"({{"format": {}, "version": 1}})", format));
-    const std::string message = message_of<CheckpointError>([&] { CheckpointReader(fs::path(path).parent_path().string()); });
+    const std::string folder = fs::path(path).parent_path().string();
+    const std::string message = message_of<CheckpointError>([&] { CheckpointReader reader(folder); });
     EXPECT_NE(message.find("is not a foldtron checkpoint"), std::string::npos) << message;
   }
 }
