@@ -195,12 +195,37 @@ CheckpointReader::CheckpointReader(std::string dir, bool verify) : dir_(std::mov
                                       version, kCheckpointVersion),
                           "load it with the foldtron version that wrote it, or a newer one");
   }
+  // Sizes, offsets and indices must be JSON integers: nlohmann converts a float such as 1e30 to
+  // an integer type by a plain cast, undefined out of range (found by fuzz_checkpoint_metadata).
+  const auto excerpt = [](const json& value) {
+    const std::string text = value.dump();
+    return text.size() > 40 ? text.substr(0, 37) + "..." : text;
+  };
+  const auto whole = [&](const json& value, const std::string& what) {
+    if (!value.is_number_integer()) {
+      throw broken(dir_, fmt::format("metadata.json gives {} as {}, not a whole number", what, excerpt(value)));
+    }
+    return value.get<int64_t>();
+  };
+  const auto wholes = [&](const json& values, const std::string& what) {
+    if (!values.is_array()) {
+      throw broken(dir_, fmt::format("metadata.json gives {} as {}, not a list", what, excerpt(values)));
+    }
+    std::vector<int64_t> out;
+    for (const json& value : values) out.push_back(whole(value, what));
+    return out;
+  };
   try {
     state_ = metadata.at("state");
     for (const json& f : metadata.at("files")) {
       File file;
       file.name = f.at("name").get<std::string>();
-      file.bytes = f.at("bytes").get<uint64_t>();
+      const json& bytes = f.at("bytes");
+      if (!bytes.is_number_unsigned()) {
+        throw broken(dir_, fmt::format("metadata.json gives file '{}' {} bytes, not a whole number of them", file.name,
+                                       excerpt(bytes)));
+      }
+      file.bytes = bytes.get<uint64_t>();
       const std::string checksum = f.at("checksum").get<std::string>();
       if (checksum.size() != 16 || checksum.find_first_not_of("0123456789abcdef") != std::string::npos) {
         throw broken(dir_, fmt::format("metadata.json gives file '{}' the checksum '{}' (16 hex digits expected)",
@@ -211,11 +236,12 @@ CheckpointReader::CheckpointReader(std::string dir, bool verify) : dir_(std::mov
     }
     for (const auto& [name, t] : metadata.at("tensors").items()) {
       TensorEntry tensor;
-      tensor.shape = t.at("shape").get<std::vector<int64_t>>();
+      tensor.shape = wholes(t.at("shape"), fmt::format("the shape of '{}'", name));
       tensor.dtype = safetensors_dtype(t.at("dtype").get<std::string>(), path);
       for (const json& p : t.at("pieces")) {
-        Piece piece{p.at("file").get<int64_t>(), p.at("key").get<std::string>(),
-                    Box{p.at("offset").get<std::vector<int64_t>>(), p.at("size").get<std::vector<int64_t>>()}};
+        const std::string of = fmt::format("a piece of '{}'", name);
+        Piece piece{whole(p.at("file"), "the file of " + of), p.at("key").get<std::string>(),
+                    Box{wholes(p.at("offset"), "the offset of " + of), wholes(p.at("size"), "the size of " + of)}};
         bool fits = piece.file >= 0 && piece.file < num_files() && piece.box.offset.size() == tensor.shape.size() &&
                     piece.box.size.size() == tensor.shape.size();
         for (size_t d = 0; fits && d < tensor.shape.size(); ++d) {

@@ -122,6 +122,37 @@ TEST(HostileInputs, CheckpointMetadataWhoseFormatIsNoString) {
   }
 }
 
+// Found by fuzz_checkpoint_metadata (found_bytes_beyond_uint64.json): a file's "bytes" of 3.9e28
+// (a float in JSON) was cast to uint64 out of range, undefined behaviour that UBSan reported; a
+// float among a shape, offset or size likewise.
+TEST(HostileInputs, CheckpointMetadataCountsMustBeWholeNumbers) {
+  const std::string piece = R"({"file": 0, "key": "w", "offset": [0], "size": [4]})";
+  const std::string files = R"([{"name": "rank_00000.safetensors", "bytes": BYTES, "checksum": "0123456789abcdef"}])";
+  struct Case {
+    std::string bytes, shape, piece, expect;
+  };
+  for (const Case& c : {
+           Case{"3942500000000000000000000006", "[4]", piece, "file 'rank_00000.safetensors' 3.9425e+27 bytes"},
+           Case{"-1", "[4]", piece, "file 'rank_00000.safetensors' -1 bytes"},
+           Case{"8", "[1e30]", piece, "the shape of 'w' as 1e+30, not a whole number"},
+           Case{"8", "[4]", R"({"file": 0.5, "key": "w", "offset": [0], "size": [4]})",
+                "the file of a piece of 'w' as 0.5, not a whole number"},
+           Case{"8", "[4]", R"({"file": 0, "key": "w", "offset": 0, "size": [4]})",
+                "the offset of a piece of 'w' as 0, not a list"},
+       }) {
+    SCOPED_TRACE(c.expect);
+    std::string metadata = R"({"format": "foldtron-checkpoint", "version": 1, "state": {}, "files": FILES,
+      "tensors": {"w": {"shape": SHAPE, "dtype": "F32", "pieces": [PIECE]}}})";
+    metadata.replace(metadata.find("FILES"), 5, files);
+    metadata.replace(metadata.find("BYTES"), 5, c.bytes);
+    metadata.replace(metadata.find("SHAPE"), 5, c.shape);
+    metadata.replace(metadata.find("PIECE"), 5, c.piece);
+    const std::string folder = fs::path(write_hostile("metadata.json", metadata)).parent_path().string();
+    const std::string message = message_of<CheckpointError>([&] { CheckpointReader reader(folder); });
+    EXPECT_NE(message.find(c.expect), std::string::npos) << message;
+  }
+}
+
 // Found by the fuzz targets: a JSON number beyond double made nlohmann throw out_of_range, which
 // the readers did not catch (they caught parse_error only).
 TEST(HostileInputs, JsonNumbersBeyondDoubleAreNamedErrors) {
