@@ -72,7 +72,7 @@ void rotary_cuda(const void* x, const void* cos, const void* sin, void* y, int64
       half % 4 == 0 && aligned_to(x, 8) && aligned_to(cos, 8) && aligned_to(sin, 8) && aligned_to(y, 8);
   const int64_t units = seq * rows * (vectorized ? half / 4 : half);
   const int64_t blocks = (units + kThreads - 1) / kThreads;
-  const auto grid = static_cast<unsigned>(blocks < (int64_t{1} << 20) ? blocks : (int64_t{1} << 20));
+  const unsigned grid = grid_of(blocks);
   const auto s = static_cast<cudaStream_t>(stream);
   if (vectorized) {
     rotary_kernel<4><<<grid, kThreads, 0, s>>>(xs, cs, ss, ys, seq, rows, half, backward);

@@ -62,6 +62,11 @@ class SumCopies : public torch::autograd::Function<SumCopies> {
   }
 };
 
+// Each row [P, h] times its routing weight [P], in the rows' type.
+torch::Tensor weighted_rows(const torch::Tensor& rows, const torch::Tensor& weights) {
+  return rows * weights.to(rows.scalar_type()).unsqueeze(1);
+}
+
 // Tokens [n, h] copied into the permutation's rows: [P, h].
 torch::Tensor permute(const torch::Tensor& tokens, const Permutation& perm) {
   if (perm.rows_of_token.defined()) return CopyTokens::apply(tokens, perm.token_index, perm.rows_of_token);
@@ -110,8 +115,8 @@ torch::Tensor unpermute(const torch::Tensor& output, const Permutation& perm, in
     FT_CHECK(perm.rows_of_token.size(0) == rows, "unpermute: rows_of_token does not cover the tokens");
     return weighted_sum_copies(output, perm.weights, perm.token_index, perm.rows_of_token);
   }
-  const torch::Tensor weighted = output * perm.weights.to(output.scalar_type()).unsqueeze(1);
-  return torch::zeros({rows, output.size(1)}, output.options()).index_add(0, perm.token_index, weighted);
+  return torch::zeros({rows, output.size(1)}, output.options())
+      .index_add(0, perm.token_index, weighted_rows(output, perm.weights));
 }
 
 // Row chunks of sizes `sizes` (in their order), to be laid out in `order`, a permutation of the
@@ -343,7 +348,7 @@ torch::Tensor weighted_sum_copies(const torch::Tensor& rows, const torch::Tensor
                                    rows_of_token.to(rows.device(), torch::kLong).contiguous());
   }
 #endif
-  return SumCopies::apply(rows * weights.to(rows.scalar_type()).unsqueeze(1), token_index, rows_of_token);
+  return SumCopies::apply(weighted_rows(rows, weights), token_index, rows_of_token);
 }
 
 Permutation permute_by_map(const torch::Tensor& routing_map, const torch::Tensor& probs, bool same_copies_per_token) {
