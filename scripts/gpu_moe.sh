@@ -12,7 +12,8 @@
 # pipeline-parallel rows; "probe" the gradient-accumulation fusion probe; "moments" the reference
 # with bf16 AdamW moments (at global batch 16 too, with "accum"); "accum" global batch 16 in
 # micro-batches of ACCUM_MB (2 unless set), foldtron; "torch_accum" the same, PyTorch-native;
-# "combine" bench/combine_copies, the combine kernels against torch's operations); TESTS the GPU
+# "combine" bench/combine_copies, the combine kernels against torch's operations; "cp"
+# bench/cp_attention, one context-parallel rank's attention pieces at 32K-128K); TESTS the GPU
 # test binaries of the tests part (GTEST_FILTER picks their tests);
 # CTEST_ARGS replaces the build's "-L unit" (e.g. "-R ^$" runs no test); BUILD_TARGETS builds only
 # those targets; KEEP_BINARY=1 puts the stripped binary in the output folder, and BINARY=path runs
@@ -25,11 +26,12 @@ parts=${PARTS:-tests one mb1 torch two}
 accum_mb=${ACCUM_MB:-2}
 [[ $accum_mb =~ ^(1|2|4|8|16)$ ]] || { echo "gpu_moe.sh: ACCUM_MB must divide 16 (1, 2, 4, 8 or 16)" >&2; exit 2; }
 bench_args=
-if has combine; then  # the benchmark programs too
-  [[ -z ${BINARY:-} ]] || { echo "gpu_moe.sh: part combine builds bench/combine_copies: not with BINARY" >&2; exit 2; }
+for part_bench in combine:combine_copies cp:cp_attention; do  # the benchmark programs too
+  has "${part_bench%%:*}" || continue
+  [[ -z ${BINARY:-} ]] || { echo "gpu_moe.sh: part ${part_bench%%:*} builds bench/${part_bench#*:}: not with BINARY" >&2; exit 2; }
   bench_args=-DFOLDTRON_BUILD_BENCH=ON
-  [[ -n ${BUILD_TARGETS:-} ]] && export BUILD_TARGETS="$BUILD_TARGETS combine_copies"
-fi
+  [[ -n ${BUILD_TARGETS:-} ]] && export BUILD_TARGETS="$BUILD_TARGETS ${part_bench#*:}"
+done
 if [[ -n ${BINARY:-} ]]; then
   # A binary that an earlier call built and brought back (no tests part then): no build.
   mkdir -p build-gpu/bin && cp "$BINARY" build-gpu/bin/foldtron && chmod +x build-gpu/bin/foldtron
@@ -97,6 +99,13 @@ if has combine; then  # the combine kernels against torch's operations, micro-ba
   for tokens in 8192 16384; do
     step 60 build-gpu/bin/combine_copies --tokens $tokens > "$out/combine_$tokens.log" 2>&1
     grep -E "combine:|RESULT|error" "$out/combine_$tokens.log"
+  done
+fi
+if has cp; then  # one cp rank's attention pieces (all-gather, ring) against the whole causal attention
+  for run in "32768 2 0" "65536 2 0" "131072 2 0" "131072 2 1" "131072 4 0"; do
+    set -- $run
+    step 120 build-gpu/bin/cp_attention --seq "$1" --cp "$2" --rank "$3" > "$out/cp_attention_$1_cp$2_r$3.log" 2>&1
+    grep -E "cp_attention:|RESULT|error" "$out/cp_attention_$1_cp$2_r$3.log"
   done
 fi
 # Gradient accumulation as training runs it: global batch 16 in micro-batches of ACCUM_MB per

@@ -66,6 +66,33 @@ torch::Tensor scaled_dot_product_attention(const torch::Tensor& q, const torch::
 #endif
 }
 
+std::pair<torch::Tensor, torch::Tensor> flash_attention(const torch::Tensor& q, const torch::Tensor& k,
+                                                        const torch::Tensor& v, bool causal, double scale) {
+#if FOLDTRON_TORCH_AT_LEAST(2, 2)
+  auto result = at::_scaled_dot_product_flash_attention(q, k, v, /*dropout_p=*/0.0, causal,
+                                                        /*return_debug_mask=*/false, scale);
+  return {std::move(std::get<0>(result)), std::move(std::get<1>(result))};
+#else
+  (void)q, (void)k, (void)v, (void)causal, (void)scale;
+  missing("flash_attention");
+#endif
+}
+
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> flash_attention_backward(
+    const torch::Tensor& dout, const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+    const torch::Tensor& out, const torch::Tensor& lse, bool causal, double scale) {
+#if FOLDTRON_TORCH_AT_LEAST(2, 2)
+  // Without dropout the random-number state is not read; dense inputs need no cumulative lengths.
+  const torch::Tensor unused_rng = torch::zeros({}, torch::kLong);
+  return at::_scaled_dot_product_flash_attention_backward(dout, q, k, v, out, lse, torch::Tensor(), torch::Tensor(),
+                                                          q.size(2), k.size(2), /*dropout_p=*/0.0, causal,
+                                                          unused_rng, unused_rng, scale);
+#else
+  (void)dout, (void)q, (void)k, (void)v, (void)out, (void)lse, (void)causal, (void)scale;
+  missing("flash_attention_backward");
+#endif
+}
+
 torch::Tensor grouped_mm(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& offs) {
 #if FOLDTRON_TORCH_AT_LEAST(2, 8)
   return at::_grouped_mm(a, b, offs);

@@ -4,6 +4,8 @@
 #pragma once
 
 #include <string>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include <torch/types.h>
@@ -21,6 +23,7 @@ constexpr bool has_grouped_mm();    // at::_grouped_mm (torch >= 2.8, CUDA)
 constexpr bool has_foreach_norm();  // at::_foreach_norm (torch >= 2.1)
 constexpr bool has_foreach_copy();  // at::_foreach_copy_ (torch >= 2.2)
 constexpr bool has_mm_fp32_out();   // mm/addmm of 16-bit inputs into an fp32 output (torch >= 2.9)
+constexpr bool has_flash_attention();  // the flash-attention op with its log-sum-exp, and its backward (torch >= 2.2)
 
 // The operations behind those queries. Each throws InternalError where its query is false;
 // callers check the query (and fall back to plain operations) first.
@@ -28,6 +31,18 @@ constexpr bool has_mm_fp32_out();   // mm/addmm of 16-bit inputs into an fp32 ou
 // `causal`, else over the bool [sq, sk] or [b, 1, sq, sk] `mask` (true: attend; undefined: all).
 torch::Tensor scaled_dot_product_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                            const torch::Tensor& mask, bool causal, double scale);
+// The flash-attention kernels themselves (CUDA, bf16/fp16, head size a multiple of 8 up to 256),
+// for callers that merge attention over key blocks: q [b, h, sq, d] over k, v [b, h, sk, d] (the
+// same head count), causal top-left aligned when `causal`. Returns the output [b, h, sq, d] (q's
+// dtype) and its log-sum-exp [b, h, sq] (fp32, natural log of the sum of exp(scale * q.k)).
+std::pair<torch::Tensor, torch::Tensor> flash_attention(const torch::Tensor& q, const torch::Tensor& k,
+                                                        const torch::Tensor& v, bool causal, double scale);
+// Gradients of q, k, v from the output's gradient `dout`, given the output and log-sum-exp that
+// normalize the probabilities: a block's own, or those of the whole attention the block was
+// merged into (then these are the block's share of the gradients). All but `lse` in q's dtype.
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> flash_attention_backward(
+    const torch::Tensor& dout, const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+    const torch::Tensor& out, const torch::Tensor& lse, bool causal, double scale);
 // y [R, N] = x [R, K] w[e]^T for the rows of each expert e (offs [E] int32: row ends), w [E, N, K]
 // given as its transpose [E, K, N]; or the weight gradient form a [N, R], b [R, K] -> [E, N, K].
 torch::Tensor grouped_mm(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& offs);

@@ -202,10 +202,12 @@ torch::Tensor Attention::attend(const torch::Tensor& q, const torch::Tensor& k, 
   // caches and bidirectional attention away from it (validation and forward refuse them).
   FT_CHECK(!mask.defined() || !ctx_.context_parallel(), "an attention mask under context parallelism");
   if (!ctx_.context_parallel()) return core_attention(q, k, v, mask);
-  return context_parallel_attention(q, k, v, ctx_.groups->cp(), ctx_.cp_comm_type,
-                                    1.0 / std::sqrt(static_cast<double>(options_.head_dim)),
-                                    [this](const torch::Tensor& cq, const torch::Tensor& ck, const torch::Tensor& cv,
-                                           const torch::Tensor& cp_mask) { return core_attention(cq, ck, cv, cp_mask); });
+  return context_parallel_attention(
+      q, k, v, ctx_.groups->cp(), ctx_.cp_comm_type, 1.0 / std::sqrt(static_cast<double>(options_.head_dim)),
+      [this](const torch::Tensor& cq, const torch::Tensor& ck, const torch::Tensor& cv, const torch::Tensor& cp_mask) {
+        return core_attention(cq, ck, cv, cp_mask);
+      },
+      /*dropout=*/is_training() && options_.dropout > 0);
 }
 
 torch::Tensor Attention::core_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,

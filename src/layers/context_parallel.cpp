@@ -2,11 +2,15 @@
 #include "layers/context_parallel.h"
 
 #include <limits>
+#include <tuple>
+#include <vector>
 
 #include <fmt/format.h>
 #include <torch/torch.h>
 
 #include "core/errors.h"
+#include "core/torch_compat.h"
+#include "layers/attention.h"
 #include "parallel/communicator.h"
 #include "parallel/mappings.h"
 
@@ -32,19 +36,147 @@ torch::Tensor sequence_from_heads(const torch::Tensor& x, Communicator& cp) {
   return received.reshape({n, s, b, group, d}).permute({2, 0, 3, 1, 4}).reshape({b, n * group, s, d});
 }
 
-// Scores of q [b, hq, sq, d] over one key block k [b, hq, sk, d] (heads repeated), fp32, -inf where
-// the key comes after the query.
-torch::Tensor block_scores(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& q_pos,
-                           const torch::Tensor& k_pos, double scale) {
-  const torch::Tensor scores = torch::matmul(q, k.transpose(-1, -2)) * scale;
-  const torch::Tensor allowed = k_pos.unsqueeze(0) <= q_pos.unsqueeze(1);  // [sq, sk]
-  return scores.masked_fill(allowed.logical_not(), -std::numeric_limits<float>::infinity());
+torch::Tensor query_rows(const torch::Tensor& t, const AttentionPiece& piece) {
+  return t.narrow(2, piece.q_begin, piece.q_len);
+}
+torch::Tensor key_rows(const torch::Tensor& t, const AttentionPiece& piece) {
+  return t.narrow(2, piece.k_begin, piece.k_len);
+}
+
+// fp32 scores of one piece [b, hq, q_len, k_len], -inf above the diagonal of a causal piece.
+torch::Tensor piece_scores(const torch::Tensor& q, const torch::Tensor& k, const AttentionPiece& piece, double scale) {
+  const torch::Tensor scores =
+      torch::matmul(query_rows(q, piece).to(torch::kFloat), key_rows(k, piece).to(torch::kFloat).transpose(-1, -2)) *
+      scale;
+  if (!piece.causal) return scores;
+  const torch::Tensor later = torch::ones({piece.q_len, piece.k_len}, scores.options().dtype(torch::kBool)).triu(1);
+  return scores.masked_fill(later, -std::numeric_limits<float>::infinity());
+}
+
+// The attention of the pieces' queries over one key block (k, v with q's head count), merged
+// into `out` and `lse` (fp32 [b, hq, sq, d] and [b, hq, sq]; -inf where nothing was seen yet).
+void attend_pieces(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                   const std::vector<AttentionPiece>& pieces, double scale, const torch::Tensor& out,
+                   const torch::Tensor& lse) {
+  const bool flash = flash_attention_pieces(q);
+  for (const AttentionPiece& piece : pieces) {
+    torch::Tensor piece_out, piece_lse;  // every query of a piece sees a key: its lse is finite
+    if (flash) {
+      std::tie(piece_out, piece_lse) = torch_compat::flash_attention(query_rows(q, piece), key_rows(k, piece),
+                                                                     key_rows(v, piece), piece.causal, scale);
+    } else {
+      const torch::Tensor scores = piece_scores(q, k, piece, scale);
+      piece_lse = scores.logsumexp(-1);
+      piece_out = torch::matmul((scores - piece_lse.unsqueeze(-1)).exp(), key_rows(v, piece).to(torch::kFloat));
+    }
+    torch::Tensor rows_out = query_rows(out, piece), rows_lse = query_rows(lse, piece);
+    const torch::Tensor merged = torch::logaddexp(rows_lse, piece_lse);
+    rows_out.mul_((rows_lse - merged).exp().unsqueeze(-1))
+        .add_(piece_out.to(torch::kFloat) * (piece_lse - merged).exp().unsqueeze(-1));
+    rows_lse.copy_(merged);
+  }
+}
+
+// What backward needs of a merged attention: q, the output's gradient, and the output and
+// log-sum-exp the pieces were merged into. With the flash kernels `dout` and `out` are in q's
+// dtype; else fp32, with delta = rowsum(dout * out).
+struct MergedAttention {
+  torch::Tensor q, dout, out, lse, delta;
+  bool flash = false;
+};
+
+MergedAttention merged_attention(const torch::Tensor& q, const torch::Tensor& grad, const torch::Tensor& out,
+                                 const torch::Tensor& lse) {
+  MergedAttention m{q, torch::Tensor(), out, lse, torch::Tensor(), flash_attention_pieces(q)};
+  if (m.flash) {
+    m.dout = grad.to(q.scalar_type()).contiguous();
+  } else {
+    m.dout = grad.to(torch::kFloat);
+    m.delta = (m.dout * out).sum(-1, /*keepdim=*/true);
+  }
+  return m;
+}
+
+// Adds the pieces' share of the gradients over one key block into dq [b, hq, sq, d] and dk, dv
+// [b, hq, sk, d] (fp32; k, v with q's head count).
+void attend_pieces_backward(const MergedAttention& m, const torch::Tensor& k, const torch::Tensor& v,
+                            const std::vector<AttentionPiece>& pieces, double scale, const torch::Tensor& dq,
+                            const torch::Tensor& dk, const torch::Tensor& dv) {
+  for (const AttentionPiece& piece : pieces) {
+    if (m.flash) {
+      const auto [gq, gk, gv] = torch_compat::flash_attention_backward(
+          query_rows(m.dout, piece), query_rows(m.q, piece), key_rows(k, piece), key_rows(v, piece),
+          query_rows(m.out, piece), query_rows(m.lse, piece).contiguous(), piece.causal,
+          scale);
+      query_rows(dq, piece).add_(gq);
+      key_rows(dk, piece).add_(gk);
+      key_rows(dv, piece).add_(gv);
+      continue;
+    }
+    const torch::Tensor probs =
+        (piece_scores(m.q, k, piece, scale) - query_rows(m.lse, piece).unsqueeze(-1)).exp();
+    const torch::Tensor dout = query_rows(m.dout, piece);
+    const torch::Tensor dscores =
+        probs * (torch::matmul(dout, key_rows(v, piece).to(torch::kFloat).transpose(-1, -2)) -
+                 query_rows(m.delta, piece));
+    query_rows(dq, piece).add_(torch::matmul(dscores, key_rows(k, piece).to(torch::kFloat)), scale);
+    key_rows(dk, piece).add_(torch::matmul(dscores.transpose(-1, -2), query_rows(m.q, piece).to(torch::kFloat)), scale);
+    key_rows(dv, piece).add_(torch::matmul(probs.transpose(-1, -2), dout));
+  }
 }
 
 // [b, hq, s, d] gradients of repeated heads -> [b, hkv, s, d], summed over each group's repeats.
 torch::Tensor fold_heads(const torch::Tensor& x, int64_t kv_heads) {
   return x.reshape({x.size(0), kv_heads, x.size(1) / kv_heads, x.size(2), x.size(3)}).sum(2);
 }
+
+// Pieces travel through autograd's saved data as five integers each.
+std::vector<int64_t> flatten(const std::vector<AttentionPiece>& pieces) {
+  std::vector<int64_t> flat;
+  for (const AttentionPiece& p : pieces) flat.insert(flat.end(), {p.q_begin, p.q_len, p.k_begin, p.k_len, p.causal ? 1 : 0});
+  return flat;
+}
+std::vector<AttentionPiece> unflatten(const std::vector<int64_t>& flat) {
+  std::vector<AttentionPiece> pieces;
+  for (size_t i = 0; i + 4 < flat.size(); i += 5) {
+    pieces.push_back({flat[i], flat[i + 1], flat[i + 2], flat[i + 3], flat[i + 4] != 0});
+  }
+  return pieces;
+}
+
+class PiecewiseAttention : public torch::autograd::Function<PiecewiseAttention> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& q, const torch::Tensor& k,
+                               const torch::Tensor& v, const std::vector<int64_t>& pieces, double scale) {
+    const int64_t repeat = q.size(1) / k.size(1);
+    torch::Tensor out = torch::zeros(q.sizes(), q.options().dtype(torch::kFloat));
+    torch::Tensor lse = torch::full({q.size(0), q.size(1), q.size(2)}, -std::numeric_limits<float>::infinity(),
+                                    out.options());
+    attend_pieces(q, repeat_heads(k, repeat), repeat_heads(v, repeat), unflatten(pieces), scale, out, lse);
+    const torch::Tensor result = out.to(q.scalar_type());
+    ctx->save_for_backward({q, k, v, flash_attention_pieces(q) ? result : out, lse});
+    ctx->saved_data["pieces"] = pieces;
+    ctx->saved_data["scale"] = scale;
+    return result;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const torch::Tensor &q = saved[0], &k = saved[1], &v = saved[2];
+    const int64_t repeat = q.size(1) / k.size(1);
+    const MergedAttention m = merged_attention(q, grads[0], saved[3], saved[4]);
+    const auto options = q.options().dtype(torch::kFloat);
+    const torch::Tensor dq = torch::zeros(q.sizes(), options);
+    const torch::Tensor dk = torch::zeros({k.size(0), q.size(1), k.size(2), k.size(3)}, options),
+                        dv = torch::zeros_like(dk);
+    attend_pieces_backward(m, repeat_heads(k, repeat), repeat_heads(v, repeat),
+                           unflatten(ctx->saved_data["pieces"].toIntVector()), ctx->saved_data["scale"].toDouble(), dq,
+                           dk, dv);
+    return {dq.to(q.scalar_type()), fold_heads(dk, k.size(1)).to(k.scalar_type()),
+            fold_heads(dv, v.size(1)).to(v.scalar_type()), torch::Tensor(), torch::Tensor()};
+  }
+};
 
 // One hop around the ring: `t` goes to the next rank, the previous rank's comes back.
 WorkPtr ring_hop(Communicator& cp, const torch::Tensor& t) {
@@ -55,71 +187,55 @@ WorkPtr ring_hop(Communicator& cp, const torch::Tensor& t) {
 class RingAttention : public torch::autograd::Function<RingAttention> {
  public:
   // The group travels as an integer in saved_data (it outlives the graph: ProcessGroups owns it).
-  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& q_in,
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& q,
                                const torch::Tensor& k_in, const torch::Tensor& v_in, int64_t group, double scale) {
     Communicator& cp = *reinterpret_cast<Communicator*>(group);
-    const int64_t n = cp.size(), r = cp.rank(), local = q_in.size(2), kv_heads = k_in.size(1);
-    const int64_t repeat = q_in.size(1) / kv_heads;
-    const torch::Tensor q = q_in.to(torch::kFloat);
-    const torch::Tensor q_pos = cp_positions(local * n, n, r, q.device());
+    const int64_t n = cp.size(), r = cp.rank(), local = q.size(2), repeat = q.size(1) / k_in.size(1);
     // [2, b, hkv, s/cp, d]: the key/value block held (this rank's first), sent in its own dtype.
     torch::Tensor kv = torch::stack({k_in, v_in}).contiguous();
-    torch::Tensor out = torch::zeros_like(q);
+    torch::Tensor out = torch::zeros(q.sizes(), q.options().dtype(torch::kFloat));
     torch::Tensor lse = torch::full({q.size(0), q.size(1), q.size(2)}, -std::numeric_limits<float>::infinity(),
-                                    q.options());
+                                    out.options());
     for (int64_t i = 0; i < n; ++i) {
       WorkPtr next = i + 1 < n ? ring_hop(cp, kv) : nullptr;  // overlaps with this block's math
-      const int64_t src = (r - i + n) % n;
-      const torch::Tensor scores = block_scores(q, kv[0].to(torch::kFloat).repeat_interleave(repeat, 1),
-                                                q_pos, cp_positions(local * n, n, src, q.device()), scale);
-      const torch::Tensor block_lse = scores.logsumexp(-1);  // -inf for queries that see none of the block
-      const torch::Tensor safe = torch::where(block_lse.isinf(), torch::zeros_like(block_lse), block_lse);
-      const torch::Tensor block_out =
-          torch::matmul((scores - safe.unsqueeze(-1)).exp(), kv[1].to(torch::kFloat).repeat_interleave(repeat, 1));
-      // Every query sees itself in block 0, so `lse` is finite from there on.
-      const torch::Tensor merged = torch::logaddexp(lse, block_lse);
-      out = out * (lse - merged).exp().unsqueeze(-1) + block_out * (block_lse - merged).exp().unsqueeze(-1);
-      lse = merged;
+      attend_pieces(q, repeat_heads(kv[0], repeat), repeat_heads(kv[1], repeat), {ring_piece(r, (r - i + n) % n, local)},
+                    scale, out, lse);
       if (next) kv = next->wait();
     }
-    ctx->save_for_backward({q_in, k_in, v_in, out, lse});
+    const torch::Tensor result = out.to(q.scalar_type());
+    ctx->save_for_backward({q, k_in, v_in, flash_attention_pieces(q) ? result : out, lse});
     ctx->saved_data["group"] = group;
     ctx->saved_data["scale"] = scale;
-    return out.to(q_in.scalar_type());
+    return result;
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     const auto saved = ctx->get_saved_variables();
-    const torch::Tensor q = saved[0].to(torch::kFloat), out = saved[3], lse = saved[4];
+    const torch::Tensor& q = saved[0];
     Communicator& cp = *reinterpret_cast<Communicator*>(ctx->saved_data["group"].toInt());
     const double scale = ctx->saved_data["scale"].toDouble();
     const int64_t n = cp.size(), r = cp.rank(), local = q.size(2), kv_heads = saved[1].size(1);
     const int64_t repeat = q.size(1) / kv_heads;
-    const torch::Tensor q_pos = cp_positions(local * n, n, r, q.device());
-    const torch::Tensor dout = grads[0].to(torch::kFloat);
-    const torch::Tensor delta = (dout * out).sum(-1, /*keepdim=*/true);  // [b, hq, sq, 1]
-    torch::Tensor dq = torch::zeros_like(q);
+    const MergedAttention m = merged_attention(q, grads[0], saved[3], saved[4]);
+    const auto options = q.options().dtype(torch::kFloat);
+    const torch::Tensor dq = torch::zeros(q.sizes(), options);
     torch::Tensor kv = torch::stack({saved[1], saved[2]}).contiguous();  // [2, b, hkv, s/cp, d], own dtype
-    torch::Tensor dkv = torch::zeros(kv.sizes(), q.options());  // fp32 gradients of the block held, summed on its way
+    torch::Tensor dkv = torch::zeros(kv.sizes(), options);  // fp32 gradients of the block held, summed on its way
     for (int64_t i = 0; i < n; ++i) {
       WorkPtr next_kv = i + 1 < n ? ring_hop(cp, kv) : nullptr;
-      const int64_t src = (r - i + n) % n;
-      const torch::Tensor k = kv[0].to(torch::kFloat).repeat_interleave(repeat, 1);
-      const torch::Tensor v = kv[1].to(torch::kFloat).repeat_interleave(repeat, 1);
-      const torch::Tensor probs =
-          (block_scores(q, k, q_pos, cp_positions(local * n, n, src, q.device()), scale) - lse.unsqueeze(-1)).exp();
-      const torch::Tensor dscores = probs * (torch::matmul(dout, v.transpose(-1, -2)) - delta);
-      dq += torch::matmul(dscores, k) * scale;
-      dkv[0] += fold_heads(torch::matmul(dscores.transpose(-1, -2), q) * scale, kv_heads);
-      dkv[1] += fold_heads(torch::matmul(probs.transpose(-1, -2), dout), kv_heads);
+      const torch::Tensor dk = torch::zeros({q.size(0), q.size(1), local, q.size(3)}, options), dv = torch::zeros_like(dk);
+      attend_pieces_backward(m, repeat_heads(kv[0], repeat), repeat_heads(kv[1], repeat),
+                             {ring_piece(r, (r - i + n) % n, local)}, scale, dq, dk, dv);
+      dkv[0] += fold_heads(dk, kv_heads);
+      dkv[1] += fold_heads(dv, kv_heads);
       if (next_kv) {
         dkv = ring_hop(cp, dkv)->wait();  // the block's gradients travel with it
         kv = next_kv->wait();
       }
     }
     if (n > 1) dkv = ring_hop(cp, dkv)->wait();  // the last hop brings each block's gradients home
-    return {dq.to(saved[0].scalar_type()), dkv[0].to(saved[1].scalar_type()), dkv[1].to(saved[2].scalar_type()),
+    return {dq.to(q.scalar_type()), dkv[0].to(saved[1].scalar_type()), dkv[1].to(saved[2].scalar_type()),
             torch::Tensor(), torch::Tensor()};
   }
 };
@@ -141,19 +257,53 @@ torch::Tensor cp_gathered_positions(int64_t seq, int64_t cp, torch::Device devic
   return torch::cat(parts);
 }
 
+std::vector<AttentionPiece> allgather_pieces(int64_t rank, int64_t cp, int64_t local) {
+  if (cp == 1) return {{0, local, 0, local, true}};
+  const int64_t chunk = local / 2, first = rank * chunk, second = (2 * cp - 1 - rank) * chunk;
+  std::vector<AttentionPiece> pieces = {
+      {0, chunk, first, chunk, true}, {chunk, chunk, 0, second, false}, {chunk, chunk, second, chunk, true}};
+  if (first > 0) pieces.push_back({0, chunk, 0, first, false});
+  return pieces;
+}
+
+AttentionPiece ring_piece(int64_t rank, int64_t src, int64_t local) {
+  const int64_t half = local / 2;
+  if (src == rank) return {0, local, 0, local, true};
+  if (src < rank) return {0, local, 0, half, false};
+  return {half, half, 0, local, false};
+}
+
+bool flash_attention_pieces(const torch::Tensor& q) {
+  const torch::ScalarType type = q.scalar_type();
+  return torch_compat::has_flash_attention() && q.is_cuda() && (type == torch::kBFloat16 || type == torch::kHalf) &&
+         q.size(-1) % 8 == 0 && q.size(-1) <= 256;
+}
+
+torch::Tensor piecewise_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                                  const std::vector<AttentionPiece>& pieces, double scale) {
+  return PiecewiseAttention::apply(q, k, v, flatten(pieces), scale);
+}
+
 torch::Tensor context_parallel_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                                         Communicator& cp, CpCommType type, double scale, const CoreAttentionFn& core) {
+                                         Communicator& cp, CpCommType type, double scale, const CoreAttentionFn& core,
+                                         bool dropout) {
   const int64_t n = cp.size(), local = q.size(2);
   const torch::Tensor positions = cp_gathered_positions(local * n, n, q.device());  // [s], rank-chunk order
   switch (type) {
     case CpCommType::kAllGather: {
       // Keys and values of every rank along the sequence; backward sums their gradients back.
-      const auto gather = [&](const torch::Tensor& t) {  // [b, h, s/cp, d] -> [b, h, s, d]
+      const auto gather = [&](const torch::Tensor& t) {  // [b, h, s/cp, d] -> [b, h, s, d], rank-chunk order
         return gather_from_sequence(t.permute({2, 0, 1, 3}), cp).permute({1, 2, 0, 3});
       };
-      const torch::Tensor mine = positions.narrow(0, cp.rank() * local, local);
-      const torch::Tensor mask = positions.unsqueeze(0) <= mine.unsqueeze(1);  // [s/cp, s]
-      return core(q, gather(k), gather(v), mask);
+      if (dropout) {
+        const torch::Tensor mine = positions.narrow(0, cp.rank() * local, local);
+        const torch::Tensor mask = positions.unsqueeze(0) <= mine.unsqueeze(1);  // [s/cp, s]
+        return core(q, gather(k), gather(v), mask);
+      }
+      // In natural order, each query chunk sees every key before it and its own chunk causally.
+      const torch::Tensor order = positions.argsort();
+      const auto natural = [&](const torch::Tensor& t) { return gather(t).index_select(2, order); };
+      return piecewise_attention(q, natural(k), natural(v), allgather_pieces(cp.rank(), n, local), scale);
     }
     case CpCommType::kAllToAll: {
       // Whole sequence, heads/cp heads; sorted into natural order for causal attention.
