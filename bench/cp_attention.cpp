@@ -1,8 +1,9 @@
 // One context-parallel rank's core attention at long sequences, on one GPU and without the
 // communication: the pieces the all-gather path computes over the gathered keys, and the pieces
 // the ring computes over every rank's key block (the blocks laid end to end here), each through
-// layers/context_parallel's piecewise_attention; against the causal attention of the whole
-// sequence on one GPU (torch's SDPA, flash), whose work the cp ranks share. Forward+backward, bf16,
+// layers/context_parallel's piecewise_attention with cuDNN's and with flash attention's kernels;
+// against the causal attention of the whole sequence on one GPU (torch's SDPA), whose work the cp
+// ranks share. Forward+backward, bf16,
 // Mixtral's heads (32 query, 8 key/value, 128 wide). Prints milliseconds, TFLOP/s and the peak
 // memory of each; flops count the allowed query-key pairs, 4 flops per pair and head dimension
 // forward and 2.5 times that backward (the planner's convention).
@@ -11,6 +12,7 @@
 #include <cmath>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <c10/cuda/CUDACachingAllocator.h>
@@ -104,18 +106,20 @@ int main(int argc, char** argv) {
       });
     }
     const torch::Tensor q = tensor(hq, local), keys = tensor(hkv, o.seq), values = tensor(hkv, o.seq);
-    if (!flash_attention_pieces(q)) throw InternalError("the pieces do not take the flash kernels here");
     const std::vector<AttentionPiece> gathered = allgather_pieces(o.rank, o.cp, local);
-    report("allgather pieces (one rank)", local, allowed_pairs(gathered),
-           [&] { return piecewise_attention(q, keys, values, gathered, scale); });
     std::vector<AttentionPiece> ring;
     for (int64_t src = 0; src < o.cp; ++src) {
       AttentionPiece piece = ring_piece(o.rank, src, local);
       piece.k_begin += src * local;  // rank src's block
       ring.push_back(piece);
     }
-    report("ring pieces (one rank, blocks end to end)", local, allowed_pairs(ring),
-           [&] { return piecewise_attention(q, keys, values, ring, scale); });
+    for (const auto& [kernel, name] : {std::pair{PieceKernel::kCudnn, "cuDNN"}, std::pair{PieceKernel::kFlash, "flash"}}) {
+      if (!piece_kernel_runs(kernel, q)) continue;
+      report(fmt::format("allgather pieces, {} (one rank)", name), local, allowed_pairs(gathered),
+             [&] { return piecewise_attention(q, keys, values, gathered, scale, kernel); });
+      report(fmt::format("ring pieces, {} (one rank, blocks end to end)", name), local, allowed_pairs(ring),
+             [&] { return piecewise_attention(q, keys, values, ring, scale, kernel); });
+    }
     return 0;
   });
 }

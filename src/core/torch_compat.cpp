@@ -93,6 +93,36 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> flash_attention_backward
 #endif
 }
 
+std::pair<torch::Tensor, torch::Tensor> cudnn_attention(const torch::Tensor& q, const torch::Tensor& k,
+                                                        const torch::Tensor& v, bool causal, double scale) {
+#if FOLDTRON_TORCH_AT_LEAST(2, 6)
+  auto result = at::_scaled_dot_product_cudnn_attention(q, k, v, /*attn_bias=*/c10::nullopt,
+                                                        /*compute_log_sumexp=*/true, /*dropout_p=*/0.0, causal,
+                                                        /*return_debug_mask=*/false, scale);
+  // cuDNN's statistics come as [b, h, sq, 1]: the same values as [b, h, sq].
+  return {std::move(std::get<0>(result)), std::get<1>(result).reshape({q.size(0), q.size(1), q.size(2)})};
+#else
+  (void)q, (void)k, (void)v, (void)causal, (void)scale;
+  missing("cudnn_attention");
+#endif
+}
+
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> cudnn_attention_backward(
+    const torch::Tensor& dout, const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+    const torch::Tensor& out, const torch::Tensor& lse, bool causal, double scale) {
+#if FOLDTRON_TORCH_AT_LEAST(2, 6)
+  // Without dropout the random-number state is not read; dense inputs need no cumulative lengths.
+  const torch::Tensor unused_rng = torch::zeros({}, q.options().dtype(torch::kLong));
+  return at::_scaled_dot_product_cudnn_attention_backward(
+      dout, q, k, v, out, lse.reshape({q.size(0), q.size(1), q.size(2), 1}), unused_rng, unused_rng,
+      /*attn_bias=*/torch::Tensor(), /*cum_seq_q=*/torch::Tensor(), /*cum_seq_k=*/torch::Tensor(), q.size(2), k.size(2),
+      /*dropout_p=*/0.0, causal, scale);
+#else
+  (void)dout, (void)q, (void)k, (void)v, (void)out, (void)lse, (void)causal, (void)scale;
+  missing("cudnn_attention_backward");
+#endif
+}
+
 torch::Tensor grouped_mm(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& offs) {
 #if FOLDTRON_TORCH_AT_LEAST(2, 8)
   return at::_grouped_mm(a, b, offs);

@@ -24,6 +24,7 @@ constexpr bool has_foreach_norm();  // at::_foreach_norm (torch >= 2.1)
 constexpr bool has_foreach_copy();  // at::_foreach_copy_ (torch >= 2.2)
 constexpr bool has_mm_fp32_out();   // mm/addmm of 16-bit inputs into an fp32 output (torch >= 2.9)
 constexpr bool has_flash_attention();  // the flash-attention op with its log-sum-exp, and its backward (torch >= 2.2)
+constexpr bool has_cudnn_attention();  // cuDNN's attention op likewise (torch >= 2.6)
 
 // The operations behind those queries. Each throws InternalError where its query is false;
 // callers check the query (and fall back to plain operations) first.
@@ -41,6 +42,12 @@ std::pair<torch::Tensor, torch::Tensor> flash_attention(const torch::Tensor& q, 
 // normalize the probabilities: a block's own, or those of the whole attention the block was
 // merged into (then these are the block's share of the gradients). All but `lse` in q's dtype.
 std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> flash_attention_backward(
+    const torch::Tensor& dout, const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+    const torch::Tensor& out, const torch::Tensor& lse, bool causal, double scale);
+// The same two through cuDNN's fused attention (CUDA, bf16/fp16, head size a multiple of 8 up to 128).
+std::pair<torch::Tensor, torch::Tensor> cudnn_attention(const torch::Tensor& q, const torch::Tensor& k,
+                                                        const torch::Tensor& v, bool causal, double scale);
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> cudnn_attention_backward(
     const torch::Tensor& dout, const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
     const torch::Tensor& out, const torch::Tensor& lse, bool causal, double scale);
 // y [R, N] = x [R, K] w[e]^T for the rows of each expert e (offs [E] int32: row ends), w [E, N, K]

@@ -15,5 +15,6 @@ constexpr bool has_foreach_norm() { return FOLDTRON_TORCH_AT_LEAST(2, 1); }
 constexpr bool has_foreach_copy() { return FOLDTRON_TORCH_AT_LEAST(2, 2); }
 constexpr bool has_mm_fp32_out() { return FOLDTRON_TORCH_AT_LEAST(2, 9); }
 constexpr bool has_flash_attention() { return FOLDTRON_TORCH_AT_LEAST(2, 2); }
+constexpr bool has_cudnn_attention() { return FOLDTRON_TORCH_AT_LEAST(2, 6); }
 
 }  // namespace foldtron::torch_compat

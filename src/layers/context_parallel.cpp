@@ -57,13 +57,13 @@ torch::Tensor piece_scores(const torch::Tensor& q, const torch::Tensor& k, const
 // into `out` and `lse` (fp32 [b, hq, sq, d] and [b, hq, sq]; -inf where nothing was seen yet).
 void attend_pieces(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                    const std::vector<AttentionPiece>& pieces, double scale, const torch::Tensor& out,
-                   const torch::Tensor& lse) {
-  const bool flash = flash_attention_pieces(q);
+                   const torch::Tensor& lse, PieceKernel kernel) {
   for (const AttentionPiece& piece : pieces) {
     torch::Tensor piece_out, piece_lse;  // every query of a piece sees a key: its lse is finite
-    if (flash) {
-      std::tie(piece_out, piece_lse) = torch_compat::flash_attention(query_rows(q, piece), key_rows(k, piece),
-                                                                     key_rows(v, piece), piece.causal, scale);
+    if (kernel != PieceKernel::kMath) {
+      const auto fused = kernel == PieceKernel::kCudnn ? torch_compat::cudnn_attention : torch_compat::flash_attention;
+      std::tie(piece_out, piece_lse) =
+          fused(query_rows(q, piece), key_rows(k, piece), key_rows(v, piece), piece.causal, scale);
     } else {
       const torch::Tensor scores = piece_scores(q, k, piece, scale);
       piece_lse = scores.logsumexp(-1);
@@ -78,17 +78,17 @@ void attend_pieces(const torch::Tensor& q, const torch::Tensor& k, const torch::
 }
 
 // What backward needs of a merged attention: q, the output's gradient, and the output and
-// log-sum-exp the pieces were merged into. With the flash kernels `dout` and `out` are in q's
-// dtype; else fp32, with delta = rowsum(dout * out).
+// log-sum-exp the pieces were merged into. With fused kernels `dout` and `out` are in q's dtype;
+// with explicit math fp32, and delta = rowsum(dout * out).
 struct MergedAttention {
   torch::Tensor q, dout, out, lse, delta;
-  bool flash = false;
+  PieceKernel kernel = PieceKernel::kMath;
 };
 
 MergedAttention merged_attention(const torch::Tensor& q, const torch::Tensor& grad, const torch::Tensor& out,
-                                 const torch::Tensor& lse) {
-  MergedAttention m{q, torch::Tensor(), out, lse, torch::Tensor(), flash_attention_pieces(q)};
-  if (m.flash) {
+                                 const torch::Tensor& lse, PieceKernel kernel) {
+  MergedAttention m{q, torch::Tensor(), out, lse, torch::Tensor(), kernel};
+  if (kernel != PieceKernel::kMath) {
     m.dout = grad.to(q.scalar_type()).contiguous();
   } else {
     m.dout = grad.to(torch::kFloat);
@@ -103,8 +103,10 @@ void attend_pieces_backward(const MergedAttention& m, const torch::Tensor& k, co
                             const std::vector<AttentionPiece>& pieces, double scale, const torch::Tensor& dq,
                             const torch::Tensor& dk, const torch::Tensor& dv) {
   for (const AttentionPiece& piece : pieces) {
-    if (m.flash) {
-      const auto [gq, gk, gv] = torch_compat::flash_attention_backward(
+    if (m.kernel != PieceKernel::kMath) {
+      const auto fused = m.kernel == PieceKernel::kCudnn ? torch_compat::cudnn_attention_backward
+                                                         : torch_compat::flash_attention_backward;
+      const auto [gq, gk, gv] = fused(
           query_rows(m.dout, piece), query_rows(m.q, piece), key_rows(k, piece), key_rows(v, piece),
           query_rows(m.out, piece), query_rows(m.lse, piece).contiguous(), piece.causal,
           scale);
@@ -147,16 +149,19 @@ std::vector<AttentionPiece> unflatten(const std::vector<int64_t>& flat) {
 class PiecewiseAttention : public torch::autograd::Function<PiecewiseAttention> {
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& q, const torch::Tensor& k,
-                               const torch::Tensor& v, const std::vector<int64_t>& pieces, double scale) {
+                               const torch::Tensor& v, const std::vector<int64_t>& pieces, double scale,
+                               int64_t kernel) {
     const int64_t repeat = q.size(1) / k.size(1);
     torch::Tensor out = torch::zeros(q.sizes(), q.options().dtype(torch::kFloat));
     torch::Tensor lse = torch::full({q.size(0), q.size(1), q.size(2)}, -std::numeric_limits<float>::infinity(),
                                     out.options());
-    attend_pieces(q, repeat_heads(k, repeat), repeat_heads(v, repeat), unflatten(pieces), scale, out, lse);
+    const auto chosen = static_cast<PieceKernel>(kernel);
+    attend_pieces(q, repeat_heads(k, repeat), repeat_heads(v, repeat), unflatten(pieces), scale, out, lse, chosen);
     const torch::Tensor result = out.to(q.scalar_type());
-    ctx->save_for_backward({q, k, v, flash_attention_pieces(q) ? result : out, lse});
+    ctx->save_for_backward({q, k, v, chosen == PieceKernel::kMath ? out : result, lse});
     ctx->saved_data["pieces"] = pieces;
     ctx->saved_data["scale"] = scale;
+    ctx->saved_data["kernel"] = kernel;
     return result;
   }
 
@@ -165,7 +170,8 @@ class PiecewiseAttention : public torch::autograd::Function<PiecewiseAttention> 
     const auto saved = ctx->get_saved_variables();
     const torch::Tensor &q = saved[0], &k = saved[1], &v = saved[2];
     const int64_t repeat = q.size(1) / k.size(1);
-    const MergedAttention m = merged_attention(q, grads[0], saved[3], saved[4]);
+    const MergedAttention m =
+        merged_attention(q, grads[0], saved[3], saved[4], static_cast<PieceKernel>(ctx->saved_data["kernel"].toInt()));
     const auto options = q.options().dtype(torch::kFloat);
     const torch::Tensor dq = torch::zeros(q.sizes(), options);
     const torch::Tensor dk = torch::zeros({k.size(0), q.size(1), k.size(2), k.size(3)}, options),
@@ -174,7 +180,7 @@ class PiecewiseAttention : public torch::autograd::Function<PiecewiseAttention> 
                            unflatten(ctx->saved_data["pieces"].toIntVector()), ctx->saved_data["scale"].toDouble(), dq,
                            dk, dv);
     return {dq.to(q.scalar_type()), fold_heads(dk, k.size(1)).to(k.scalar_type()),
-            fold_heads(dv, v.size(1)).to(v.scalar_type()), torch::Tensor(), torch::Tensor()};
+            fold_heads(dv, v.size(1)).to(v.scalar_type()), torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -196,14 +202,15 @@ class RingAttention : public torch::autograd::Function<RingAttention> {
     torch::Tensor out = torch::zeros(q.sizes(), q.options().dtype(torch::kFloat));
     torch::Tensor lse = torch::full({q.size(0), q.size(1), q.size(2)}, -std::numeric_limits<float>::infinity(),
                                     out.options());
+    const PieceKernel kernel = piece_kernel(q);
     for (int64_t i = 0; i < n; ++i) {
       WorkPtr next = i + 1 < n ? ring_hop(cp, kv) : nullptr;  // overlaps with this block's math
       attend_pieces(q, repeat_heads(kv[0], repeat), repeat_heads(kv[1], repeat), {ring_piece(r, (r - i + n) % n, local)},
-                    scale, out, lse);
+                    scale, out, lse, kernel);
       if (next) kv = next->wait();
     }
     const torch::Tensor result = out.to(q.scalar_type());
-    ctx->save_for_backward({q, k_in, v_in, flash_attention_pieces(q) ? result : out, lse});
+    ctx->save_for_backward({q, k_in, v_in, kernel == PieceKernel::kMath ? out : result, lse});
     ctx->saved_data["group"] = group;
     ctx->saved_data["scale"] = scale;
     return result;
@@ -217,7 +224,7 @@ class RingAttention : public torch::autograd::Function<RingAttention> {
     const double scale = ctx->saved_data["scale"].toDouble();
     const int64_t n = cp.size(), r = cp.rank(), local = q.size(2), kv_heads = saved[1].size(1);
     const int64_t repeat = q.size(1) / kv_heads;
-    const MergedAttention m = merged_attention(q, grads[0], saved[3], saved[4]);
+    const MergedAttention m = merged_attention(q, grads[0], saved[3], saved[4], piece_kernel(q));
     const auto options = q.options().dtype(torch::kFloat);
     const torch::Tensor dq = torch::zeros(q.sizes(), options);
     torch::Tensor kv = torch::stack({saved[1], saved[2]}).contiguous();  // [2, b, hkv, s/cp, d], own dtype
@@ -273,15 +280,30 @@ AttentionPiece ring_piece(int64_t rank, int64_t src, int64_t local) {
   return {half, half, 0, local, false};
 }
 
-bool flash_attention_pieces(const torch::Tensor& q) {
+bool piece_kernel_runs(PieceKernel kernel, const torch::Tensor& q) {
+  if (kernel == PieceKernel::kMath) return true;
   const torch::ScalarType type = q.scalar_type();
-  return torch_compat::has_flash_attention() && q.is_cuda() && (type == torch::kBFloat16 || type == torch::kHalf) &&
-         q.size(-1) % 8 == 0 && q.size(-1) <= 256;
+  const bool fused = q.is_cuda() && (type == torch::kBFloat16 || type == torch::kHalf) && q.size(-1) % 8 == 0;
+  if (kernel == PieceKernel::kCudnn) return fused && torch_compat::has_cudnn_attention() && q.size(-1) <= 128;
+  return fused && torch_compat::has_flash_attention() && q.size(-1) <= 256;
+}
+
+PieceKernel piece_kernel(const torch::Tensor& q) {
+  for (const PieceKernel kernel : {PieceKernel::kCudnn, PieceKernel::kFlash}) {
+    if (piece_kernel_runs(kernel, q)) return kernel;
+  }
+  return PieceKernel::kMath;
 }
 
 torch::Tensor piecewise_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                   const std::vector<AttentionPiece>& pieces, double scale) {
-  return PiecewiseAttention::apply(q, k, v, flatten(pieces), scale);
+  return piecewise_attention(q, k, v, pieces, scale, piece_kernel(q));
+}
+
+torch::Tensor piecewise_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                                  const std::vector<AttentionPiece>& pieces, double scale, PieceKernel kernel) {
+  FT_CHECK(piece_kernel_runs(kernel, q), "piecewise_attention: the chosen kernels cannot run this query");
+  return PiecewiseAttention::apply(q, k, v, flatten(pieces), scale, static_cast<int64_t>(kernel));
 }
 
 torch::Tensor context_parallel_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,

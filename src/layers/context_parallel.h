@@ -16,8 +16,8 @@
 //              each block's share from the saved output and log-sum-exp and sends the key/value
 //              gradients around the ring with their block, one extra hop bringing them home. No
 //              attention dropout.
-// Both allgather and p2p run each piece through the flash-attention kernels on CUDA with 16-bit
-// inputs (no score matrix in memory), explicit fp32 math elsewhere.
+// Both allgather and p2p run each piece through cuDNN's or flash attention's fused kernels on CUDA
+// with 16-bit inputs (no score matrix in memory), explicit fp32 math elsewhere.
 #pragma once
 
 #include <cstdint>
@@ -49,10 +49,14 @@ struct AttentionPiece {
 
 // Attention of q [b, hq, sq, d] over k, v [b, hkv, sk, d] in which each query sees the keys of
 // the pieces that hold it (every query in at least one), the pieces merged by their log-sum-exp;
-// returns [b, hq, sq, d] in q's dtype. Flash-attention kernels per piece on CUDA with 16-bit
-// inputs, explicit fp32 math elsewhere. No dropout.
+// returns [b, hq, sq, d] in q's dtype. The kernels of piece_kernel(q) per piece. No dropout.
+// Which kernels compute the pieces: explicit fp32 math, flash attention, or cuDNN's attention.
+enum class PieceKernel { kMath, kFlash, kCudnn };
 torch::Tensor piecewise_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                   const std::vector<AttentionPiece>& pieces, double scale);
+// The same with the kernels chosen (benchmarks and tests); `kernel` must be able to run on q.
+torch::Tensor piecewise_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                                  const std::vector<AttentionPiece>& pieces, double scale, PieceKernel kernel);
 // The pieces of cp rank `rank`'s `local` queries (chunks rank and 2*cp-1-rank) over the whole
 // sequence's keys in natural order: each query chunk over the keys before it and, causally, its
 // own chunk (cp 1: the causal whole).
@@ -61,9 +65,12 @@ std::vector<AttentionPiece> allgather_pieces(int64_t rank, int64_t cp, int64_t l
 // block): its own block causally; of an earlier rank's block the first chunk (the second comes
 // after both query chunks); of a later rank's block all of it, from the second query chunk only.
 AttentionPiece ring_piece(int64_t rank, int64_t src, int64_t local);
-// Whether piecewise and ring attention of q run the flash kernels: CUDA, bf16 or fp16, a head
-// size that is a multiple of 8 up to 256, and a torch that has them.
-bool flash_attention_pieces(const torch::Tensor& q);
+// The kernels piecewise and ring attention of q run: on CUDA with bf16 or fp16 and a head size
+// that is a multiple of 8, cuDNN's (up to 128 wide) or else flash attention's (up to 256), where
+// this torch has them; explicit fp32 math otherwise.
+PieceKernel piece_kernel(const torch::Tensor& q);
+// Whether `kernel` can run the attention of q.
+bool piece_kernel_runs(PieceKernel kernel, const torch::Tensor& q);
 
 // Causal attention of this rank's queries over the whole sequence. q [b, hq, s/cp, d], k and v
 // [b, hkv, s/cp, d] (this rank's tokens, at cp_positions order); returns [b, hq, s/cp, d].

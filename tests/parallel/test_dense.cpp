@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "config/config_load.h"
+#include "core/torch_compat.h"
 #include "layers/attention.h"
 #include "layers/context.h"
 #include "layers/context_parallel.h"
@@ -183,12 +184,13 @@ TEST(ContextParallel, AllGatherUlyssesAndRingMatchFullAttentionForwardAndBackwar
   }
 }
 
-TEST(ContextParallel, PiecewiseAttentionMatchesMaskedAttentionInFp32AndBf16) {
+TEST(ContextParallel, PiecewiseAttentionMatchesMaskedAttentionInEveryKernel) {
   // The pieces the all-gather path computes for rank 1 of cp 3 (query chunks 1 and 4 of 6 over
   // every key in natural order), and the ring's for the same rank seen at once (its own block
   // causally, an earlier rank's first chunk, a later rank's block from the second query chunk),
-  // against masked attention in double on the same values. bf16 on CUDA runs the flash kernels
-  // (checked), every other case explicit fp32 math. Both one rank's work: no communication.
+  // against masked attention in double on the same values, fp32 and bf16, through every kernel
+  // that runs there: explicit math everywhere; with --device=cuda in bf16 also cuDNN's and flash
+  // attention's (checked to run, and cuDNN's to be the default). One rank's work: no communication.
   const int64_t b = 2, hq = 4, hkv = 2, d = 16, c = 8;
   const double scale = 0.25;
   struct Case {
@@ -200,9 +202,9 @@ TEST(ContextParallel, PiecewiseAttentionMatchesMaskedAttentionInFp32AndBf16) {
       {"allgather", 2 * c, 6 * c, {{0, c, c, c, true}, {c, c, 0, 4 * c, false}, {c, c, 4 * c, c, true}, {0, c, 0, c, false}}},
       {"ring", 2 * c, 6 * c, {{0, 2 * c, 0, 2 * c, true}, {0, 2 * c, 2 * c, c, false}, {c, c, 4 * c, 2 * c, false}}},
   };
+  int fused_runs = 0;
   for (const torch::ScalarType type : {torch::kFloat, torch::kBFloat16}) {
     for (const Case& one : cases) {
-      SCOPED_TRACE(fmt::format("{} {}", one.name, c10::toString(type)));
       torch::Tensor mask = torch::zeros({one.sq, one.sk}, torch::kBool);
       for (const AttentionPiece& p : one.pieces) {
         torch::Tensor block = torch::ones({p.q_len, p.k_len}, torch::kBool);
@@ -213,24 +215,32 @@ TEST(ContextParallel, PiecewiseAttentionMatchesMaskedAttentionInFp32AndBf16) {
       const torch::Tensor q0 = input(21, hq, one.sq), k0 = input(22, hkv, one.sk), v0 = input(23, hkv, one.sk);
       const torch::Tensor weights = data(24, {b, hq, one.sq, d}, torch::kDouble);
       const auto leaf = [](const torch::Tensor& t) { return t.clone().requires_grad_(true); };
-      const torch::Tensor q = leaf(q0.to(device())), k = leaf(k0.to(device())), v = leaf(v0.to(device()));
       const torch::Tensor qd = leaf(q0.to(torch::kDouble)), kd = leaf(k0.to(torch::kDouble)),
                           vd = leaf(v0.to(torch::kDouble));
-      const torch::Tensor out = piecewise_attention(q, k, v, one.pieces, scale);
-      (out.to(torch::kDouble) * weights.to(device())).sum().backward();
       const torch::Tensor expected = core_attention_reference(qd, kd, vd, scale, mask);
       (expected * weights).sum().backward();
-      if (device().is_cuda() && type == torch::kBFloat16) {
-        EXPECT_TRUE(flash_attention_pieces(q));
+      if (device().is_cuda() && type == torch::kBFloat16 && torch_compat::has_cudnn_attention()) {
+        EXPECT_EQ(piece_kernel(q0.to(device())), PieceKernel::kCudnn);
       }
-      // bf16: the outputs and each piece's gradients are rounded to bf16 (2^-9 relative).
-      const double tol = type == torch::kFloat ? 1e-5 : 1.6e-2;
-      EXPECT_EQ(out.scalar_type(), type);
-      EXPECT_TRUE(close(out.to(torch::kDouble), expected.detach(), tol, tol)) << "output";
-      EXPECT_TRUE(close(q.grad().to(torch::kDouble), qd.grad(), tol, tol)) << "query gradient";
-      EXPECT_TRUE(close(k.grad().to(torch::kDouble), kd.grad(), tol, tol)) << "key gradient";
-      EXPECT_TRUE(close(v.grad().to(torch::kDouble), vd.grad(), tol, tol)) << "value gradient";
+      for (const PieceKernel kernel : {PieceKernel::kMath, PieceKernel::kFlash, PieceKernel::kCudnn}) {
+        const torch::Tensor q = leaf(q0.to(device())), k = leaf(k0.to(device())), v = leaf(v0.to(device()));
+        if (!piece_kernel_runs(kernel, q)) continue;
+        SCOPED_TRACE(fmt::format("{} {} kernel {}", one.name, c10::toString(type), static_cast<int>(kernel)));
+        fused_runs += kernel != PieceKernel::kMath;
+        const torch::Tensor out = piecewise_attention(q, k, v, one.pieces, scale, kernel);
+        (out.to(torch::kDouble) * weights.to(device())).sum().backward();
+        // bf16: the outputs and each piece's gradients are rounded to bf16 (2^-9 relative).
+        const double tol = type == torch::kFloat ? 1e-5 : 1.6e-2;
+        EXPECT_EQ(out.scalar_type(), type);
+        EXPECT_TRUE(close(out.to(torch::kDouble), expected.detach(), tol, tol)) << "output";
+        EXPECT_TRUE(close(q.grad().to(torch::kDouble), qd.grad(), tol, tol)) << "query gradient";
+        EXPECT_TRUE(close(k.grad().to(torch::kDouble), kd.grad(), tol, tol)) << "key gradient";
+        EXPECT_TRUE(close(v.grad().to(torch::kDouble), vd.grad(), tol, tol)) << "value gradient";
+      }
     }
+  }
+  if (device().is_cuda() && torch_compat::has_flash_attention() && torch_compat::has_cudnn_attention()) {
+    EXPECT_EQ(fused_runs, 4) << "flash and cuDNN, each over both cases in bf16";
   }
 }
 
