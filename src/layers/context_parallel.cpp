@@ -97,8 +97,15 @@ MergedAttention merged_attention(const torch::Tensor& q, const torch::Tensor& gr
   return m;
 }
 
+// [b, hq, s, d] gradients of repeated heads -> [b, hkv, s, d] fp32, summed over each group's repeats.
+torch::Tensor fold_heads(const torch::Tensor& x, int64_t kv_heads) {
+  return x.reshape({x.size(0), kv_heads, x.size(1) / kv_heads, x.size(2), x.size(3)})
+      .sum(2, /*keepdim=*/false, torch::kFloat);
+}
+
 // Adds the pieces' share of the gradients over one key block into dq [b, hq, sq, d] and dk, dv
-// [b, hq, sk, d] (fp32; k, v with q's head count).
+// [b, hkv, sk, d] (fp32; k, v with q's head count, each piece's key gradients summed over the
+// repeats of their heads as they come, so no gradient of the repeated keys is held whole).
 void attend_pieces_backward(const MergedAttention& m, const torch::Tensor& k, const torch::Tensor& v,
                             const std::vector<AttentionPiece>& pieces, double scale, const torch::Tensor& dq,
                             const torch::Tensor& dk, const torch::Tensor& dv) {
@@ -111,8 +118,8 @@ void attend_pieces_backward(const MergedAttention& m, const torch::Tensor& k, co
           query_rows(m.out, piece), query_rows(m.lse, piece).contiguous(), piece.causal,
           scale);
       query_rows(dq, piece).add_(gq);
-      key_rows(dk, piece).add_(gk);
-      key_rows(dv, piece).add_(gv);
+      key_rows(dk, piece).add_(fold_heads(gk, dk.size(1)));
+      key_rows(dv, piece).add_(fold_heads(gv, dv.size(1)));
       continue;
     }
     const torch::Tensor probs =
@@ -122,14 +129,11 @@ void attend_pieces_backward(const MergedAttention& m, const torch::Tensor& k, co
         probs * (torch::matmul(dout, key_rows(v, piece).to(torch::kFloat).transpose(-1, -2)) -
                  query_rows(m.delta, piece));
     query_rows(dq, piece).add_(torch::matmul(dscores, key_rows(k, piece).to(torch::kFloat)), scale);
-    key_rows(dk, piece).add_(torch::matmul(dscores.transpose(-1, -2), query_rows(m.q, piece).to(torch::kFloat)), scale);
-    key_rows(dv, piece).add_(torch::matmul(probs.transpose(-1, -2), dout));
+    key_rows(dk, piece).add_(
+        fold_heads(torch::matmul(dscores.transpose(-1, -2), query_rows(m.q, piece).to(torch::kFloat)), dk.size(1)),
+        scale);
+    key_rows(dv, piece).add_(fold_heads(torch::matmul(probs.transpose(-1, -2), dout), dv.size(1)));
   }
-}
-
-// [b, hq, s, d] gradients of repeated heads -> [b, hkv, s, d], summed over each group's repeats.
-torch::Tensor fold_heads(const torch::Tensor& x, int64_t kv_heads) {
-  return x.reshape({x.size(0), kv_heads, x.size(1) / kv_heads, x.size(2), x.size(3)}).sum(2);
 }
 
 // Pieces travel through autograd's saved data as five integers each.
@@ -174,13 +178,12 @@ class PiecewiseAttention : public torch::autograd::Function<PiecewiseAttention> 
         merged_attention(q, grads[0], saved[3], saved[4], static_cast<PieceKernel>(ctx->saved_data["kernel"].toInt()));
     const auto options = q.options().dtype(torch::kFloat);
     const torch::Tensor dq = torch::zeros(q.sizes(), options);
-    const torch::Tensor dk = torch::zeros({k.size(0), q.size(1), k.size(2), k.size(3)}, options),
-                        dv = torch::zeros_like(dk);
+    const torch::Tensor dk = torch::zeros(k.sizes(), options), dv = torch::zeros(v.sizes(), options);
     attend_pieces_backward(m, repeat_heads(k, repeat), repeat_heads(v, repeat),
                            unflatten(ctx->saved_data["pieces"].toIntVector()), ctx->saved_data["scale"].toDouble(), dq,
                            dk, dv);
-    return {dq.to(q.scalar_type()), fold_heads(dk, k.size(1)).to(k.scalar_type()),
-            fold_heads(dv, v.size(1)).to(v.scalar_type()), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    return {dq.to(q.scalar_type()), dk.to(k.scalar_type()), dv.to(v.scalar_type()), torch::Tensor(), torch::Tensor(),
+            torch::Tensor()};
   }
 };
 
@@ -231,11 +234,8 @@ class RingAttention : public torch::autograd::Function<RingAttention> {
     torch::Tensor dkv = torch::zeros(kv.sizes(), options);  // fp32 gradients of the block held, summed on its way
     for (int64_t i = 0; i < n; ++i) {
       WorkPtr next_kv = i + 1 < n ? ring_hop(cp, kv) : nullptr;
-      const torch::Tensor dk = torch::zeros({q.size(0), q.size(1), local, q.size(3)}, options), dv = torch::zeros_like(dk);
       attend_pieces_backward(m, repeat_heads(kv[0], repeat), repeat_heads(kv[1], repeat),
-                             {ring_piece(r, (r - i + n) % n, local)}, scale, dq, dk, dv);
-      dkv[0] += fold_heads(dk, kv_heads);
-      dkv[1] += fold_heads(dv, kv_heads);
+                             {ring_piece(r, (r - i + n) % n, local)}, scale, dq, dkv[0], dkv[1]);
       if (next_kv) {
         dkv = ring_hop(cp, dkv)->wait();  // the block's gradients travel with it
         kv = next_kv->wait();
