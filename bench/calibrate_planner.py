@@ -163,40 +163,6 @@ def attention_rates(cases, reps):
     return rows
 
 
-def masked_attention_rates(cases, reps):
-    """Forward + backward milliseconds of SDPA with an explicit boolean mask: the all-gather
-    context-parallel attention (local queries [s/cp] against the gathered keys [s], masked by
-    position), batch 1."""
-    rows = []
-    for seq, cp, heads, groups, d in cases:
-        local = seq // cp
-        q = torch.randn(1, heads, local, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-        k = torch.randn(1, groups, seq, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-        v = torch.randn(1, groups, seq, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-        positions = torch.arange(local, device="cuda") * cp  # spread over the sequence like cp chunks
-        mask = positions[:, None] >= torch.arange(seq, device="cuda")[None, :]
-        grad = torch.randn(1, heads, local, d, device="cuda", dtype=torch.bfloat16)
-
-        def step():
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
-            out.backward(grad)
-
-        ms = timed(step, reps)
-        rows.append({"seq": seq, "cp": cp, "heads": heads, "groups": groups, "head_dim": d, "ms": round(ms, 4)})
-        del q, k, v, grad, mask
-        torch.cuda.empty_cache()
-    return rows
-
-
-def fp32_matmul_rate(reps):
-    """TFLOP/s of fp32 batched matmuls [32, 4096, 128] x [32, 128, 4096] (the ring attention's
-    explicit score products)."""
-    a = torch.randn(32, 4096, 128, device="cuda")
-    b = torch.randn(32, 128, 4096, device="cuda")
-    ms = timed(lambda: torch.bmm(a, b), reps)
-    return 2 * 32 * 4096 * 4096 * 128 / (ms * 1e-3) / 1e12
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="profile file to write (JSON)")
@@ -229,10 +195,6 @@ def main():
     if args.quick:
         attn_cases = attn_cases[:2]
     attention = attention_rates(attn_cases, max(3, reps // 2))
-    masked_cases = [(s, 2, a, g, 128) for s in (4096, 8192, 16384, 32768) for a, g in ((32, 8), (16, 4))]
-    if args.quick:
-        masked_cases = masked_cases[:1]
-    masked = masked_attention_rates(masked_cases, max(3, reps // 2))
     profile = {
         # The links (NCCL times) and the fitted constants are not measured here: they come from
         # the base profile until replaced (docs/planner.md says how they were obtained for h200).
@@ -248,8 +210,6 @@ def main():
         "gemm": gemm,
         "grouped": grouped,
         "attention": attention,
-        "masked_attention": masked,
-        "fp32_matmul_tflops": round(fp32_matmul_rate(reps), 1),
     }
     with open(args.out, "w") as f:
         json.dump(profile, f, indent=1)

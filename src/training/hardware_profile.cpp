@@ -87,7 +87,6 @@ HardwareProfile profile_from_json(const Json& root, const std::string& source) {
   set(profile.memory_gib, root, "memory_gib", "the profile");
   set(profile.peak_tflops, root, "peak_bf16_tflops", "the profile");
   set(profile.hbm_gbps, root, "hbm_gbps", "the profile");
-  set(profile.fp32_matmul_tflops, root, "fp32_matmul_tflops", "the profile");
   if (!has_base || root.contains("gpus_per_node")) {
     profile.gpus_per_node = static_cast<int64_t>(number(root, "gpus_per_node", source, "the profile"));
   }
@@ -124,17 +123,14 @@ HardwareProfile profile_from_json(const Json& root, const std::string& source) {
                                  text_field(row, "pass"), number(row, "ms", source, "grouped")});
     }
   }
-  const auto attention = [&](const char* key, bool masked) {
-    std::vector<HardwareProfile::Attention> rows;
-    for (const Json& row : array_field(root, key, source)) {
-      rows.push_back({number(row, "seq", source, key), masked ? number(row, "cp", source, key) : 1.0,
-                      number(row, "heads", source, key), number(row, "groups", source, key),
-                      number(row, "head_dim", source, key), number(row, "ms", source, key)});
+  if (!has_base || root.contains("attention")) {
+    profile.attention.clear();
+    for (const Json& row : array_field(root, "attention", source)) {
+      profile.attention.push_back({number(row, "seq", source, "attention"), 1.0, number(row, "heads", source, "attention"),
+                                   number(row, "groups", source, "attention"), number(row, "head_dim", source, "attention"),
+                                   number(row, "ms", source, "attention")});
     }
-    return rows;
-  };
-  if (!has_base || root.contains("attention")) profile.attention = attention("attention", false);
-  if (!has_base || root.contains("masked_attention")) profile.masked_attention = attention("masked_attention", true);
+  }
   return profile;
 }
 

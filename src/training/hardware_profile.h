@@ -31,7 +31,6 @@ struct HardwareProfile {
   double memory_gib = 0;
   double peak_tflops = 0;  // dense bf16, for MFU
   double hbm_gbps = 0;
-  double fp32_matmul_tflops = 0;
   int64_t gpus_per_node = 8;
   // NCCL times of two ranks on one node by message bytes, and the assumed inter-node link.
   std::vector<std::pair<double, double>> all_reduce_us, all_to_all_us;
@@ -41,7 +40,7 @@ struct HardwareProfile {
   double memory_bound_gbps = 0, gap_ms_per_layer = 0, workspace_gib = 0;
   std::vector<Gemm> gemm;
   std::vector<Grouped> grouped;
-  std::vector<Attention> attention, masked_attention;
+  std::vector<Attention> attention;
 };
 
 // Parses a profile (JSON text, `source` names it in errors). A profile with "base" takes every

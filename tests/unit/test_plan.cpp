@@ -61,7 +61,7 @@ TEST(HardwareProfile, BadProfilesAreNamed) {
   EXPECT_NE(message(R"({"base": "h200", "peak_bf16_tflops": 0})").find("not a finite positive number"), std::string::npos);
   // Without a base every section must be there: the links first among them.
   std::string no_links = R"({"name": "x", "memory_gib": 80, "peak_bf16_tflops": 989, "hbm_gbps": 3000,
-                             "fp32_matmul_tflops": 60, "gpus_per_node": 8})";
+                             "gpus_per_node": 8})";
   EXPECT_NE(message(no_links).find("has no 'links' object"), std::string::npos);
   EXPECT_NE(message(R"({"base": "h200", "gemm": []})").find("'gemm' is missing or empty"), std::string::npos);
   EXPECT_NE(message(R"({"base": "h200", "links": {"all_reduce_us": [[1, 2, 3]]}})").find("rows must be [bytes, microseconds]"),
