@@ -53,11 +53,31 @@ torch::Tensor piece_scores(const torch::Tensor& q, const torch::Tensor& k, const
   return scores.masked_fill(later, -std::numeric_limits<float>::infinity());
 }
 
+// The running result of a merged attention: the output [b, hq, sq, d] and log-sum-exp [b, hq, sq]
+// (fp32; zeros and -inf until a piece covers the query).
+struct Merged {
+  torch::Tensor out, lse;
+};
+
+Merged start_merge(const torch::Tensor& q) {
+  const torch::Tensor out = torch::zeros(q.sizes(), q.options().dtype(torch::kFloat));
+  return {out, torch::full({q.size(0), q.size(1), q.size(2)}, -std::numeric_limits<float>::infinity(), out.options())};
+}
+
+// The finished output in q's dtype, with what backward reads saved: q, k, v, the output (as the
+// kernel's backward takes it) and the log-sum-exp.
+torch::Tensor finish_merge(torch::autograd::AutogradContext* ctx, const torch::Tensor& q, const torch::Tensor& k,
+                           const torch::Tensor& v, const Merged& merged, PieceKernel kernel) {
+  const torch::Tensor result = merged.out.to(q.scalar_type());
+  ctx->save_for_backward({q, k, v, kernel == PieceKernel::kMath ? merged.out : result, merged.lse});
+  return result;
+}
+
 // The attention of the pieces' queries over one key block (k, v with q's head count), merged
-// into `out` and `lse` (fp32 [b, hq, sq, d] and [b, hq, sq]; -inf where nothing was seen yet).
+// into `merged`.
 void attend_pieces(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                   const std::vector<AttentionPiece>& pieces, double scale, const torch::Tensor& out,
-                   const torch::Tensor& lse, PieceKernel kernel) {
+                   const std::vector<AttentionPiece>& pieces, double scale, const Merged& merged,
+                   PieceKernel kernel) {
   for (const AttentionPiece& piece : pieces) {
     torch::Tensor piece_out, piece_lse;  // every query of a piece sees a key: its lse is finite
     if (kernel != PieceKernel::kMath) {
@@ -69,25 +89,25 @@ void attend_pieces(const torch::Tensor& q, const torch::Tensor& k, const torch::
       piece_lse = scores.logsumexp(-1);
       piece_out = torch::matmul((scores - piece_lse.unsqueeze(-1)).exp(), key_rows(v, piece).to(torch::kFloat));
     }
-    torch::Tensor rows_out = query_rows(out, piece), rows_lse = query_rows(lse, piece);
-    const torch::Tensor merged = torch::logaddexp(rows_lse, piece_lse);
-    rows_out.mul_((rows_lse - merged).exp().unsqueeze(-1))
-        .add_(piece_out.to(torch::kFloat) * (piece_lse - merged).exp().unsqueeze(-1));
-    rows_lse.copy_(merged);
+    torch::Tensor rows_out = query_rows(merged.out, piece), rows_lse = query_rows(merged.lse, piece);
+    const torch::Tensor both = torch::logaddexp(rows_lse, piece_lse);
+    rows_out.mul_((rows_lse - both).exp().unsqueeze(-1))
+        .add_(piece_out.to(torch::kFloat) * (piece_lse - both).exp().unsqueeze(-1));
+    rows_lse.copy_(both);
   }
 }
 
 // What backward needs of a merged attention: q, the output's gradient, and the output and
 // log-sum-exp the pieces were merged into. With fused kernels `dout` and `out` are in q's dtype;
 // with explicit math fp32, and delta = rowsum(dout * out).
-struct MergedAttention {
+struct BackwardInputs {
   torch::Tensor q, dout, out, lse, delta;
   PieceKernel kernel = PieceKernel::kMath;
 };
 
-MergedAttention merged_attention(const torch::Tensor& q, const torch::Tensor& grad, const torch::Tensor& out,
+BackwardInputs backward_inputs(const torch::Tensor& q, const torch::Tensor& grad, const torch::Tensor& out,
                                  const torch::Tensor& lse, PieceKernel kernel) {
-  MergedAttention m{q, torch::Tensor(), out, lse, torch::Tensor(), kernel};
+  BackwardInputs m{q, torch::Tensor(), out, lse, torch::Tensor(), kernel};
   if (kernel != PieceKernel::kMath) {
     m.dout = grad.to(q.scalar_type()).contiguous();
   } else {
@@ -106,7 +126,7 @@ torch::Tensor fold_heads(const torch::Tensor& x, int64_t kv_heads) {
 // Adds the pieces' share of the gradients over one key block into dq [b, hq, sq, d] and dk, dv
 // [b, hkv, sk, d] (fp32; k, v with q's head count, each piece's key gradients summed over the
 // repeats of their heads as they come, so no gradient of the repeated keys is held whole).
-void attend_pieces_backward(const MergedAttention& m, const torch::Tensor& k, const torch::Tensor& v,
+void attend_pieces_backward(const BackwardInputs& m, const torch::Tensor& k, const torch::Tensor& v,
                             const std::vector<AttentionPiece>& pieces, double scale, const torch::Tensor& dq,
                             const torch::Tensor& dk, const torch::Tensor& dv) {
   for (const AttentionPiece& piece : pieces) {
@@ -156,17 +176,13 @@ class PiecewiseAttention : public torch::autograd::Function<PiecewiseAttention> 
                                const torch::Tensor& v, const std::vector<int64_t>& pieces, double scale,
                                int64_t kernel) {
     const int64_t repeat = q.size(1) / k.size(1);
-    torch::Tensor out = torch::zeros(q.sizes(), q.options().dtype(torch::kFloat));
-    torch::Tensor lse = torch::full({q.size(0), q.size(1), q.size(2)}, -std::numeric_limits<float>::infinity(),
-                                    out.options());
+    const Merged merged = start_merge(q);
     const auto chosen = static_cast<PieceKernel>(kernel);
-    attend_pieces(q, repeat_heads(k, repeat), repeat_heads(v, repeat), unflatten(pieces), scale, out, lse, chosen);
-    const torch::Tensor result = out.to(q.scalar_type());
-    ctx->save_for_backward({q, k, v, chosen == PieceKernel::kMath ? out : result, lse});
+    attend_pieces(q, repeat_heads(k, repeat), repeat_heads(v, repeat), unflatten(pieces), scale, merged, chosen);
     ctx->saved_data["pieces"] = pieces;
     ctx->saved_data["scale"] = scale;
     ctx->saved_data["kernel"] = kernel;
-    return result;
+    return finish_merge(ctx, q, k, v, merged, chosen);
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
@@ -174,8 +190,8 @@ class PiecewiseAttention : public torch::autograd::Function<PiecewiseAttention> 
     const auto saved = ctx->get_saved_variables();
     const torch::Tensor &q = saved[0], &k = saved[1], &v = saved[2];
     const int64_t repeat = q.size(1) / k.size(1);
-    const MergedAttention m =
-        merged_attention(q, grads[0], saved[3], saved[4], static_cast<PieceKernel>(ctx->saved_data["kernel"].toInt()));
+    const BackwardInputs m =
+        backward_inputs(q, grads[0], saved[3], saved[4], static_cast<PieceKernel>(ctx->saved_data["kernel"].toInt()));
     const auto options = q.options().dtype(torch::kFloat);
     const torch::Tensor dq = torch::zeros(q.sizes(), options);
     const torch::Tensor dk = torch::zeros(k.sizes(), options), dv = torch::zeros(v.sizes(), options);
@@ -202,21 +218,17 @@ class RingAttention : public torch::autograd::Function<RingAttention> {
     const int64_t n = cp.size(), r = cp.rank(), local = q.size(2), repeat = q.size(1) / k_in.size(1);
     // [2, b, hkv, s/cp, d]: the key/value block held (this rank's first), sent in its own dtype.
     torch::Tensor kv = torch::stack({k_in, v_in}).contiguous();
-    torch::Tensor out = torch::zeros(q.sizes(), q.options().dtype(torch::kFloat));
-    torch::Tensor lse = torch::full({q.size(0), q.size(1), q.size(2)}, -std::numeric_limits<float>::infinity(),
-                                    out.options());
+    const Merged merged = start_merge(q);
     const PieceKernel kernel = piece_kernel(q);
     for (int64_t i = 0; i < n; ++i) {
       WorkPtr next = i + 1 < n ? ring_hop(cp, kv) : nullptr;  // overlaps with this block's math
       attend_pieces(q, repeat_heads(kv[0], repeat), repeat_heads(kv[1], repeat), {ring_piece(r, (r - i + n) % n, local)},
-                    scale, out, lse, kernel);
+                    scale, merged, kernel);
       if (next) kv = next->wait();
     }
-    const torch::Tensor result = out.to(q.scalar_type());
-    ctx->save_for_backward({q, k_in, v_in, kernel == PieceKernel::kMath ? out : result, lse});
     ctx->saved_data["group"] = group;
     ctx->saved_data["scale"] = scale;
-    return result;
+    return finish_merge(ctx, q, k_in, v_in, merged, kernel);
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
@@ -227,7 +239,7 @@ class RingAttention : public torch::autograd::Function<RingAttention> {
     const double scale = ctx->saved_data["scale"].toDouble();
     const int64_t n = cp.size(), r = cp.rank(), local = q.size(2), kv_heads = saved[1].size(1);
     const int64_t repeat = q.size(1) / kv_heads;
-    const MergedAttention m = merged_attention(q, grads[0], saved[3], saved[4], piece_kernel(q));
+    const BackwardInputs m = backward_inputs(q, grads[0], saved[3], saved[4], piece_kernel(q));
     const auto options = q.options().dtype(torch::kFloat);
     const torch::Tensor dq = torch::zeros(q.sizes(), options);
     torch::Tensor kv = torch::stack({saved[1], saved[2]}).contiguous();  // [2, b, hkv, s/cp, d], own dtype
