@@ -2,11 +2,11 @@
 // predicted memory per GPU (training/plan.h has the model); `--check FILE` compares the
 // predictions with measured steps (docs/planner.md).
 #include <algorithm>
-#include <fstream>
 #include <iostream>
 #include <memory>
-#include <sstream>
+#include <optional>
 #include <type_traits>
+#include <utility>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -15,6 +15,7 @@
 #include "apps/commands.h"
 #include "config/validate.h"
 #include "core/errors.h"
+#include "core/files.h"
 #include "training/flops.h"
 #include "training/plan.h"
 
@@ -36,11 +37,9 @@ struct Options {
 };
 
 std::string read_whole(const std::string& path, const char* what) {
-  std::ifstream in(path);
-  if (!in) throw UsageError(fmt::format("cannot read the {} '{}'", what, path), "check the path");
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
+  std::optional<std::string> text = read_whole_file(path);
+  if (!text) throw UsageError(fmt::format("cannot read the {} '{}'", what, path), "check the path");
+  return std::move(*text);
 }
 
 HardwareProfile load_profile(const Options& options) {

@@ -1,16 +1,18 @@
 // Strict YAML loading and composition of configs (see config_load.h).
 #include "config/config_load.h"
 
-#include <fstream>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <type_traits>
+#include <utility>
 
 #include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
 
 #include "config/presets.h"
 #include "core/errors.h"
+#include "core/files.h"
 #include "core/text.h"
 
 namespace foldtron {
@@ -62,14 +64,12 @@ YAML::Node parse_yaml(const std::string& text, const std::string& source) {
 }
 
 std::string read_file(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) {
+  std::optional<std::string> text = read_whole_file(path);
+  if (!text) {
     throw ConfigError("--config", fmt::format("cannot open config file '{}'", path),
                       "check the path; presets are chosen with --preset NAME instead");
   }
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
+  return std::move(*text);
 }
 
 // Deep merge: maps merge key by key, anything else in `top` replaces `base` (keys are names:

@@ -4,8 +4,9 @@
 #include <cctype>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <set>
-#include <sstream>
+#include <utility>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -128,11 +129,9 @@ void write_conll_relations(const std::string& path, const std::vector<DiscourseR
 }
 
 std::string read_text_file(const std::string& path, const std::string& what) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw DataError(fmt::format("cannot read the {} '{}'", what, path), "check the path and its permissions");
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
+  std::optional<std::string> text = read_whole_file(path);
+  if (!text) throw DataError(fmt::format("cannot read the {} '{}'", what, path), "check the path and its permissions");
+  return std::move(*text);
 }
 
 void make_folder(const std::string& dir) {
