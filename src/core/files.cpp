@@ -22,10 +22,13 @@
 namespace foldtron {
 
 std::optional<std::string> read_whole_file(const std::string& path) {
+  std::error_code error;
+  if (!std::filesystem::is_regular_file(path, error)) return std::nullopt;  // a folder opens, then fails to read
   std::ifstream in(path, std::ios::binary);
   if (!in) return std::nullopt;
   std::ostringstream text;
-  text << in.rdbuf();
+  if (in.peek() != std::ifstream::traits_type::eof()) text << in.rdbuf();  // (an empty file reads as "")
+  if (in.bad() || !text) return std::nullopt;
   return text.str();
 }
 

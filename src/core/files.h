@@ -30,8 +30,8 @@ class Fd {
 
 // strerror(errno).
 std::string errno_text();
-// The whole file's bytes; nullopt when it cannot be opened (callers raise their own typed error
-// naming the file and what it was for).
+// The whole file's bytes; nullopt when it is not a regular file or cannot be opened or read
+// (callers raise their own typed error naming the file and what it was for).
 std::optional<std::string> read_whole_file(const std::string& path);
 // Reads exactly `size` bytes at `offset`; false (errno set, or 0 at end of file) otherwise.
 bool pread_all(int fd, char* data, uint64_t size, uint64_t offset);

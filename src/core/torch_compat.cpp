@@ -8,6 +8,7 @@
 #include "core/errors.h"
 #ifdef FOLDTRON_WITH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
+#include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAFunctions.h>
 #endif
 
@@ -26,6 +27,15 @@ bool built_with_cuda() {
 }
 
 int cuda_device_count() { return torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0; }
+
+int cuda_compute_major(int device) {
+#ifdef FOLDTRON_WITH_CUDA
+  return at::cuda::getDeviceProperties(static_cast<c10::DeviceIndex>(device))->major;
+#else
+  (void)device;
+  return 0;
+#endif
+}
 
 double cuda_peak_memory_gb(int device) {
 #ifdef FOLDTRON_WITH_CUDA

@@ -34,7 +34,8 @@ torch::Tensor scaled_dot_product_attention(const torch::Tensor& q, const torch::
                                            const torch::Tensor& mask, bool causal, double scale);
 // The flash-attention kernels themselves (CUDA, bf16/fp16, head size a multiple of 8 up to 256),
 // for callers that merge attention over key blocks: q [b, h, sq, d] over k, v [b, h, sk, d] (the
-// same head count), causal top-left aligned when `causal`. Returns the output [b, h, sq, d] (q's
+// same head count), causal when `causal` (callers pass square causal blocks: the kernels align a
+// causal mask differently when sq != sk). Returns the output [b, h, sq, d] (q's
 // dtype) and its log-sum-exp [b, h, sq] (fp32, natural log of the sum of exp(scale * q.k)).
 std::pair<torch::Tensor, torch::Tensor> flash_attention(const torch::Tensor& q, const torch::Tensor& k,
                                                         const torch::Tensor& v, bool causal, double scale);
@@ -63,6 +64,8 @@ void foreach_copy(const std::vector<torch::Tensor>& into, const std::vector<torc
 // Built with the CUDA/NCCL paths, and how many CUDA devices this process sees (0 without).
 bool built_with_cuda();
 int cuda_device_count();
+// The major compute capability of CUDA device `device` (8: Ampere, 9: Hopper); 0 without CUDA.
+int cuda_compute_major(int device);
 // Peak bytes the CUDA caching allocator has handed out on `device` (GiB); 0 without CUDA.
 double cuda_peak_memory_gb(int device);
 // Makes `device` the calling thread's current CUDA device: each rank's own GPU, since

@@ -295,7 +295,9 @@ AttentionPiece ring_piece(int64_t rank, int64_t src, int64_t local) {
 bool piece_kernel_runs(PieceKernel kernel, const torch::Tensor& q) {
   if (kernel == PieceKernel::kMath) return true;
   const torch::ScalarType type = q.scalar_type();
-  const bool fused = q.is_cuda() && (type == torch::kBFloat16 || type == torch::kHalf) && q.size(-1) % 8 == 0;
+  // Both fused kernels need an Ampere or newer GPU.
+  const bool fused = q.is_cuda() && (type == torch::kBFloat16 || type == torch::kHalf) && q.size(-1) % 8 == 0 &&
+                     torch_compat::cuda_compute_major(q.device().index()) >= 8;
   if (kernel == PieceKernel::kCudnn) return fused && torch_compat::has_cudnn_attention() && q.size(-1) <= 128;
   return fused && torch_compat::has_flash_attention() && q.size(-1) <= 256;
 }
@@ -314,7 +316,13 @@ torch::Tensor piecewise_attention(const torch::Tensor& q, const torch::Tensor& k
 
 torch::Tensor piecewise_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                   const std::vector<AttentionPiece>& pieces, double scale, PieceKernel kernel) {
-  FT_CHECK(piece_kernel_runs(kernel, q), "piecewise_attention: the chosen kernels cannot run this query");
+  FT_CHECK(piece_kernel_runs(kernel, q),
+           fmt::format("piecewise_attention: kernel {} cannot run a {} query of head size {} on {}",
+                       static_cast<int>(kernel), c10::toString(q.scalar_type()), q.size(-1), q.device().str()));
+  for (const AttentionPiece& p : pieces) {
+    FT_CHECK(!p.causal || p.q_len == p.k_len,
+             fmt::format("piecewise_attention: a causal piece must be square, not {} x {}", p.q_len, p.k_len));
+  }
   return PiecewiseAttention::apply(q, k, v, flatten(pieces), scale, static_cast<int64_t>(kernel));
 }
 

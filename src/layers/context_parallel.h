@@ -47,11 +47,13 @@ struct AttentionPiece {
   bool causal = false;
 };
 
-// Attention of q [b, hq, sq, d] over k, v [b, hkv, sk, d] in which each query sees the keys of
-// the pieces that hold it (every query in at least one), the pieces merged by their log-sum-exp;
-// returns [b, hq, sq, d] in q's dtype. The kernels of piece_kernel(q) per piece. No dropout.
 // Which kernels compute the pieces: explicit fp32 math, flash attention, or cuDNN's attention.
 enum class PieceKernel { kMath, kFlash, kCudnn };
+
+// Attention of q [b, hq, sq, d] over k, v [b, hkv, sk, d] in which each query sees the keys of
+// the pieces that hold it (every query in at least one; causal pieces square), the pieces merged
+// by their log-sum-exp; returns [b, hq, sq, d] in q's dtype. The kernels of piece_kernel(q) per
+// piece. No dropout.
 torch::Tensor piecewise_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                   const std::vector<AttentionPiece>& pieces, double scale);
 // The same with the kernels chosen (benchmarks and tests); `kernel` must be able to run on q.
@@ -65,9 +67,9 @@ std::vector<AttentionPiece> allgather_pieces(int64_t rank, int64_t cp, int64_t l
 // block): its own block causally; of an earlier rank's block the first chunk (the second comes
 // after both query chunks); of a later rank's block all of it, from the second query chunk only.
 AttentionPiece ring_piece(int64_t rank, int64_t src, int64_t local);
-// The kernels piecewise and ring attention of q run: on CUDA with bf16 or fp16 and a head size
-// that is a multiple of 8, cuDNN's (up to 128 wide) or else flash attention's (up to 256), where
-// this torch has them; explicit fp32 math otherwise.
+// The kernels piecewise and ring attention of q run: on an Ampere or newer GPU with bf16 or fp16
+// and a head size that is a multiple of 8, cuDNN's (up to 128 wide) or else flash attention's (up
+// to 256), where this torch has them; explicit fp32 math otherwise.
 PieceKernel piece_kernel(const torch::Tensor& q);
 // Whether `kernel` can run the attention of q.
 bool piece_kernel_runs(PieceKernel kernel, const torch::Tensor& q);

@@ -322,10 +322,10 @@ double core_attention_ms(const Config& config, const Share& d, const HardwarePro
   if (d.cp == 1 || kind == CpCommType::kAllToAll) {
     return attention_ms(hw.attention, d.b, d.seq, 1, heads / d.cp, d.s.head_dim);
   }
-  // All-gather and ring: the rank's share of the causal pairs, in pieces through the fused
-  // kernels, which run them at the whole causal attention's rate (bench/cp_attention: 96-99% at
-  // 64K-128K with cp 2 on the H200).
-  return attention_ms(hw.attention, d.b, d.seq, d.cp, heads, d.s.head_dim);
+  // All-gather and ring: the rank's 1/cp of the causal pairs, in pieces through the same fused
+  // kernels, as long as seq/cp (bench/cp_attention on the H200: at the whole causal attention's
+  // rate at 128K with cp 2, 92-93% at 32K): cp times a causal attention of seq/cp, at its rate.
+  return d.cp * attention_ms(hw.attention, d.b, d.seq / d.cp, 1, heads, d.s.head_dim);
 }
 
 // GEMMs, attention and recomputation of one micro-batch (sets compute and last_backward).

@@ -154,66 +154,83 @@ TEST(Recompute, AttachedLossGetsItsScaledGradient) {
 }
 
 TEST(ContextParallel, AllGatherUlyssesAndRingMatchFullAttentionForwardAndBackward) {
-  // The whole world is the cp group; every rank builds the full q, k, v and the full result.
+  // The whole world is the cp group; every rank builds the full q, k, v and the full result (in
+  // double, from the values the ranks see). fp32 with head size 4 (explicit math), and bf16 with
+  // head size 16, which with --device=cuda runs the fused kernels through both autograd paths.
+  // All-gather also with attention dropout's path (a masked `core`, here without dropout).
   const int cp = world_size();
-  const int64_t b = 2, hq = 8, hkv = 4, d = 4, s = 8 * cp;
+  const int64_t b = 2, hq = 8, hkv = 4;
   const double scale = 0.5;
-  const auto full = [&](int64_t seed, int64_t heads) { return data(seed, {b, heads, s, d}).to(device()); };
-  const torch::Tensor q = full(11, hq).requires_grad_(true), k = full(12, hkv).requires_grad_(true),
-                      v = full(13, hkv).requires_grad_(true);
-  const torch::Tensor weights = data(14, {b, hq, s, d}).to(device());
-  const torch::Tensor expected = core_attention_reference(q, k, v, scale);
-  (expected * weights).sum().backward();
-  const torch::Tensor mine = cp_positions(s, cp, world_rank(), device());
-  EXPECT_EQ(mine.size(0), s / cp);
-  const CoreAttentionFn core = [&](const torch::Tensor& cq, const torch::Tensor& ck, const torch::Tensor& cv,
-                                   const torch::Tensor& mask) {
-    return core_attention_reference(cq, ck, cv, scale, mask);
-  };
-  for (const CpCommType type : {CpCommType::kAllGather, CpCommType::kAllToAll, CpCommType::kP2P}) {
-    if (type == CpCommType::kAllToAll && hkv % cp != 0) continue;  // Ulysses splits the KV heads over cp
-    SCOPED_TRACE(enum_name(type));
-    const auto local = [&](const torch::Tensor& t) { return t.detach().index_select(2, mine).requires_grad_(true); };
-    const torch::Tensor lq = local(q), lk = local(k), lv = local(v);
-    const torch::Tensor out = context_parallel_attention(lq, lk, lv, world(), type, scale, core);
-    (out * weights.index_select(2, mine)).sum().backward();
-    EXPECT_TRUE(close(out, expected.detach().index_select(2, mine), 1e-5, 1e-6)) << "output";
-    EXPECT_TRUE(close(lq.grad(), q.grad().index_select(2, mine), 1e-5, 1e-6)) << "query gradient";
-    EXPECT_TRUE(close(lk.grad(), k.grad().index_select(2, mine), 1e-5, 1e-6)) << "key gradient";
-    EXPECT_TRUE(close(lv.grad(), v.grad().index_select(2, mine), 1e-5, 1e-6)) << "value gradient";
+  for (const auto& [type_of_case, size] : {std::pair{torch::kFloat, int64_t{4}}, std::pair{torch::kBFloat16, int64_t{16}}}) {
+    const torch::ScalarType type = type_of_case;  // (lambdas cannot capture structured bindings in C++17)
+    const int64_t d = size, s = 8 * cp;
+    const auto full = [&](int64_t seed, int64_t heads) {
+      return data(seed, {b, heads, s, d}).to(type).to(torch::kDouble).requires_grad_(true);
+    };
+    const torch::Tensor q = full(11, hq), k = full(12, hkv), v = full(13, hkv);
+    const torch::Tensor weights = data(14, {b, hq, s, d}, torch::kDouble);
+    const torch::Tensor expected = core_attention_reference(q, k, v, scale);
+    (expected * weights).sum().backward();
+    const torch::Tensor mine = cp_positions(s, cp, world_rank());
+    EXPECT_EQ(mine.size(0), s / cp);
+    const CoreAttentionFn core = [&](const torch::Tensor& cq, const torch::Tensor& ck, const torch::Tensor& cv,
+                                     const torch::Tensor& mask) {  // fp32 arithmetic, as the model's SDPA
+      const auto wide = [](const torch::Tensor& t) { return t.to(torch::kFloat); };
+      return core_attention_reference(wide(cq), wide(ck), wide(cv), scale, mask).to(cq.scalar_type());
+    };
+    const double tol = type == torch::kFloat ? 1e-5 : 1.6e-2;  // bf16: the outputs and gradients are rounded
+    for (const auto& [comm, dropout] : {std::pair{CpCommType::kAllGather, false}, std::pair{CpCommType::kAllGather, true},
+                                        std::pair{CpCommType::kAllToAll, false}, std::pair{CpCommType::kP2P, false}}) {
+      if (comm == CpCommType::kAllToAll && hkv % cp != 0) continue;  // Ulysses splits the KV heads over cp
+      SCOPED_TRACE(fmt::format("{} {}{}", enum_name(comm), c10::toString(type), dropout ? " (dropout's path)" : ""));
+      const auto local = [&](const torch::Tensor& t) {
+        return t.detach().index_select(2, mine).to(device(), type).requires_grad_(true);
+      };
+      const torch::Tensor lq = local(q), lk = local(k), lv = local(v);
+      const torch::Tensor out = context_parallel_attention(lq, lk, lv, world(), comm, scale, core, dropout);
+      EXPECT_EQ(out.scalar_type(), type);
+      (out.to(torch::kDouble) * weights.index_select(2, mine).to(device())).sum().backward();
+      const auto mine_of = [&](const torch::Tensor& t) { return t.index_select(2, mine); };
+      EXPECT_TRUE(close(out.to(torch::kDouble), mine_of(expected.detach()), tol, tol)) << "output";
+      EXPECT_TRUE(close(lq.grad().to(torch::kDouble), mine_of(q.grad()), tol, tol)) << "query gradient";
+      EXPECT_TRUE(close(lk.grad().to(torch::kDouble), mine_of(k.grad()), tol, tol)) << "key gradient";
+      EXPECT_TRUE(close(lv.grad().to(torch::kDouble), mine_of(v.grad()), tol, tol)) << "value gradient";
+    }
   }
 }
 
 TEST(ContextParallel, PiecewiseAttentionMatchesMaskedAttentionInEveryKernel) {
-  // The pieces the all-gather path computes for rank 1 of cp 3 (query chunks 1 and 4 of 6 over
-  // every key in natural order), and the ring's for the same rank seen at once (its own block
-  // causally, an earlier rank's first chunk, a later rank's block from the second query chunk),
-  // against masked attention in double on the same values, fp32 and bf16, through every kernel
-  // that runs there: explicit math everywhere; with --device=cuda in bf16 also cuDNN's and flash
-  // attention's (checked to run, and cuDNN's to be the default). One rank's work: no communication.
-  const int64_t b = 2, hq = 4, hkv = 2, d = 16, c = 8;
+  // Rank 1 of cp 3 (query chunks 1 and 4 of 6): the pieces allgather_pieces gives it over the
+  // whole sequence's keys in natural order, and those of ring_piece for each rank's block laid end
+  // to end in rank order; against masked attention in double on the same values, the mask built
+  // from the tokens' positions (a key at or before the query), fp32 and bf16, through every
+  // kernel that runs there: explicit math everywhere; with --device=cuda in bf16 also cuDNN's and
+  // flash attention's (checked to run, and cuDNN's to be the default). No communication.
+  const int64_t b = 2, hq = 4, hkv = 2, d = 16, c = 8, cp = 3, rank = 1, local = 2 * c, s = 2 * cp * c;
   const double scale = 0.25;
   struct Case {
     const char* name;
-    int64_t sq, sk;
+    torch::Tensor key_positions;  // [sk]
     std::vector<AttentionPiece> pieces;
   };
-  const std::vector<Case> cases = {
-      {"allgather", 2 * c, 6 * c, {{0, c, c, c, true}, {c, c, 0, 4 * c, false}, {c, c, 4 * c, c, true}, {0, c, 0, c, false}}},
-      {"ring", 2 * c, 6 * c, {{0, 2 * c, 0, 2 * c, true}, {0, 2 * c, 2 * c, c, false}, {c, c, 4 * c, 2 * c, false}}},
-  };
+  std::vector<AttentionPiece> ring;
+  for (int64_t src = 0; src < cp; ++src) {
+    AttentionPiece piece = ring_piece(rank, src, local);
+    piece.k_begin += src * local;
+    ring.push_back(piece);
+  }
+  const std::vector<Case> cases = {{"allgather", torch::arange(s), allgather_pieces(rank, cp, local)},
+                                   {"ring", cp_gathered_positions(s, cp), ring}};
+  const torch::Tensor query_positions = cp_positions(s, cp, rank);
   int fused_runs = 0;
   for (const torch::ScalarType type : {torch::kFloat, torch::kBFloat16}) {
     for (const Case& one : cases) {
-      torch::Tensor mask = torch::zeros({one.sq, one.sk}, torch::kBool);
-      for (const AttentionPiece& p : one.pieces) {
-        torch::Tensor block = torch::ones({p.q_len, p.k_len}, torch::kBool);
-        mask.narrow(0, p.q_begin, p.q_len).narrow(1, p.k_begin, p.k_len).copy_(p.causal ? block.tril() : block);
-      }
+      const torch::Tensor mask = one.key_positions.unsqueeze(0) <= query_positions.unsqueeze(1);  // [sq, sk]
+      const int64_t sq = local, sk = one.key_positions.size(0);
       // The values both sides see: rounded to `type` first.
-      const auto input = [&](int64_t seed, int64_t heads, int64_t s) { return data(seed, {b, heads, s, d}).to(type); };
-      const torch::Tensor q0 = input(21, hq, one.sq), k0 = input(22, hkv, one.sk), v0 = input(23, hkv, one.sk);
-      const torch::Tensor weights = data(24, {b, hq, one.sq, d}, torch::kDouble);
+      const auto input = [&](int64_t seed, int64_t heads, int64_t rows) { return data(seed, {b, heads, rows, d}).to(type); };
+      const torch::Tensor q0 = input(21, hq, sq), k0 = input(22, hkv, sk), v0 = input(23, hkv, sk);
+      const torch::Tensor weights = data(24, {b, hq, sq, d}, torch::kDouble);
       const auto leaf = [](const torch::Tensor& t) { return t.clone().requires_grad_(true); };
       const torch::Tensor qd = leaf(q0.to(torch::kDouble)), kd = leaf(k0.to(torch::kDouble)),
                           vd = leaf(v0.to(torch::kDouble));
