@@ -126,7 +126,7 @@ HardwareProfile profile_from_json(const Json& root, const std::string& source) {
   if (!has_base || root.contains("attention")) {
     profile.attention.clear();
     for (const Json& row : array_field(root, "attention", source)) {
-      profile.attention.push_back({number(row, "seq", source, "attention"), 1.0, number(row, "heads", source, "attention"),
+      profile.attention.push_back({number(row, "seq", source, "attention"), number(row, "heads", source, "attention"),
                                    number(row, "groups", source, "attention"), number(row, "head_dim", source, "attention"),
                                    number(row, "ms", source, "attention")});
     }

@@ -24,7 +24,7 @@ struct HardwareProfile {
     double ms = 0;
   };
   struct Attention {
-    double seq = 0, cp = 1, heads = 0, groups = 0, head_dim = 0, ms = 0;  // forward + backward, batch 1
+    double seq = 0, heads = 0, groups = 0, head_dim = 0, ms = 0;  // causal, forward + backward, batch 1
   };
   std::string name;
   std::string source;  // where it came from (file or built-in name) and its measurement date

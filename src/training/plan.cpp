@@ -80,13 +80,13 @@ Passes experts(const HardwareProfile& profile, double local_experts, double rows
   return {ms("forward"), dgrad + ms("wgrad"), dgrad + ms("wgrad_first")};
 }
 
-// Forward + backward of causal attention over `batch` sequences: work seq^2 * heads * head_dim / cp.
-double attention_ms(const std::vector<HardwareProfile::Attention>& rows, double batch, double seq, double cp,
-                    double heads, double head_dim) {
+// Forward + backward of causal attention over `batch` sequences: work seq^2 * heads * head_dim.
+double attention_ms(const std::vector<HardwareProfile::Attention>& rows, double batch, double seq, double heads,
+                    double head_dim) {
   return batch * nearest_ms(
-                     rows, [](const HardwareProfile::Attention&) { return true; }, {seq, heads, cp, head_dim},
-                     [](const HardwareProfile::Attention& a) { return std::vector<double>{a.seq, a.heads, a.cp, a.head_dim}; },
-                     [](const std::vector<double>& s) { return s[0] * s[0] * s[1] * s[3] / s[2]; }, "attention");
+                     rows, [](const HardwareProfile::Attention&) { return true; }, {seq, heads, head_dim},
+                     [](const HardwareProfile::Attention& a) { return std::vector<double>{a.seq, a.heads, a.head_dim}; },
+                     [](const std::vector<double>& s) { return s[0] * s[0] * s[1] * s[2]; }, "attention");
 }
 
 // Microseconds of a two-rank NCCL call of `bytes` from a measured table (linear between sizes,
@@ -320,12 +320,12 @@ double core_attention_ms(const Config& config, const Share& d, const HardwarePro
   const double heads = d.s.heads / d.tp;
   const CpCommType kind = config.parallel.cp_comm_type;
   if (d.cp == 1 || kind == CpCommType::kAllToAll) {
-    return attention_ms(hw.attention, d.b, d.seq, 1, heads / d.cp, d.s.head_dim);
+    return attention_ms(hw.attention, d.b, d.seq, heads / d.cp, d.s.head_dim);
   }
   // All-gather and ring: the rank's 1/cp of the causal pairs, in pieces through the same fused
   // kernels, as long as seq/cp (bench/cp_attention on the H200: at the whole causal attention's
   // rate at 128K with cp 2, 92-93% at 32K): cp times a causal attention of seq/cp, at its rate.
-  return d.cp * attention_ms(hw.attention, d.b, d.seq / d.cp, 1, heads, d.s.head_dim);
+  return d.cp * attention_ms(hw.attention, d.b, d.seq / d.cp, heads, d.s.head_dim);
 }
 
 // GEMMs, attention and recomputation of one micro-batch (sets compute and last_backward).
