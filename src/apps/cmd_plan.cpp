@@ -216,8 +216,9 @@ Runner register_plan(CLI::App& root) {
     }
     // A size the flags or the config (a preset's, --config, --set) set away from its default is fixed.
     PlanPins pins;
-    const auto pinned = [&](const char* flag, int64_t value, int64_t unset) {
-      return app->get_option(flag)->count() > 0 || value != unset ? value : -1;
+    const auto pinned = [&](const char* flag, int64_t value, int64_t unset) -> std::optional<int64_t> {
+      if (app->get_option(flag)->count() > 0 || value != unset) return value;
+      return std::nullopt;
     };
     pins.tp = pinned("--tp", config.parallel.tp, defaults.tp), pins.cp = pinned("--cp", config.parallel.cp, defaults.cp);
     pins.pp = pinned("--pp", config.parallel.pp, defaults.pp), pins.vpp = pinned("--vpp", config.parallel.vpp, defaults.vpp);
@@ -225,8 +226,8 @@ Runner register_plan(CLI::App& root) {
     if (options->micro_batch > 0) pins.micro_batch = options->micro_batch;
     const std::vector<std::string>& recomputes = enum_names<Recompute>();
     if (!options->recompute.empty()) {
-      pins.recompute = static_cast<int>(std::find(recomputes.begin(), recomputes.end(), options->recompute) -
-                                        recomputes.begin());
+      pins.recompute = static_cast<Recompute>(std::find(recomputes.begin(), recomputes.end(), options->recompute) -
+                                              recomputes.begin());
     }
     if (!options->distributed_optimizer.empty()) pins.distributed_optimizer = options->distributed_optimizer == "true";
     const std::vector<PlanPrediction> plans = plan_layouts(config, options->gpus, profile, pins);

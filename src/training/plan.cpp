@@ -468,11 +468,11 @@ std::vector<PlanPrediction> plan_layouts(const Config& config, int64_t gpus, con
     }
     return d;
   };
-  const auto allowed = [](int64_t pin, int64_t value) { return pin < 0 || pin == value; };
+  const auto allowed = [](const auto& pin, const auto& value) { return !pin || *pin == value; };
   const int64_t experts = std::max<int64_t>(config.moe.num_experts, 1), layers = config.model.num_layers;
   // Candidates beside a pinned value, so a pin outside the usual choices is still tried.
-  const auto with_pin = [](std::vector<int64_t> values, int64_t pin) {
-    if (pin > 0 && std::find(values.begin(), values.end(), pin) == values.end()) values.push_back(pin);
+  const auto with_pin = [](std::vector<int64_t> values, std::optional<int64_t> pin) {
+    if (pin && *pin > 0 && std::find(values.begin(), values.end(), *pin) == values.end()) values.push_back(*pin);
     return values;
   };
   // The grids: tp within a node (unless pinned), pp dividing the layers, ep dividing the experts,
@@ -509,8 +509,8 @@ std::vector<PlanPrediction> plan_layouts(const Config& config, int64_t gpus, con
            {Recompute::kNone, Recompute::kSelective, Recompute::kCoreAttn, Recompute::kMoeAct, Recompute::kFull}) {
         for (const bool distopt : {false, true}) {
           const bool sharded = grid.dp * grid.cp > 1 || grid.edp > 1;  // else nothing to shard over
-          if (!allowed(pins.micro_batch, mb) || (pins.recompute >= 0 && static_cast<int>(recompute) != pins.recompute) ||
-              (pins.distributed_optimizer >= 0 && distopt != (pins.distributed_optimizer == 1)) || (distopt && !sharded)) {
+          if (!allowed(pins.micro_batch, mb) || !allowed(pins.recompute, recompute) ||
+              !allowed(pins.distributed_optimizer, distopt) || (distopt && !sharded)) {
             continue;
           }
           PlanLayout l = grid;

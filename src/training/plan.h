@@ -21,6 +21,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -60,11 +61,11 @@ Config config_for_layout(const Config& base, const PlanLayout& layout);
 PlanPrediction predict_layout(const Config& config, const PlanLayout& layout, int64_t gpus,
                               const HardwareProfile& profile);
 
-// Which axes the user fixed (-1: free).
+// Which axes the user fixed (empty: free).
 struct PlanPins {
-  int64_t tp = -1, cp = -1, pp = -1, vpp = -1, ep = -1, etp = -1, micro_batch = -1;
-  int recompute = -1;  // a Recompute value
-  int distributed_optimizer = -1;
+  std::optional<int64_t> tp, cp, pp, vpp, ep, etp, micro_batch;
+  std::optional<Recompute> recompute;
+  std::optional<bool> distributed_optimizer;
 };
 
 // Every layout over `gpus` ranks that passes the trainer's config validation and the pins,

@@ -138,6 +138,28 @@ TEST(CrashReport, BadReadGivesAddressAndTheStackPastTheSignalFrame) {
               ".*libc\\.so[^\n]*\n[^\n]*unit_tests");
 }
 
+TEST(Files, ReadWholeFileReadsBytesAndRefusesWhatIsNoRegularFile) {
+  namespace fs = std::filesystem;
+  const fs::path root = fs::temp_directory_path() / ("foldtron_read_whole_" + std::to_string(::getpid()));
+  fs::create_directories(root / "folder");
+  const std::string bytes = std::string("model:\n  num_layers: 4\n") + '\0' + "tail\r\n";  // a NUL and a CR survive
+  std::ofstream(root / "config.yaml", std::ios::binary) << bytes;
+  std::ofstream(root / "empty.yaml");
+  fs::create_symlink(root / "config.yaml", root / "link.yaml");
+
+  EXPECT_EQ(foldtron::read_whole_file((root / "config.yaml").string()), bytes);
+  EXPECT_EQ(foldtron::read_whole_file((root / "empty.yaml").string()), std::string());  // empty, not absent
+  EXPECT_EQ(foldtron::read_whole_file((root / "link.yaml").string()), bytes);  // a link to a file reads it
+  EXPECT_EQ(foldtron::read_whole_file((root / "missing.yaml").string()), std::nullopt);
+  EXPECT_EQ(foldtron::read_whole_file((root / "folder").string()), std::nullopt);  // opens, then fails to read
+  EXPECT_EQ(foldtron::read_whole_file("/dev/null"), std::nullopt);  // a device is no config file
+  if (::geteuid() != 0) {  // root reads any file
+    fs::permissions(root / "config.yaml", fs::perms::none);
+    EXPECT_EQ(foldtron::read_whole_file((root / "config.yaml").string()), std::nullopt);
+  }
+  EXPECT_FALSE(foldtron::remove_tree(root.string()));
+}
+
 TEST(Files, RemoveTreeRemovesNestedFoldersWithoutFollowingLinks) {
   namespace fs = std::filesystem;
   const fs::path root = fs::temp_directory_path() / ("foldtron_remove_tree_" + std::to_string(::getpid()));

@@ -141,11 +141,14 @@ TEST(Plan, EnumeratesOnlyLayoutsTheTrainerAcceptsAndHonoursPins) {
   }
   // Pins outside the usual choices are tried: micro-batch 8, core-attention recomputation.
   PlanPins unusual;
-  unusual.micro_batch = 8, unusual.recompute = static_cast<int>(Recompute::kCoreAttn);
+  unusual.micro_batch = 8, unusual.recompute = Recompute::kCoreAttn, unusual.distributed_optimizer = false;
   const std::vector<PlanPrediction> odd = plan_layouts(config, 8, h200, unusual);
   ASSERT_FALSE(odd.empty());
-  EXPECT_EQ(odd.front().layout.micro_batch, 8);
-  EXPECT_EQ(odd.front().layout.recompute, Recompute::kCoreAttn);
+  for (const PlanPrediction& p : odd) {
+    EXPECT_EQ(p.layout.micro_batch, 8);
+    EXPECT_EQ(p.layout.recompute, Recompute::kCoreAttn);
+    EXPECT_FALSE(p.layout.distributed_optimizer);
+  }
   // A dense model has no expert grid to choose: each layout once.
   const Config dense = load_config({"tiny-dense", "", {"train.global_batch_size=8"}});
   std::set<std::string> dense_seen;
