@@ -9,6 +9,7 @@
 #
 # Run:  python3 bench/torch_native_moe.py              # eager
 #       python3 bench/torch_native_moe.py --compile    # torch.compile(model)
+#       ... --profile-step 13 --profile-file t.json   # that step traced, for bench/trace_summary.py
 # The last line is `RESULT {json}`: grep '^RESULT ' | cut -c8-
 import argparse
 import json
@@ -46,6 +47,10 @@ def parse_args():
     p.add_argument("--peak-tflops", type=float, default=989.0)
     p.add_argument("--aux-coeff", type=float, default=0.01)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--profile-step", type=int, default=0,
+                   help="trace this step (1-based) with torch.profiler, as foldtron's logging.profile_step does")
+    p.add_argument("--profile-file", default="torch_native_trace.json",
+                   help="where the traced step's Chrome trace goes (bench/trace_summary.py reads it)")
     a = p.parse_args()
     if a.compile:
         a.warmup = max(a.warmup, 5)  # the first compiled steps include compilation
@@ -56,6 +61,8 @@ def parse_args():
         problems.append(f"head_dim ({a.hidden // a.heads}) must be even for rotary embeddings")
     if a.heads % a.kv_heads:
         problems.append(f"heads ({a.heads}) must be a multiple of kv-heads ({a.kv_heads})")
+    if not 0 <= a.profile_step <= a.steps:
+        problems.append(f"profile-step ({a.profile_step}) must be a step, 1 to steps ({a.steps}), or 0 for none")
     if not 1 <= a.topk <= a.experts:
         problems.append(f"topk ({a.topk}) must be in [1, experts ({a.experts})]")
     if a.steps <= a.warmup:
@@ -252,11 +259,19 @@ def main():
     torch.cuda.reset_peak_memory_stats()
     times, lms = [], []
     for i in range(a.steps):
+        traced = i + 1 == a.profile_step
+        if traced:
+            profiler = torch.profiler.profile(
+                activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA])
+            profiler.__enter__()
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         lm, aux = train_step(model_fwd, params, opt, inputs, targets, a.accum)
         end.record()
         torch.cuda.synchronize()  # for timing only
+        if traced:
+            profiler.__exit__(None, None, None)
+            profiler.export_chrome_trace(a.profile_file)
         times.append(start.elapsed_time(end) / 1e3)
         lms.append(lm.item())
         tag = " (warmup)" if i < a.warmup else ""

@@ -2,10 +2,11 @@
 """Where the GPU time of one traced training step goes.
 
 Reads the Chrome trace that `foldtron train --set logging.profile_step=N` writes (Kineto: CPU ops
-and CUDA kernels) and prints the GPU time per category (attention, dense GEMMs, grouped expert
-GEMMs, permute/unpermute, norms and elementwise, communication, optimizer, copies), the GPU idle
-time inside the step, the gaps between kernels by length (and the longest, with their
-neighbours), and the longest kernels.
+and CUDA kernels), or that bench/torch_native_moe.py writes with --profile-step N, and prints the
+GPU time per category (attention, dense GEMMs, grouped expert GEMMs, permute/unpermute, norms and
+elementwise, torch.compile's fused kernels, communication, optimizer, copies), the GPU idle time
+inside the step, the gaps between kernels by length (and the longest, with their neighbours), and
+the longest kernels.
 
 Usage: bench/trace_summary.py trace.json [--top 20]
 """
@@ -20,6 +21,7 @@ CATEGORIES = [
     ("attention", r"flash|fmha|attention|sdpa|cudnn"),
     ("elementwise", r"multi_tensor_apply_kernel.*copyfunctor"),  # the multi-tensor gradient widening copy
     ("optimizer", r"adam|multi_tensor|foreach|l2norm"),
+    ("fused (triton, torch.compile)", r"^triton_"),  # torch.compile's generated kernels: norms, casts, adds
     ("expert gemm (grouped)", r"group"),
     ("gemm", r"gemm|xmma|nvjet|cutlass|sm90_|sm100_|cublas|splitk"),
     ("permute / sort / index", r"index|scatter|gather|sort|radix|cub::|nonzero|cumsum|masked|embedding|unique|histc|bincount|topk"),

@@ -111,15 +111,41 @@ fi
 # Gradient accumulation as training runs it: global batch 16 in micro-batches of ACCUM_MB per
 # AdamW step, foldtron (with bf16 moments too where "moments" is named); "torch_accum" the
 # PyTorch-native step likewise (its bf16 gradients add up), eager and compiled.
+# TRACE_ACCUM=1 traces step 13 of each of these runs and summarizes it (NAME_profile.txt), so the
+# two steps compare category by category.
 accum=$((16 / accum_mb))
+traced() {  # traced NAME foldtron|native: the flags that trace step 13 into $out/NAME_trace.json
+  [[ -n ${TRACE_ACCUM:-} ]] || return 0
+  if [[ $2 == foldtron ]]; then
+    echo "--set logging.profile_step=13 --set logging.profile_file=$out/$1_trace.json"
+  else
+    echo "--profile-step 13 --profile-file $out/$1_trace.json"
+  fi
+}
+summarize() {  # summarize NAME: the traced step's categories, then the trace compressed
+  [[ -f $out/$1_trace.json ]] || return 0
+  python3 bench/trace_summary.py "$out/$1_trace.json" --top 25 > "$out/$1_profile.txt" 2>&1
+  head -16 "$out/$1_profile.txt"
+  gzip -f "$out/$1_trace.json"
+}
 if has accum; then
-  run_train mixtral4_gbs16_mb$accum_mb 1 300 "${ref[@]}" --micro-batch-size "$accum_mb" --global-batch-size 16
-  has moments && run_train mixtral4_gbs16_mb${accum_mb}_bf16moments 1 300 "${ref[@]}" --micro-batch-size "$accum_mb" \
-    --global-batch-size 16 --set train.adam_moments_dtype=bf16
+  name=mixtral4_gbs16_mb$accum_mb
+  run_train $name 1 300 "${ref[@]}" --micro-batch-size "$accum_mb" --global-batch-size 16 $(traced $name foldtron)
+  summarize $name
+  if has moments; then
+    name=mixtral4_gbs16_mb${accum_mb}_bf16moments
+    run_train $name 1 300 "${ref[@]}" --micro-batch-size "$accum_mb" --global-batch-size 16 \
+      --set train.adam_moments_dtype=bf16 $(traced $name foldtron)
+    summarize $name
+  fi
 fi
 if has torch_accum; then
-  run_native torch_eager_mb${accum_mb}_accum$accum 300 --micro-batch "$accum_mb" --accum $accum
-  run_native torch_compile_mb${accum_mb}_accum$accum 400 --micro-batch "$accum_mb" --accum $accum --compile
+  for mode in eager compile; do
+    name=torch_${mode}_mb${accum_mb}_accum$accum
+    compile_flag=; [[ $mode == compile ]] && compile_flag=--compile
+    run_native $name 400 --micro-batch "$accum_mb" --accum $accum $compile_flag $(traced $name native)
+    summarize $name
+  done
 fi
 if has two && [[ $gpus -ge 2 ]]; then
   # Two GPUs: expert parallel, tensor parallel, and folded (attention tp 2, experts ep 2 x etp 1).
