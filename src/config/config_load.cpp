@@ -5,6 +5,7 @@
 #include <set>
 #include <sstream>
 #include <type_traits>
+#include <unordered_map>
 #include <utility>
 
 #include <fmt/format.h>
@@ -73,14 +74,22 @@ std::string read_file(const std::string& path) {
 }
 
 // Deep merge: maps merge key by key, anything else in `top` replaces `base` (keys are names:
-// parse_yaml checked them).
+// parse_yaml checked them). The base's entries are indexed first: yaml-cpp finds a map's key by
+// walking its entries, which made a file of many keys quadratic to merge.
 void merge_into(YAML::Node base, const YAML::Node& top) {
+  std::unordered_map<std::string, YAML::Node> entries;  // key -> a handle on base's value
+  for (const auto& item : base) entries.emplace(item.first.Scalar(), item.second);
   for (const auto& item : top) {
     const std::string key = item.first.Scalar();
-    if (item.second.IsMap() && base[key] && base[key].IsMap()) {
-      merge_into(base[key], item.second);
+    const auto found = entries.find(key);
+    if (found == entries.end()) {
+      YAML::Node value = YAML::Clone(item.second);
+      base.force_insert(key, value);  // known absent: no walk to look for it
+      entries.emplace(key, value);
+    } else if (item.second.IsMap() && found->second.IsMap()) {
+      merge_into(found->second, item.second);
     } else {
-      base[key] = YAML::Clone(item.second);
+      found->second = YAML::Clone(item.second);  // assigns through the handle: base's value changes
     }
   }
 }

@@ -126,6 +126,26 @@ TEST(Compose, PresetThenFileThenSetInThatPrecedence) {
   EXPECT_EQ(config.train.seed, 7);
 }
 
+TEST(Compose, FileMergesSectionsAndReplacesValuesKeyByKey) {
+  // Two files over a preset: sections merge key by key, a value replaces a section or a value,
+  // and a file of many sections merges each (one unknown-section problem per extra section).
+  const std::string first = write_temp("merge_first.yaml", "model:\n  num_layers: 6\ntrain:\n  seed: 3\n");
+  Config config = load_config({"tiny-dense", first, {}});
+  EXPECT_EQ(config.model.num_layers, 6);
+  EXPECT_EQ(config.model.ffn_hidden_size, 256);  // the preset's key beside the file's
+  EXPECT_EQ(config.train.seed, 3);
+  const std::string scalar = write_temp("merge_scalar.yaml", "model: 4\n");
+  const ConfigError e = load_error({"tiny-dense", scalar, {}});
+  ASSERT_EQ(e.problems().size(), 1u);
+  EXPECT_EQ(e.problems()[0].field, "model");  // the section was replaced by the value, not merged
+  std::string many = "model:\n  num_layers: 5\n";
+  for (int i = 0; i < 2000; ++i) many += "extra" + std::to_string(i) + ":\n  key: " + std::to_string(i) + "\n";
+  const ConfigError wide = load_error({"tiny-dense", write_temp("merge_many.yaml", many), {}});
+  EXPECT_EQ(wide.problems().size(), 2000u);
+  EXPECT_EQ(wide.problems()[0].field, "extra0");
+  EXPECT_EQ(wide.problems()[1999].field, "extra1999");  // in the file's order
+}
+
 TEST(Compose, SetParsesYamlValues) {
   const Config config = load_config({"", "", {"moe.dense_layers=[0, 3]", "parallel.order=tp-cp-ep-pp-dp",
                                               "model.qkv_bias=true", "model.rope_theta=1e6"}});
