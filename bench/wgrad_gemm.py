@@ -19,21 +19,7 @@ import os
 
 import torch
 
-
-def timed(fn, repeats):
-    """Median milliseconds of `fn` over `repeats` runs after three warm-ups (CUDA events)."""
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    times.sort()
-    return times[len(times) // 2]
+from calibrate_planner import timed  # median CUDA-event milliseconds after warm-up (bench/ is on the path)
 
 
 def main():
