@@ -67,6 +67,9 @@ def parse_args():
         problems.append(f"topk ({a.topk}) must be in [1, experts ({a.experts})]")
     if a.steps <= a.warmup:
         problems.append(f"steps ({a.steps}) must exceed warmup ({a.warmup})")
+    elif a.steps == a.warmup + 1 and a.profile_step == a.steps:
+        problems.append(f"profile-step ({a.profile_step}) is the only step after the warm-up: the median leaves "
+                        "the traced step out, so raise --steps")
     if problems:
         sys.exit("[config] error:\n  " + "\n  ".join(problems))
     return a
@@ -278,12 +281,14 @@ def main():
         print(f"[step] {i + 1}/{a.steps} time {times[-1] * 1e3:.1f} ms lm loss {lms[-1]:.4f} "
               f"aux loss {aux.item():.5f}{tag}", flush=True)
 
-    step_time = statistics.median(times[a.warmup:])
+    # The traced step is left out: the profiler slows it (docs/performance.md leaves foldtron's out too).
+    measured = [t for i, t in enumerate(times) if i >= a.warmup and i + 1 != a.profile_step]
+    step_time = statistics.median(measured)
     peak_mem = torch.cuda.max_memory_allocated() / 2**30
     flops = megatron_flops(a) * a.accum
     tflops = flops / step_time / 1e12
     tokens_per_s = a.micro_batch * a.accum * a.seq / step_time
-    print(f"[summary] {impl}: median step {step_time * 1e3:.1f} ms over {a.steps - a.warmup} steps, "
+    print(f"[summary] {impl}: median step {step_time * 1e3:.1f} ms over {len(measured)} steps, "
           f"{tokens_per_s:,.0f} tokens/s, {tflops:.1f} TFLOP/s ({flops / 1e12:.2f} TFLOP/step), "
           f"MFU {100 * tflops / a.peak_tflops:.1f}% of {a.peak_tflops:g}, peak memory {peak_mem:.2f} GiB, "
           f"lm loss {lms[0]:.4f} -> {lms[-1]:.4f}, grouped_mm {'on' if USE_GROUPED_MM else 'off'}")

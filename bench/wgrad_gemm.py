@@ -10,7 +10,7 @@ trace's difference between the two steps can be told apart into the kernel and t
 Run it under different cuBLAS settings (TORCH_BLAS_PREFER_CUBLASLT=1, CUBLASLT_WORKSPACE_SIZE)
 to see whether another kernel choice closes the gap.
 
-Usage: bench/wgrad_gemm.py [--rows 4096] [--experts 8] [--hidden 4096] [--ffn 14336]
+Usage: bench/wgrad_gemm.py [--rows 4096] [--experts 8] [--hidden 4096] [--ffn 14336] [--repeats 20]
 The last line is `RESULT {json}` (TFLOP/s per variant and shape).
 """
 import argparse
@@ -43,8 +43,8 @@ def main():
         dy = torch.randn(experts * rows, n, device="cuda", dtype=torch.bfloat16)  # [E*R, N]
         x = torch.randn(experts * rows, k, device="cuda", dtype=torch.bfloat16)   # [E*R, K]
         main = torch.zeros(experts, n, k, device="cuda", dtype=torch.float32)     # [E, N, K]
-        bf16 = torch.empty(experts, n, k, device="cuda", dtype=torch.bfloat16)
-        offs = torch.arange(1, experts + 1, device="cuda", dtype=torch.int32) * rows
+        bf16 = torch.empty(experts, n, k, device="cuda", dtype=torch.bfloat16)    # [E, N, K]
+        offs = torch.arange(1, experts + 1, device="cuda", dtype=torch.int32) * rows  # [E] row ends
         pieces = [(dy[e * rows:(e + 1) * rows].t(), x[e * rows:(e + 1) * rows]) for e in range(experts)]
 
         def accumulate():
@@ -69,7 +69,7 @@ def main():
             tflops = flop / ms / 1e9
             result["tflops"][f"{name}/{variant}"] = round(tflops, 1)
             print(f"wgrad {name:8s} {variant:16s} {ms:8.3f} ms  {tflops:6.1f} TFLOP/s")
-        # The accumulation is right: main holds (warm-ups + repeats) times the product of expert 0.
+        # The accumulation is right: from zero, one accumulating pass gives expert 0's product.
         main.zero_()
         accumulate()
         reference = (pieces[0][0].float() @ pieces[0][1].float())

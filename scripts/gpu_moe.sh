@@ -17,7 +17,8 @@
 # test binaries of the tests part (GTEST_FILTER picks their tests);
 # CTEST_ARGS replaces the build's "-L unit" (e.g. "-R ^$" runs no test); BUILD_TARGETS builds only
 # those targets; KEEP_BINARY=1 puts the stripped binary in the output folder, and BINARY=path runs
-# a binary brought back so instead of building.
+# a binary brought back so instead of building; TRACE_ACCUM=1 traces step 13 of the "accum",
+# "moments" (global batch 16) and "torch_accum" runs and summarizes each (bench/trace_summary.py).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-${OUT:-/tmp}}
@@ -114,38 +115,44 @@ fi
 # TRACE_ACCUM=1 traces step 13 of each of these runs and summarizes it (NAME_profile.txt), so the
 # two steps compare category by category.
 accum=$((16 / accum_mb))
-traced() {  # traced NAME foldtron|native: the flags that trace step 13 into $out/NAME_trace.json
-  [[ -n ${TRACE_ACCUM:-} ]] || return 0
+trace_flags=()
+traced() {  # traced NAME foldtron|native: trace_flags = the flags that trace step 13 into $out/NAME_trace.json
+  trace_flags=()
+  [[ ${TRACE_ACCUM:-0} == 1 ]] || return 0
   if [[ $2 == foldtron ]]; then
-    echo "--set logging.profile_step=13 --set logging.profile_file=$out/$1_trace.json"
+    trace_flags=(--set logging.profile_step=13 --set "logging.profile_file=$out/$1_trace.json")
   else
-    echo "--profile-step 13 --profile-file $out/$1_trace.json"
+    trace_flags=(--profile-step 13 --profile-file "$out/$1_trace.json")
   fi
 }
 summarize() {  # summarize NAME: the traced step's categories, then the trace compressed
-  [[ -f $out/$1_trace.json ]] || return 0
+  [[ ${TRACE_ACCUM:-0} == 1 && -f $out/$1_trace.json ]] || return 0
   python3 bench/trace_summary.py "$out/$1_trace.json" --top 25 > "$out/$1_profile.txt" 2>&1
   head -16 "$out/$1_profile.txt"
   gzip -f "$out/$1_trace.json"
 }
 if has accum; then
   name=mixtral4_gbs16_mb$accum_mb
-  run_train $name 1 300 "${ref[@]}" --micro-batch-size "$accum_mb" --global-batch-size 16 $(traced $name foldtron)
+  traced $name foldtron
+  run_train $name 1 300 "${ref[@]}" --micro-batch-size "$accum_mb" --global-batch-size 16 "${trace_flags[@]}"
   summarize $name
   if has moments; then
     name=mixtral4_gbs16_mb${accum_mb}_bf16moments
+    traced $name foldtron
     run_train $name 1 300 "${ref[@]}" --micro-batch-size "$accum_mb" --global-batch-size 16 \
-      --set train.adam_moments_dtype=bf16 $(traced $name foldtron)
+      --set train.adam_moments_dtype=bf16 "${trace_flags[@]}"
     summarize $name
   fi
 fi
 if has torch_accum; then
-  for mode in eager compile; do
-    name=torch_${mode}_mb${accum_mb}_accum$accum
-    compile_flag=; [[ $mode == compile ]] && compile_flag=--compile
-    run_native $name 400 --micro-batch "$accum_mb" --accum $accum $compile_flag $(traced $name native)
-    summarize $name
-  done
+  name=torch_eager_mb${accum_mb}_accum$accum
+  traced $name native
+  run_native $name 300 --micro-batch "$accum_mb" --accum $accum "${trace_flags[@]}"
+  summarize $name
+  name=torch_compile_mb${accum_mb}_accum$accum
+  traced $name native
+  run_native $name 400 --micro-batch "$accum_mb" --accum $accum --compile "${trace_flags[@]}"
+  summarize $name
 fi
 if has two && [[ $gpus -ge 2 ]]; then
   # Two GPUs: expert parallel, tensor parallel, and folded (attention tp 2, experts ep 2 x etp 1).

@@ -21,8 +21,8 @@ namespace {
 
 // ---- parsing YAML text ----
 
-// Every key in `node` (from `source`) is a name, and nesting (aliases included, which may form a
-// cycle) stops at a config's depth: ConfigError naming the place otherwise.
+// Every key in `node` (from `source`) is a name, once per mapping, and nesting (aliases included,
+// which may form a cycle) stops at a config's depth: ConfigError naming the place otherwise.
 void check_keys(const YAML::Node& node, const std::string& source, int depth = 0) {
   constexpr int kMaxDepth = 16;  // a config nests 2 levels (section, key) and a few more in values
   if (!node.IsMap() && !node.IsSequence()) return;
@@ -30,6 +30,7 @@ void check_keys(const YAML::Node& node, const std::string& source, int depth = 0
     throw ConfigError(source, fmt::format("line {}: values nest more than {} levels deep", node.Mark().line + 1, kMaxDepth),
                       "a config is sections of 'key: value' lines; check the indentation and any YAML aliases (*name)");
   }
+  std::unordered_map<std::string, int> first_line;  // a mapping's keys (yaml-cpp keeps repeated ones)
   for (const auto& item : node) {
     if (node.IsSequence()) {
       check_keys(item, source, depth + 1);
@@ -41,6 +42,13 @@ void check_keys(const YAML::Node& node, const std::string& source, int depth = 0
                                     item.first.Mark().column + 1,
                                     item.first.IsMap() ? "a mapping" : item.first.IsSequence() ? "a sequence" : "empty"),
                         "write each key as a plain name followed by ':' (YAML's '? ' complex keys are not config keys)");
+    }
+    const auto [seen, added] = first_line.emplace(item.first.Scalar(), item.first.Mark().line + 1);
+    if (!added) {
+      throw ConfigError(source,
+                        fmt::format("the key '{}' appears twice in one mapping, at lines {} and {}", item.first.Scalar(),
+                                    seen->second, item.first.Mark().line + 1),
+                        "keep one of them: YAML keys are unique, and which one would count is not clear");
     }
     check_keys(item.second, source, depth + 1);
   }
@@ -89,7 +97,8 @@ void merge_into(YAML::Node base, const YAML::Node& top) {
     } else if (item.second.IsMap() && found->second.IsMap()) {
       merge_into(found->second, item.second);
     } else {
-      found->second = YAML::Clone(item.second);  // assigns through the handle: base's value changes
+      YAML::Node slot = found->second;  // a copy: assigning repoints the handle it goes through
+      slot = YAML::Clone(item.second);  // base's value changes
     }
   }
 }

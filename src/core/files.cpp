@@ -23,7 +23,8 @@ namespace foldtron {
 
 std::optional<std::string> read_whole_file(const std::string& path) {
   std::error_code error;
-  if (!std::filesystem::is_regular_file(path, error)) return std::nullopt;  // a folder opens, then fails to read
+  // Not a regular file: a folder would open and then fail to read, a device or FIFO never end.
+  if (!std::filesystem::is_regular_file(path, error)) return std::nullopt;
   std::ifstream in(path, std::ios::binary);
   if (!in) return std::nullopt;
   std::ostringstream text;

@@ -127,8 +127,8 @@ TEST(Compose, PresetThenFileThenSetInThatPrecedence) {
 }
 
 TEST(Compose, FileMergesSectionsAndReplacesValuesKeyByKey) {
-  // Two files over a preset: sections merge key by key, a value replaces a section or a value,
-  // and a file of many sections merges each (one unknown-section problem per extra section).
+  // A file over a preset: sections merge key by key, a value replaces a section, and a file of
+  // many sections merges each (one unknown-section problem per extra section).
   const std::string first = write_temp("merge_first.yaml", "model:\n  num_layers: 6\ntrain:\n  seed: 3\n");
   Config config = load_config({"tiny-dense", first, {}});
   EXPECT_EQ(config.model.num_layers, 6);
@@ -243,6 +243,22 @@ TEST(Load, ComplexKeyIsNamedNotThrownThrough) {
   const std::string cyclic = write_temp("cyclic.yaml", "model: &loop\n  inner: *loop\n");
   const ConfigError e = load_error({"", cyclic, {}});
   EXPECT_NE(std::string(e.what()).find("nest more than"), std::string::npos) << e.what();
+}
+
+TEST(Load, RepeatedKeyIsNamedWithBothLines) {
+  // yaml-cpp keeps a repeated key; the loader would have read the first and merged the last.
+  const std::pair<const char*, const char*> cases[] = {
+      {"model:\n  num_layers: 6\n  num_layers: 8\n", "the key 'num_layers' appears twice in one mapping, at lines 2 and 3"},
+      {"model: 4\ntrain:\n  seed: 1\nmodel:\n  num_layers: 2\n", "the key 'model' appears twice in one mapping, at lines 1 and 4"}};
+  for (const auto& [text, expected] : cases) {
+    const std::string file = write_temp("repeated_key.yaml", text);
+    const ConfigError e = load_error({"tiny-dense", file, {}});
+    EXPECT_EQ(e.problems()[0].field, file);
+    EXPECT_NE(std::string(e.what()).find(expected), std::string::npos) << e.what();
+  }
+  // The same key in two mappings is no repetition.
+  const std::string apart = write_temp("apart.yaml", "model:\n  num_layers: 6\ntrain:\n  num_layers_x: 1\n");
+  EXPECT_EQ(load_error({"tiny-dense", apart, {}}).problems()[0].field, "train.num_layers_x");
 }
 
 TEST(Load, MissingFileNamesThePath) {

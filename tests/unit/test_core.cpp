@@ -1,5 +1,5 @@
 // core: error formatting, close-match suggestions, string helpers, divide_exact, logging, folder
-// removal, crash reports.
+// removal and whole-file reading, crash reports.
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -141,6 +141,7 @@ TEST(CrashReport, BadReadGivesAddressAndTheStackPastTheSignalFrame) {
 TEST(Files, ReadWholeFileReadsBytesAndRefusesWhatIsNoRegularFile) {
   namespace fs = std::filesystem;
   const fs::path root = fs::temp_directory_path() / ("foldtron_read_whole_" + std::to_string(::getpid()));
+  EXPECT_FALSE(foldtron::remove_tree(root.string()));  // a run of an earlier process with this pid
   fs::create_directories(root / "folder");
   const std::string bytes = std::string("model:\n  num_layers: 4\n") + '\0' + "tail\r\n";  // a NUL and a CR survive
   std::ofstream(root / "config.yaml", std::ios::binary) << bytes;
@@ -151,7 +152,7 @@ TEST(Files, ReadWholeFileReadsBytesAndRefusesWhatIsNoRegularFile) {
   EXPECT_EQ(foldtron::read_whole_file((root / "empty.yaml").string()), std::string());  // empty, not absent
   EXPECT_EQ(foldtron::read_whole_file((root / "link.yaml").string()), bytes);  // a link to a file reads it
   EXPECT_EQ(foldtron::read_whole_file((root / "missing.yaml").string()), std::nullopt);
-  EXPECT_EQ(foldtron::read_whole_file((root / "folder").string()), std::nullopt);  // opens, then fails to read
+  EXPECT_EQ(foldtron::read_whole_file((root / "folder").string()), std::nullopt);  // no regular file
   EXPECT_EQ(foldtron::read_whole_file("/dev/null"), std::nullopt);  // a device is no config file
   if (::geteuid() != 0) {  // root reads any file
     fs::permissions(root / "config.yaml", fs::perms::none);

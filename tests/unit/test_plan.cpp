@@ -139,7 +139,20 @@ TEST(Plan, EnumeratesOnlyLayoutsTheTrainerAcceptsAndHonoursPins) {
     EXPECT_EQ(p.layout.ep, 4);
     EXPECT_EQ(p.layout.micro_batch, 1);
   }
-  // Pins outside the usual choices are tried: micro-batch 8, core-attention recomputation.
+  // tp stays within a node unless pinned beyond it; a pinned distributed optimizer is in every layout.
+  HardwareProfile small_nodes = h200;
+  small_nodes.gpus_per_node = 2;
+  for (const PlanPrediction& p : plan_layouts(config, 8, small_nodes, PlanPins{})) EXPECT_LE(p.layout.tp, 2);
+  PlanPins wide;
+  wide.tp = 4, wide.distributed_optimizer = true;
+  const std::vector<PlanPrediction> across = plan_layouts(config, 8, small_nodes, wide);
+  ASSERT_FALSE(across.empty());
+  for (const PlanPrediction& p : across) {
+    EXPECT_EQ(p.layout.tp, 4);
+    EXPECT_TRUE(p.layout.distributed_optimizer);
+  }
+  // Pins outside the usual choices are tried: micro-batch 8, core-attention recomputation, and
+  // the distributed optimizer pinned off.
   PlanPins unusual;
   unusual.micro_batch = 8, unusual.recompute = Recompute::kCoreAttn, unusual.distributed_optimizer = false;
   const std::vector<PlanPrediction> odd = plan_layouts(config, 8, h200, unusual);
