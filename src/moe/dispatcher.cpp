@@ -190,13 +190,14 @@ class AllGatherDispatcher : public TokenDispatcher {
     const int64_t experts = routing.probs.size(1);
     auto state = std::make_shared<State>();
     std::vector<int64_t>& rows = state->rows;
-    // Host: tokens, capacity and whether every token is routed, of every rank of the group.
+    // Host: tokens, capacity and copies per token (0: not every token routed), of every rank of
+    // the group.
     std::vector<int64_t> capacities;
-    bool every_token_routed = true;
-    for (const auto& r : group_.all_gather_ints({n, routing.capacity, routing.every_token_routed ? 1 : 0})) {
+    int64_t copies_per_token = routing.copies_per_token;
+    for (const auto& r : group_.all_gather_ints({n, routing.capacity, routing.copies_per_token})) {
       rows.push_back(r[0]);
       capacities.push_back(r[1]);
-      every_token_routed = every_token_routed && r[2] == 1;
+      if (r[2] != copies_per_token) copies_per_token = 0;
     }
     state->total = sum(rows);
     // The whole group's tokens and routing weights; backward reduce-scatters their gradients.
@@ -223,8 +224,8 @@ class AllGatherDispatcher : public TokenDispatcher {
       const torch::Tensor map = group_.all_gather(routing.routing_map.to(torch::kInt).contiguous(), rows);  // [N, E]
       // Every token of the group routed, with every expert on this rank: each token has topk
       // copies here.
-      const bool same_copies = every_token_routed && local == experts;
-      state->perm = permute_by_map(map.narrow(1, first, local).to(torch::kBool), probs, same_copies);
+      state->perm = permute_by_map(map.narrow(1, first, local).to(torch::kBool), probs,
+                                   local == experts ? copies_per_token : 0);
     }
     Dispatched out{permute(tokens, state->perm), state->perm.counts, state};
     return out;
@@ -250,6 +251,7 @@ class AllToAllDispatcher : public TokenDispatcher {
 
   struct State : DispatchState {
     int64_t n = 0;
+    bool exchanged = true;  // false: one rank holds every expert, nothing went anywhere
     Permutation perm;
     std::vector<int64_t> send_rows, recv_rows, etp_rows;
     ChunkOrder by_expert;  // chunks (t, q, e) of the received rows, laid out by expert
@@ -265,11 +267,18 @@ class AllToAllDispatcher : public TokenDispatcher {
     ChunkOrder& by_expert = state->by_expert;
     // Dropless without padding: every token has topk copies in the map (all experts).
     perm = routing.slots.defined() ? permute_by_slots(routing.slots, routing.slot_valid, routing.probs)
-                                   : permute_by_map(routing.routing_map, routing.probs, routing.every_token_routed);
+                                   : permute_by_map(routing.routing_map, routing.probs, routing.copies_per_token);
     const torch::Tensor permuted = permute(hidden, perm);  // [P, h] by expert
+    if (group_.size() == 1) {
+      // Every expert here and no etp peer: nothing to exchange, so the counts need not reach the
+      // host now (dropless: no host sync in this layer's forward).
+      state->exchanged = false;
+      return {permuted, perm.counts, state};
+    }
     // Every rank's coordinates and per-expert counts (host).
+    const std::vector<int64_t>& my_counts = perm.counts.host();
     std::vector<int64_t> mine{etp_.rank(), ep_.rank()};
-    mine.insert(mine.end(), perm.counts.begin(), perm.counts.end());
+    mine.insert(mine.end(), my_counts.begin(), my_counts.end());
     const int64_t ep = ep_.size(), etp = etp_.size(), local = shard_.local_experts;
     // counts[t][q][e]: copies rank (etp t, ep q) routed to my local expert e.
     std::vector<std::vector<std::vector<int64_t>>> counts(
@@ -282,7 +291,7 @@ class AllToAllDispatcher : public TokenDispatcher {
     send_rows.assign(static_cast<size_t>(ep), 0);
     recv_rows.assign(static_cast<size_t>(ep), 0);
     for (int64_t q = 0; q < ep; ++q) {
-      for (int64_t e = 0; e < local; ++e) send_rows[q] += perm.counts[static_cast<size_t>(q * local + e)];
+      for (int64_t e = 0; e < local; ++e) send_rows[q] += my_counts[static_cast<size_t>(q * local + e)];
       recv_rows[q] = sum(counts[t_me][static_cast<size_t>(q)]);
     }
     // Over ep: my copies to the ranks holding their experts; [sum(recv_rows), h] by (q, e).
@@ -316,6 +325,7 @@ class AllToAllDispatcher : public TokenDispatcher {
 
   torch::Tensor combine(const torch::Tensor& expert_output, const Dispatched& dispatched) override {
     const auto& state = static_cast<const State&>(*dispatched.state);
+    if (!state.exchanged) return unpermute(expert_output, state.perm, state.n);
     // Back to (t, q, e) order.
     const torch::Tensor unsorted = reorder_chunks(expert_output, state.by_expert.inverse());  // [R, h]
     // Over etp: sum the partial outputs, keep the rows this rank received.
@@ -351,25 +361,26 @@ torch::Tensor weighted_sum_copies(const torch::Tensor& rows, const torch::Tensor
   return SumCopies::apply(weighted_rows(rows, weights), token_index, rows_of_token);
 }
 
-Permutation permute_by_map(const torch::Tensor& routing_map, const torch::Tensor& probs, bool same_copies_per_token) {
-  const int64_t n = routing_map.size(0), experts = routing_map.size(1);
+Permutation permute_by_map(const torch::Tensor& routing_map, const torch::Tensor& probs, int64_t copies_per_token) {
+  const int64_t n = routing_map.size(0);
   Permutation perm;
-  const torch::Tensor counts = routing_map.sum(0).to(torch::kCPU);  // the one host sync
-  perm.counts.assign(counts.data_ptr<int64_t>(), counts.data_ptr<int64_t>() + experts);
-  const int64_t total = sum(perm.counts);
+  // With a known number of copies per token, the counts' copy to the host is not waited for here
+  // (it checks that they add up when read); otherwise their sum is needed now: a host sync.
+  const int64_t known = copies_per_token > 0 ? n * copies_per_token : -1;
+  perm.counts = ExpertCounts::from_device(routing_map.sum(0), known);
+  const int64_t total = known >= 0 ? known : sum(perm.counts.host());
   // Expert-major flat mask; a stable descending sort lists the routed copies first, in
   // (expert, token) order.
   const torch::Tensor flat = routing_map.t().reshape({-1}).to(torch::kByte);  // [E' * n]
   const torch::Tensor order = std::get<1>(flat.sort(/*stable=*/true, /*dim=*/0, /*descending=*/true)).narrow(0, 0, total);
   perm.token_index = order.remainder(std::max<int64_t>(n, 1));
   perm.weights = probs.t().reshape({-1}).index_select(0, order);
-  if (same_copies_per_token && n > 0) {
-    // The caller's promise (dropless top-k over all experts: k distinct experts per token); the
-    // check catches a wrong total only, not uneven counts that sum right.
-    FT_CHECK(total % n == 0, "permute_by_map: tokens have different numbers of copies");
-    // Rows sorted by token (stably: expert order within a token), k per token.
+  if (copies_per_token > 0 && n > 0) {
+    // The caller's promise (dropless top-k over all experts: k distinct experts per token), which
+    // the counts' host read checks by their sum. Rows sorted by token (stably: expert order
+    // within a token), k per token.
     const torch::Tensor by_token = std::get<1>(perm.token_index.sort(/*stable=*/true, /*dim=*/0, /*descending=*/false));
-    perm.rows_of_token = by_token.view({n, total / n});
+    perm.rows_of_token = by_token.view({n, copies_per_token});
   }
   return perm;
 }
@@ -378,7 +389,7 @@ Permutation permute_by_slots(const torch::Tensor& slots, const torch::Tensor& va
   Permutation perm;
   perm.token_index = slots.reshape({-1});
   perm.weights = (probs.t().gather(1, slots) * valid.to(probs.scalar_type())).reshape({-1});
-  perm.counts.assign(static_cast<size_t>(slots.size(0)), slots.size(1));
+  perm.counts = std::vector<int64_t>(static_cast<size_t>(slots.size(0)), slots.size(1));
   return perm;
 }
 

@@ -10,7 +10,7 @@
 //
 // All-to-all: each rank sorts its copies by expert ([P, h]), exchanges them over ep with variable
 // splits (every rank learns every rank's per-expert counts first: one host sync per layer, none
-// with pad_to_capacity), all-gathers over etp (the etp ranks share experts but routed different
+// with pad_to_capacity or where the group is one rank, which exchanges nothing), all-gathers over etp (the etp ranks share experts but routed different
 // tokens), and sorts the chunks (etp rank, source ep rank, local expert) by local expert. Combine
 // is the exact reverse: unsort, reduce-scatter over etp (summing the partial outputs), all-to-all
 // back, weight by the routing weights and sum each token's copies.
@@ -34,19 +34,19 @@ class ProcessGroups;
 // Copies of tokens in expert order: which rows of a token tensor, their routing weights, and how
 // many rows each expert has.
 struct Permutation {
-  torch::Tensor token_index;    // [P] int64
-  torch::Tensor weights;        // [P] routing weights (differentiable)
-  std::vector<int64_t> counts;  // [experts] rows per expert (host)
+  torch::Tensor token_index;  // [P] int64
+  torch::Tensor weights;      // [P] routing weights (differentiable)
+  ExpertCounts counts;        // [experts] rows per expert
   // [n, k] int64: the rows of each token's k copies, when every token has k (dropless routing
   // over all experts); then dispatch and combine are gathers both ways, without index_add.
   torch::Tensor rows_of_token;
 };
 
 // Copies of routing_map [n, E'] (true: routed) sorted by expert, then token; weights from
-// probs [n, E']. One host sync (the counts). `same_copies_per_token`: the map routes every token
-// to the same number of experts (dropless, all experts), so rows_of_token is filled.
-Permutation permute_by_map(const torch::Tensor& routing_map, const torch::Tensor& probs,
-                           bool same_copies_per_token = false);
+// probs [n, E']. `copies_per_token` > 0: the map routes every token to that many experts
+// (dropless, all experts), so rows_of_token is filled and the number of copies is known without
+// a host sync (the counts reach the host later, ExpertCounts); 0: one host sync (the counts).
+Permutation permute_by_map(const torch::Tensor& routing_map, const torch::Tensor& probs, int64_t copies_per_token = 0);
 // Copies of pad_to_capacity slots [E', cap] (valid [E', cap]); padding slots weigh 0. No host sync.
 Permutation permute_by_slots(const torch::Tensor& slots, const torch::Tensor& valid, const torch::Tensor& probs);
 
@@ -65,8 +65,8 @@ struct DispatchState {
 };
 
 struct Dispatched {
-  torch::Tensor tokens;         // [R, h] sorted by local expert
-  std::vector<int64_t> counts;  // [E/ep] rows per local expert
+  torch::Tensor tokens;  // [R, h] sorted by local expert
+  ExpertCounts counts;   // [E/ep] rows per local expert
   std::shared_ptr<const DispatchState> state;
 };
 

@@ -1,6 +1,10 @@
 // Routed experts (see experts.h).
 #include "moe/experts.h"
 
+#include <mutex>
+#include <numeric>
+#include <optional>
+
 #include <fmt/format.h>
 #include <torch/torch.h>
 
@@ -8,12 +12,108 @@
 #include "core/torch_compat.h"
 #include "layers/recompute.h"
 #ifdef FOLDTRON_WITH_CUDA
+#include <ATen/cuda/CUDAEvent.h>
 #include <c10/cuda/CUDAStream.h>
 
 #include "moe/swiglu_cuda.h"
 #endif
 
 namespace foldtron {
+
+// ---- ExpertCounts ----
+
+struct ExpertCounts::State {
+  torch::Tensor device;  // [E] int64 (undefined: host counts not yet on any device)
+  int64_t total = -1;    // the sum the counts must have (-1: unchecked)
+  torch::Tensor pinned;  // the host copy in flight (CUDA counts)
+#ifdef FOLDTRON_WITH_CUDA
+  std::optional<at::cuda::CUDAEvent> copied;  // recorded after the copy to `pinned`
+#endif
+  std::once_flag read;
+  std::vector<int64_t> host;
+  torch::Tensor ends;  // [E] int32 row ends, once asked for
+  std::mutex ends_mutex;
+};
+
+ExpertCounts::ExpertCounts() : ExpertCounts(std::vector<int64_t>{}) {}
+
+ExpertCounts::ExpertCounts(std::shared_ptr<State> state) : state_(std::move(state)) {}
+
+ExpertCounts::ExpertCounts(std::vector<int64_t> host) : state_(std::make_shared<State>()) {
+  state_->host = std::move(host);
+  std::call_once(state_->read, [] {});  // nothing to wait for
+}
+
+ExpertCounts ExpertCounts::from_device(const torch::Tensor& counts, int64_t total) {
+  FT_CHECK(counts.dim() == 1 && counts.scalar_type() == torch::kLong, "ExpertCounts: counts must be [E] int64");
+  auto state = std::make_shared<State>();
+  state->device = counts;
+  state->total = total;
+#ifdef FOLDTRON_WITH_CUDA
+  if (counts.is_cuda()) {
+    state->pinned = torch::empty(counts.sizes(), counts.options().device(torch::kCPU).pinned_memory(true));
+    state->pinned.copy_(counts, /*non_blocking=*/true);
+    state->copied.emplace();
+    state->copied->record(c10::cuda::getCurrentCUDAStream(counts.device().index()));
+    return ExpertCounts(std::move(state));
+  }
+#endif
+  state->pinned = counts.to(torch::kCPU);  // on the host already: nothing to wait for
+  return ExpertCounts(std::move(state));
+}
+
+int64_t ExpertCounts::size() const {
+  return state_->device.defined() ? state_->device.size(0) : static_cast<int64_t>(state_->host.size());
+}
+
+const std::vector<int64_t>& ExpertCounts::host() const {
+  State& s = *state_;
+  std::call_once(s.read, [&s] {
+#ifdef FOLDTRON_WITH_CUDA
+    if (s.copied) s.copied->synchronize();
+#endif
+    const int64_t* data = s.pinned.data_ptr<int64_t>();
+    s.host.assign(data, data + s.pinned.numel());
+    const int64_t rows = std::accumulate(s.host.begin(), s.host.end(), int64_t{0});
+    FT_CHECK(s.total < 0 || rows == s.total,
+             fmt::format("ExpertCounts: the experts' rows add up to {}, not the {} the dispatch made", rows, s.total));
+  });
+  return s.host;
+}
+
+torch::Tensor ExpertCounts::row_ends(const torch::Device& device) const {
+  State& s = *state_;
+  const std::lock_guard<std::mutex> lock(s.ends_mutex);
+  if (!s.ends.defined() || s.ends.device() != device) {
+    if (s.device.defined()) {
+      s.ends = s.device.to(device).cumsum(0).to(torch::kInt);
+    } else {
+      std::vector<int32_t> ends;
+      int64_t end = 0;
+      for (int64_t c : s.host) ends.push_back(static_cast<int32_t>(end += c));
+      s.ends = torch::tensor(ends, torch::kInt).to(device, /*non_blocking=*/true);
+    }
+  }
+  return s.ends;
+}
+
+namespace {
+// An IValue capsule holds a CustomClassHolder: this one holds the shared state.
+struct CountsCapsule : torch::CustomClassHolder {
+  std::shared_ptr<void> state;
+};
+}  // namespace
+
+c10::IValue ExpertCounts::to_ivalue() const {
+  auto capsule = c10::make_intrusive<CountsCapsule>();
+  capsule->state = state_;
+  return c10::IValue::make_capsule(std::move(capsule));
+}
+
+ExpertCounts ExpertCounts::from_ivalue(const c10::IValue& value) {
+  return ExpertCounts(std::static_pointer_cast<State>(c10::static_intrusive_pointer_cast<CountsCapsule>(value.toCapsule())->state));
+}
+
 namespace {
 
 ParamInfo expert_info(const ExpertShard& shard, int64_t dim, int64_t parts) {
@@ -78,10 +178,10 @@ void expert_wgrad_into(const torch::Tensor& out, const torch::Tensor& dy, const 
 class GroupedLinear : public torch::autograd::Function<GroupedLinear> {
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
-                               const torch::Tensor& weight, const torch::Tensor& offs, const std::vector<int64_t>& counts,
+                               const torch::Tensor& weight, const torch::Tensor& offs, const ExpertCounts& counts,
                                int64_t registry) {
     ctx->save_for_backward({x, weight, offs});
-    ctx->saved_data["counts"] = counts;
+    ctx->saved_data["counts"] = counts.to_ivalue();  // read on the host only here in backward
     ctx->saved_data["registry"] = registry;
     return torch_compat::grouped_mm(x, weight.transpose(1, 2), offs);  // [R, N]
   }
@@ -97,7 +197,8 @@ class GroupedLinear : public torch::autograd::Function<GroupedLinear> {
       // Looked up now, not in forward: buffers made or dropped in between are seen.
       const auto* registry = reinterpret_cast<const ParamRegistry*>(static_cast<intptr_t>(ctx->saved_data["registry"].toInt()));
       MainGradWriter* writer = registry != nullptr ? registry->main_grad_writer() : nullptr;
-      const std::vector<int64_t> counts = ctx->saved_data["counts"].toIntVector();
+      const ExpertCounts saved_counts = ExpertCounts::from_ivalue(ctx->saved_data["counts"]);
+      const std::vector<int64_t>& counts = saved_counts.host();  // the copy forward started, done by now
       const auto write = [&](const torch::Tensor& main_grad, bool accumulate) {
         expert_wgrad_into(main_grad, dy, x, counts, accumulate);
       };
@@ -148,28 +249,25 @@ GroupedExperts::GroupedExperts(const LayerContext& ctx, const std::string& name,
   registry_ = ctx.registry;
 }
 
-torch::Tensor grouped_linear(const torch::Tensor& x, const torch::Tensor& weight, const std::vector<int64_t>& counts,
+torch::Tensor grouped_linear(const torch::Tensor& x, const torch::Tensor& weight, const ExpertCounts& counts,
                              const ParamRegistry* registry) {
   if (torch_compat::has_grouped_mm() && x.is_cuda() && x.scalar_type() == torch::kBFloat16 && x.size(0) > 0) {
-    // Offsets are the cumulative row ends of the experts.
-    std::vector<int32_t> ends;
-    int64_t end = 0;
-    for (int64_t c : counts) ends.push_back(static_cast<int32_t>(end += c));
-    const torch::Tensor offs = torch::tensor(ends, torch::kInt).to(x.device(), /*non_blocking=*/true);
-    return GroupedLinear::apply(x, weight, offs, counts, static_cast<int64_t>(reinterpret_cast<intptr_t>(registry)));
+    return GroupedLinear::apply(x, weight, counts.row_ends(x.device()), counts,
+                                static_cast<int64_t>(reinterpret_cast<intptr_t>(registry)));
   }
   // Experts without tokens still run (on zero rows): every rank's autograd graph must reach the
   // dispatcher's collectives, whatever the counts.
+  const std::vector<int64_t>& rows = counts.host();
   std::vector<torch::Tensor> outputs;
   int64_t offset = 0;
-  for (size_t e = 0; e < counts.size(); ++e) {
-    outputs.push_back(torch::matmul(x.narrow(0, offset, counts[e]), weight[static_cast<int64_t>(e)].t()));
-    offset += counts[e];
+  for (size_t e = 0; e < rows.size(); ++e) {
+    outputs.push_back(torch::matmul(x.narrow(0, offset, rows[e]), weight[static_cast<int64_t>(e)].t()));
+    offset += rows[e];
   }
   return torch::cat(outputs, 0);
 }
 
-torch::Tensor GroupedExperts::forward(const torch::Tensor& x, const std::vector<int64_t>& counts) {
+torch::Tensor GroupedExperts::forward(const torch::Tensor& x, const ExpertCounts& counts) {
   const torch::Tensor gate_up = grouped_linear(x, gate_up_proj, counts, registry_);  // [R, 2F/etp]
   const CheckpointFn act_down = [this, counts](const std::vector<torch::Tensor>& in) -> std::vector<torch::Tensor> {
     return {grouped_linear(swiglu(in[0]), down_proj, counts, registry_)};  // [R, h]
@@ -194,16 +292,17 @@ SequentialExperts::SequentialExperts(const LayerContext& ctx, const std::string&
   }
 }
 
-torch::Tensor SequentialExperts::forward(const torch::Tensor& x, const std::vector<int64_t>& counts) {
+torch::Tensor SequentialExperts::forward(const torch::Tensor& x, const ExpertCounts& counts) {
+  const std::vector<int64_t>& rows = counts.host();
   std::vector<torch::Tensor> outputs;
   int64_t offset = 0;
-  for (size_t e = 0; e < counts.size(); ++e) {
-    const torch::Tensor xe = x.narrow(0, offset, counts[e]);  // [c, h]
+  for (size_t e = 0; e < rows.size(); ++e) {
+    const torch::Tensor xe = x.narrow(0, offset, rows[e]);  // [c, h]
     const Weights& w = experts[e];
     const torch::Tensor h = torch::silu(torch::nn::functional::linear(xe, w.gate)) *
                             torch::nn::functional::linear(xe, w.up);  // [c, F/etp]
     outputs.push_back(torch::nn::functional::linear(h, w.down));      // [c, h]
-    offset += counts[e];
+    offset += rows[e];
   }
   return torch::cat(outputs, 0);
 }

@@ -24,11 +24,37 @@
 #include <string>
 #include <vector>
 
+#include <ATen/core/ivalue.h>
 #include <torch/nn/module.h>
 
 #include "layers/context.h"
 
 namespace foldtron {
+
+// How many rows each local expert has. Counts known on the host (an exchange over ep needs them
+// there first) are on both sides at once. Counts made on the device (a dispatch that exchanges
+// nothing) start their copy to the host and do not wait for it: the forward pass goes on without
+// a host sync, and the first host read (the weight gradients, in backward) waits for that copy
+// alone, long done by then. Copies of an ExpertCounts share one state.
+class ExpertCounts {
+ public:
+  ExpertCounts();
+  ExpertCounts(std::vector<int64_t> host);  // implicit: a host vector is such counts
+  // counts [E] int64 on any device; `total` (>= 0) the sum they must have, checked on the host read.
+  static ExpertCounts from_device(const torch::Tensor& counts, int64_t total = -1);
+  int64_t size() const;
+  const std::vector<int64_t>& host() const;
+  // [E] int32 cumulative row ends on `device`, as grouped GEMMs take them (made once).
+  torch::Tensor row_ends(const torch::Device& device) const;
+  // An autograd context's saved_data holds IValues.
+  c10::IValue to_ivalue() const;
+  static ExpertCounts from_ivalue(const c10::IValue& value);
+
+ private:
+  struct State;
+  explicit ExpertCounts(std::shared_ptr<State> state);
+  std::shared_ptr<State> state_;
+};
 
 // silu(gate) * up of a [c, 2F] gate|up product (gate columns first), differentiable. Contiguous
 // bf16 on CUDA runs the fused kernels, which save only the product for backward; anything
@@ -39,7 +65,7 @@ torch::Tensor swiglu(const torch::Tensor& gate_up);
 // [E, N, K]: grouped GEMMs for bf16 on CUDA, whose weight gradient goes straight into the fp32
 // main gradient when `registry` has a MainGradWriter that takes `weight`; a loop over the experts
 // otherwise. `registry` may be null.
-torch::Tensor grouped_linear(const torch::Tensor& x, const torch::Tensor& weight, const std::vector<int64_t>& counts,
+torch::Tensor grouped_linear(const torch::Tensor& x, const torch::Tensor& weight, const ExpertCounts& counts,
                              const ParamRegistry* registry);
 
 // Where this rank's experts sit: the experts and their FFN shard.
@@ -53,7 +79,7 @@ struct ExpertShard {
 class Experts : public torch::nn::Module {
  public:
   // x [R, h], counts [E/ep] rows per local expert -> [R, h] partial over etp.
-  virtual torch::Tensor forward(const torch::Tensor& x, const std::vector<int64_t>& counts) = 0;
+  virtual torch::Tensor forward(const torch::Tensor& x, const ExpertCounts& counts) = 0;
 
   // Recompute the activation and the output projection in backward (model.recompute moe_act):
   // only the gate|up product is kept. The grouped experts honour it; the sequential reference
@@ -65,7 +91,7 @@ class GroupedExperts : public Experts {
  public:
   GroupedExperts(const LayerContext& ctx, const std::string& name, const ExpertShard& shard, int64_t hidden,
                  int64_t ffn, double init_std);
-  torch::Tensor forward(const torch::Tensor& x, const std::vector<int64_t>& counts) override;
+  torch::Tensor forward(const torch::Tensor& x, const ExpertCounts& counts) override;
 
   torch::Tensor gate_up_proj;  // [E/ep, 2F/etp, h]
   torch::Tensor down_proj;     // [E/ep, h, F/etp]
@@ -78,7 +104,7 @@ class SequentialExperts : public Experts {
  public:
   SequentialExperts(const LayerContext& ctx, const std::string& name, const ExpertShard& shard, int64_t hidden,
                     int64_t ffn, double init_std);
-  torch::Tensor forward(const torch::Tensor& x, const std::vector<int64_t>& counts) override;
+  torch::Tensor forward(const torch::Tensor& x, const ExpertCounts& counts) override;
 
   struct Weights {
     torch::Tensor gate, up, down;  // [F/etp, h], [F/etp, h], [h, F/etp]

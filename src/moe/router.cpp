@@ -148,7 +148,7 @@ Routing Router::forward(const torch::Tensor& x, const torch::Tensor& sequence, i
     routing.routing_map = routing.routing_map.logical_and(real);
     routing.probs = routing.probs * real.to(routing.probs.scalar_type());
   }
-  routing.every_token_routed = !real.defined() && moe_.capacity_factor <= 0;
+  routing.copies_per_token = !real.defined() && moe_.capacity_factor <= 0 ? k : 0;
   // A recomputed forward (activation recomputation) routes the same tokens again: not counted twice.
   if (is_training() && moe_.expert_bias && !recomputing()) pending_counts += routing.routing_map.sum(0);
   if (is_training()) routing.losses = losses_of(logits, routing.routing_map, sequence, batch, real);

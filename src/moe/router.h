@@ -46,7 +46,7 @@ struct Routing {
   torch::Tensor slots;        // [E, capacity] int64 token of each slot (pad_to_capacity only)
   torch::Tensor slot_valid;   // [E, capacity] bool: the slot holds a kept choice (else padding)
   int64_t capacity = -1;      // -1: dropless
-  bool every_token_routed = false;  // dropless and no padding: every token has topk copies
+  int64_t copies_per_token = 0;  // dropless and no padding: every token has this many copies (topk); else 0
   RouterLosses losses;        // this forward's (training only)
 };
 

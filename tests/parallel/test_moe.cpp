@@ -64,6 +64,22 @@ TEST(MoeExperts, SwigluMatchesAnFp32ComputationForwardAndBackward) {
   }
 }
 
+// Counts made on the device (a dispatch without exchange) reach the host when first read, are
+// checked against the rows the dispatch made, and survive an autograd context's saved_data.
+TEST(MoeExperts, CountsMadeOnTheDeviceReachTheHostCheckedAndSaved) {
+  const torch::Tensor made = torch::tensor({3, 0, 5}, torch::kLong).to(device());
+  const ExpertCounts counts = ExpertCounts::from_device(made, 8);
+  EXPECT_EQ(counts.size(), 3);
+  EXPECT_TRUE(torch::equal(counts.row_ends(device()).cpu(), torch::tensor({3, 3, 8}, torch::kInt)));
+  EXPECT_EQ(counts.host(), (std::vector<int64_t>{3, 0, 5}));
+  const ExpertCounts again = ExpertCounts::from_ivalue(counts.to_ivalue());
+  EXPECT_EQ(&again.host(), &counts.host());  // one state, read once
+  const ExpertCounts known(std::vector<int64_t>{3, 0, 5});
+  EXPECT_EQ(known.size(), 3);
+  EXPECT_TRUE(torch::equal(known.row_ends(device()).cpu(), torch::tensor({3, 3, 8}, torch::kInt)));
+  EXPECT_THROW(ExpertCounts::from_device(made, 9).host(), InternalError);  // 8 rows, not the 9 promised
+}
+
 TEST(MoeExperts, FusedWeightGradientsGoStraightIntoFp32MainGradients) {
   // Gradient-accumulation fusion: with the buffers' main-gradient slots, the grouped weight
   // gradient is one fp32-output GEMM per expert into the main gradient (written on the first
@@ -89,7 +105,11 @@ TEST(MoeExperts, FusedWeightGradientsGoStraightIntoFp32MainGradients) {
       buffers.set_sync(micro == 1);
       const torch::Tensor x = torch::randn({rows, k}).to(torch::kBFloat16).to(device()).requires_grad_(true);
       const torch::Tensor dy = torch::randn({rows, n}).to(torch::kBFloat16).to(device());
-      grouped_linear(x, weight, counts, &registry).backward(dy);
+      // The counts on the host, then made on the device (a dispatch without exchange): the
+      // weight gradient reads the device's copy in backward.
+      const ExpertCounts given =
+          micro == 0 ? ExpertCounts(counts) : ExpertCounts::from_device(torch::tensor(counts).to(device()), rows);
+      grouped_linear(x, weight, given, &registry).backward(dy);
       const torch::Tensor x64 = x.detach().cpu().to(torch::kDouble), dy64 = dy.cpu().to(torch::kDouble);
       torch::Tensor dx_expected = torch::zeros({rows, k}, torch::kDouble);
       int64_t start = 0;
@@ -138,7 +158,7 @@ TEST(MoeDispatcher, DroplessDispatchAndCombineMatchTheDirectSum) {
   const torch::Tensor x0 = torch::randn({n, h}, torch::kDouble);
   const torch::Tensor dy = torch::randn({n, h}, torch::kDouble);
 
-  const Permutation perm = permute_by_map(map.to(device()), p.to(device()), true);
+  const Permutation perm = permute_by_map(map.to(device()), p.to(device()), k);
   ASSERT_TRUE(perm.rows_of_token.defined());
   ASSERT_EQ(perm.rows_of_token.sizes(), (std::vector<int64_t>{n, k}));
   const torch::Tensor owner = perm.token_index.index_select(0, perm.rows_of_token.reshape({-1})).view({n, k}).cpu();
@@ -150,7 +170,7 @@ TEST(MoeDispatcher, DroplessDispatchAndCombineMatchTheDirectSum) {
     SCOPED_TRACE(kind == Dispatcher::kAllGather ? "all-gather" : "all-to-all");
     const auto dispatcher = make_dispatcher(kind, *groups, ExpertShard{experts, 0, 0, 1});
     Routing routing;
-    routing.every_token_routed = true;
+    routing.copies_per_token = k;
     routing.routing_map = map.to(device());
     routing.probs = p.to(dopt).clone().requires_grad_(true);  // a leaf of its own (.to may return p)
     const torch::Tensor x = x0.to(dopt).clone().requires_grad_(true);
@@ -159,8 +179,8 @@ TEST(MoeDispatcher, DroplessDispatchAndCombineMatchTheDirectSum) {
     std::vector<torch::Tensor> outs;
     int64_t first = 0;
     for (int64_t e = 0; e < experts; ++e) {
-      outs.push_back(d.tokens.narrow(0, first, d.counts[e]) * scale[e].item<double>());
-      first += d.counts[e];
+      outs.push_back(d.tokens.narrow(0, first, d.counts.host()[e]) * scale[e].item<double>());
+      first += d.counts.host()[e];
     }
     const torch::Tensor y = dispatcher->combine(torch::cat(outs, 0), d);
     EXPECT_NE(y.grad_fn()->name().find("SumCopies"), std::string::npos) << y.grad_fn()->name();
@@ -387,7 +407,7 @@ TEST(MoeRouter, PaddingIsNeitherRoutedNorCounted) {
     router.train();
     const Routing padded = router.forward(x, sequence, 2, mask);
     const Routing alone = router.forward(x.index_select(0, real), sequence.index_select(0, real), 2);
-    EXPECT_FALSE(padded.every_token_routed);
+    EXPECT_EQ(padded.copies_per_token, 0);
     EXPECT_EQ(padded.routing_map.select(0, 2).sum().item<int64_t>(), 0);
     EXPECT_EQ(padded.routing_map.select(0, 5).sum().item<int64_t>(), 0);
     EXPECT_EQ(padded.probs.select(0, 5).abs().sum().item<double>(), 0.0);
