@@ -226,19 +226,22 @@ TEST(Load, TopLevelMustBeAMapping) {
   EXPECT_NE(std::string(e.what()).find("top level must be a mapping"), std::string::npos);
 }
 
-// Found by fuzzing (tests/fuzz/corpus/config_yaml/found_complex_key.yaml): a YAML complex key
-// escaped as yaml-cpp's bad conversion.
-TEST(Load, ComplexKeyIsNamedNotThrownThrough) {
-  const std::pair<const char*, const char*> cases[] = {
-      {"parallel:\n  ? tp: 2\n  : 4\n", "is a mapping, not a name"},
-      {"? [model, train]\n: 1\n", "is a sequence, not a name"},
-      {"parallel:\n  : 4\n", "is empty, not a name"}};
+// Each file text (over `preset`) is a ConfigError naming the file, whose message holds the text given.
+void expect_file_errors(const std::string& preset, const std::vector<std::pair<std::string, std::string>>& cases) {
   for (const auto& [text, expected] : cases) {
-    const std::string file = write_temp("complex_key.yaml", text);
-    const ConfigError e = load_error({"", file, {}});
+    const std::string file = write_temp("file_error.yaml", text);
+    const ConfigError e = load_error({preset, file, {}});
     EXPECT_EQ(e.problems()[0].field, file);
     EXPECT_NE(std::string(e.what()).find(expected), std::string::npos) << e.what();
   }
+}
+
+// Found by fuzzing (tests/fuzz/corpus/config_yaml/found_complex_key.yaml): a YAML complex key
+// escaped as yaml-cpp's bad conversion.
+TEST(Load, ComplexKeyIsNamedNotThrownThrough) {
+  expect_file_errors("", {{"parallel:\n  ? tp: 2\n  : 4\n", "is a mapping, not a name"},
+                          {"? [model, train]\n: 1\n", "is a sequence, not a name"},
+                          {"parallel:\n  : 4\n", "is empty, not a name"}});
   // An alias inside its own anchor nests for ever: named, not followed.
   const std::string cyclic = write_temp("cyclic.yaml", "model: &loop\n  inner: *loop\n");
   const ConfigError e = load_error({"", cyclic, {}});
@@ -247,15 +250,11 @@ TEST(Load, ComplexKeyIsNamedNotThrownThrough) {
 
 TEST(Load, RepeatedKeyIsNamedWithBothLines) {
   // yaml-cpp keeps a repeated key; the loader would have read the first and merged the last.
-  const std::pair<const char*, const char*> cases[] = {
-      {"model:\n  num_layers: 6\n  num_layers: 8\n", "the key 'num_layers' appears twice in one mapping, at lines 2 and 3"},
-      {"model: 4\ntrain:\n  seed: 1\nmodel:\n  num_layers: 2\n", "the key 'model' appears twice in one mapping, at lines 1 and 4"}};
-  for (const auto& [text, expected] : cases) {
-    const std::string file = write_temp("repeated_key.yaml", text);
-    const ConfigError e = load_error({"tiny-dense", file, {}});
-    EXPECT_EQ(e.problems()[0].field, file);
-    EXPECT_NE(std::string(e.what()).find(expected), std::string::npos) << e.what();
-  }
+  expect_file_errors("tiny-dense",
+                     {{"model:\n  num_layers: 6\n  num_layers: 8\n",
+                       "the key 'num_layers' appears twice in one mapping, at lines 2 and 3"},
+                      {"model: 4\ntrain:\n  seed: 1\nmodel:\n  num_layers: 2\n",
+                       "the key 'model' appears twice in one mapping, at lines 1 and 4"}});
   // The same key in two mappings is no repetition.
   const std::string apart = write_temp("apart.yaml", "model:\n  num_layers: 6\ntrain:\n  num_layers_x: 1\n");
   EXPECT_EQ(load_error({"tiny-dense", apart, {}}).problems()[0].field, "train.num_layers_x");
