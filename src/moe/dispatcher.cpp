@@ -376,9 +376,11 @@ Permutation permute_by_map(const torch::Tensor& routing_map, const torch::Tensor
   perm.token_index = order.remainder(std::max<int64_t>(n, 1));
   perm.weights = probs.t().reshape({-1}).index_select(0, order);
   if (copies_per_token > 0 && n > 0) {
-    // The caller's promise (dropless top-k over all experts: k distinct experts per token), which
-    // the counts' host read checks by their sum. Rows sorted by token (stably: expert order
-    // within a token), k per token.
+    // The caller's promise (dropless top-k over all experts: k distinct experts per token; the
+    // router's top-k scatter keeps it), which the counts' host read checks by their sum: in
+    // backward when training; an evaluation without gradients reads them nowhere, so nothing
+    // checks it there (before, only a wrong total was caught). Rows sorted by token (stably:
+    // expert order within a token), k per token.
     const torch::Tensor by_token = std::get<1>(perm.token_index.sort(/*stable=*/true, /*dim=*/0, /*descending=*/false));
     perm.rows_of_token = by_token.view({n, copies_per_token});
   }

@@ -10,7 +10,8 @@
 //
 // All-to-all: each rank sorts its copies by expert ([P, h]), exchanges them over ep with variable
 // splits (every rank learns every rank's per-expert counts first: one host sync per layer, none
-// with pad_to_capacity or where the group is one rank, which exchanges nothing), all-gathers over etp (the etp ranks share experts but routed different
+// with pad_to_capacity; a group of one rank exchanges nothing, and dropless without padding it
+// reads no counts either), all-gathers over etp (the etp ranks share experts but routed different
 // tokens), and sorts the chunks (etp rank, source ep rank, local expert) by local expert. Combine
 // is the exact reverse: unsort, reduce-scatter over etp (summing the partial outputs), all-to-all
 // back, weight by the routing weights and sum each token's copies.

@@ -47,7 +47,7 @@ ExpertCounts::ExpertCounts(std::vector<int64_t> host) : state_(std::make_shared<
 ExpertCounts ExpertCounts::from_device(const torch::Tensor& counts, int64_t total) {
   FT_CHECK(counts.dim() == 1 && counts.scalar_type() == torch::kLong, "ExpertCounts: counts must be [E] int64");
   auto state = std::make_shared<State>();
-  state->device = counts;
+  state->device = counts.contiguous();
   state->total = total;
 #ifdef FOLDTRON_WITH_CUDA
   if (counts.is_cuda()) {
@@ -58,7 +58,7 @@ ExpertCounts ExpertCounts::from_device(const torch::Tensor& counts, int64_t tota
     return ExpertCounts(std::move(state));
   }
 #endif
-  state->pinned = counts.to(torch::kCPU);  // on the host already: nothing to wait for
+  state->pinned = counts.to(torch::kCPU).contiguous().clone();  // on the host: nothing to wait for
   return ExpertCounts(std::move(state));
 }
 
@@ -111,7 +111,8 @@ c10::IValue ExpertCounts::to_ivalue() const {
 }
 
 ExpertCounts ExpertCounts::from_ivalue(const c10::IValue& value) {
-  return ExpertCounts(std::static_pointer_cast<State>(c10::static_intrusive_pointer_cast<CountsCapsule>(value.toCapsule())->state));
+  const auto capsule = c10::static_intrusive_pointer_cast<CountsCapsule>(value.toCapsule());
+  return ExpertCounts(std::static_pointer_cast<State>(capsule->state));
 }
 
 namespace {

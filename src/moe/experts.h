@@ -31,11 +31,13 @@
 
 namespace foldtron {
 
-// How many rows each local expert has. Counts known on the host (an exchange over ep needs them
-// there first) are on both sides at once. Counts made on the device (a dispatch that exchanges
-// nothing) start their copy to the host and do not wait for it: the forward pass goes on without
-// a host sync, and the first host read (the weight gradients, in backward) waits for that copy
-// alone, long done by then. Copies of an ExpertCounts share one state.
+// How many rows each local expert has. Counts given on the host (padded slots, tests) reach the
+// device when its row ends are first asked for. Counts made on the device (every dispatch by the
+// routing map) start their copy to the host and do not wait for it; whoever needs them on the host
+// first (an exchange over ep before its all-to-all, the per-expert loops, backward's weight
+// gradients) waits for that copy alone. Dropless, without padding and with grouped bf16 experts
+// on CUDA, only backward reads them, long after the copy is done: no host sync in the forward
+// pass. Copies of an ExpertCounts share one state.
 class ExpertCounts {
  public:
   ExpertCounts();
