@@ -3,7 +3,9 @@
 
 #include <cstdint>
 #include <limits>
+#include <numeric>
 #include <string>
+#include <vector>
 
 #include "core/errors.h"
 
@@ -23,6 +25,11 @@ inline constexpr double kInf = std::numeric_limits<double>::infinity();
 
 inline int64_t ceil_div(int64_t numerator, int64_t denominator) {
   return (numerator + denominator - 1) / denominator;
+}
+
+// The sum of counts or sizes (rows per rank, tokens per expert).
+inline int64_t sum_of(const std::vector<int64_t>& values) {
+  return std::accumulate(values.begin(), values.end(), int64_t{0});
 }
 
 }  // namespace foldtron

@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include "core/errors.h"
+#include "core/math.h"
 #include "parallel/mappings.h"
 #include "parallel/process_groups.h"
 #ifdef FOLDTRON_WITH_CUDA
@@ -17,8 +18,6 @@
 
 namespace foldtron {
 namespace {
-
-int64_t sum(const std::vector<int64_t>& values) { return std::accumulate(values.begin(), values.end(), int64_t{0}); }
 
 // With k copies of every token, copying tokens into rows and summing each token's rows are
 // adjoint gathers: tokens [n, h] -> rows [P, h] (row p copies token token_index[p]) and
@@ -199,7 +198,7 @@ class AllGatherDispatcher : public TokenDispatcher {
       capacities.push_back(r[1]);
       if (r[2] != copies_per_token) copies_per_token = 0;
     }
-    state->total = sum(rows);
+    state->total = sum_of(rows);
     // The whole group's tokens and routing weights; backward reduce-scatters their gradients.
     const torch::Tensor tokens = gather_rows(hidden, group_, rows);                              // [N, h]
     const torch::Tensor probs = gather_rows(routing.probs, group_, rows).narrow(1, first, local);  // [N, E/ep]
@@ -292,7 +291,7 @@ class AllToAllDispatcher : public TokenDispatcher {
     recv_rows.assign(static_cast<size_t>(ep), 0);
     for (int64_t q = 0; q < ep; ++q) {
       for (int64_t e = 0; e < local; ++e) send_rows[q] += my_counts[static_cast<size_t>(q * local + e)];
-      recv_rows[q] = sum(counts[t_me][static_cast<size_t>(q)]);
+      recv_rows[q] = sum_of(counts[t_me][static_cast<size_t>(q)]);
     }
     // Over ep: my copies to the ranks holding their experts; [sum(recv_rows), h] by (q, e).
     const torch::Tensor received = all_to_all(permuted, ep_, recv_rows, send_rows);
@@ -368,7 +367,7 @@ Permutation permute_by_map(const torch::Tensor& routing_map, const torch::Tensor
   // (it checks that they add up when read); otherwise their sum is needed now: a host sync.
   const int64_t known = copies_per_token > 0 ? n * copies_per_token : -1;
   perm.counts = ExpertCounts::from_device(routing_map.sum(0), known);
-  const int64_t total = known >= 0 ? known : sum(perm.counts.host());
+  const int64_t total = known >= 0 ? known : sum_of(perm.counts.host());
   // Expert-major flat mask; a stable descending sort lists the routed copies first, in
   // (expert, token) order.
   const torch::Tensor flat = routing_map.t().reshape({-1}).to(torch::kByte);  // [E' * n]

@@ -2,13 +2,13 @@
 #include "moe/experts.h"
 
 #include <mutex>
-#include <numeric>
 #include <optional>
 
 #include <fmt/format.h>
 #include <torch/torch.h>
 
 #include "core/errors.h"
+#include "core/math.h"
 #include "core/torch_compat.h"
 #include "layers/recompute.h"
 #ifdef FOLDTRON_WITH_CUDA
@@ -74,7 +74,7 @@ const std::vector<int64_t>& ExpertCounts::host() const {
 #endif
     const int64_t* data = s.pinned.data_ptr<int64_t>();
     s.host.assign(data, data + s.pinned.numel());
-    const int64_t rows = std::accumulate(s.host.begin(), s.host.end(), int64_t{0});
+    const int64_t rows = sum_of(s.host);
     FT_CHECK(s.total < 0 || rows == s.total,
              fmt::format("ExpertCounts: the experts' rows add up to {}, not the {} the dispatch made", rows, s.total));
   });

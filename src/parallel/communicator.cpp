@@ -3,12 +3,12 @@
 #include "parallel/communicator.h"
 
 #include <functional>
-#include <numeric>
 
 #include <fmt/format.h>
 #include <torch/torch.h>
 
 #include "core/errors.h"
+#include "core/math.h"
 #include "core/torch_compat.h"
 #include "parallel/mpi_backend.h"
 #include "parallel/mpi_runtime.h"
@@ -64,8 +64,6 @@ std::vector<int64_t> with_rows(const torch::Tensor& like, int64_t rows) {
   shape[0] = rows;
   return shape;
 }
-
-int64_t total(const std::vector<int64_t>& rows) { return std::accumulate(rows.begin(), rows.end(), int64_t{0}); }
 
 }  // namespace
 
@@ -146,7 +144,7 @@ WorkPtr Communicator::all_gather_async(const torch::Tensor& input, const std::ve
                        rows.size() > static_cast<size_t>(rank_) ? rows[static_cast<size_t>(rank_)] : -1,
                        input.size(0)));
   if (size() == 1) return std::make_unique<ReadyWork>(input.clone(at::MemoryFormat::Contiguous));
-  torch::Tensor output = torch::empty(with_rows(input, total(rows)), input.options());
+  torch::Tensor output = torch::empty(with_rows(input, sum_of(rows)), input.options());
   return backend_for(input).all_gather(input.contiguous(), output, rows);
 }
 
@@ -178,9 +176,9 @@ WorkPtr Communicator::reduce_scatter_async(const torch::Tensor& input, ReduceOp 
 
 WorkPtr Communicator::reduce_scatter_async(const torch::Tensor& input, const std::vector<int64_t>& rows,
                                            ReduceOp op) {
-  FT_CHECK(input.dim() >= 1 && static_cast<int>(rows.size()) == size() && total(rows) == input.size(0),
+  FT_CHECK(input.dim() >= 1 && static_cast<int>(rows.size()) == size() && sum_of(rows) == input.size(0),
            fmt::format("reduce_scatter on group '{}': rows for {} ranks sum to {}, input has {}", name_, rows.size(),
-                       total(rows), input.dim() >= 1 ? input.size(0) : 0));
+                       sum_of(rows), input.dim() >= 1 ? input.size(0) : 0));
   if (size() == 1) return std::make_unique<ReadyWork>(input.clone(at::MemoryFormat::Contiguous));
   torch::Tensor output = torch::empty(with_rows(input, rows[static_cast<size_t>(rank_)]), input.options());
   return backend_for(input).reduce_scatter(input.contiguous(), output, rows, op);
@@ -189,15 +187,15 @@ WorkPtr Communicator::reduce_scatter_async(const torch::Tensor& input, const std
 WorkPtr Communicator::all_to_all_async(const torch::Tensor& input, const std::vector<int64_t>& input_rows,
                                        const std::vector<int64_t>& output_rows) {
   FT_CHECK(input.dim() >= 1 && static_cast<int>(input_rows.size()) == size() &&
-               static_cast<int>(output_rows.size()) == size() && total(input_rows) == input.size(0),
+               static_cast<int>(output_rows.size()) == size() && sum_of(input_rows) == input.size(0),
            fmt::format("all_to_all on group '{}': {} input splits summing to {} for {} rows, {} output splits", name_,
-                       input_rows.size(), total(input_rows), input.dim() >= 1 ? input.size(0) : 0,
+                       input_rows.size(), sum_of(input_rows), input.dim() >= 1 ? input.size(0) : 0,
                        output_rows.size()));
   if (size() == 1) {
     FT_CHECK(output_rows[0] == input_rows[0], "all_to_all with one rank must keep its rows");
     return std::make_unique<ReadyWork>(input.clone(at::MemoryFormat::Contiguous));
   }
-  torch::Tensor output = torch::empty(with_rows(input, total(output_rows)), input.options());
+  torch::Tensor output = torch::empty(with_rows(input, sum_of(output_rows)), input.options());
   return backend_for(input).all_to_all(input.contiguous(), output, input_rows, output_rows);
 }
 
