@@ -8,9 +8,13 @@ for the reference's shapes (Mixtral-8x7B, micro-batch 4: 4,096 rows per expert),
 GEMM accumulating into fp32, writing fp32, writing bf16, and the grouped bf16 GEMM, so that a
 trace's difference between the two steps can be told apart into the kernel and the fp32 output.
 Run it under different cuBLAS settings (TORCH_BLAS_PREFER_CUBLASLT=1, CUBLASLT_WORKSPACE_SIZE)
-to see whether another kernel choice closes the gap.
+to see whether another kernel choice closes the gap. The `streams2`/`streams3` variants split the
+per-expert accumulating GEMMs round-robin over two or three CUDA streams (forked from and joined
+to the current one), so that one GEMM's partial last wave of tiles overlaps the next one's start;
+--spread makes the experts' row counts uneven, as a router's are (expert e gets
+rows * (1 - spread + 2 * spread * e / (E - 1)) rows, the same total).
 
-Usage: bench/wgrad_gemm.py [--rows 4096] [--experts 8] [--hidden 4096] [--ffn 14336] [--repeats 20]
+Usage: bench/wgrad_gemm.py [--rows 4096] [--spread 0] [--experts 8] [--hidden 4096] [--ffn 14336] [--repeats 20]
 The last line is `RESULT {json}` (TFLOP/s per variant and shape).
 """
 import argparse
@@ -25,6 +29,7 @@ from calibrate_planner import timed  # median CUDA-event milliseconds after warm
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=4096, help="rows (token copies) per expert")
+    parser.add_argument("--spread", type=float, default=0.0, help="uneven rows: 0 even, 0.5 from 0.5x to 1.5x")
     parser.add_argument("--experts", type=int, default=8)
     parser.add_argument("--hidden", type=int, default=4096)
     parser.add_argument("--ffn", type=int, default=14336)
@@ -37,15 +42,21 @@ def main():
     settings = {k: os.environ.get(k, "") for k in ("TORCH_BLAS_PREFER_CUBLASLT", "CUBLASLT_WORKSPACE_SIZE",
                                                     "PYTORCH_TUNABLEOP_ENABLED")}
     print(f"[env] torch {torch.__version__} on {torch.cuda.get_device_name()}, settings {settings}")
-    result = {"settings": settings, "rows": rows, "experts": experts, "tflops": {}}
+    spread = args.spread if experts > 1 else 0.0
+    counts = [int(rows * (1 - spread + 2 * spread * e / max(experts - 1, 1))) for e in range(experts)]
+    counts[-1] += experts * rows - sum(counts)
+    starts = [sum(counts[:e]) for e in range(experts)]
+    result = {"settings": settings, "rows": rows, "spread": spread, "counts": counts, "experts": experts,
+              "tflops": {}}
     # gate_up: out [2F, H] = dy [R, 2F]^T x [R, H]; down: out [H, F] = dy [R, H]^T h [R, F].
     for name, n, k in (("gate_up", 2 * args.ffn, args.hidden), ("down", args.hidden, args.ffn)):
         dy = torch.randn(experts * rows, n, device="cuda", dtype=torch.bfloat16)  # [E*R, N]
         x = torch.randn(experts * rows, k, device="cuda", dtype=torch.bfloat16)   # [E*R, K]
         main = torch.zeros(experts, n, k, device="cuda", dtype=torch.float32)     # [E, N, K]
         bf16 = torch.empty(experts, n, k, device="cuda", dtype=torch.bfloat16)    # [E, N, K]
-        offs = torch.arange(1, experts + 1, device="cuda", dtype=torch.int32) * rows  # [E] row ends
-        pieces = [(dy[e * rows:(e + 1) * rows].t(), x[e * rows:(e + 1) * rows]) for e in range(experts)]
+        offs = torch.tensor([s + c for s, c in zip(starts, counts)], device="cuda", dtype=torch.int32)  # [E] row ends
+        pieces = [(dy[s:s + c].t(), x[s:s + c]) for s, c in zip(starts, counts)]
+        side = [torch.cuda.Stream() for _ in range(2)]
 
         def accumulate():
             for e, (a, b) in enumerate(pieces):
@@ -59,12 +70,27 @@ def main():
             for e, (a, b) in enumerate(pieces):
                 torch.mm(a, b, out=bf16[e])
 
+        def accumulate_on(streams):  # expert e on streams[e % len]; the first is the current stream
+            fork = torch.cuda.Event()
+            fork.record()
+            for stream in streams[1:]:
+                stream.wait_event(fork)
+            for e, (a, b) in enumerate(pieces):
+                with torch.cuda.stream(streams[e % len(streams)]):
+                    torch.addmm(main[e], a, b, out_dtype=torch.float32, out=main[e])
+            for stream in streams[1:]:
+                join = torch.cuda.Event()
+                join.record(stream)
+                torch.cuda.current_stream().wait_event(join)
+
         def grouped_bf16():
             torch._grouped_mm(dy.t(), x, offs=offs)
 
         flop = 2.0 * experts * rows * n * k
         for variant, fn in (("fp32_accumulate", accumulate), ("fp32_write", write_fp32),
-                            ("bf16_write", write_bf16), ("grouped_bf16", grouped_bf16)):
+                            ("bf16_write", write_bf16), ("grouped_bf16", grouped_bf16),
+                            ("streams2", lambda: accumulate_on([torch.cuda.current_stream()] + side[:1])),
+                            ("streams3", lambda: accumulate_on([torch.cuda.current_stream()] + side))):
             ms = timed(fn, args.repeats)
             tflops = flop / ms / 1e9
             result["tflops"][f"{name}/{variant}"] = round(tflops, 1)
@@ -75,6 +101,11 @@ def main():
         reference = (pieces[0][0].float() @ pieces[0][1].float())
         error = ((main[0] - reference).abs().max() / reference.abs().max()).item()
         print(f"wgrad {name:8s} fp32 accumulate against an fp32 product: max relative error {error:.2e}")
+        once = main.clone()  # the same sums split over streams: bit-identical
+        main.zero_()
+        accumulate_on([torch.cuda.current_stream()] + side)
+        torch.cuda.synchronize()
+        print(f"wgrad {name:8s} three streams equal one stream bit for bit: {torch.equal(main, once)}")
         del dy, x, main, bf16
     print("RESULT " + json.dumps(result))
 
