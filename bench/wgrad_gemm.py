@@ -42,7 +42,7 @@ def main():
     settings = {k: os.environ.get(k, "") for k in ("TORCH_BLAS_PREFER_CUBLASLT", "CUBLASLT_WORKSPACE_SIZE",
                                                     "PYTORCH_TUNABLEOP_ENABLED")}
     print(f"[env] torch {torch.__version__} on {torch.cuda.get_device_name()}, settings {settings}")
-    spread = args.spread if experts > 1 else 0.0
+    spread = args.spread
     counts = [int(rows * (1 - spread + 2 * spread * e / max(experts - 1, 1))) for e in range(experts)]
     counts[-1] += experts * rows - sum(counts)
     starts = [sum(counts[:e]) for e in range(experts)]
