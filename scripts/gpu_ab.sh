@@ -5,13 +5,15 @@
 # patch B_PATCH applied (B: the base, e.g. the change switched off; the tree is restored after),
 # and runs ROUNDS rounds of A then B with the same training flags, one GPU. Prints each run's mean
 # step after the first and each side's median; the logs go to ab.tgz.
+# B_BINARY instead of B_PATCH runs a binary an earlier call built from the base (no second build).
 # Usage: B_PATCH=bench/ab/FILE.diff scripts/gpu_ab.sh OUT ROUNDS train-flags...
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=$1 rounds=$2
 shift 2
 OMP_NUM_THREADS=8 source scripts/gpu_env.sh
-[[ -f ${B_PATCH:-} ]] || { echo "gpu_ab.sh: B_PATCH must name a patch file (bench/ab/*.diff)" >&2; exit 2; }
+[[ -f ${B_PATCH:-} || -f ${B_BINARY:-} ]] ||
+  { echo "gpu_ab.sh: B_PATCH must name a patch file (bench/ab/*.diff), or B_BINARY a binary" >&2; exit 2; }
 mkdir -p "$out/ab" build-gpu/ab
 build() {  # build NAME: foldtron from the tree as it is now, copied to build-gpu/ab/NAME; a failure ends the run
   rm -f build-gpu/bin/foldtron
@@ -27,10 +29,14 @@ if [[ -n ${A_BINARY:-} ]]; then
 else
   build a
 fi
-patch -p1 --forward < "$B_PATCH" > "$out/ab/patch.log" || { cat "$out/ab/patch.log"; exit 1; }
-trap 'patch -p1 --reverse --silent < "$B_PATCH"' EXIT  # the tree as it was, however B's build ends
-build b
-patch -p1 --reverse --silent < "$B_PATCH" && trap - EXIT
+if [[ -n ${B_BINARY:-} ]]; then
+  cp "$B_BINARY" build-gpu/ab/b && chmod +x build-gpu/ab/b
+else
+  patch -p1 --forward < "$B_PATCH" > "$out/ab/patch.log" || { cat "$out/ab/patch.log"; exit 1; }
+  trap 'patch -p1 --reverse --silent < "$B_PATCH"' EXIT  # the tree as it was, however B's build ends
+  build b
+  patch -p1 --reverse --silent < "$B_PATCH" && trap - EXIT
+fi
 : > "$out/ab.txt"
 for ((i = 1; i <= rounds; ++i)); do
   for side in a b; do

@@ -12,7 +12,10 @@
 # pipeline-parallel rows; "probe" the gradient-accumulation fusion probe; "moments" the reference
 # with bf16 AdamW moments (at global batch 16 too, with "accum"); "accum" global batch 16 in
 # micro-batches of ACCUM_MB (2 unless set), foldtron; "torch_accum" the same, PyTorch-native;
-# "combine" bench/combine_copies, the combine kernels against torch's operations; "cp"
+# "ratio" foldtron at global batch 16 (micro-batch 4, bf16 moments) against the compiled
+# PyTorch-native step, then foldtron at global batch 2, and the ratio of the two step times
+# (issue 20's 1.05x; TRACE_ACCUM=1 traces both); "combine" bench/combine_copies, the combine
+# kernels against torch's operations; "cp"
 # bench/cp_attention, one context-parallel rank's attention pieces at 32K-128K); TESTS the GPU
 # test binaries of the tests part (GTEST_FILTER picks their tests);
 # CTEST_ARGS replaces the build's "-L unit" (e.g. "-R ^$" runs no test); BUILD_TARGETS builds only
@@ -153,6 +156,31 @@ if has torch_accum; then
   traced $name native
   run_native $name 400 --micro-batch "$accum_mb" --accum $accum --compile "${trace_flags[@]}"
   summarize $name
+fi
+if has ratio; then
+  name=mixtral4_gbs16_mb4_bf16moments
+  traced $name foldtron
+  run_train $name 1 300 "${ref[@]}" --micro-batch-size 4 --global-batch-size 16 \
+    --set train.adam_moments_dtype=bf16 "${trace_flags[@]}"
+  summarize $name
+  name=torch_compile_mb4_accum4
+  traced $name native
+  run_native $name 400 --micro-batch 4 --accum 4 --compile "${trace_flags[@]}"
+  summarize $name
+  run_train mixtral4_mb2_bf16moments 1 300 "${ref[@]}" --micro-batch-size 2 --global-batch-size 2 \
+    --set train.adam_moments_dtype=bf16
+  # Medians of steps 6-15 (the traced step 13 left out, as the native step leaves it out).
+  python3 - "$out" <<'PY'
+import json, statistics, sys
+out = sys.argv[1]
+def median(name):
+    rows = [json.loads(line) for line in open(f"{out}/{name}.jsonl")]
+    return statistics.median(r["step_time_s"] for r in rows if 6 <= r["step"] <= 15 and r["step"] != 13)
+native = [json.loads(l[7:]) for l in open(f"{out}/torch_compile_mb4_accum4.log") if l.startswith("RESULT ")]
+ours, gb2 = median("mixtral4_gbs16_mb4_bf16moments"), median("mixtral4_mb2_bf16moments")
+print(f"ratio: foldtron {ours:.4f} s, compiled {native[0]['step_time_s']:.4f} s: "
+      f"{native[0]['step_time_s'] / ours:.4f}x; global batch 2 {gb2:.4f} s" if native else "ratio: no native RESULT")
+PY
 fi
 if has two && [[ $gpus -ge 2 ]]; then
   # Two GPUs: expert parallel, tensor parallel, and folded (attention tp 2, experts ep 2 x etp 1).
