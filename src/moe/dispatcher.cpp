@@ -360,12 +360,43 @@ torch::Tensor weighted_sum_copies(const torch::Tensor& rows, const torch::Tensor
   return SumCopies::apply(weighted_rows(rows, weights), token_index, rows_of_token);
 }
 
+namespace {
+
+// permute_by_map when the caller promises `k` copies of every token (dropless top-k over all
+// experts), without a sort: copy (t, e) goes to row start[e] + (the tokens before t routed to
+// e), a running count down the map's columns, so the rows come out in (expert, token) order as
+// the sort gives them. The counts stay on the device (their host read checks the promise: they
+// must add up to n k).
+Permutation permute_copies(const torch::Tensor& routing_map, const torch::Tensor& probs, int64_t k) {
+  const int64_t n = routing_map.size(0), total = n * k;
+  const torch::Tensor running = routing_map.to(torch::kLong).cumsum(0);  // [n, E']
+  const torch::Tensor counts = running.select(0, n - 1).clone();         // [E']
+  const torch::Tensor before = counts.cumsum(0) - counts - 1;            // [E'] start[e] - 1
+  // Each token's k routed experts in expert order: the k smallest rows of its routed columns
+  // (the others pushed past every row). Should a token have fewer, its missing rows are
+  // clamped to the last, so every index stays inside the tensors, and the counts' check
+  // reports the broken promise.
+  auto [rows, experts] = (running + before).masked_fill(routing_map.logical_not(), total).topk(k, 1, /*largest=*/false);
+  rows.clamp_max_(total - 1);
+  Permutation perm;
+  perm.counts = ExpertCounts::from_device(counts, total);
+  perm.rows_of_token = rows;  // [n, k]
+  // The flat expert-major index e * n + t of each row, as the sort lists them.
+  const torch::Tensor flat = experts * n + torch::arange(n, experts.options()).unsqueeze(1);  // [n, k]
+  const torch::Tensor order = torch::zeros({total}, flat.options()).scatter_(0, rows.reshape({-1}), flat.reshape({-1}));
+  perm.token_index = order.remainder(n);
+  perm.weights = probs.t().reshape({-1}).index_select(0, order);
+  return perm;
+}
+
+}  // namespace
+
 Permutation permute_by_map(const torch::Tensor& routing_map, const torch::Tensor& probs, int64_t copies_per_token) {
   const int64_t n = routing_map.size(0);
+  if (copies_per_token > 0 && n > 0) return permute_copies(routing_map, probs, copies_per_token);
+  // Otherwise the number of copies is the counts' sum: a host sync (none for no tokens).
   Permutation perm;
-  // With a known number of copies per token, the counts' copy to the host is not waited for here
-  // (it checks that they add up when read); otherwise their sum is needed now: a host sync.
-  const int64_t known = copies_per_token > 0 ? n * copies_per_token : -1;
+  const int64_t known = copies_per_token > 0 ? 0 : -1;
   perm.counts = ExpertCounts::from_device(routing_map.sum(0), known);
   const int64_t total = known >= 0 ? known : sum_of(perm.counts.host());
   // Expert-major flat mask; a stable descending sort lists the routed copies first, in
@@ -374,15 +405,6 @@ Permutation permute_by_map(const torch::Tensor& routing_map, const torch::Tensor
   const torch::Tensor order = std::get<1>(flat.sort(/*stable=*/true, /*dim=*/0, /*descending=*/true)).narrow(0, 0, total);
   perm.token_index = order.remainder(std::max<int64_t>(n, 1));
   perm.weights = probs.t().reshape({-1}).index_select(0, order);
-  if (copies_per_token > 0 && n > 0) {
-    // The caller's promise (dropless top-k over all experts: k distinct experts per token; the
-    // router's top-k scatter keeps it), which the counts' host read checks by their sum: in
-    // backward when training; an evaluation without gradients reads them nowhere, so nothing
-    // checks it there (before, only a wrong total was caught). Rows sorted by token (stably:
-    // expert order within a token), k per token.
-    const torch::Tensor by_token = std::get<1>(perm.token_index.sort(/*stable=*/true, /*dim=*/0, /*descending=*/false));
-    perm.rows_of_token = by_token.view({n, copies_per_token});
-  }
   return perm;
 }
 

@@ -45,8 +45,9 @@ struct Permutation {
 
 // Copies of routing_map [n, E'] (true: routed) sorted by expert, then token; weights from
 // probs [n, E']. `copies_per_token` > 0: the map routes every token to that many experts
-// (dropless, all experts), so rows_of_token is filled and the number of copies is known without
-// a host sync (the counts reach the host later, ExpertCounts); 0: one host sync (the counts).
+// (dropless, all experts), so rows_of_token is filled, the number of copies is known without a
+// host sync (the counts reach the host later, ExpertCounts) and the rows are placed by running
+// counts, without a sort; 0: one host sync (the counts) and a sort.
 Permutation permute_by_map(const torch::Tensor& routing_map, const torch::Tensor& probs, int64_t copies_per_token = 0);
 // Copies of pad_to_capacity slots [E', cap] (valid [E', cap]); padding slots weigh 0. No host sync.
 Permutation permute_by_slots(const torch::Tensor& slots, const torch::Tensor& valid, const torch::Tensor& probs);

@@ -198,6 +198,31 @@ TEST(MoeDispatcher, DroplessDispatchAndCombineMatchTheDirectSum) {
   }
 }
 
+TEST(MoeDispatcher, PermutationWithoutASortEqualsTheSortedOne) {
+  // With k copies of every token promised, the rows are placed by running counts; without the
+  // promise, by a stable sort. Both must list the same copies in (expert, token) order, with
+  // uneven experts, an expert that gets nothing and k of 1 to 3.
+  for (const int64_t k : {1, 2, 3}) {
+    SCOPED_TRACE("k " + std::to_string(k));
+    const int64_t n = 37, experts = 8;
+    torch::manual_seed(5 + k);
+    // Experts 0-5 only, expert 1 favoured, so 6 and 7 get no copies and the counts are uneven.
+    const torch::Tensor scores = torch::rand({n, experts}) + torch::tensor({0., 0.8, 0., 0., 0., 0., -9., -9.});
+    const torch::Tensor picked = std::get<1>(scores.topk(k, 1));
+    const torch::Tensor map = torch::zeros({n, experts}, torch::kBool).scatter(1, picked, true).to(device());
+    const torch::Tensor probs = torch::rand({n, experts}, torch::kDouble).to(device());
+    const Permutation sorted = permute_by_map(map, probs);
+    const Permutation counted = permute_by_map(map, probs, k);
+    EXPECT_EQ(counted.counts.host(), sorted.counts.host());
+    EXPECT_EQ(sorted.counts.host()[6] + sorted.counts.host()[7], 0);
+    EXPECT_TRUE(torch::equal(counted.token_index.cpu(), sorted.token_index.cpu()));
+    EXPECT_TRUE(torch::equal(counted.weights.cpu(), sorted.weights.cpu()));
+    // Token t's rows, in expert order: where its copies were placed.
+    const torch::Tensor by_token = std::get<1>(sorted.token_index.cpu().sort(/*stable=*/true, 0, false)).view({n, k});
+    EXPECT_TRUE(torch::equal(counted.rows_of_token.cpu(), by_token));
+  }
+}
+
 TEST(MoeDispatcher, WeightedSumOfCopiesMatchesDoubleInBf16AndFp32) {
   // Each token's k rows weighted and summed, and both gradients, against a double computation on
   // the same values. With --device=cuda the kernels run (h 64: 16-byte packs; h 37: one element at
