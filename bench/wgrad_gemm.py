@@ -12,18 +12,65 @@ to see whether another kernel choice closes the gap. The `streams2`/`streams3` v
 per-expert accumulating GEMMs round-robin over two or three CUDA streams (forked from and joined
 to the current one), so that one GEMM's partial last wave of tiles overlaps the next one's start;
 --spread makes the experts' row counts uneven, as a router's are (expert e gets
-rows * (1 - spread + 2 * spread * e / (E - 1)) rows, the same total).
+rows * (1 - spread + 2 * spread * e / (E - 1)) rows, the same total). `cublas_grouped` makes all
+the experts' accumulating GEMMs in one call of cuBLAS's grouped API (cublasGemmGroupedBatchedEx,
+cuBLAS 12.5 and later, through ctypes on the library torch loaded: one group per expert, bf16
+inputs, fp32 output, beta 1), the library's own answer to foldtron's per-expert calls.
 
 Usage: bench/wgrad_gemm.py [--rows 4096] [--spread 0] [--experts 8] [--hidden 4096] [--ffn 14336] [--repeats 20]
 The last line is `RESULT {json}` (TFLOP/s per variant and shape).
 """
 import argparse
+import ctypes
 import json
 import os
 
 import torch
 
 from calibrate_planner import timed  # median CUDA-event milliseconds after warm-up (bench/ is on the path)
+
+
+def cublas_grouped_accumulate(pieces, main):
+    """A function that adds each expert's dy^T x into main[e] (fp32) with one cuBLAS grouped call, or
+    a string saying why it cannot (no such function, a status other than success)."""
+    torch.mm(torch.ones(8, 8, device="cuda"), torch.ones(8, 8, device="cuda"))  # cuBLAS loaded
+    with open("/proc/self/maps") as maps:
+        paths = sorted({line.split()[-1] for line in maps if "libcublas.so" in line and "Lt" not in line})
+    if not paths:
+        return "libcublas is not loaded"
+    lib = ctypes.CDLL(paths[0])
+    if not hasattr(lib, "cublasGemmGroupedBatchedEx"):
+        return f"{paths[0]} has no cublasGemmGroupedBatchedEx"
+    experts = len(pieces)
+    ints = ctypes.c_int * experts
+    # Row-major main[e] [N, K] is column-major [K, N]: C = x_e^T (K x R, ld K) times dy_e (R x N: the
+    # column-major N x R of dy_e transposed, ld N).
+    n, k = main.shape[1], main.shape[2]
+    rows = [a.shape[1] for a, _ in pieces]
+    a_ptrs = torch.tensor([b.data_ptr() for _, b in pieces], dtype=torch.int64, device="cuda")
+    b_ptrs = torch.tensor([a.data_ptr() for a, _ in pieces], dtype=torch.int64, device="cuda")  # dy_e (a = dy_e^T)
+    c_ptrs = torch.tensor([main[e].data_ptr() for e in range(experts)], dtype=torch.int64, device="cuda")
+    op_n, op_t, bf16, fp32, compute_32f = 0, 1, 14, 0, 68
+    args = (ints(*[op_n] * experts), ints(*[op_t] * experts), ints(*[k] * experts), ints(*[n] * experts),
+            ints(*rows), (ctypes.c_float * experts)(*[1.0] * experts), ctypes.c_void_p(a_ptrs.data_ptr()),
+            ctypes.c_int(bf16), ints(*[k] * experts), ctypes.c_void_p(b_ptrs.data_ptr()), ctypes.c_int(bf16),
+            ints(*[n] * experts), (ctypes.c_float * experts)(*[1.0] * experts), ctypes.c_void_p(c_ptrs.data_ptr()),
+            ctypes.c_int(fp32), ints(*[k] * experts), ctypes.c_int(experts), ints(*[1] * experts),
+            ctypes.c_int(compute_32f))
+    handle = ctypes.c_void_p(torch.cuda.current_blas_handle())  # on torch's current stream
+    pointers = (a_ptrs, b_ptrs, c_ptrs)  # alive as long as the function
+
+    def run():
+        assert all(p.is_cuda for p in pointers)
+        status = lib.cublasGemmGroupedBatchedEx(handle, *args)
+        if status != 0:
+            raise RuntimeError(f"cublasGemmGroupedBatchedEx returned status {status}")
+    try:
+        run()
+        torch.cuda.synchronize()
+    except RuntimeError as error:
+        return str(error)
+    return run
 
 
 def main():
@@ -87,10 +134,17 @@ def main():
             torch._grouped_mm(dy.t(), x, offs=offs)
 
         flop = 2.0 * experts * rows * n * k
+        cublas_grouped = cublas_grouped_accumulate(pieces, main)
+        if isinstance(cublas_grouped, str):
+            print(f"wgrad {name:8s} cublas_grouped: not run: {cublas_grouped}")
+            result[f"{name}/cublas_grouped"] = cublas_grouped
         for variant, fn in (("fp32_accumulate", accumulate), ("fp32_write", write_fp32),
                             ("bf16_write", write_bf16), ("grouped_bf16", grouped_bf16),
                             ("streams2", lambda: accumulate_on([torch.cuda.current_stream()] + side[:1])),
-                            ("streams3", lambda: accumulate_on([torch.cuda.current_stream()] + side))):
+                            ("streams3", lambda: accumulate_on([torch.cuda.current_stream()] + side)),
+                            ("cublas_grouped", cublas_grouped)):
+            if not callable(fn):
+                continue
             ms = timed(fn, args.repeats)
             tflops = flop / ms / 1e9
             result["tflops"][f"{name}/{variant}"] = round(tflops, 1)
@@ -101,6 +155,16 @@ def main():
         reference = (pieces[0][0].float() @ pieces[0][1].float())
         error = ((main[0] - reference).abs().max() / reference.abs().max()).item()
         print(f"wgrad {name:8s} fp32 accumulate against an fp32 product: max relative error {error:.2e}")
+        per_expert = main.clone()
+        if callable(cublas_grouped):  # the grouped call's sums against the per-expert ones
+            main.zero_()
+            cublas_grouped()
+            error = ((main[0] - reference).abs().max() / reference.abs().max()).item()
+            print(f"wgrad {name:8s} cublas grouped against an fp32 product: max relative error {error:.2e}")
+            print(f"wgrad {name:8s} cublas grouped equals the per-expert GEMMs bit for bit: "
+                  f"{torch.equal(main, per_expert)}")
+        main.zero_()
+        accumulate()
         once = main.clone()  # the same sums split over streams: bit-identical
         main.zero_()
         accumulate_on([torch.cuda.current_stream()] + side)
