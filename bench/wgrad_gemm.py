@@ -57,14 +57,14 @@ def cublas_grouped_accumulate(pieces, main):
             ints(*[n] * experts), (ctypes.c_float * experts)(*[1.0] * experts), ctypes.c_void_p(c_ptrs.data_ptr()),
             ctypes.c_int(fp32), ints(*[k] * experts), ctypes.c_int(experts), ints(*[1] * experts),
             ctypes.c_int(compute_32f))
-    handle = ctypes.c_void_p(torch.cuda.current_blas_handle())  # on torch's current stream
-    pointers = (a_ptrs, b_ptrs, c_ptrs)  # alive as long as the function
-
     def run():
-        assert all(p.is_cuda for p in pointers)
+        # torch's handle, fetched per call: fetching binds it to the current stream (a variant
+        # before may have left it on a side stream).
+        handle = ctypes.c_void_p(torch.cuda.current_blas_handle())
         status = lib.cublasGemmGroupedBatchedEx(handle, *args)
         if status != 0:
             raise RuntimeError(f"cublasGemmGroupedBatchedEx returned status {status}")
+    run.pointers = (a_ptrs, b_ptrs, c_ptrs)  # the device pointer arrays live as long as the function
     try:
         run()
         torch.cuda.synchronize()

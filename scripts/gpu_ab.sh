@@ -12,8 +12,12 @@ cd "$(dirname "$0")/.."
 out=$1 rounds=$2
 shift 2
 OMP_NUM_THREADS=8 source scripts/gpu_env.sh
-[[ -f ${B_PATCH:-} || -f ${B_BINARY:-} ]] ||
-  { echo "gpu_ab.sh: B_PATCH must name a patch file (bench/ab/*.diff), or B_BINARY a binary" >&2; exit 2; }
+if [[ -n ${B_BINARY:-} ]]; then
+  [[ -f $B_BINARY ]] || { echo "gpu_ab.sh: B_BINARY '$B_BINARY' is not a file (a foldtron binary of the base)" >&2; exit 2; }
+else
+  [[ -f ${B_PATCH:-} ]] ||
+    { echo "gpu_ab.sh: B_PATCH '${B_PATCH:-}' is not a file: name a patch (bench/ab/*.diff), or B_BINARY a binary" >&2; exit 2; }
+fi
 mkdir -p "$out/ab" build-gpu/ab
 build() {  # build NAME: foldtron from the tree as it is now, copied to build-gpu/ab/NAME; a failure ends the run
   rm -f build-gpu/bin/foldtron
@@ -25,12 +29,14 @@ build() {  # build NAME: foldtron from the tree as it is now, copied to build-gp
   cp build-gpu/bin/foldtron "build-gpu/ab/$1"
 }
 if [[ -n ${A_BINARY:-} ]]; then
-  cp "$A_BINARY" build-gpu/ab/a && chmod +x build-gpu/ab/a
+  # (A binary of an earlier A/B in the same call is already there.)
+  [[ $A_BINARY -ef build-gpu/ab/a ]] || cp "$A_BINARY" build-gpu/ab/a || exit 1
+  chmod +x build-gpu/ab/a
 else
   build a
 fi
 if [[ -n ${B_BINARY:-} ]]; then
-  cp "$B_BINARY" build-gpu/ab/b && chmod +x build-gpu/ab/b
+  cp "$B_BINARY" build-gpu/ab/b && chmod +x build-gpu/ab/b || exit 1
 else
   patch -p1 --forward < "$B_PATCH" > "$out/ab/patch.log" || { cat "$out/ab/patch.log"; exit 1; }
   trap 'patch -p1 --reverse --silent < "$B_PATCH"' EXIT  # the tree as it was, however B's build ends

@@ -365,8 +365,10 @@ namespace {
 // permute_by_map when the caller promises `k` copies of every token (dropless top-k over all
 // experts), without a sort: copy (t, e) goes to row start[e] + (the tokens before t routed to
 // e), a running count down the map's columns, so the rows come out in (expert, token) order as
-// the sort gives them. The counts stay on the device (their host read checks the promise: they
-// must add up to n k).
+// the sort gives them. The counts stay on the device; their host read, in backward when
+// training, checks the promise by their sum (n k). An evaluation without gradients reads them
+// nowhere, and a token with a copy too many beside one with a copy too few keeps the sum: those
+// go unchecked, as on the sorted path.
 Permutation permute_copies(const torch::Tensor& routing_map, const torch::Tensor& probs, int64_t k) {
   const int64_t n = routing_map.size(0), total = n * k;
   const torch::Tensor running = routing_map.to(torch::kLong).cumsum(0);  // [n, E']
@@ -376,16 +378,18 @@ Permutation permute_copies(const torch::Tensor& routing_map, const torch::Tensor
   // (the others pushed past every row). Should a token have fewer, its missing rows are
   // clamped to the last, so every index stays inside the tensors, and the counts' check
   // reports the broken promise.
-  auto [rows, experts] = (running + before).masked_fill(routing_map.logical_not(), total).topk(k, 1, /*largest=*/false);
+  auto [rows, experts] =  // [n, k] each
+      (running + before).masked_fill(routing_map.logical_not(), total).topk(k, 1, /*largest=*/false);
   rows.clamp_max_(total - 1);
   Permutation perm;
   perm.counts = ExpertCounts::from_device(counts, total);
-  perm.rows_of_token = rows;  // [n, k]
+  perm.rows_of_token = rows;
   // The flat expert-major index e * n + t of each row, as the sort lists them.
   const torch::Tensor flat = experts * n + torch::arange(n, experts.options()).unsqueeze(1);  // [n, k]
-  const torch::Tensor order = torch::zeros({total}, flat.options()).scatter_(0, rows.reshape({-1}), flat.reshape({-1}));
-  perm.token_index = order.remainder(n);
-  perm.weights = probs.t().reshape({-1}).index_select(0, order);
+  const torch::Tensor order =
+      torch::zeros({total}, flat.options()).scatter_(0, rows.reshape({-1}), flat.reshape({-1}));  // [n k]
+  perm.token_index = order.remainder(n);                                // [n k]
+  perm.weights = probs.t().reshape({-1}).index_select(0, order);        // [n k]
   return perm;
 }
 
@@ -396,7 +400,7 @@ Permutation permute_by_map(const torch::Tensor& routing_map, const torch::Tensor
   if (copies_per_token > 0 && n > 0) return permute_copies(routing_map, probs, copies_per_token);
   // Otherwise the number of copies is the counts' sum: a host sync (none for no tokens).
   Permutation perm;
-  const int64_t known = copies_per_token > 0 ? 0 : -1;
+  const int64_t known = copies_per_token > 0 ? n * copies_per_token : -1;
   perm.counts = ExpertCounts::from_device(routing_map.sum(0), known);
   const int64_t total = known >= 0 ? known : sum_of(perm.counts.host());
   // Expert-major flat mask; a stable descending sort lists the routed copies first, in

@@ -201,25 +201,40 @@ TEST(MoeDispatcher, DroplessDispatchAndCombineMatchTheDirectSum) {
 TEST(MoeDispatcher, PermutationWithoutASortEqualsTheSortedOne) {
   // With k copies of every token promised, the rows are placed by running counts; without the
   // promise, by a stable sort. Both must list the same copies in (expert, token) order, with
-  // uneven experts, an expert that gets nothing and k of 1 to 3.
+  // uneven experts, experts that get nothing (one in the middle) and k of 1 to 3.
+  const int64_t n = 37, experts = 8;
   for (const int64_t k : {1, 2, 3}) {
     SCOPED_TRACE("k " + std::to_string(k));
-    const int64_t n = 37, experts = 8;
     torch::manual_seed(5 + k);
-    // Experts 0-5 only, expert 1 favoured, so 6 and 7 get no copies and the counts are uneven.
-    const torch::Tensor scores = torch::rand({n, experts}) + torch::tensor({0., 0.8, 0., 0., 0., 0., -9., -9.});
+    // Experts 3 and 7 never picked, expert 1 favoured.
+    const torch::Tensor scores = torch::rand({n, experts}) + torch::tensor({0., 0.8, 0., -9., 0., 0., 0., -9.});
     const torch::Tensor picked = std::get<1>(scores.topk(k, 1));
     const torch::Tensor map = torch::zeros({n, experts}, torch::kBool).scatter(1, picked, true).to(device());
-    const torch::Tensor probs = torch::rand({n, experts}, torch::kDouble).to(device());
+    const torch::Tensor probs = torch::rand({n, experts}, torch::kDouble).to(device());  // distinct weights
     const Permutation sorted = permute_by_map(map, probs);
     const Permutation counted = permute_by_map(map, probs, k);
+    EXPECT_FALSE(sorted.rows_of_token.defined());
+    ASSERT_TRUE(counted.rows_of_token.defined());
     EXPECT_EQ(counted.counts.host(), sorted.counts.host());
-    EXPECT_EQ(sorted.counts.host()[6] + sorted.counts.host()[7], 0);
+    EXPECT_EQ(sorted.counts.host()[3] + sorted.counts.host()[7], 0);
     EXPECT_TRUE(torch::equal(counted.token_index.cpu(), sorted.token_index.cpu()));
-    EXPECT_TRUE(torch::equal(counted.weights.cpu(), sorted.weights.cpu()));
+    EXPECT_TRUE(torch::equal(counted.weights.cpu(), sorted.weights.cpu()));  // the right expert of each row
     // Token t's rows, in expert order: where its copies were placed.
     const torch::Tensor by_token = std::get<1>(sorted.token_index.cpu().sort(/*stable=*/true, 0, false)).view({n, k});
     EXPECT_TRUE(torch::equal(counted.rows_of_token.cpu(), by_token));
+  }
+  // A broken promise (token 5 has one copy of two) keeps every index inside the tensors and is
+  // reported when the counts reach the host.
+  torch::Tensor map = torch::zeros({n, experts}, torch::kBool);
+  map.narrow(1, 0, 2).fill_(true);
+  map[5][1] = false;
+  const Permutation broken = permute_by_map(map.to(device()), torch::rand({n, experts}).to(device()), 2);
+  EXPECT_LT(broken.rows_of_token.max().item<int64_t>(), 2 * n);
+  try {
+    broken.counts.host();
+    ADD_FAILURE() << "the counts' sum was not checked";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("add up to 73, not the 74"), std::string::npos) << e.what();
   }
 }
 
