@@ -57,6 +57,7 @@ def cublas_grouped_accumulate(pieces, main):
             ints(*[n] * experts), (ctypes.c_float * experts)(*[1.0] * experts), ctypes.c_void_p(c_ptrs.data_ptr()),
             ctypes.c_int(fp32), ints(*[k] * experts), ctypes.c_int(experts), ints(*[1] * experts),
             ctypes.c_int(compute_32f))
+
     def run():
         # torch's handle, fetched per call: fetching binds it to the current stream (a variant
         # before may have left it on a side stream).
