@@ -154,19 +154,17 @@ def main():
         main.zero_()
         accumulate()
         reference = (pieces[0][0].float() @ pieces[0][1].float())
-        error = ((main[0] - reference).abs().max() / reference.abs().max()).item()
-        print(f"wgrad {name:8s} fp32 accumulate against an fp32 product: max relative error {error:.2e}")
-        per_expert = main.clone()
+
+        def error():  # expert 0's largest difference from the fp32 product, relative to its largest value
+            return ((main[0] - reference).abs().max() / reference.abs().max()).item()
+        print(f"wgrad {name:8s} fp32 accumulate against an fp32 product: max relative error {error():.2e}")
+        once = main.clone()  # one per-expert pass, which the other ways must match
         if callable(cublas_grouped):  # the grouped call's sums against the per-expert ones
             main.zero_()
             cublas_grouped()
-            error = ((main[0] - reference).abs().max() / reference.abs().max()).item()
-            print(f"wgrad {name:8s} cublas grouped against an fp32 product: max relative error {error:.2e}")
-            print(f"wgrad {name:8s} cublas grouped equals the per-expert GEMMs bit for bit: "
-                  f"{torch.equal(main, per_expert)}")
-        main.zero_()
-        accumulate()
-        once = main.clone()  # the same sums split over streams: bit-identical
+            print(f"wgrad {name:8s} cublas grouped against an fp32 product: max relative error {error():.2e}")
+            print(f"wgrad {name:8s} cublas grouped equals the per-expert GEMMs bit for bit: {torch.equal(main, once)}")
+        # The same sums split over streams: bit-identical.
         main.zero_()
         accumulate_on([torch.cuda.current_stream()] + side)
         torch.cuda.synchronize()

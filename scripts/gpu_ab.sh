@@ -28,15 +28,17 @@ build() {  # build NAME: foldtron from the tree as it is now, copied to build-gp
   [[ $rc -eq 0 ]] || { tail -30 "$out/ab/build_$1.log"; exit 1; }
   cp build-gpu/bin/foldtron "build-gpu/ab/$1"
 }
+take() {  # take BINARY NAME: a binary brought along (or left by an earlier A/B of the call) as side NAME
+  [[ $1 -ef build-gpu/ab/$2 ]] || cp "$1" "build-gpu/ab/$2" || exit 1
+  chmod +x "build-gpu/ab/$2"
+}
 if [[ -n ${A_BINARY:-} ]]; then
-  # (A binary of an earlier A/B in the same call is already there.)
-  [[ $A_BINARY -ef build-gpu/ab/a ]] || cp "$A_BINARY" build-gpu/ab/a || exit 1
-  chmod +x build-gpu/ab/a
+  take "$A_BINARY" a
 else
   build a
 fi
 if [[ -n ${B_BINARY:-} ]]; then
-  cp "$B_BINARY" build-gpu/ab/b && chmod +x build-gpu/ab/b || exit 1
+  take "$B_BINARY" b
 else
   patch -p1 --forward < "$B_PATCH" > "$out/ab/patch.log" || { cat "$out/ab/patch.log"; exit 1; }
   trap 'patch -p1 --reverse --silent < "$B_PATCH"' EXIT  # the tree as it was, however B's build ends
