@@ -4,7 +4,6 @@
 // the least (forward: the rows read and the tokens written; backward: the output gradient and the
 // rows read, the rows' gradient written).
 //   combine_copies [--tokens 16384] [--copies 2] [--hidden 4096] [--iters 50]
-#include <chrono>
 #include <cstring>
 #include <string>
 
@@ -14,6 +13,7 @@
 
 #include "core/errors.h"
 #include "moe/dispatcher.h"
+#include "gpu_timing.h"
 #include "parallel/mpi_runtime.h"
 
 namespace {
@@ -46,17 +46,6 @@ Options parse(int argc, char** argv) {
   return o;
 }
 
-// Milliseconds per call of op, after warm-up.
-template <typename Op>
-double time_ms(int iters, Op op) {
-  for (int i = 0; i < 5; ++i) op();
-  torch::cuda::synchronize();
-  const auto start = std::chrono::steady_clock::now();
-  for (int i = 0; i < iters; ++i) op();
-  torch::cuda::synchronize();
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count() / iters;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -78,11 +67,12 @@ int main(int argc, char** argv) {
                k, h, gb_forward, gb_backward);
     for (const bool kernels : {true, false}) {
       const auto forward = [&] { return weighted_sum_copies(rows, weights, token_index, rows_of_token, kernels); };
-      const double forward_ms = time_ms(o.iters, [&] {
+      const double forward_ms = bench::time_ms(5, o.iters, [&] {
         torch::NoGradGuard no_grad;
         forward();
       });
-      const double both_ms = time_ms(o.iters, [&] { torch::autograd::grad({forward()}, {rows, weights}, {dy}); });
+      const double both_ms =
+          bench::time_ms(5, o.iters, [&] { torch::autograd::grad({forward()}, {rows, weights}, {dy}); });
       fmt::print("RESULT {}: forward {:.3f} ms ({:.0f} GB/s), forward+backward {:.3f} ms (backward {:.0f} GB/s)\n",
                  kernels ? "kernels" : "torch", forward_ms, gb_forward / forward_ms * 1e3, both_ms,
                  gb_backward / (both_ms - forward_ms) * 1e3);

@@ -44,6 +44,26 @@ if(FOLDTRON_WITH_CUDA)
   set(CMAKE_CUDA_STANDARD_REQUIRED ON)
 endif()
 
+# --- CUTLASS (headers only): FOLDTRON_CUTLASS_DIR, its include directory, builds the experts'
+# grouped fp32-accumulating weight-gradient GEMM (src/moe/grouped_wgrad_cuda.h, sm_90a). Without
+# it each expert's weight gradient is a cuBLAS GEMM of its own. scripts/cutlass_headers.sh packs
+# the pinned version; scripts/gpu_build.sh passes it when it is there.
+set(FOLDTRON_CUTLASS_DIR "" CACHE PATH "CUTLASS's include directory: builds the grouped expert weight-gradient GEMM")
+set(FOLDTRON_WITH_GROUPED_WGRAD OFF)
+if(FOLDTRON_CUTLASS_DIR)
+  if(NOT FOLDTRON_WITH_CUDA)
+    message(FATAL_ERROR "FOLDTRON_CUTLASS_DIR is set but this build has no CUDA paths (the kernel is CUDA): "
+                        "drop -DFOLDTRON_CUTLASS_DIR, or build against a CUDA torch.")
+  endif()
+  if(NOT EXISTS "${FOLDTRON_CUTLASS_DIR}/cutlass/gemm/group_array_problem_shape.hpp")
+    message(FATAL_ERROR "FOLDTRON_CUTLASS_DIR=${FOLDTRON_CUTLASS_DIR} is not CUTLASS 3's include directory "
+                        "(no cutlass/gemm/group_array_problem_shape.hpp): point it at <cutlass>/include, "
+                        "e.g. what scripts/cutlass_headers.sh unpacks.")
+  endif()
+  set(FOLDTRON_WITH_GROUPED_WGRAD ON)
+  message(STATUS "foldtron: CUTLASS at ${FOLDTRON_CUTLASS_DIR}: grouped expert weight gradients")
+endif()
+
 # --- NCCL: only for the CUDA build. The torch wheel ships it under site-packages/nvidia/nccl.
 if(FOLDTRON_WITH_CUDA)
   find_path(NCCL_INCLUDE_DIR nccl.h HINTS ${NCCL_ROOT} ENV NCCL_ROOT PATH_SUFFIXES include)

@@ -22,6 +22,9 @@ function(foldtron_target_defaults target)
   if(FOLDTRON_WITH_CUDA)
     target_compile_definitions(${target} PUBLIC FOLDTRON_WITH_CUDA=1)
   endif()
+  if(FOLDTRON_WITH_GROUPED_WGRAD)  # every target alike, so that the precompiled header is reused
+    target_compile_definitions(${target} PUBLIC FOLDTRON_WITH_GROUPED_WGRAD=1)
+  endif()
 endfunction()
 
 add_library(foldtron_pch STATIC EXCLUDE_FROM_ALL ${PROJECT_SOURCE_DIR}/src/core/pch.cpp)

@@ -18,10 +18,20 @@ if [[ ! -e "$nccl_root/lib/libnccl.so" && -e "$nccl_root/lib/libnccl.so.2" ]]; t
   ln -sfn "$nccl_root/include" "$build_dir/nccl/include"
   nccl_root=$PWD/$build_dir/nccl
 fi
+# The experts' grouped weight-gradient kernel builds when CUTLASS's headers came along
+# (.gpu/cutlass-include.tar.gz, made by scripts/cutlass_headers.sh) or CUTLASS_DIR names an include
+# directory; CUTLASS_DIR=none builds without it (each expert's weight gradient a cuBLAS GEMM).
+cutlass_dir=${CUTLASS_DIR:-}
+if [[ -z $cutlass_dir && -f .gpu/cutlass-include.tar.gz ]]; then
+  mkdir -p "$build_dir/cutlass"
+  tar -xzf .gpu/cutlass-include.tar.gz -C "$build_dir/cutlass"
+  cutlass_dir=$PWD/$build_dir/cutlass/include
+fi
+[[ $cutlass_dir == none ]] && cutlass_dir=
 export LD_LIBRARY_PATH=$nccl_root/lib:$("$python" -c 'import torch, os; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFOLDTRON_WERROR=ON \
   -DCMAKE_PREFIX_PATH="$torch_prefix" -DNCCL_ROOT="$nccl_root" -DFOLDTRON_CUDA=ON \
-  -DCMAKE_CUDA_ARCHITECTURES=90 -DTORCH_CUDA_ARCH_LIST=9.0 ${GPU_CMAKE_ARGS:-}
+  -DCMAKE_CUDA_ARCHITECTURES=90 -DTORCH_CUDA_ARCH_LIST=9.0 -DFOLDTRON_CUTLASS_DIR="$cutlass_dir" ${GPU_CMAKE_ARGS:-}
 cmake --build "$build_dir" -j "$(nproc)" ${BUILD_TARGETS:+--target $BUILD_TARGETS}
 "$build_dir/bin/foldtron" info
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1

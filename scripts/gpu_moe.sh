@@ -13,9 +13,11 @@
 # with bf16 AdamW moments (at global batch 16 too, with "accum"); "accum" global batch 16 in
 # micro-batches of ACCUM_MB (2 unless set), foldtron; "torch_accum" the same, PyTorch-native;
 # "ratio" foldtron at global batch 16 (micro-batch 4, bf16 moments) against the compiled
-# PyTorch-native step, then foldtron at global batch 2, and the ratio of the two step times
+# PyTorch-native step (on one batch reused and on fresh batches), then foldtron at global batch
+# 2, and the ratios of the step times
 # (issue 20's 1.05x; TRACE_ACCUM=1 traces both); "combine" bench/combine_copies, the combine
-# kernels against torch's operations; "cp"
+# kernels against torch's operations; "wgrad" bench/grouped_wgrad, the grouped weight-gradient
+# kernel's tile shapes against the per-expert GEMMs (CUTLASS's headers carried in .gpu/); "cp"
 # bench/cp_attention, one context-parallel rank's attention pieces at 32K-128K); TESTS the GPU
 # test binaries of the tests part (GTEST_FILTER picks their tests);
 # CTEST_ARGS replaces the build's "-L unit" (e.g. "-R ^$" runs no test); BUILD_TARGETS builds only
@@ -30,7 +32,7 @@ parts=${PARTS:-tests one mb1 torch two}
 accum_mb=${ACCUM_MB:-2}
 [[ $accum_mb =~ ^(1|2|4|8|16)$ ]] || { echo "gpu_moe.sh: ACCUM_MB must divide 16 (1, 2, 4, 8 or 16)" >&2; exit 2; }
 bench_args=
-for part_bench in combine:combine_copies cp:cp_attention; do  # the benchmark programs too
+for part_bench in combine:combine_copies cp:cp_attention wgrad:grouped_wgrad; do  # the benchmark programs too
   has "${part_bench%%:*}" || continue
   [[ -z ${BINARY:-} ]] || { echo "gpu_moe.sh: part ${part_bench%%:*} builds bench/${part_bench#*:}: not with BINARY" >&2; exit 2; }
   bench_args=-DFOLDTRON_BUILD_BENCH=ON
@@ -105,6 +107,15 @@ if has combine; then  # the combine kernels against torch's operations, micro-ba
     grep -E "combine:|RESULT|error" "$out/combine_$tokens.log"
   done
 fi
+if has wgrad; then  # the grouped weight-gradient kernel's tile shapes against the per-expert GEMMs
+  # Mixtral-8x7B at micro-batch 4 (even and uneven rows), Qwen2-57B-A14B's 64 experts at micro-batch 4.
+  for run in "mixtral --spread 0" "mixtral_spread --spread 0.5" \
+      "qwen2 --experts 64 --rows 2048 --hidden 3584 --ffn 2560"; do
+    set -- $run
+    step 120 build-gpu/bin/grouped_wgrad --iters 10 "${@:2}" > "$out/grouped_wgrad_$1.log" 2>&1
+    grep -vE "^RESULT" "$out/grouped_wgrad_$1.log"
+  done
+fi
 if has cp; then  # one cp rank's attention pieces (all-gather, ring) against the whole causal attention
   for run in "32768 2 0" "65536 2 0" "131072 2 0" "131072 2 1" "131072 4 0"; do
     set -- $run
@@ -163,10 +174,15 @@ if has ratio; then
   run_train $name 1 300 "${ref[@]}" --micro-batch-size 4 --global-batch-size 16 \
     --set train.adam_moments_dtype=bf16 "${trace_flags[@]}"
   summarize $name
-  name=torch_compile_mb4_accum4
-  traced $name native
-  run_native $name 400 --micro-batch 4 --accum 4 --compile "${trace_flags[@]}"
-  summarize $name
+  # The native step on one batch reused (bench/torch_native_moe.py's default, which it learns by
+  # heart) and on fresh random batches, as foldtron's mock data.
+  for data in fixed fresh; do
+    name=torch_compile_mb4_accum4
+    [[ $data == fresh ]] && name+=_fresh
+    traced $name native
+    run_native $name 400 --micro-batch 4 --accum 4 --compile --data $data "${trace_flags[@]}"
+    summarize $name
+  done
   run_train mixtral4_mb2_bf16moments 1 300 "${ref[@]}" --micro-batch-size 2 --global-batch-size 2 \
     --set train.adam_moments_dtype=bf16
   # Medians of steps 6-15 without step 13 (traced with TRACE_ACCUM=1; the native step then
@@ -177,10 +193,13 @@ out = sys.argv[1]
 def median(name):
     rows = [json.loads(line) for line in open(f"{out}/{name}.jsonl")]
     return statistics.median(r["step_time_s"] for r in rows if 6 <= r["step"] <= 15 and r["step"] != 13)
-native = [json.loads(l[7:]) for l in open(f"{out}/torch_compile_mb4_accum4.log") if l.startswith("RESULT ")]
 ours, gb2 = median("mixtral4_gbs16_mb4_bf16moments"), median("mixtral4_mb2_bf16moments")
-print(f"ratio: foldtron {ours:.4f} s, compiled {native[0]['step_time_s']:.4f} s: "
-      f"{native[0]['step_time_s'] / ours:.4f}x; global batch 2 {gb2:.4f} s" if native else "ratio: no native RESULT")
+print(f"foldtron {ours:.4f} s; global batch 2 {gb2:.4f} s")
+for data, log in (("one batch", "torch_compile_mb4_accum4"), ("fresh batches", "torch_compile_mb4_accum4_fresh")):
+    native = [json.loads(l[7:]) for l in open(f"{out}/{log}.log") if l.startswith("RESULT ")]
+    native_s = native[0]["step_time_s"] if native else None
+    print(f"ratio to the compiled step on {data}: " +
+          (f"{native_s:.4f} s, {native_s / ours:.4f}x" if native else "no RESULT"))
 PY
 fi
 if has two && [[ $gpus -ge 2 ]]; then

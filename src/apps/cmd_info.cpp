@@ -6,6 +6,7 @@
 
 #include "apps/commands.h"
 #include "core/torch_compat.h"
+#include "moe/experts.h"
 
 namespace foldtron::cli {
 
@@ -22,6 +23,7 @@ Runner register_info(CLI::App& root) {
                              torch_compat::has_sdpa() ? "yes" : "no", torch_compat::has_grouped_mm() ? "yes" : "no")
               << fmt::format("cuda paths {}, cuda devices {}\n", torch_compat::built_with_cuda() ? "built" : "not built",
                              torch_compat::cuda_device_count())
+              << fmt::format("expert weight gradients: {}\n", expert_wgrad_kernel())
               << fmt::format("mpi {}\n", mpi);
     return 0;
   };

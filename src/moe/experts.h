@@ -58,6 +58,9 @@ class ExpertCounts {
   std::shared_ptr<State> state_;
 };
 
+// How this build writes the experts' weight gradients into fp32 main gradients (`foldtron info`).
+std::string expert_wgrad_kernel();
+
 // silu(gate) * up of a [c, 2F] gate|up product (gate columns first), differentiable. Contiguous
 // bf16 on CUDA runs the fused kernels, which save only the product for backward; anything
 // else, torch's operations.
