@@ -6,8 +6,8 @@
 // gate/up and down shapes and each result's largest relative difference from the per-expert
 // GEMMs' (expert by expert).
 //   grouped_wgrad [--experts 8] [--rows 4096] [--spread 0] [--hidden 4096] [--ffn 14336] [--iters 20]
-// --spread s gives expert e rows * (1 - s + 2 s e / (E - 1)) rows (the same total), as a router's
-// uneven counts. The last line is `RESULT {json}`.
+// --spread s gives expert e rows * (1 - s + 2 s e / (E - 1)) rows, rounded down (about the same
+// total), as a router's uneven counts. The last line is `RESULT {json}`.
 #include <algorithm>
 #include <string>
 #include <tuple>
@@ -41,8 +41,10 @@ struct Options {
 
 Options parse(int argc, char** argv) {
   Options o;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string flag = argv[i], value = argv[i + 1];
+  for (int i = 1; i < argc; i += 2) {
+    const std::string flag = argv[i];
+    if (i + 1 == argc) throw UsageError("flag " + flag + " has no value", "give every flag a value");
+    const std::string value = argv[i + 1];
     if (flag == "--experts") {
       o.experts = std::stoll(value);
     } else if (flag == "--rows") {
@@ -63,6 +65,10 @@ Options parse(int argc, char** argv) {
   if (o.experts < 2 || o.rows < 1 || o.spread < 0 || o.spread >= 1 || o.iters < 1) {
     throw UsageError("--experts must be at least 2, --rows and --iters at least 1, --spread in [0, 1)",
                      "give values in those ranges");
+  }
+  if (o.hidden <= 0 || o.ffn <= 0 || o.hidden % 8 != 0 || o.ffn % 8 != 0) {
+    throw UsageError("--hidden and --ffn must be positive multiples of 8 (the kernel's 16-byte loads)",
+                     "round them to a multiple of 8");
   }
   return o;
 }

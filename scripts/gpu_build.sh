@@ -3,7 +3,9 @@
 # (CUDA) through its CMake prefix, NCCL from the wheel's nvidia/nccl, system CMake packages for
 # the rest. Then prints `foldtron info` and runs the unit tests.
 # Usage: scripts/gpu_build.sh [ctest arguments]      (build dir: build-gpu/, or $BUILD_DIR;
-#        BUILD_TARGETS="foldtron test_dense" builds only those targets)
+#        BUILD_TARGETS="foldtron test_dense" builds only those targets; CUTLASS_DIR=<include dir>
+#        builds the grouped weight-gradient kernel from those headers, CUTLASS_DIR=none without it,
+#        unset from .gpu/cutlass-include.tar.gz when that is there)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build_dir=${BUILD_DIR:-build-gpu}
@@ -23,8 +25,13 @@ fi
 # directory; CUTLASS_DIR=none builds without it (each expert's weight gradient a cuBLAS GEMM).
 cutlass_dir=${CUTLASS_DIR:-}
 if [[ -z $cutlass_dir && -f .gpu/cutlass-include.tar.gz ]]; then
-  mkdir -p "$build_dir/cutlass"
-  tar -xzf .gpu/cutlass-include.tar.gz -C "$build_dir/cutlass"
+  # Unpacked again only when the tarball is newer than the last unpacking (whose files carry the
+  # unpacking's time, so that a new CUTLASS rebuilds what includes it).
+  if [[ ! -f $build_dir/cutlass/.unpacked || .gpu/cutlass-include.tar.gz -nt $build_dir/cutlass/.unpacked ]]; then
+    rm -rf "$build_dir/cutlass" && mkdir -p "$build_dir/cutlass"
+    tar -xzmf .gpu/cutlass-include.tar.gz -C "$build_dir/cutlass"
+    touch "$build_dir/cutlass/.unpacked"
+  fi
   cutlass_dir=$PWD/$build_dir/cutlass/include
 fi
 [[ $cutlass_dir == none ]] && cutlass_dir=

@@ -34,6 +34,11 @@ accum_mb=${ACCUM_MB:-2}
 bench_args=
 for part_bench in combine:combine_copies cp:cp_attention wgrad:grouped_wgrad; do  # the benchmark programs too
   has "${part_bench%%:*}" || continue
+  if [[ ${part_bench%%:*} == wgrad && ! -f .gpu/cutlass-include.tar.gz && -z ${CUTLASS_DIR:-} ]]; then
+    echo "gpu_moe.sh: part wgrad needs CUTLASS's headers: make .gpu/cutlass-include.tar.gz" \
+         "(scripts/cutlass_headers.sh) and carry it, or set CUTLASS_DIR" >&2
+    exit 2
+  fi
   [[ -z ${BINARY:-} ]] || { echo "gpu_moe.sh: part ${part_bench%%:*} builds bench/${part_bench#*:}: not with BINARY" >&2; exit 2; }
   bench_args=-DFOLDTRON_BUILD_BENCH=ON
   [[ -n ${BUILD_TARGETS:-} ]] && export BUILD_TARGETS="$BUILD_TARGETS ${part_bench#*:}"

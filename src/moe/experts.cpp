@@ -160,27 +160,33 @@ class FusedSwiglu : public torch::autograd::Function<FusedSwiglu> {
 #endif
 
 #ifdef FOLDTRON_WITH_GROUPED_WGRAD
-// Whether the grouped kernel takes these operands: contiguous bf16 rows and an fp32 [E, N, K]
-// main gradient on a Hopper GPU, N and K multiples of 8 and 16-byte aligned data (its TMA loads).
+// Whether the grouped kernel takes these operands: contiguous bf16 rows dy [R, N] and x [R, K], an
+// fp32 [E, N, K] main gradient and E int32 row ends, all on a Hopper GPU, N and K multiples of 8
+// and 16-byte aligned data (its TMA loads).
 bool grouped_wgrad_takes(const torch::Tensor& out, const torch::Tensor& dy, const torch::Tensor& x,
                          const torch::Tensor& row_ends) {
   const auto aligned = [](const torch::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; };
   return out.is_cuda() && out.scalar_type() == torch::kFloat && out.dim() == 3 && out.is_contiguous() &&
-         dy.scalar_type() == torch::kBFloat16 && x.scalar_type() == torch::kBFloat16 && dy.is_contiguous() &&
-         x.is_contiguous() && row_ends.scalar_type() == torch::kInt && out.size(1) % 8 == 0 && out.size(2) % 8 == 0 &&
-         dy.size(0) < std::numeric_limits<int32_t>::max() && aligned(out) && aligned(dy) && aligned(x) &&
+         dy.scalar_type() == torch::kBFloat16 && x.scalar_type() == torch::kBFloat16 && dy.dim() == 2 &&
+         x.dim() == 2 && dy.is_contiguous() && x.is_contiguous() && dy.size(1) == out.size(1) &&
+         x.size(1) == out.size(2) && row_ends.is_cuda() && row_ends.scalar_type() == torch::kInt &&
+         row_ends.is_contiguous() && row_ends.numel() == out.size(0) && out.size(1) % 8 == 0 &&
+         out.size(2) % 8 == 0 && out.size(1) <= std::numeric_limits<int32_t>::max() &&
+         out.size(2) <= std::numeric_limits<int32_t>::max() && aligned(out) && aligned(dy) && aligned(x) &&
          grouped_wgrad_supported();
 }
 
 // The grouped kernel for several experts whose gradients are each at most 32 Mi elements, one
 // cuBLAS GEMM per expert otherwise. Measured on an H200 (bench/grouped_wgrad, docs/performance.md):
-// at Qwen2-57B-A14B's shapes (64 experts, [5120, 3584] and [3584, 2560], 2,048 rows each) the
-// grouped kernel takes 10-11% less time than the per-expert GEMMs; at Mixtral-8x7B's ([28672,
-// 4096] and [4096, 14336], 8 experts of 4,096 rows) its best tiles and order take 3-5% more with
-// even rows (gate/up within 0.5% with uneven ones): a large expert's GEMM keeps the GPU full on
-// its own, small ones leave it idle in each GEMM's last wave of tiles. Between 18 and 59 Mi
-// elements it is not measured. Cooperative 128x256 tiles down M were the fastest at Qwen2's
-// gate/up and within 4% of the fastest at its down projection.
+// at Qwen2-57B-A14B's shapes (64 experts, [5120, 3584] and [3584, 2560] = 17.5 and 8.75 Mi
+// elements, 2,048 rows each) these tiles take 11% and 10% less time than the per-expert GEMMs; at
+// Mixtral-8x7B's ([28672, 4096] and [4096, 14336] = 112 and 56 Mi, 8 experts of 4,096 rows) the
+// best of 18 tile shapes and orders take 3-5% more with even rows (with uneven ones gate/up within
+// 0.5%, down 5% less: one case against the rule). A large expert's GEMM keeps the GPU full on its
+// own; small ones leave it idle in each GEMM's last wave of tiles. 17.5-56 Mi is not measured.
+// Cooperative 128x256 tiles down M were the fastest at Qwen2's gate/up and within 4% of the
+// fastest at its down. In a whole step (Qwen2 truncated to 2 layers, 1,024 rows per expert) the
+// kernel saved 1.3 ms of 605 (0.2%), inside the runs' spread.
 std::optional<WgradConfig> grouped_wgrad_choice(int64_t n, int64_t k, int groups) {
   constexpr int64_t kLargestGrouped = int64_t{32} << 20;
   if (groups < 2 || n * k > kLargestGrouped) return std::nullopt;
@@ -271,7 +277,8 @@ class GroupedLinear : public torch::autograd::Function<GroupedLinear> {
 
 std::string expert_wgrad_kernel() {
 #if defined(FOLDTRON_WITH_GROUPED_WGRAD)
-  return fmt::format("one grouped GEMM on Hopper GPUs (CUTLASS {}), else a cuBLAS GEMM per expert",
+  return fmt::format("one grouped GEMM for two or more experts of at most 32 Mi elements each on Hopper GPUs "
+                     "(CUTLASS {}), else a cuBLAS GEMM per expert",
                      grouped_wgrad_cutlass_version());
 #elif defined(FOLDTRON_WITH_CUDA)
   return "a cuBLAS GEMM per expert (built without CUTLASS)";

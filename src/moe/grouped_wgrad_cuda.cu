@@ -2,6 +2,9 @@
 // the choice of tile shape; the kernels are in grouped_wgrad_<tiles>.cu.
 #include <cutlass/version.h>
 
+#include <climits>
+#include <cstdint>
+
 #include "moe/grouped_wgrad_cuda.cuh"
 
 namespace foldtron {
@@ -16,35 +19,29 @@ int sm_count() {
 
 namespace {
 
-Entry entry_of(WgradTiles tiles) {
-  switch (tiles) {
-    case WgradTiles::kCooperative128x256:
-      return cooperative_128x256();
-    case WgradTiles::kCooperative256x128:
-      return cooperative_256x128();
-    case WgradTiles::kPingpong128x128:
-      return pingpong_128x128();
+// Each tile shape's name and kernels, in kAllWgradTiles' order.
+struct Shape {
+  WgradTiles tiles;
+  const char* name;
+  Entry (*entry)();
+};
+constexpr Shape kShapes[] = {{WgradTiles::kCooperative128x256, "cooperative 128x256", &cooperative_128x256},
+                             {WgradTiles::kCooperative256x128, "cooperative 256x128", &cooperative_256x128},
+                             {WgradTiles::kPingpong128x128, "pingpong 128x128", &pingpong_128x128}};
+
+const Shape& shape_of(WgradTiles tiles) {
+  for (const Shape& shape : kShapes) {
+    if (shape.tiles == tiles) return shape;
   }
-  throw std::logic_error("unknown WgradTiles");
+  throw std::invalid_argument("grouped_wgrad: unknown WgradTiles " + std::to_string(static_cast<int>(tiles)));
 }
 
 }  // namespace
 }  // namespace grouped_wgrad
 
 std::string wgrad_config_name(const WgradConfig& config) {
-  std::string name;
-  switch (config.tiles) {
-    case WgradTiles::kCooperative128x256:
-      name = "cooperative 128x256";
-      break;
-    case WgradTiles::kCooperative256x128:
-      name = "cooperative 256x128";
-      break;
-    case WgradTiles::kPingpong128x128:
-      name = "pingpong 128x128";
-      break;
-  }
-  return name + (config.along_n ? ", along N" : ", down M") + ", swizzle " + std::to_string(config.swizzle);
+  return std::string(grouped_wgrad::shape_of(config.tiles).name) + (config.along_n ? ", along N" : ", down M") +
+         ", swizzle " + std::to_string(config.swizzle);
 }
 
 const char* grouped_wgrad_cutlass_version() {
@@ -62,20 +59,31 @@ bool grouped_wgrad_supported() {
 }
 
 size_t grouped_wgrad_buffer_bytes(int groups, const WgradConfig& config) {
-  return grouped_wgrad::entry_of(config.tiles).buffer_bytes(groups);
+  return grouped_wgrad::shape_of(config.tiles).entry().buffer_bytes(groups);
 }
 
 void grouped_wgrad_cuda(const void* dy, const void* x, const int32_t* row_ends, float* out, int groups, int64_t m,
                         int64_t n, bool accumulate, void* buffer, const WgradConfig& config, void* stream) {
   if (groups <= 0) return;
-  if (reinterpret_cast<uintptr_t>(buffer) % 128 != 0) {
-    throw std::invalid_argument("grouped_wgrad_cuda: the buffer must be 128-byte aligned (it holds TMA descriptors)");
+  // The caller's guards (experts.cpp, the bench) ensure these; CUTLASS checks none of them when
+  // the problem shapes stay on the device, and a TMA load off them faults.
+  const auto aligned = [](const void* pointer, uintptr_t bytes) {
+    return reinterpret_cast<uintptr_t>(pointer) % bytes == 0;
+  };
+  if (m % 8 != 0 || n % 8 != 0 || m <= 0 || n <= 0 || m > INT32_MAX || n > INT32_MAX) {
+    throw std::invalid_argument("grouped_wgrad_cuda: m and n must be positive multiples of 8 below 2^31, not " +
+                                std::to_string(m) + " and " + std::to_string(n));
+  }
+  if (!aligned(dy, 16) || !aligned(x, 16) || !aligned(out, 16) || !aligned(buffer, 128)) {
+    throw std::invalid_argument("grouped_wgrad_cuda: dy, x and out must be 16-byte aligned and the buffer 128-byte "
+                                "aligned (it holds TMA descriptors)");
   }
   if (config.swizzle != 1 && config.swizzle != 2 && config.swizzle != 4 && config.swizzle != 8) {
     throw std::invalid_argument("grouped_wgrad_cuda: swizzle must be 1, 2, 4 or 8, not " +
                                 std::to_string(config.swizzle));
   }
-  grouped_wgrad::entry_of(config.tiles)
+  grouped_wgrad::shape_of(config.tiles)
+      .entry()
       .run({dy, x, row_ends, out, groups, static_cast<int>(m), static_cast<int>(n), accumulate, config.along_n,
             config.swizzle, buffer, static_cast<cudaStream_t>(stream)});
 }

@@ -93,10 +93,10 @@ struct Kernel {
       cutlass::gemm::kernel::GemmUniversal<ProblemShape, Mainloop, Epilogue>>;
 };
 
-// The per-expert argument arrays at the front of the caller's buffer (each 16-byte aligned, as
-// the TMA descriptors CUTLASS makes from the pointer arrays need), then CUTLASS's workspace
-// 128-byte aligned (it holds TMA descriptors, which must be). The buffer itself comes from
-// torch's allocator, 512-byte aligned.
+// The per-expert argument arrays at the front of the caller's buffer (each 16-byte aligned: on
+// the host CUTLASS makes placeholder TMA descriptors from the pointer arrays' own addresses), then
+// CUTLASS's workspace 128-byte aligned (it holds the TMA descriptors the kernel updates per
+// expert, which must be). The buffer itself comes from torch's allocator, 512-byte aligned.
 template <class Gemm>
 struct Arrays {
   using StrideA = typename Gemm::GemmKernel::InternalStrideA;

@@ -1,12 +1,12 @@
 // The experts' weight gradients in one grouped GEMM on Hopper, into fp32 main gradients: for each
 // expert g, out[g] = dy_g^T x_g, or out[g] += dy_g^T x_g when accumulating, where dy_g and x_g are
 // the expert's rows of dy [R, m] and x [R, n] (bf16, row-major) and out[g] is fp32 [m, n],
-// row-major. cuBLAS has no grouped call that adds bf16 products into fp32 (its grouped API answers
-// NOT_SUPPORTED, docs/performance.md), so without this each expert is a GEMM of its own. Built
-// from CUTLASS 3's pointer-array grouped GEMM (TMA, warp-specialized, persistent) for sm_90a,
-// with an epilogue that reads the old fp32 values and writes the sum in place (beta 1; beta 0
-// writes without reading). The per-expert pointers, row counts and strides are made on the device
-// from the row ends, so no count has to reach the host.
+// row-major. cuBLAS has no grouped call that adds bf16 products into fp32 (the grouped API of the
+// cuBLAS in torch 2.11's CUDA 13 wheel answers NOT_SUPPORTED, docs/performance.md), so without
+// this each expert is a GEMM of its own. Built from CUTLASS 3's pointer-array grouped GEMM (TMA,
+// warp-specialized, persistent) for sm_90a, with an epilogue that reads the old fp32 values and
+// writes the sum in place (beta 1; beta 0 writes without reading). The per-expert pointers, row
+// counts and strides are made on the device from the row ends, so no count has to reach the host.
 //
 // Compiled only with FOLDTRON_WITH_GROUPED_WGRAD (CMake's FOLDTRON_CUTLASS_DIR); no CUDA header
 // here. `stream` is a cudaStream_t; CUDA and CUTLASS failures throw std::runtime_error.
@@ -47,10 +47,11 @@ bool grouped_wgrad_supported();
 size_t grouped_wgrad_buffer_bytes(int groups, const WgradConfig& config);
 
 // row_ends [groups] int32 on the device: expert g owns rows [row_ends[g-1], row_ends[g]) of dy and
-// x (row_ends[-1] = 0). m and n multiples of 8, every pointer 16-byte aligned, `buffer` 128-byte
-// aligned (torch's allocations are), at least grouped_wgrad_buffer_bytes(groups, tiles) bytes on
-// the device and not used by anything else until the stream reaches the end of the call. An
-// expert without rows is left as it is, also when writing: the caller zeroes it.
+// x (row_ends[-1] = 0). m and n positive multiples of 8 below 2^31, dy, x and out 16-byte aligned,
+// `buffer` 128-byte aligned (torch's allocations are; else std::invalid_argument) and at least
+// grouped_wgrad_buffer_bytes(groups, config) bytes on the device, not used by anything else until
+// the stream reaches the end of the call. An expert without rows is left as it is, also when
+// writing: the caller zeroes it.
 void grouped_wgrad_cuda(const void* dy, const void* x, const int32_t* row_ends, float* out, int groups, int64_t m,
                         int64_t n, bool accumulate, void* buffer, const WgradConfig& config, void* stream);
 

@@ -7,6 +7,7 @@
 // SwiGLU and expert weight gradients against fp32, and the grouped weight-gradient kernel (CUTLASS
 // builds) for each of its tile shapes.
 #include <cmath>
+#include <numeric>
 
 #include "layers/context.h"
 #include "moe/dispatcher.h"
@@ -144,51 +145,60 @@ TEST(MoeExperts, FusedWeightGradientsGoStraightIntoFp32MainGradients) {
 }
 
 TEST(MoeExperts, GroupedWeightGradientKernelWritesAndAddsForEveryTileShapeAndOrder) {
-  // The CUTLASS kernel alone: experts of uneven rows (none a multiple of the K tile, 64), one
-  // without rows between others, m and n not multiples of any tile. Writing and adding into fp32
-  // that holds old values, against the products summed in fp64; the expert without rows is left
-  // as it was either way (the caller zeroes it when writing).
+  // The CUTLASS kernel alone, for two sets of experts: four of uneven rows (none a multiple of the
+  // K tile, 64), one without rows between others; and 40 of 0-48 rows (more than the 32 experts
+  // CUTLASS's scheduler looks ahead over at once). m and n are not multiples of any tile. Adding
+  // into old fp32 values and writing over NaN (a kernel that read them when writing would show
+  // it), against the products summed in fp64; an expert without rows is left as it was either way
+  // (the caller zeroes it when writing).
 #ifndef FOLDTRON_WITH_GROUPED_WGRAD
   GTEST_SKIP() << "built without CUTLASS (FOLDTRON_CUTLASS_DIR)";
 #else
   if (!device().is_cuda() || !grouped_wgrad_supported()) GTEST_SKIP() << "the kernel runs on Hopper (--device=cuda)";
-  const std::vector<int64_t> counts{200, 0, 37, 131};
-  const int64_t experts = 4, rows = 368, m = 136, n = 264;
+  std::vector<int64_t> many;
+  for (int64_t e = 0; e < 40; ++e) many.push_back(e * 13 % 49);  // 0 for e = 0 and 49 apart
+  const int64_t m = 136, n = 264;
   const auto cuda = torch::TensorOptions().device(device());
-  torch::manual_seed(11);
-  const torch::Tensor dy = torch::randn({rows, m}, cuda).to(torch::kBFloat16);
-  const torch::Tensor x = torch::randn({rows, n}, cuda).to(torch::kBFloat16);
-  const torch::Tensor row_ends = torch::tensor(counts).cumsum(0).to(torch::kInt).to(device());
-  const torch::Tensor old = torch::randn({experts, m, n}, cuda);
-  const torch::Tensor old64 = old.cpu().to(torch::kDouble);
-  const torch::Tensor dy64 = dy.cpu().to(torch::kDouble), x64 = x.cpu().to(torch::kDouble);
-  torch::Tensor products = torch::zeros({experts, m, n}, torch::kDouble);
-  int64_t start = 0;
-  for (int64_t e = 0; e < experts; ++e) {
-    products[e] = dy64.narrow(0, start, counts[e]).t().mm(x64.narrow(0, start, counts[e]));
-    start += counts[e];
-  }
   std::vector<WgradConfig> configs;
   for (const WgradTiles tiles : kAllWgradTiles) configs.push_back({tiles, false, 1});
   configs.push_back({WgradTiles::kCooperative128x256, true, 4});  // the other order, in groups
-  for (const WgradConfig& config : configs) {
-    const torch::Tensor buffer = torch::empty(
-        {static_cast<int64_t>(grouped_wgrad_buffer_bytes(static_cast<int>(experts), config))},
-        cuda.dtype(torch::kByte));
-    for (const bool accumulate : {false, true}) {
-      SCOPED_TRACE(fmt::format("{}, {}", wgrad_config_name(config), accumulate ? "adding" : "writing"));
-      const torch::Tensor out = old.clone();
-      grouped_wgrad_cuda(dy.data_ptr(), x.data_ptr(), row_ends.data_ptr<int32_t>(), out.data_ptr<float>(),
-                         static_cast<int>(experts), m, n, accumulate, buffer.data_ptr(), config,
-                         c10::cuda::getCurrentCUDAStream().stream());
-      const torch::Tensor got = out.cpu().to(torch::kDouble);
-      for (int64_t e = 0; e < experts; ++e) {
-        if (counts[e] == 0) {
-          EXPECT_TRUE(got[e].equal(old64[e])) << "expert " << e << " has no rows";
-          continue;
+  for (const std::vector<int64_t>& counts : {std::vector<int64_t>{200, 0, 37, 131}, many}) {
+    const auto experts = static_cast<int64_t>(counts.size());
+    const int64_t rows = std::accumulate(counts.begin(), counts.end(), int64_t{0});
+    torch::manual_seed(11);
+    const torch::Tensor dy = torch::randn({rows, m}, cuda).to(torch::kBFloat16);
+    const torch::Tensor x = torch::randn({rows, n}, cuda).to(torch::kBFloat16);
+    const torch::Tensor row_ends = torch::tensor(counts).cumsum(0).to(torch::kInt).to(device());
+    const torch::Tensor old = torch::randn({experts, m, n}, cuda);
+    const torch::Tensor old64 = old.cpu().to(torch::kDouble);
+    const torch::Tensor dy64 = dy.cpu().to(torch::kDouble), x64 = x.cpu().to(torch::kDouble);
+    torch::Tensor products = torch::zeros({experts, m, n}, torch::kDouble);
+    int64_t start = 0;
+    for (int64_t e = 0; e < experts; ++e) {
+      products[e] = dy64.narrow(0, start, counts[e]).t().mm(x64.narrow(0, start, counts[e]));
+      start += counts[e];
+    }
+    for (const WgradConfig& config : configs) {
+      const torch::Tensor buffer = torch::empty(
+          {static_cast<int64_t>(grouped_wgrad_buffer_bytes(static_cast<int>(experts), config))},
+          cuda.dtype(torch::kByte));
+      for (const bool accumulate : {false, true}) {
+        SCOPED_TRACE(fmt::format("{} experts, {}, {}", experts, wgrad_config_name(config),
+                                 accumulate ? "adding" : "writing"));
+        const torch::Tensor out = accumulate ? old.clone() : torch::full({experts, m, n}, std::nan(""), cuda);
+        grouped_wgrad_cuda(dy.data_ptr(), x.data_ptr(), row_ends.data_ptr<int32_t>(), out.data_ptr<float>(),
+                           static_cast<int>(experts), m, n, accumulate, buffer.data_ptr(), config,
+                           c10::cuda::getCurrentCUDAStream().stream());
+        const torch::Tensor got = out.cpu().to(torch::kDouble);
+        for (int64_t e = 0; e < experts; ++e) {
+          if (counts[e] == 0) {
+            EXPECT_TRUE(accumulate ? got[e].equal(old64[e]) : got[e].isnan().all().item<bool>())
+                << "expert " << e << " has no rows";
+            continue;
+          }
+          const torch::Tensor want = accumulate ? old64[e] + products[e] : products[e];
+          EXPECT_LT(((got[e] - want).norm() / want.norm()).item<double>(), 1e-5) << "expert " << e;
         }
-        const torch::Tensor want = accumulate ? old64[e] + products[e] : products[e];
-        EXPECT_LT(((got[e] - want).norm() / want.norm()).item<double>(), 1e-5) << "expert " << e;
       }
     }
   }
