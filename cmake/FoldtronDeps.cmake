@@ -49,20 +49,8 @@ endif()
 # it each expert's weight gradient is a cuBLAS GEMM of its own. scripts/cutlass_headers.sh packs
 # the pinned version; scripts/gpu_build.sh passes it when it is there.
 set(FOLDTRON_CUTLASS_DIR "" CACHE PATH "CUTLASS's include directory: builds the grouped expert weight-gradient GEMM")
-set(FOLDTRON_WITH_GROUPED_WGRAD OFF)
-if(FOLDTRON_CUTLASS_DIR)
-  if(NOT FOLDTRON_WITH_CUDA)
-    message(FATAL_ERROR "FOLDTRON_CUTLASS_DIR is set but this build has no CUDA paths (the kernel is CUDA): "
-                        "drop -DFOLDTRON_CUTLASS_DIR, or build against a CUDA torch.")
-  endif()
-  if(NOT EXISTS "${FOLDTRON_CUTLASS_DIR}/cutlass/gemm/group_array_problem_shape.hpp")
-    message(FATAL_ERROR "FOLDTRON_CUTLASS_DIR=${FOLDTRON_CUTLASS_DIR} is not CUTLASS 3's include directory "
-                        "(no cutlass/gemm/group_array_problem_shape.hpp): point it at <cutlass>/include, "
-                        "e.g. what scripts/cutlass_headers.sh unpacks.")
-  endif()
-  set(FOLDTRON_WITH_GROUPED_WGRAD ON)
-  message(STATUS "foldtron: CUTLASS at ${FOLDTRON_CUTLASS_DIR}: grouped expert weight gradients")
-endif()
+include(${CMAKE_CURRENT_LIST_DIR}/FoldtronCutlass.cmake)
+foldtron_check_cutlass()
 
 # --- NCCL: only for the CUDA build. The torch wheel ships it under site-packages/nvidia/nccl.
 if(FOLDTRON_WITH_CUDA)
