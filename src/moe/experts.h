@@ -13,9 +13,10 @@
 // and runs one grouped GEMM per projection (at::_grouped_mm for bf16 on CUDA with torch >= 2.8),
 // else a loop over the experts; between them the SwiGLU of the gate|up product is one fused
 // CUDA kernel each way (moe/swiglu_cuda.h) for bf16 on the GPU. There (torch >= 2.9), when the
-// optimizer's buffers take a weight's gradient (MainGradWriter), its gradient is one cuBLAS GEMM per expert writing
-// fp32 straight into the main gradient (gradient-accumulation fusion) instead of a bf16 grouped
-// GEMM that the buffers then widen. SequentialExperts is the simple reference: one gate/up/down
+// optimizer's buffers take a weight's gradient (MainGradWriter), its gradient goes in fp32 straight
+// into the main gradient (gradient-accumulation fusion) instead of a bf16 grouped GEMM that the
+// buffers then widen: one cuBLAS GEMM per expert, or, for many small experts on Hopper in builds
+// with CUTLASS, one grouped GEMM (moe/grouped_wgrad_cuda.h). SequentialExperts is the simple reference: one gate/up/down
 // weight per expert (experts.<e>.{gate,up,down}_proj), a loop, nothing fused. Both draw
 // the same initial weights (per expert, from the expert's global index), so they agree.
 #pragma once
