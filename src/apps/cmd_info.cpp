@@ -1,4 +1,5 @@
-// `foldtron info`: what this build was made with (torch version, CUDA/NCCL paths, MPI library).
+// `foldtron info`: what this build was made with (torch version, CUDA/NCCL paths, MPI library,
+// the path of the experts' weight gradients).
 #include <iostream>
 
 #include <fmt/format.h>
@@ -11,7 +12,8 @@
 namespace foldtron::cli {
 
 Runner register_info(CLI::App& root) {
-  root.add_subcommand("info", "print the versions this build uses (torch, CUDA, MPI)");
+  root.add_subcommand("info",
+                      "print the versions this build uses (torch, CUDA, MPI) and its expert weight-gradient path");
   return []() {
     char mpi_version[MPI_MAX_LIBRARY_VERSION_STRING];
     int length = 0;
