@@ -6,6 +6,9 @@
 # and runs ROUNDS rounds of A then B with the same training flags, one GPU. Prints each run's mean
 # step after the first and each side's median; the logs go to ab.tgz.
 # B_BINARY instead of B_PATCH runs a binary an earlier call built from the base (no second build).
+# TRACE_STEP=N traces step N of each side's first round with the torch profiler and summarizes it
+# (bench/trace_summary.py: {a,b}_trace.txt beside ab.txt; the gzipped traces go in ab.tgz); that
+# round's mean step then includes the traced step, so compare the medians of several rounds.
 # Usage: B_PATCH=bench/ab/FILE.diff scripts/gpu_ab.sh OUT ROUNDS train-flags...
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -48,8 +51,14 @@ fi
 : > "$out/ab.txt"
 for ((i = 1; i <= rounds; ++i)); do
   for side in a b; do
-    log=$out/ab/${side}_$i.log
-    step 240 $mpi -np 1 "build-gpu/ab/$side" train "$@" > "$log" 2>&1 < /dev/null
+    log=$out/ab/${side}_$i.log trace=()
+    [[ -n ${TRACE_STEP:-} && $i -eq 1 ]] &&
+      trace=(--set "logging.profile_step=$TRACE_STEP" --set "logging.profile_file=$out/ab/${side}_trace.json")
+    step 240 $mpi -np 1 "build-gpu/ab/$side" train "$@" "${trace[@]}" > "$log" 2>&1 < /dev/null
+    if [[ ${#trace[@]} -gt 0 && -f $out/ab/${side}_trace.json ]]; then
+      python3 bench/trace_summary.py "$out/ab/${side}_trace.json" --top 25 > "$out/${side}_trace.txt" 2>&1
+      gzip -f "$out/ab/${side}_trace.json"
+    fi
     seconds=$(grep -o "mean step after the first: [0-9.]*" "$log" | tail -1 | grep -o "[0-9.]*$")
     echo "$side $i ${seconds:-failed}" | tee -a "$out/ab.txt"
   done

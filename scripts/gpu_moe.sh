@@ -15,9 +15,11 @@
 # "ratio" foldtron at global batch 16 (micro-batch 4, bf16 moments) against the compiled
 # PyTorch-native step (on one batch reused and on fresh batches), then foldtron at global batch
 # 2, and the ratios of the step times
-# (issue 20's 1.05x; TRACE_ACCUM=1 traces both); "combine" bench/combine_copies, the combine
+# (issue 20's 1.05x; TRACE_ACCUM=1 traces both; with "bf16grads" foldtron's two runs also with
+# bf16 main gradients); "combine" bench/combine_copies, the combine
 # kernels against torch's operations; "wgrad" bench/grouped_wgrad, the grouped weight-gradient
-# kernel's tile shapes against the per-expert GEMMs (CUTLASS's headers carried in .gpu/); "cp"
+# kernel's tile shapes against the per-expert GEMMs (CUTLASS's headers carried in .gpu/; WGRAD_RUNS
+# names some of its runs: mixtral mixtral_spread qwen2 qwen2_1024); "cp"
 # bench/cp_attention, one context-parallel rank's attention pieces at 32K-128K); TESTS the GPU
 # test binaries of the tests part (GTEST_FILTER picks their tests);
 # CTEST_ARGS replaces the build's "-L unit" (e.g. "-R ^$" runs no test); BUILD_TARGETS builds only
@@ -113,10 +115,13 @@ if has combine; then  # the combine kernels against torch's operations, micro-ba
   done
 fi
 if has wgrad; then  # the grouped weight-gradient kernel's tile shapes against the per-expert GEMMs
-  # Mixtral-8x7B at micro-batch 4 (even and uneven rows), Qwen2-57B-A14B's 64 experts at micro-batch 4.
+  # Mixtral-8x7B at micro-batch 4 (even and uneven rows), Qwen2-57B-A14B's 64 experts at micro-batch
+  # 4 and 2 (2,048 and 1,024 rows each).
   for run in "mixtral --spread 0" "mixtral_spread --spread 0.5" \
-      "qwen2 --experts 64 --rows 2048 --hidden 3584 --ffn 2560"; do
+      "qwen2 --experts 64 --rows 2048 --hidden 3584 --ffn 2560" \
+      "qwen2_1024 --experts 64 --rows 1024 --hidden 3584 --ffn 2560"; do
     set -- $run
+    [[ -z ${WGRAD_RUNS:-} || " $WGRAD_RUNS " == *" $1 "* ]] || continue
     step 120 build-gpu/bin/grouped_wgrad --iters 10 "${@:2}" > "$out/grouped_wgrad_$1.log" 2>&1
     grep -vE "^RESULT" "$out/grouped_wgrad_$1.log"
   done
@@ -179,6 +184,13 @@ if has ratio; then
   run_train $name 1 300 "${ref[@]}" --micro-batch-size 4 --global-batch-size 16 \
     --set train.adam_moments_dtype=bf16 "${trace_flags[@]}"
   summarize $name
+  if has bf16grads; then  # the same with bf16 main gradients (train.main_grads_dtype)
+    name=mixtral4_gbs16_mb4_bf16moments_bf16grads
+    traced $name foldtron
+    run_train $name 1 300 "${ref[@]}" --micro-batch-size 4 --global-batch-size 16 \
+      --set train.adam_moments_dtype=bf16 --set train.main_grads_dtype=bf16 "${trace_flags[@]}"
+    summarize $name
+  fi
   # The native step on one batch reused (bench/torch_native_moe.py's default, which it learns by
   # heart) and on fresh random batches, as foldtron's mock data.
   for data in fixed fresh; do
@@ -190,21 +202,28 @@ if has ratio; then
   done
   run_train mixtral4_mb2_bf16moments 1 300 "${ref[@]}" --micro-batch-size 2 --global-batch-size 2 \
     --set train.adam_moments_dtype=bf16
+  has bf16grads && run_train mixtral4_mb2_bf16moments_bf16grads 1 300 "${ref[@]}" --micro-batch-size 2 \
+    --global-batch-size 2 --set train.adam_moments_dtype=bf16 --set train.main_grads_dtype=bf16
   # Medians of steps 6-15 without step 13 (traced with TRACE_ACCUM=1; the native step then
   # leaves it out too).
   step 30 python3 - "$out" <<'PY'
-import json, statistics, sys
+import json, os, statistics, sys
 out = sys.argv[1]
 def median(name):
     rows = [json.loads(line) for line in open(f"{out}/{name}.jsonl")]
     return statistics.median(r["step_time_s"] for r in rows if 6 <= r["step"] <= 15 and r["step"] != 13)
-ours, gb2 = median("mixtral4_gbs16_mb4_bf16moments"), median("mixtral4_mb2_bf16moments")
-print(f"foldtron {ours:.4f} s; global batch 2 {gb2:.4f} s")
+natives = {}
 for data, log in (("one batch", "torch_compile_mb4_accum4"), ("fresh batches", "torch_compile_mb4_accum4_fresh")):
     native = [json.loads(l[7:]) for l in open(f"{out}/{log}.log") if l.startswith("RESULT ")]
-    native_s = native[0]["step_time_s"] if native else None
-    print(f"ratio to the compiled step on {data}: " +
-          (f"{native_s:.4f} s, {native_s / ours:.4f}x" if native else "no RESULT"))
+    natives[data] = native[0]["step_time_s"] if native else None
+for grads in ("", "_bf16grads"):  # fp32 main gradients, then bf16 ones where they ran
+    if not os.path.exists(f"{out}/mixtral4_gbs16_mb4_bf16moments{grads}.jsonl"):
+        continue
+    ours, gb2 = median(f"mixtral4_gbs16_mb4_bf16moments{grads}"), median(f"mixtral4_mb2_bf16moments{grads}")
+    print(f"foldtron{' with bf16 main gradients' if grads else ''} {ours:.4f} s; global batch 2 {gb2:.4f} s")
+    for data, native_s in natives.items():
+        print(f"  ratio to the compiled step on {data}: " +
+              (f"{native_s:.4f} s, {native_s / ours:.4f}x" if native_s else "no RESULT"))
 PY
 fi
 if has two && [[ $gpus -ge 2 ]]; then
