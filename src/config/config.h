@@ -261,6 +261,7 @@ struct TrainConfig {
   double adam_beta2 = 0.95;
   double adam_eps = 1e-8;
   DType adam_moments_dtype = DType::kFloat32;
+  DType main_grads_dtype = DType::kFloat32;  // of bf16 parameters (fp32 ones keep fp32 gradients)
   double clip_grad = 1.0;  // 0 disables clipping
   int64_t max_bad_steps = 5;
   int64_t eval_interval = 0;  // 0: no validation during training
@@ -284,6 +285,9 @@ struct TrainConfig {
     v("adam_eps", adam_eps, "AdamW epsilon");
     v("adam_moments_dtype", adam_moments_dtype,
       "storage of the AdamW moments: fp32, or bf16 (half their memory and traffic; the update is computed in fp32)");
+    v("main_grads_dtype", main_grads_dtype,
+      "main gradients of bf16 parameters: fp32, or bf16 (accumulated over micro-batches and reduced in bf16: half "
+      "their memory and traffic; needs model.params_dtype bf16)");
     v("clip_grad", clip_grad, "global gradient-norm clip; 0 disables");
     v("max_bad_steps", max_bad_steps, "consecutive NaN/Inf steps skipped before the run aborts");
     v("eval_interval", eval_interval,

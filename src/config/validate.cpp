@@ -312,6 +312,12 @@ void check_train(const Config& c, Checker& check) {
   check.positive_real("train.adam_eps", t.adam_eps);
   check.non_negative("train.clip_grad", t.clip_grad);
   check.positive("train.max_bad_steps", t.max_bad_steps);
+  if (t.main_grads_dtype == DType::kBfloat16 && c.model.params_dtype != DType::kBfloat16) {
+    check.add("train.main_grads_dtype",
+              "bf16 main gradients are for bf16 parameters, but model.params_dtype is fp32 (fp32 parameters keep "
+              "fp32 gradients)",
+              "set model.params_dtype: bf16, or train.main_grads_dtype: fp32");
+  }
   if (t.seq_length > c.model.max_position_embeddings) {
     check.add("train.seq_length",
               fmt::format("seq_length ({}) exceeds model.max_position_embeddings ({})", t.seq_length,

@@ -157,7 +157,9 @@ void mm_fp32_out(const torch::Tensor& out, const torch::Tensor& a, const torch::
 }
 
 std::vector<torch::Tensor> foreach_norm(const std::vector<torch::Tensor>& tensors) {
-#if FOLDTRON_TORCH_AT_LEAST(2, 1)
+#if FOLDTRON_TORCH_AT_LEAST(2, 6)
+  return at::_foreach_norm(tensors, 2, torch::kFloat);
+#elif FOLDTRON_TORCH_AT_LEAST(2, 1)
   return at::_foreach_norm(tensors, 2);
 #else
   (void)tensors;

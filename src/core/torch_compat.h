@@ -21,6 +21,7 @@ int torch_minor();
 constexpr bool has_sdpa();          // at::scaled_dot_product_attention (torch >= 2.0)
 constexpr bool has_grouped_mm();    // at::_grouped_mm (torch >= 2.8, CUDA)
 constexpr bool has_foreach_norm();  // at::_foreach_norm (torch >= 2.1)
+constexpr bool has_foreach_norm_of_16bit();  // ... with fp32 results of 16-bit tensors too (its dtype, torch >= 2.6)
 constexpr bool has_foreach_copy();  // at::_foreach_copy_ (torch >= 2.2)
 constexpr bool has_mm_fp32_out();   // mm/addmm of 16-bit inputs into an fp32 output (torch >= 2.9)
 constexpr bool has_flash_attention();  // the flash-attention op with its log-sum-exp, and its backward (torch >= 2.2)
@@ -56,7 +57,8 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> cudnn_attention_backward
 torch::Tensor grouped_mm(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& offs);
 // out (fp32) = a b, or out += a b when `accumulate`: 16-bit inputs, fp32 accumulation and output.
 void mm_fp32_out(const torch::Tensor& out, const torch::Tensor& a, const torch::Tensor& b, bool accumulate);
-// The L2 norm of each tensor (fp32 results), one fused launch per dtype.
+// The L2 norm of each tensor (fp32 results; of 16-bit tensors only with has_foreach_norm_of_16bit),
+// one fused launch per dtype.
 std::vector<torch::Tensor> foreach_norm(const std::vector<torch::Tensor>& tensors);
 // into[i] <- from[i] (converting dtypes), vectorized across the tensors.
 void foreach_copy(const std::vector<torch::Tensor>& into, const std::vector<torch::Tensor>& from);

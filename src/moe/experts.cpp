@@ -185,8 +185,11 @@ bool grouped_wgrad_takes(const torch::Tensor& out, const torch::Tensor& dy, cons
 // 0.5%, down 5% less: one case against the rule). A large expert's GEMM keeps the GPU full on its
 // own; small ones leave it idle in each GEMM's last wave of tiles. 17.5-56 Mi is not measured.
 // Cooperative 128x256 tiles down M were the fastest at Qwen2's gate/up and within 4% of the
-// fastest at its down. In a whole step (Qwen2 truncated to 2 layers, 1,024 rows per expert) the
-// kernel saved 1.3 ms of 605 (0.2%), inside the runs' spread.
+// fastest at its down. In a whole step (Qwen2 truncated to 2 layers, micro-batch 2: 1,024 rows
+// per expert, half the bench's reduction length) the step is no faster (0.5992 against 0.5994 s):
+// traced, the grouped calls took 62.9 ms against the per-expert GEMMs' 60.7 ms, and the fewer
+// launches saved 3.6 ms of gaps. Where between 1,024 and 2,048 rows the kernel starts to pay is
+// not measured.
 std::optional<WgradConfig> grouped_wgrad_choice(int64_t n, int64_t k, int groups) {
   constexpr int64_t kLargestGrouped = int64_t{32} << 20;
   if (groups < 2 || n * k > kLargestGrouped) return std::nullopt;
@@ -194,10 +197,11 @@ std::optional<WgradConfig> grouped_wgrad_choice(int64_t n, int64_t k, int groups
 }
 #endif
 
-// out[e] (fp32 [E, N, K]) = dy_e^T x_e (dy [R, N], x [R, K]) for the rows of each expert, or +=
-// when `accumulate`, with no bf16 copy to widen: one grouped GEMM where this build has the kernel
-// and the operands suit it (row_ends [E] int32 on the device, counts on the host), else one cuBLAS
-// GEMM per expert.
+// out[e] ([E, N, K], fp32 or the inputs' bf16) = dy_e^T x_e (dy [R, N], x [R, K]) for the rows of
+// each expert, or += when `accumulate`, with no bf16 product to widen or add: into fp32, one
+// grouped GEMM where this build has the kernel and the operands suit it (row_ends [E] int32 on the
+// device, counts on the host), else one cuBLAS GEMM per expert; into bf16 (train.main_grads_dtype),
+// one GEMM per expert whose epilogue adds in fp32 and rounds once.
 void expert_wgrad_into(const torch::Tensor& out, const torch::Tensor& dy, const torch::Tensor& x,
                        const torch::Tensor& row_ends, const std::vector<int64_t>& counts, bool accumulate) {
 #ifdef FOLDTRON_WITH_GROUPED_WGRAD
@@ -220,13 +224,20 @@ void expert_wgrad_into(const torch::Tensor& out, const torch::Tensor& dy, const 
 #endif
   int64_t start = 0;
   for (size_t e = 0; e < counts.size(); ++e) {
-    const torch::Tensor target = out[static_cast<int64_t>(e)];
+    torch::Tensor target = out[static_cast<int64_t>(e)];  // a view: written in place
     const int64_t rows = counts[e];
     if (rows == 0) {
       if (!accumulate) target.zero_();
       continue;
     }
-    torch_compat::mm_fp32_out(target, dy.narrow(0, start, rows).t(), x.narrow(0, start, rows), accumulate);
+    const torch::Tensor a = dy.narrow(0, start, rows).t(), b = x.narrow(0, start, rows);
+    if (out.scalar_type() != dy.scalar_type()) {
+      torch_compat::mm_fp32_out(target, a, b, accumulate);
+    } else if (accumulate) {
+      target.addmm_(a, b);
+    } else {
+      torch::mm_out(target, a, b);
+    }
     start += rows;
   }
 }
@@ -234,8 +245,9 @@ void expert_wgrad_into(const torch::Tensor& out, const torch::Tensor& dy, const 
 // y [R, N] = x [R, K] weight[e]^T for the rows of expert e, weight [E, N, K], offs [E] the row
 // ends: one grouped GEMM forward and one for the input gradient (torch >= 2.8). The weight
 // gradient is a grouped GEMM as well, unless the registry's MainGradWriter (a ParamRegistry*, as
-// an integer; 0 for none) takes it when backward runs (torch >= 2.9): then it goes straight into
-// the fp32 main gradient and autograd gets an uninitialized placeholder, which the buffers drop.
+// an integer; 0 for none) takes it when backward runs (bf16 main gradients, or fp32 ones with
+// torch >= 2.9): then it goes straight into the main gradient and autograd gets an uninitialized
+// placeholder, which the buffers drop.
 class GroupedLinear : public torch::autograd::Function<GroupedLinear> {
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
@@ -263,7 +275,9 @@ class GroupedLinear : public torch::autograd::Function<GroupedLinear> {
       const auto write = [&](const torch::Tensor& main_grad, bool accumulate) {
         expert_wgrad_into(main_grad, dy, x, offs, counts, accumulate);
       };
-      if (torch_compat::has_mm_fp32_out() && writer != nullptr && writer->write_main_grad(weight, write)) {
+      const bool writable = writer != nullptr &&
+                            (writer->main_grad_dtype() != torch::kFloat || torch_compat::has_mm_fp32_out());
+      if (writable && writer->write_main_grad(weight, write)) {
         dw = torch::empty_like(weight);  // the placeholder
       } else {
         dw = torch_compat::grouped_mm(dy.t(), x, offs);  // [E, N, K]
@@ -277,8 +291,9 @@ class GroupedLinear : public torch::autograd::Function<GroupedLinear> {
 
 std::string expert_wgrad_kernel() {
 #if defined(FOLDTRON_WITH_GROUPED_WGRAD)
-  return fmt::format("one grouped GEMM for two or more experts of at most 32 Mi elements each on Hopper GPUs "
-                     "(CUTLASS {}), else a cuBLAS GEMM per expert",
+  return fmt::format("into fp32 main gradients one grouped GEMM for two or more experts of at most 32 Mi elements "
+                     "each on Hopper GPUs (CUTLASS {}), else a cuBLAS GEMM per expert; into bf16 ones a cuBLAS GEMM "
+                     "per expert",
                      grouped_wgrad_cutlass_version());
 #elif defined(FOLDTRON_WITH_CUDA)
   return "a cuBLAS GEMM per expert (built without CUTLASS)";

@@ -12,11 +12,12 @@
 //   down_proj    [E/ep, h, F/etp]
 // and runs one grouped GEMM per projection (at::_grouped_mm for bf16 on CUDA with torch >= 2.8),
 // else a loop over the experts; between them the SwiGLU of the gate|up product is one fused
-// CUDA kernel each way (moe/swiglu_cuda.h) for bf16 on the GPU. There (torch >= 2.9), when the
-// optimizer's buffers take a weight's gradient (MainGradWriter), its gradient goes in fp32 straight
-// into the main gradient (gradient-accumulation fusion) instead of a bf16 grouped GEMM that the
-// buffers then widen: one cuBLAS GEMM per expert, or, for many small experts on Hopper in builds
-// with CUTLASS, one grouped GEMM (moe/grouped_wgrad_cuda.h). SequentialExperts is the simple reference: one gate/up/down
+// CUDA kernel each way (moe/swiglu_cuda.h) for bf16 on the GPU. There, when the optimizer's
+// buffers take a weight's gradient (MainGradWriter), its gradient goes straight into the main
+// gradient (gradient-accumulation fusion) instead of a bf16 grouped GEMM that the buffers then
+// widen or add: into fp32 ones (torch >= 2.9) one cuBLAS GEMM per expert, or, for many small
+// experts on Hopper in builds with CUTLASS, one grouped GEMM (moe/grouped_wgrad_cuda.h); into bf16
+// ones (train.main_grads_dtype) one cuBLAS GEMM per expert. SequentialExperts is the simple reference: one gate/up/down
 // weight per expert (experts.<e>.{gate,up,down}_proj), a loop, nothing fused. Both draw
 // the same initial weights (per expert, from the expert's global index), so they agree.
 #pragma once
@@ -59,7 +60,8 @@ class ExpertCounts {
   std::shared_ptr<State> state_;
 };
 
-// How this build writes the experts' weight gradients into fp32 main gradients (`foldtron info`).
+// How this build writes the experts' weight gradients into fp32 main gradients (`foldtron info`;
+// bf16 ones always take a cuBLAS GEMM per expert).
 std::string expert_wgrad_kernel();
 
 // silu(gate) * up of a [c, 2F] gate|up product (gate columns first), differentiable. Contiguous
@@ -68,7 +70,7 @@ std::string expert_wgrad_kernel();
 torch::Tensor swiglu(const torch::Tensor& gate_up);
 
 // y = x weight[e]^T for the rows of each expert e (counts[e] rows each, in order), weight
-// [E, N, K]: grouped GEMMs for bf16 on CUDA, whose weight gradient goes straight into the fp32
+// [E, N, K]: grouped GEMMs for bf16 on CUDA, whose weight gradient goes straight into the
 // main gradient when `registry` has a MainGradWriter that takes `weight`; a loop over the experts
 // otherwise. `registry` may be null.
 torch::Tensor grouped_linear(const torch::Tensor& x, const torch::Tensor& weight, const ExpertCounts& counts,

@@ -4,7 +4,8 @@
 // concatenation of all segments, finds the segment of its first tile by binary search on
 // first_tile and walks forward. Each thread updates 4 consecutive elements per tile, with 16-byte
 // (fp32) or 8-byte (16-bit) loads where the segment is aligned for them, element by element
-// otherwise and in a segment's last partial group.
+// otherwise and in a segment's last partial group. Gradients and parameters may each be fp32 or
+// bf16 per segment (a branch uniform over the segment); moments are one dtype for all.
 #include "optim/adamw_cuda.h"
 
 #include <cuda_bf16.h>
@@ -32,6 +33,23 @@ __device__ __forceinline__ float update(float p, float g, float& m, float& v, bo
   v = s.beta2 * v + s.one_minus_beta2 * (g * g);
   const float denom = sqrtf(v) / s.bias2_sqrt + s.eps;
   return p - s.step_size * (m / denom);
+}
+
+// Four gradient elements as fp32.
+__device__ __forceinline__ void load_grad(const void* grad, bool bf16, int64_t i, float (&g)[kVec]) {
+  if (bf16) {
+    const Pack<__nv_bfloat16, kVec> in = *reinterpret_cast<const Pack<__nv_bfloat16, kVec>*>(
+        static_cast<const __nv_bfloat16*>(grad) + i);
+#pragma unroll
+    for (int k = 0; k < kVec; ++k) g[k] = to_float(in.v[k]);
+  } else {
+    const float4 in = *reinterpret_cast<const float4*>(static_cast<const float*>(grad) + i);
+    g[0] = in.x, g[1] = in.y, g[2] = in.z, g[3] = in.w;
+  }
+}
+
+__device__ __forceinline__ float grad_at(const void* grad, bool bf16, int64_t j) {
+  return bf16 ? __bfloat162float(static_cast<const __nv_bfloat16*>(grad)[j]) : static_cast<const float*>(grad)[j];
 }
 
 // Stores four updated elements of the model's parameter in its dtype.
@@ -70,11 +88,11 @@ __global__ void __launch_bounds__(kThreads)
     auto* exp_avg_sq = static_cast<M*>(seg.exp_avg_sq);
     if (seg.vectorized && i + kVec <= seg.numel) {
       const float4 p4 = *reinterpret_cast<const float4*>(seg.main + i);
-      const float4 g4 = *reinterpret_cast<const float4*>(seg.grad + i);
+      float g[kVec];
+      load_grad(seg.grad, seg.grad_bf16 != 0, i, g);
       Pack<M, kVec> m4 = *reinterpret_cast<const Pack<M, kVec>*>(exp_avg + i);
       Pack<M, kVec> v4 = *reinterpret_cast<const Pack<M, kVec>*>(exp_avg_sq + i);
       float p[kVec] = {p4.x, p4.y, p4.z, p4.w};
-      const float g[kVec] = {g4.x, g4.y, g4.z, g4.w};
 #pragma unroll
       for (int k = 0; k < kVec; ++k) {
         float m = to_float(m4.v[k]), v = to_float(v4.v[k]);
@@ -93,7 +111,7 @@ __global__ void __launch_bounds__(kThreads)
     } else {
       for (int64_t j = i; j < min(i + kVec, seg.numel); ++j) {
         float m = to_float(exp_avg[j]), v = to_float(exp_avg_sq[j]);
-        const float p = update(seg.main[j], seg.grad[j], m, v, seg.decay, s);
+        const float p = update(seg.main[j], grad_at(seg.grad, seg.grad_bf16 != 0, j), m, v, seg.decay, s);
         seg.main[j] = p;
         exp_avg[j] = from_float<M>(m);
         exp_avg_sq[j] = from_float<M>(v);
@@ -132,7 +150,7 @@ int64_t adamw_cuda_plan(AdamWCudaSegment* segments, int64_t count, CudaDtype mom
   for (int64_t i = 0; i < count; ++i) {
     AdamWCudaSegment& seg = segments[i];
     seg.first_tile = tiles;
-    seg.vectorized = aligned_to(seg.main, 16) && aligned_to(seg.grad, 16) &&
+    seg.vectorized = aligned_to(seg.main, 16) && aligned_to(seg.grad, seg.grad_bf16 ? 8 : 16) &&
                      aligned_to(seg.exp_avg, kVec * moment_bytes) && aligned_to(seg.exp_avg_sq, kVec * moment_bytes) &&
                      aligned_to(seg.param, seg.param_bf16 ? 8 : 16);
     tiles += tiles_of(seg.numel);

@@ -1,5 +1,5 @@
 // The fused AdamW step on CUDA, written for fp32 main weights (Megatron-style mixed precision):
-// one pass over every element reads the main weight, the fp32 main gradient and both moments,
+// one pass over every element reads the main weight, the main gradient (fp32 or bf16) and both moments,
 // and writes the main weight, both moments and the model's bf16 (or fp32) parameter. Torch's
 // fused kernel does the first part; refreshing the parameters from the main copy then costs a
 // second pass over the fp32 weights, which this kernel saves. Moments may be kept in bf16
@@ -15,11 +15,12 @@ enum class CudaDtype : int32_t { kFloat32, kBFloat16 };
 // One contiguous run of elements: a parameter's part of this rank's shard.
 struct AdamWCudaSegment {
   float* main = nullptr;            // fp32 main weights
-  const float* grad = nullptr;      // fp32 main gradients (read only; clipping scales on the fly)
+  const void* grad = nullptr;       // main gradients, fp32 or bf16 (read only; clipping scales on the fly)
   void* exp_avg = nullptr;          // moments, fp32 or bf16
   void* exp_avg_sq = nullptr;
   void* param = nullptr;            // the model's parameter elements, refreshed from `main`
   int32_t param_bf16 = 0;           // `param` is bf16 (else fp32)
+  int32_t grad_bf16 = 0;            // `grad` is bf16 (else fp32)
   int64_t numel = 0;
   int64_t first_tile = 0;           // tiles of all earlier segments (filled by adamw_cuda_plan)
   int32_t decay = 0;                // decoupled weight decay applies

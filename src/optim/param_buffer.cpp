@@ -23,11 +23,11 @@ constexpr int64_t kAlign = 64;
 
 int64_t round_up(int64_t n, int64_t multiple) { return (n + multiple - 1) / multiple * multiple; }
 
-// A 16-bit gradient into its fp32 buffer view. On CUDA the multi-tensor copy is vectorized while
-// copy_ converts element by element: 1.74 against 2.66 ms for one layer's expert gradient on an
-// H200 (docs/performance.md).
-void copy_widening(torch::Tensor& into, const torch::Tensor& from) {
-  if (torch_compat::has_foreach_copy() && into.is_cuda()) {
+// A 16-bit gradient into its buffer view. Widening to fp32 on CUDA, the multi-tensor copy is
+// vectorized while copy_ converts element by element: 1.74 against 2.66 ms for one layer's expert
+// gradient on an H200 (docs/performance.md).
+void copy_grad(torch::Tensor& into, const torch::Tensor& from) {
+  if (torch_compat::has_foreach_copy() && into.is_cuda() && into.scalar_type() != from.scalar_type()) {
     torch_compat::foreach_copy({into}, {from});
     return;
   }
@@ -68,7 +68,7 @@ void all_reduce_packed(const std::vector<torch::Tensor>& tensors, Communicator& 
 
 }  // namespace
 
-// A 16-bit parameter's fp32 main gradient and what this step did with it.
+// A 16-bit parameter's main gradient and what this step did with it.
 struct ParamBuffers::MainGradSlot {
   bool written = false;    // holds a gradient of this step (else stale values)
   bool fused = false;      // written by a layer in this backward; autograd delivers a placeholder
@@ -77,7 +77,7 @@ struct ParamBuffers::MainGradSlot {
 
 struct ParamBuffers::Entry {
   torch::Tensor param;
-  torch::Tensor grad;  // fp32 main gradient, shaped like the parameter (view of the buffer)
+  torch::Tensor grad;  // main gradient, shaped like the parameter (view of the buffer)
   size_t buffer = 0, bucket = 0;
   int64_t offset = 0;  // in the buffer
   bool low_precision = false;
@@ -100,10 +100,11 @@ struct ParamBuffers::Bucket {
 struct ParamBuffers::Buffer {
   bool expert = false;
   bool stage_tied = false;
-  torch::ScalarType dtype = torch::kFloat;
+  torch::ScalarType dtype = torch::kFloat;       // of the parameters
+  torch::ScalarType grad_dtype = torch::kFloat;  // of their main gradients
   torch::Device device = torch::kCPU;
   Communicator* group = nullptr;  // dp_cp or edp
-  torch::Tensor values, grads;    // flat: parameter dtype, fp32
+  torch::Tensor values, grads;    // flat: parameter dtype, gradient dtype
   int64_t numel = 0, shard_numel = 0;
   int64_t open_bucket = -1, open_bytes = 0;
 };
@@ -126,6 +127,8 @@ class ParamBuffers::Hook : public torch::autograd::FunctionPostHook {
 ParamBuffers::ParamBuffers(const std::vector<torch::Tensor>& params, ParamRegistry& registry,
                            ProcessGroups& groups, BufferOptions options)
     : options_(options), groups_(groups), registry_(registry) {
+  FT_CHECK(options_.grad_dtype == torch::kFloat || options_.grad_dtype == torch::kBFloat16,
+           fmt::format("main gradients of dtype {}: fp32 or bf16", c10::toString(options_.grad_dtype)));
   // Buckets in reverse registration order, per (kind, stage-tied, dtype, device) group.
   std::map<std::tuple<bool, bool, int, std::string>, size_t> by_key;
   const auto close_bucket = [&](Buffer& buffer) {
@@ -148,12 +151,16 @@ ParamBuffers::ParamBuffers(const std::vector<torch::Tensor>& params, ParamRegist
       buffer.expert = info.expert;
       buffer.stage_tied = info.stage_tied;
       buffer.dtype = param.scalar_type();
+      buffer.grad_dtype = buffer.dtype == torch::kFloat ? torch::kFloat : options_.grad_dtype;
+      FT_CHECK(buffer.grad_dtype == torch::kFloat || buffer.grad_dtype == buffer.dtype,
+               fmt::format("{} main gradients of {} parameters: only bf16 parameters may have bf16 ones",
+                           c10::toString(buffer.grad_dtype), c10::toString(buffer.dtype)));
       buffer.device = param.device();
       buffer.group = info.expert ? &groups.edp() : &groups.dp_cp();
       buffers_.push_back(std::move(buffer));
     }
     Buffer& buffer = buffers_[found->second];
-    const int64_t bytes = param.numel() * 4;
+    const int64_t bytes = param.numel() * static_cast<int64_t>(c10::elementSize(buffer.grad_dtype));
     if (buffer.open_bucket >= 0 && buffer.open_bytes + bytes > options_.bucket_bytes) close_bucket(buffer);
     if (buffer.open_bucket < 0) {
       buffer.open_bucket = static_cast<int64_t>(buckets_.size());
@@ -181,7 +188,7 @@ ParamBuffers::ParamBuffers(const std::vector<torch::Tensor>& params, ParamRegist
   torch::NoGradGuard no_grad;
   for (Buffer& buffer : buffers_) {
     buffer.values = torch::zeros({buffer.numel}, torch::TensorOptions().dtype(buffer.dtype).device(buffer.device));
-    buffer.grads = torch::zeros({buffer.numel}, torch::TensorOptions().dtype(torch::kFloat).device(buffer.device));
+    buffer.grads = torch::zeros({buffer.numel}, torch::TensorOptions().dtype(buffer.grad_dtype).device(buffer.device));
   }
   for (size_t e = 0; e < entries_.size(); ++e) {
     Entry& entry = entries_[e];
@@ -237,7 +244,7 @@ int64_t ParamBuffers::shard_numel(int64_t buffer) const { return buffers_.at(sta
 
 int64_t ParamBuffers::grad_bytes() const {
   int64_t bytes = 0;
-  for (const Buffer& buffer : buffers_) bytes += buffer.numel * 4;
+  for (const Buffer& buffer : buffers_) bytes += buffer.numel * static_cast<int64_t>(c10::elementSize(buffer.grad_dtype));
   return bytes;
 }
 
@@ -291,11 +298,11 @@ void ParamBuffers::on_grad_ready(size_t e) {
     entry.slot->written = true;
     entry.param.mutable_grad() = torch::Tensor();
   } else if (grad.defined() && !grad.is_same(entry.grad)) {
-    // A 16-bit gradient of this backward: added into the fp32 buffer, then freed. (An fp32
+    // A 16-bit gradient of this backward: added into the main gradient, then freed. (An fp32
     // gradient that autograd accumulated out of place already holds the earlier sum.)
     torch::NoGradGuard no_grad;
     if (entry.low_precision && !entry.slot->written) {
-      copy_widening(entry.grad, grad);
+      copy_grad(entry.grad, grad);
     } else if (entry.low_precision) {
       entry.grad.add_(grad);
     } else {

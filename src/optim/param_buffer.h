@@ -4,14 +4,16 @@
 // Layout: parameters are grouped by kind (dense: the same values on every dp x cp rank; experts:
 // on every edp rank) and dtype, and laid out in reverse registration order (roughly the order in
 // which backward produces their gradients) in two flat buffers per group: one in the parameters'
-// dtype, which the parameters become views of, and one fp32 buffer of main gradients. Each group
+// dtype, which the parameters become views of, and one of main gradients (fp32; for 16-bit
+// parameters `grad_dtype`, which may be their own dtype: Megatron's --main-grads-dtype). Each group
 // is cut into buckets of about `bucket_bytes` of gradient, each padded to a multiple of the
 // reduction group's size (dense: dp_cp, experts: edp).
 //
 // Gradients: an fp32 parameter's .grad is its view of the gradient buffer (autograd adds into it
 // in place); a 16-bit parameter's gradient is added into the buffer by a hook on its gradient
-// accumulator and then freed, so accumulation over micro-batches is in fp32 and the 16-bit copy
-// lives only until it is added (the step's first one is copied, so these buffers need no zeroing).
+// accumulator and then freed, so accumulation over micro-batches is in the main gradients' dtype
+// and the 16-bit copy lives only until it is added (the step's first one is copied, so these buffers
+// need no zeroing). The reductions run in that dtype too.
 // Layers may also write a 16-bit parameter's gradient into its buffer themselves: with
 // `fuse_wgrad` the buffers register as the registry's MainGradWriter (parallel/sharding.h), and the
 // hook then only drops autograd's placeholder.
@@ -47,18 +49,21 @@ class Communicator;
 class ProcessGroups;
 
 struct BufferOptions {
-  int64_t bucket_bytes = int64_t{40} << 20;  // fp32 gradient bytes per bucket
+  int64_t bucket_bytes = int64_t{40} << 20;  // gradient bytes per bucket
   bool shard = false;    // distributed optimizer: reduce-scatter, this rank updates its shard
   bool overlap = true;   // reduce buckets during backward; false: all after it
-  // Offer layers the 16-bit parameters' fp32 main gradients (gradient-accumulation fusion): the
+  // Offer layers the 16-bit parameters' main gradients (gradient-accumulation fusion): the
   // buffers are the registry's MainGradWriter until they go.
   bool fuse_wgrad = true;
+  // The main gradients of 16-bit parameters: fp32, or bf16 (for bf16 parameters only). fp32
+  // parameters always have fp32 gradients.
+  torch::ScalarType grad_dtype = torch::kFloat;
 };
 
 // The elements of one parameter inside this rank's shard.
 struct ShardSegment {
   torch::Tensor param;  // the model's parameter (as registered)
-  torch::Tensor grad;   // its fp32 main gradient elements (view of the gradient buffer)
+  torch::Tensor grad;   // its main gradient elements (view of the gradient buffer)
   torch::Tensor value;  // the same elements of the parameter (view of the parameter buffer)
   int64_t buffer = 0;   // which buffer group
   int64_t shard_offset = 0;  // offset in this rank's shard of that group (optimizer state)
@@ -103,16 +108,17 @@ class ParamBuffers : public MainGradWriter {
   int64_t shard_numel(int64_t buffer) const;
   const std::vector<ShardSegment>& segments() const { return segments_; }
   const std::vector<ShardChunk>& chunks() const { return chunks_; }
-  // The fp32 main gradient of `param` (whole; outside this rank's shard it is not reduced).
+  // The main gradient of `param` (whole; outside this rank's shard it is not reduced).
   torch::Tensor main_grad(const torch::Tensor& param) const;
   int64_t num_buckets() const;
   // Buckets that started reducing during the last backward (before finish_grad_sync).
   int64_t buckets_started_in_backward() const { return started_in_backward_; }
-  // Bytes of the fp32 gradient buffers on this rank.
+  // Bytes of the gradient buffers on this rank.
   int64_t grad_bytes() const;
 
   bool write_main_grad(const torch::Tensor& param,
                        const std::function<void(const torch::Tensor& main_grad, bool accumulate)>& write) override;
+  torch::ScalarType main_grad_dtype() const override { return options_.grad_dtype; }
 
  private:
   struct MainGradSlot;

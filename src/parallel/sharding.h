@@ -33,19 +33,22 @@ struct ParamInfo {
                             // padded to a multiple of tp): zero, never trained, never saved
 };
 
-// Where the optimizer keeps a 16-bit parameter's fp32 main gradient, for layers that compute that
-// parameter's weight gradient themselves (Megatron's gradient_accumulation_fusion). The optimizer's
-// buffers implement it; layers see only this interface.
+// Where the optimizer keeps a 16-bit parameter's main gradient (fp32, or bf16 with
+// train.main_grads_dtype), for layers that compute that parameter's weight gradient themselves
+// (Megatron's gradient_accumulation_fusion). The optimizer's buffers implement it; layers see only
+// this interface.
 class MainGradWriter {
  public:
   virtual ~MainGradWriter() = default;
-  // When `param` has an fp32 main gradient that may be written now, calls
+  // When `param` has a main gradient that may be written now, calls
   // write(main_grad, accumulate) — overwrite it when `accumulate` is false, add to it otherwise —
   // and returns true: the layer then hands autograd an uninitialized placeholder of the
   // parameter's shape, which the buffers drop. Such a parameter must get no other gradient in the
   // same backward. Returns false (nothing called) otherwise.
   virtual bool write_main_grad(const torch::Tensor& param,
                                const std::function<void(const torch::Tensor& main_grad, bool accumulate)>& write) = 0;
+  // The dtype of the main gradients it hands out: fp32, or the parameters' own 16-bit dtype.
+  virtual torch::ScalarType main_grad_dtype() const = 0;
 };
 
 class ParamRegistry {

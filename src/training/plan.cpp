@@ -182,8 +182,10 @@ RankParams rank_params(const Shape& s, const PlanLayout& l, bool first_stage, bo
   return p;
 }
 
-// Bytes per parameter of the states: bf16 weights, fp32 gradient buffer, fp32 main weights and
-// the two moments (fp32 or bf16); the last two sharded by the distributed optimizer.
+// Bytes per parameter of the states: bf16 weights, the gradient buffer (fp32 or bf16), fp32 main
+// weights and the two moments (fp32 or bf16); the last two sharded by the distributed optimizer.
+// (bf16 main gradients change the state's memory and traffic here; the weight-gradient GEMMs keep
+// the calibrated fp32-accumulating rates, which the profile does not have for bf16.)
 struct StateBytes {
   double weights = kBf16, grads = 4, main = 4, moments = 8;
 };
@@ -191,6 +193,7 @@ struct StateBytes {
 StateBytes state_bytes(const Config& config) {
   StateBytes b;
   if (config.model.params_dtype == DType::kFloat32) b.weights = 4, b.main = 0;
+  if (config.model.params_dtype == DType::kBfloat16 && config.train.main_grads_dtype == DType::kBfloat16) b.grads = 2;
   if (config.train.adam_moments_dtype == DType::kBfloat16) b.moments = 4;
   return b;
 }

@@ -27,6 +27,7 @@ TrainState::TrainState(const Config& config_in, ProcessGroups& groups_in, torch:
   options.shard = config.parallel.distributed_optimizer;
   options.overlap = config.parallel.overlap_grad_reduce;
   options.fuse_wgrad = config.parallel.gradient_accumulation_fusion;
+  options.grad_dtype = config.train.main_grads_dtype == DType::kBfloat16 ? torch::kBFloat16 : torch::kFloat;
   buffers = std::make_unique<ParamBuffers>(model->parameters(), model->registry(), groups, options);
   optimizer = std::make_unique<AdamW>(*buffers, config.train);
   startup.optimizer_s = seconds_since(built);

@@ -279,10 +279,12 @@ void Trainer::log_start() const {
                                                groups.etp().size(), groups.ep().size(), groups.edp().size())
                                  : std::string());
   log::info("train", "optimizer: AdamW, {:.3f} GiB of state on this rank (fp32 main weights, {} moments){}; {:.3f} GiB "
-                     "of gradient buffers in {} buckets, reduced {}",
+                     "of gradient buffers ({} main gradients) in {} buckets, reduced {}",
             static_cast<double>(state_.optimizer->state_bytes()) / (1 << 30), enum_name(config.train.adam_moments_dtype),
             state_.buffers->sharded() ? " (distributed: sharded over dp_cp / edp)" : "",
-            static_cast<double>(state_.buffers->grad_bytes()) / (1 << 30), state_.buffers->num_buckets(),
+            static_cast<double>(state_.buffers->grad_bytes()) / (1 << 30),
+            config.model.params_dtype == DType::kBfloat16 ? enum_name(config.train.main_grads_dtype) : "fp32",
+            state_.buffers->num_buckets(),
             config.parallel.overlap_grad_reduce ? "during backward" : "after backward");
   log::info("train", "global batch {} = micro-batch {} x {} micro-batches x dp {}; {} steps; hooks: {}",
             config.train.global_batch_size, config.train.micro_batch_size, micro_batches_, dp_,

@@ -218,6 +218,24 @@ TEST(Optim, GlobalGradNormCountsReplicatedParametersOnce) {
   }
 }
 
+TEST(Optim, GlobalGradNormReadsBf16MainGradientsInFullPrecision) {
+  // bf16 main gradients (train.main_grads_dtype): the norm's sums are fp32 or wider (with
+  // --device=cuda one fused multi-tensor norm per kind), not rounded to bf16 on the way.
+  ProcessGroups groups(Topology(ParallelLayout{1, 1, 1, 1, 1, 1, "tp-cp-ep-dp-pp"}), comm_options(), MPI_COMM_SELF);
+  ParamRegistry registry;
+  torch::Tensor w = torch::zeros({3, 700}, torch::kBFloat16).to(device()).requires_grad_(true);
+  torch::Tensor v = torch::zeros({5}, torch::kBFloat16).to(device()).requires_grad_(true);
+  torch::Tensor b = torch::zeros({7}, torch::kFloat).to(device()).requires_grad_(true);
+  BufferOptions options;
+  options.grad_dtype = torch::kBFloat16;
+  ParamBuffers buffers({w, v, b}, registry, groups, options);
+  buffers.main_grad(w).fill_(0.5);
+  buffers.main_grad(v).fill_(-3.0);
+  buffers.main_grad(b).fill_(1.25);
+  // 2100 * 0.25 + 5 * 9 + 7 * 1.5625 = 580.9375; its square root is not a bf16 number.
+  EXPECT_NEAR(global_grad_norm(buffers, registry, groups), std::sqrt(580.9375), 1e-5);
+}
+
 double round_to_bf16(double x) { return torch::tensor(x, torch::kDouble).to(torch::kBFloat16).item<double>(); }
 
 TEST(Optim, AdamWMatchesAHandComputation) {
@@ -285,10 +303,14 @@ TEST(Optim, FusedCudaStepMatchesTheReferenceStep) {
   const std::vector<std::pair<std::vector<int64_t>, torch::ScalarType>> shapes{
       {{37, 129}, torch::kFloat}, {{1000}, torch::kFloat}, {{3, 5}, torch::kBFloat16},
       {{64, 4096}, torch::kBFloat16}, {{4099}, torch::kBFloat16}, {{7, 1031}, torch::kFloat}};
-  for (const DType moments : {DType::kFloat32, DType::kBfloat16}) {
-    SCOPED_TRACE(fmt::format("{} moments", enum_name(moments)));
+  for (const auto& [moments, grads] : {std::pair{DType::kFloat32, torch::kFloat}, std::pair{DType::kBfloat16, torch::kFloat},
+                                       std::pair{DType::kFloat32, torch::kBFloat16}}) {
+    SCOPED_TRACE(fmt::format("{} moments, {} main gradients of bf16 parameters", enum_name(moments),
+                             c10::toString(grads)));
     TrainConfig t;
     t.adam_moments_dtype = moments;
+    BufferOptions options;
+    options.grad_dtype = grads;
     torch::manual_seed(7);
     std::vector<torch::Tensor> inits, cpu, cuda;
     for (const auto& [shape, dtype] : shapes) {
@@ -298,11 +320,13 @@ TEST(Optim, FusedCudaStepMatchesTheReferenceStep) {
       cuda.push_back(init.to(device()).requires_grad_(true));
     }
     ParamRegistry cpu_registry, cuda_registry;
-    ParamBuffers cpu_buffers(cpu, cpu_registry, groups), cuda_buffers(cuda, cuda_registry, groups);
+    ParamBuffers cpu_buffers(cpu, cpu_registry, groups, options), cuda_buffers(cuda, cuda_registry, groups, options);
     AdamW cpu_adam(cpu_buffers, t), cuda_adam(cuda_buffers, t);
     for (int step = 1; step <= 3; ++step) {
       for (size_t i = 0; i < cpu.size(); ++i) {
-        const torch::Tensor grad = torch::randn(cpu[i].sizes()) * 0.1;
+        const torch::Tensor grad = torch::randn(cpu[i].sizes()) * 0.1;  // rounded alike on both sides
+        ASSERT_EQ(cuda_buffers.main_grad(cuda[i]).scalar_type(),
+                  cuda[i].scalar_type() == torch::kFloat ? torch::kFloat : grads);
         cpu_buffers.main_grad(cpu[i]).copy_(grad);
         cuda_buffers.main_grad(cuda[i]).copy_(grad);
       }
@@ -341,6 +365,38 @@ TEST(Optim, Bf16GradientsAccumulateInFp32MainGradients) {
   buffers.finish_grad_sync();
   EXPECT_EQ(buffers.main_grad(w).scalar_type(), torch::kFloat);
   EXPECT_EQ(buffers.main_grad(w).item<double>(), 257.0);
+}
+
+TEST(Optim, Bf16MainGradientsAccumulateInBf16AndFp32ParametersKeepFp32) {
+  // train.main_grads_dtype=bf16 (Megatron's --main-grads-dtype): a bf16 parameter's gradients add
+  // up in a bf16 buffer, half the bytes, and are reduced in bf16; an fp32 parameter beside it keeps
+  // its fp32 gradient. Layers writing the gradient themselves are handed the bf16 buffer.
+  ProcessGroups groups(Topology(ParallelLayout{world_size(), 1, 1, 1, 1, 1, "tp-cp-ep-dp-pp"}), comm_options());
+  torch::Tensor w = torch::zeros({1, 1}, torch::kBFloat16).requires_grad_(true);
+  torch::Tensor b = torch::zeros({1}, torch::kFloat).requires_grad_(true);
+  ParamRegistry registry;
+  BufferOptions options;
+  options.grad_dtype = torch::kBFloat16;
+  ParamBuffers buffers({w, b}, registry, groups, options);
+  EXPECT_EQ(buffers.main_grad(w).scalar_type(), torch::kBFloat16);
+  EXPECT_EQ(buffers.main_grad(b).scalar_type(), torch::kFloat);
+  ASSERT_EQ(registry.main_grad_writer(), &buffers);
+  EXPECT_EQ(registry.main_grad_writer()->main_grad_dtype(), torch::kBFloat16);
+  // Two buffers of 64 elements (one parameter each, padded to 64 x the group): 2 + 4 bytes each.
+  EXPECT_EQ(buffers.grad_bytes(), 64 * world_size() * (2 + 4));
+  buffers.set_sync(false);
+  (w * torch::full({1, 1}, 256.0, torch::kBFloat16)).sum().backward();
+  buffers.set_sync(true);
+  (w * torch::full({1, 1}, 1.0, torch::kBFloat16) + b * 0.5).sum().backward();
+  buffers.finish_grad_sync();
+  // 256 + 1 rounds to 256 in bf16 (8-bit mantissa), on every rank and after the bf16 sum over
+  // ranks: world * 256 is a power of two times 256 for 1, 2, 4 and 8 ranks.
+  const double ranks = world_size();
+  EXPECT_EQ(buffers.main_grad(w).item<double>(), 256.0 * ranks) << "accumulated in bf16";
+  EXPECT_EQ(buffers.main_grad(b).item<double>(), 0.5 * ranks);
+  BufferOptions fp16;
+  fp16.grad_dtype = torch::kHalf;
+  EXPECT_THROW(ParamBuffers({w}, registry, groups, fp16), InternalError) << "fp32 or bf16 main gradients only";
 }
 
 // A layer that computes its weight's gradient itself (gradient-accumulation fusion): the
@@ -418,6 +474,35 @@ TEST(TrainEquivalence, Bf16TrainingFollowsFp32) {
     EXPECT_FALSE(bf16[i].skipped);
   }
   EXPECT_LT(bf16.back().loss, bf16.front().loss);
+}
+
+TEST(TrainEquivalence, Bf16MainGradientsFollowFp32OnesAndShardAlike) {
+  // bf16 parameters whose main gradients add up (over 8 micro-batches) and are reduced in bf16:
+  // the run stays close to fp32 main gradients but is not the same; sharded over every rank
+  // (distributed optimizer, dp = world: the reduce-scatter sums in bf16 in another order) it stays
+  // as close to the one-process bf16 run.
+  const std::vector<std::string> bf16_params{"model.params_dtype=bf16", "train.micro_batch_size=1"};
+  const std::vector<StepRecord> fp32 = run_training(tiny_config(bf16_params), MPI_COMM_SELF, 1);
+  std::vector<std::string> overrides = bf16_params;
+  overrides.push_back("train.main_grads_dtype=bf16");
+  const std::vector<StepRecord> bf16 = run_training(tiny_config(overrides), MPI_COMM_SELF, 1);
+  ASSERT_EQ(bf16.size(), fp32.size());
+  for (size_t i = 0; i < fp32.size(); ++i) {
+    EXPECT_NEAR(bf16[i].loss, fp32[i].loss, 2e-2 * fp32[i].loss) << "step " << i + 1;
+    EXPECT_NEAR(bf16[i].grad_norm, fp32[i].grad_norm, 2e-2 * fp32[i].grad_norm) << "step " << i + 1;
+    EXPECT_FALSE(bf16[i].skipped);
+  }
+  EXPECT_NE(bf16.front().grad_norm, fp32.front().grad_norm) << "gradients rounded to bf16 as they add up";
+  EXPECT_LT(bf16.back().loss, bf16.front().loss);
+  const int world = world_size();
+  if (world == 1) return;
+  overrides.push_back("parallel.distributed_optimizer=true");
+  const std::vector<StepRecord> sharded = run_training(tiny_config(overrides), MPI_COMM_WORLD, world);
+  ASSERT_EQ(sharded.size(), bf16.size());
+  for (size_t i = 0; i < bf16.size(); ++i) {
+    EXPECT_NEAR(sharded[i].loss, bf16[i].loss, 2e-2 * bf16[i].loss) << "step " << i + 1;
+    EXPECT_NEAR(sharded[i].grad_norm, bf16[i].grad_norm, 2e-2 * bf16[i].grad_norm) << "step " << i + 1;
+  }
 }
 
 // A step whose loss is NaN (injected into the second step's first micro-batch before backward, so

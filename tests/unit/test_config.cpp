@@ -397,6 +397,12 @@ TEST(Validate, RingAttentionHasNoAttentionDropout) {
   EXPECT_TRUE(problems_of({"parallel.cp=2", "parallel.cp_comm_type=p2p"}, 8).empty());
 }
 
+TEST(Validate, Bf16MainGradientsNeedBf16Parameters) {
+  const auto p = problems_of({"train.main_grads_dtype=bf16"}, 8);
+  EXPECT_TRUE(has_problem(p, "train.main_grads_dtype", "bf16 main gradients are for bf16 parameters"));
+  EXPECT_TRUE(problems_of({"train.main_grads_dtype=bf16", "model.params_dtype=bf16"}, 8).empty());
+}
+
 TEST(Validate, ContextAndSequenceParallelSplitTheSequenceTpCpWays) {
   const auto p = problems_of({"train.seq_length=20", "parallel.cp=2", "parallel.tp=4", "parallel.sequence_parallel=true"},
                              8);

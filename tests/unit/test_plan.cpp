@@ -83,6 +83,12 @@ TEST(Plan, StateMemoryMatchesTheTrainersCount) {
   Config bf16 = reference();
   bf16.train.adam_moments_dtype = DType::kBfloat16;
   EXPECT_NEAR(predict_layout(bf16, one_gpu(), 1, h200).state_gib, 101.71 - 6.07e9 * 4 / (1 << 30), 0.1);
+  // bf16 main gradients save 2 bytes, and the optimizer's passes read half the gradient bytes.
+  Config half_grads = reference();
+  half_grads.train.main_grads_dtype = DType::kBfloat16;
+  const PlanPrediction half = predict_layout(half_grads, one_gpu(), 1, h200);
+  EXPECT_NEAR(half.state_gib, 101.71 - 6.07e9 * 2 / (1 << 30), 0.1);
+  EXPECT_LT(half.step_s, p.step_s);
   // The distributed optimizer shards main weights and moments over data-parallel ranks; expert
   // parallelism splits the experts.
   PlanLayout ep2 = one_gpu();
