@@ -6,9 +6,10 @@ e). foldtron computed that as a scan down the columns of the [tokens, experts] r
 (`map.long().cumsum(0)`); its trace on an H200 showed torch's outer-dimension scan kernel taking
 3.2 ms a layer and micro-batch at 16,384 tokens and 8 experts. The same numbers, plus start[e], are
 the scan of the expert-major map flattened to one dimension (`map.t().reshape(-1).long().cumsum(0)`),
-which torch runs as one device-wide scan. This times both (with the transposing copy and the
+which torch runs as one device-wide scan. This times both (with the transposing copies and the
 conversion, as the dispatcher does them) for the reference's shapes and Qwen2-57B-A14B's, and
-checks that they give the same rows.
+checks that they give the same rows. (The figures in docs/performance.md, twenty-fifth session,
+were taken before the copy back to token-major order was added: 1 MiB at 16,384 x 8.)
 
 Usage: bench/routing_scan.py [--repeats 50]
 The last line is `RESULT {json}` (milliseconds per shape and way).
@@ -41,9 +42,10 @@ def main():
                                         ("qwen2_mb2", 8192, 64, 8), ("qwen2_mb4", 16384, 64, 8)):
         m = routing_map(tokens, experts, topk, generator)
         columns = lambda: m.long().cumsum(0)  # noqa: E731  [n, E]: the running count per column
-        flat = lambda: m.t().reshape(-1).long().cumsum(0)  # noqa: E731  [E n]: start[e] + that count
+        # [n, E]: start[e] + that count, back in token-major order as the dispatcher uses it
+        flat = lambda: m.t().reshape(-1).long().cumsum(0).view(experts, tokens).t().contiguous()  # noqa: E731
         starts = m.long().sum(0).cumsum(0) - m.long().sum(0)  # [E]
-        same = torch.equal(columns() + starts, flat().view(experts, tokens).t())
+        same = torch.equal(columns() + starts, flat())
         ms = {"columns": timed(columns, a.repeats), "flat": timed(flat, a.repeats)}
         print(f"{name}: {tokens} tokens x {experts} experts: scan down the columns {ms['columns']:.3f} ms, "
               f"flattened {ms['flat']:.3f} ms; same rows: {same}", flush=True)

@@ -217,9 +217,10 @@ for data, log in (("one batch", "torch_compile_mb4_accum4"), ("fresh batches", "
     native = [json.loads(l[7:]) for l in open(f"{out}/{log}.log") if l.startswith("RESULT ")]
     natives[data] = native[0]["step_time_s"] if native else None
 for grads in ("", "_bf16grads"):  # fp32 main gradients, then bf16 ones where they ran
-    if not os.path.exists(f"{out}/mixtral4_gbs16_mb4_bf16moments{grads}.jsonl"):
+    names = (f"mixtral4_gbs16_mb4_bf16moments{grads}", f"mixtral4_mb2_bf16moments{grads}")
+    if not all(os.path.exists(f"{out}/{name}.jsonl") for name in names):
         continue
-    ours, gb2 = median(f"mixtral4_gbs16_mb4_bf16moments{grads}"), median(f"mixtral4_mb2_bf16moments{grads}")
+    ours, gb2 = (median(name) for name in names)
     print(f"foldtron{' with bf16 main gradients' if grads else ''} {ours:.4f} s; global batch 2 {gb2:.4f} s")
     for data, native_s in natives.items():
         print(f"  ratio to the compiled step on {data}: " +

@@ -239,7 +239,7 @@ struct ParallelConfig {
     v("overlap_grad_reduce", overlap_grad_reduce, "reduce gradient buckets during backward as they complete");
     v("gradient_accumulation_fusion", gradient_accumulation_fusion,
       "bf16 expert weight gradients written by the GEMM straight into the fp32 main gradients (CUDA, torch >= 2.9)");
-    v("grad_bucket_mb", grad_bucket_mb, "MiB of fp32 gradients per reduction bucket");
+    v("grad_bucket_mb", grad_bucket_mb, "MiB of main gradients (fp32, or bf16 with train.main_grads_dtype) per reduction bucket");
     v("timeout_s", timeout_s, "seconds a collective may stall before the job aborts naming it");
     v("devices_per_node", devices_per_node, "GPUs per node for the rank -> device map; 0 means all visible");
   }

@@ -368,23 +368,24 @@ namespace {
 // than the running count of the expert-major map flattened, [E' n]: a scan of one dimension,
 // which torch runs as one device-wide scan on CUDA. (The running count down the [n, E'] map's
 // columns, the same numbers, took 3.2 ms a layer and micro-batch on an H200 at 16,384 tokens
-// and 8 experts: torch scans an outer dimension of few columns with little parallelism.)
-// The counts stay on the device; their host read, in backward when
-// training, checks the promise by their sum (n k). An evaluation without gradients reads them
-// nowhere, and a token with a copy too many beside one with a copy too few keeps the sum: those
-// go unchecked, as on the sorted path.
+// and 8 experts: torch scans an outer dimension of few columns with little parallelism.) The
+// counts stay on the device; their host read, in backward when training, checks the promise by
+// their sum (n k). An evaluation without gradients reads them nowhere, and a token with a copy
+// too many beside one with a copy too few keeps the sum: those go unchecked, as on the sorted
+// path.
 Permutation permute_copies(const torch::Tensor& routing_map, const torch::Tensor& probs, int64_t k) {
   const int64_t n = routing_map.size(0), experts_here = routing_map.size(1), total = n * k;
   const torch::Tensor scan =
       routing_map.t().reshape({-1}).to(torch::kLong).cumsum(0).view({experts_here, n});  // [E', n]
   const torch::Tensor ends = scan.select(1, n - 1);                                       // [E'] start[e + 1]
-  const torch::Tensor counts = ends - torch::cat({torch::zeros({1}, ends.options()), ends.narrow(0, 0, experts_here - 1)});
+  const torch::Tensor counts = torch::diff(ends, 1, 0, torch::zeros({1}, ends.options()));  // [E']
+  const torch::Tensor row_of = scan.t().contiguous() - 1;  // [n, E'] token-major, as the map
   // Each token's k routed experts in expert order: the k smallest rows of its routed columns
   // (the others pushed past every row). Should a token have fewer, its missing rows are
   // clamped to the last, so every index stays inside the tensors, and the counts' check
   // reports the broken promise.
   auto [rows, experts] =  // [n, k] each
-      (scan.t() - 1).masked_fill(routing_map.logical_not(), total).topk(k, 1, /*largest=*/false);
+      row_of.masked_fill(routing_map.logical_not(), total).topk(k, 1, /*largest=*/false);
   rows.clamp_max_(total - 1);
   Permutation perm;
   perm.counts = ExpertCounts::from_device(counts, total);

@@ -201,7 +201,9 @@ std::optional<WgradConfig> grouped_wgrad_choice(int64_t n, int64_t k, int groups
 // each expert, or += when `accumulate`, with no bf16 product to widen or add: into fp32, one
 // grouped GEMM where this build has the kernel and the operands suit it (row_ends [E] int32 on the
 // device, counts on the host), else one cuBLAS GEMM per expert; into bf16 (train.main_grads_dtype),
-// one GEMM per expert whose epilogue adds in fp32 and rounds once.
+// one GEMM per expert, accumulating in fp32 (cuBLAS may split the reduction with bf16 partial sums:
+// torch allows it for bf16 by default), whose epilogue adds the product to the gradient and
+// rounds it to bf16.
 void expert_wgrad_into(const torch::Tensor& out, const torch::Tensor& dy, const torch::Tensor& x,
                        const torch::Tensor& row_ends, const std::vector<int64_t>& counts, bool accumulate) {
 #ifdef FOLDTRON_WITH_GROUPED_WGRAD

@@ -193,7 +193,7 @@ struct StateBytes {
 StateBytes state_bytes(const Config& config) {
   StateBytes b;
   if (config.model.params_dtype == DType::kFloat32) b.weights = 4, b.main = 0;
-  if (config.model.params_dtype == DType::kBfloat16 && config.train.main_grads_dtype == DType::kBfloat16) b.grads = 2;
+  if (config.train.main_grads_dtype == DType::kBfloat16) b.grads = 2;  // bf16 parameters only (validated)
   if (config.train.adam_moments_dtype == DType::kBfloat16) b.moments = 4;
   return b;
 }

@@ -283,7 +283,7 @@ void Trainer::log_start() const {
             static_cast<double>(state_.optimizer->state_bytes()) / (1 << 30), enum_name(config.train.adam_moments_dtype),
             state_.buffers->sharded() ? " (distributed: sharded over dp_cp / edp)" : "",
             static_cast<double>(state_.buffers->grad_bytes()) / (1 << 30),
-            config.model.params_dtype == DType::kBfloat16 ? enum_name(config.train.main_grads_dtype) : "fp32",
+            enum_name(config.train.main_grads_dtype),  // bf16 only for bf16 parameters (validated)
             state_.buffers->num_buckets(),
             config.parallel.overlap_grad_reduce ? "during backward" : "after backward");
   log::info("train", "global batch {} = micro-batch {} x {} micro-batches x dp {}; {} steps; hooks: {}",

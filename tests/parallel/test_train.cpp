@@ -219,8 +219,9 @@ TEST(Optim, GlobalGradNormCountsReplicatedParametersOnce) {
 }
 
 TEST(Optim, GlobalGradNormReadsBf16MainGradientsInFullPrecision) {
-  // bf16 main gradients (train.main_grads_dtype): the norm's sums are fp32 or wider (with
-  // --device=cuda one fused multi-tensor norm per kind), not rounded to bf16 on the way.
+  // bf16 main gradients (train.main_grads_dtype): the norm's sums are fp32 or wider, not rounded
+  // to bf16 on the way. With --device=cuda this checks the fused multi-tensor norm, which rounds
+  // to its inputs' dtype unless asked for fp32; on the CPU the fp64 per-tensor norm.
   ProcessGroups groups(Topology(ParallelLayout{1, 1, 1, 1, 1, 1, "tp-cp-ep-dp-pp"}), comm_options(), MPI_COMM_SELF);
   ParamRegistry registry;
   torch::Tensor w = torch::zeros({3, 700}, torch::kBFloat16).to(device()).requires_grad_(true);
@@ -389,8 +390,8 @@ TEST(Optim, Bf16MainGradientsAccumulateInBf16AndFp32ParametersKeepFp32) {
   buffers.set_sync(true);
   (w * torch::full({1, 1}, 1.0, torch::kBFloat16) + b * 0.5).sum().backward();
   buffers.finish_grad_sync();
-  // 256 + 1 rounds to 256 in bf16 (8-bit mantissa), on every rank and after the bf16 sum over
-  // ranks: world * 256 is a power of two times 256 for 1, 2, 4 and 8 ranks.
+  // 256 + 1 rounds to 256 in bf16 (8-bit mantissa), on every rank; the bf16 sum over ranks,
+  // 256 * world, is exact in bf16 for up to 256 ranks.
   const double ranks = world_size();
   EXPECT_EQ(buffers.main_grad(w).item<double>(), 256.0 * ranks) << "accumulated in bf16";
   EXPECT_EQ(buffers.main_grad(b).item<double>(), 0.5 * ranks);
@@ -496,13 +497,25 @@ TEST(TrainEquivalence, Bf16MainGradientsFollowFp32OnesAndShardAlike) {
   EXPECT_LT(bf16.back().loss, bf16.front().loss);
   const int world = world_size();
   if (world == 1) return;
-  overrides.push_back("parallel.distributed_optimizer=true");
-  const std::vector<StepRecord> sharded = run_training(tiny_config(overrides), MPI_COMM_WORLD, world);
-  ASSERT_EQ(sharded.size(), bf16.size());
-  for (size_t i = 0; i < bf16.size(); ++i) {
-    EXPECT_NEAR(sharded[i].loss, bf16[i].loss, 2e-2 * bf16[i].loss) << "step " << i + 1;
-    EXPECT_NEAR(sharded[i].grad_norm, bf16[i].grad_norm, 2e-2 * bf16[i].grad_norm) << "step " << i + 1;
-  }
+  const auto expect_close = [](const std::vector<StepRecord>& got, const std::vector<StepRecord>& want) {
+    ASSERT_EQ(got.size(), want.size());
+    for (size_t i = 0; i < want.size(); ++i) {
+      EXPECT_NEAR(got[i].loss, want[i].loss, 2e-2 * want[i].loss) << "step " << i + 1;
+      EXPECT_NEAR(got[i].grad_norm, want[i].grad_norm, 2e-2 * want[i].grad_norm) << "step " << i + 1;
+    }
+  };
+  std::vector<std::string> sharded = overrides;
+  sharded.push_back("parallel.distributed_optimizer=true");
+  expect_close(run_training(tiny_config(sharded), MPI_COMM_WORLD, world), bf16);
+  if (world % 4 != 0) return;
+  // The other paths of bf16 gradients: sequence-parallel norm weights summed over tp, the tied
+  // embedding's gradients summed between the first and the last pipeline stage.
+  SCOPED_TRACE("tp 2 with sequence parallelism, pp 2, tied embeddings");
+  std::vector<std::string> tied = overrides;
+  tied.push_back("model.tie_embeddings=true");
+  const std::vector<StepRecord> one = run_training(tiny_config(tied), MPI_COMM_SELF, 1);
+  tied.insert(tied.end(), {"parallel.tp=2", "parallel.sequence_parallel=true", "parallel.pp=2"});
+  expect_close(run_training(tiny_config(tied), MPI_COMM_WORLD, world), one);
 }
 
 // A step whose loss is NaN (injected into the second step's first micro-batch before backward, so
