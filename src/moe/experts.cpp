@@ -2,7 +2,6 @@
 #include "moe/experts.h"
 
 #include <cstdint>
-#include <limits>
 #include <mutex>
 #include <optional>
 
@@ -161,18 +160,16 @@ class FusedSwiglu : public torch::autograd::Function<FusedSwiglu> {
 
 #ifdef FOLDTRON_WITH_GROUPED_WGRAD
 // Whether the grouped kernel takes these operands: contiguous bf16 rows dy [R, N] and x [R, K], an
-// fp32 [E, N, K] main gradient and E int32 row ends, all on a Hopper GPU, N and K multiples of 8
-// and 16-byte aligned data (its TMA loads).
+// fp32 [E, N, K] main gradient and E int32 row ends, all on a Hopper GPU, the sizes and data as
+// its TMA loads need them (grouped_wgrad_operands_fit).
 bool grouped_wgrad_takes(const torch::Tensor& out, const torch::Tensor& dy, const torch::Tensor& x,
                          const torch::Tensor& row_ends) {
-  const auto aligned = [](const torch::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; };
   return out.is_cuda() && out.scalar_type() == torch::kFloat && out.dim() == 3 && out.is_contiguous() &&
          dy.scalar_type() == torch::kBFloat16 && x.scalar_type() == torch::kBFloat16 && dy.dim() == 2 &&
          x.dim() == 2 && dy.is_contiguous() && x.is_contiguous() && dy.size(1) == out.size(1) &&
          x.size(1) == out.size(2) && row_ends.is_cuda() && row_ends.scalar_type() == torch::kInt &&
-         row_ends.is_contiguous() && row_ends.numel() == out.size(0) && out.size(1) % 8 == 0 &&
-         out.size(2) % 8 == 0 && out.size(1) <= std::numeric_limits<int32_t>::max() &&
-         out.size(2) <= std::numeric_limits<int32_t>::max() && aligned(out) && aligned(dy) && aligned(x) &&
+         row_ends.is_contiguous() && row_ends.numel() == out.size(0) &&
+         grouped_wgrad_operands_fit(dy.data_ptr(), x.data_ptr(), out.data_ptr<float>(), out.size(1), out.size(2)) &&
          grouped_wgrad_supported();
 }
 
@@ -206,6 +203,10 @@ std::optional<WgradConfig> grouped_wgrad_choice(int64_t n, int64_t k, int groups
 // rounds it to bf16.
 void expert_wgrad_into(const torch::Tensor& out, const torch::Tensor& dy, const torch::Tensor& x,
                        const torch::Tensor& row_ends, const std::vector<int64_t>& counts, bool accumulate) {
+  // An expert without rows gets no GEMM either way: written, its gradient is zero.
+  for (size_t e = 0; e < counts.size(); ++e) {
+    if (counts[e] == 0 && !accumulate) out[static_cast<int64_t>(e)].zero_();
+  }
 #ifdef FOLDTRON_WITH_GROUPED_WGRAD
   const auto groups = static_cast<int>(counts.size());
   const std::optional<WgradConfig> config =
@@ -216,9 +217,6 @@ void expert_wgrad_into(const torch::Tensor& out, const torch::Tensor& dy, const 
     grouped_wgrad_cuda(dy.data_ptr(), x.data_ptr(), row_ends.data_ptr<int32_t>(), out.data_ptr<float>(), groups,
                        out.size(1), out.size(2), accumulate, buffer.data_ptr(), *config,
                        c10::cuda::getCurrentCUDAStream().stream());
-    for (size_t e = 0; e < counts.size(); ++e) {
-      if (counts[e] == 0 && !accumulate) out[static_cast<int64_t>(e)].zero_();  // the kernel leaves it
-    }
     return;
   }
 #else
@@ -228,10 +226,7 @@ void expert_wgrad_into(const torch::Tensor& out, const torch::Tensor& dy, const 
   for (size_t e = 0; e < counts.size(); ++e) {
     torch::Tensor target = out[static_cast<int64_t>(e)];  // a view: written in place
     const int64_t rows = counts[e];
-    if (rows == 0) {
-      if (!accumulate) target.zero_();
-      continue;
-    }
+    if (rows == 0) continue;
     const torch::Tensor a = dy.narrow(0, start, rows).t(), b = x.narrow(0, start, rows);
     if (out.scalar_type() != dy.scalar_type()) {
       torch_compat::mm_fp32_out(target, a, b, accumulate);

@@ -5,6 +5,7 @@
 #include <climits>
 #include <cstdint>
 
+#include "core/cuda_types.cuh"
 #include "moe/grouped_wgrad_cuda.cuh"
 
 namespace foldtron {
@@ -62,21 +63,22 @@ size_t grouped_wgrad_buffer_bytes(int groups, const WgradConfig& config) {
   return grouped_wgrad::shape_of(config.tiles).entry().buffer_bytes(groups);
 }
 
+bool grouped_wgrad_operands_fit(const void* dy, const void* x, const float* out, int64_t m, int64_t n) {
+  return m > 0 && n > 0 && m % 8 == 0 && n % 8 == 0 && m <= INT32_MAX && n <= INT32_MAX && aligned_to(dy, 16) &&
+         aligned_to(x, 16) && aligned_to(out, 16);
+}
+
 void grouped_wgrad_cuda(const void* dy, const void* x, const int32_t* row_ends, float* out, int groups, int64_t m,
                         int64_t n, bool accumulate, void* buffer, const WgradConfig& config, void* stream) {
   if (groups <= 0) return;
-  // The caller's guards (experts.cpp, the bench) ensure these; CUTLASS checks none of them when
-  // the problem shapes stay on the device, and a TMA load off them faults.
-  const auto aligned = [](const void* pointer, uintptr_t bytes) {
-    return reinterpret_cast<uintptr_t>(pointer) % bytes == 0;
-  };
-  if (m % 8 != 0 || n % 8 != 0 || m <= 0 || n <= 0 || m > INT32_MAX || n > INT32_MAX) {
-    throw std::invalid_argument("grouped_wgrad_cuda: m and n must be positive multiples of 8 below 2^31, not " +
-                                std::to_string(m) + " and " + std::to_string(n));
+  // The caller's guards (experts.cpp, the bench) ensure these.
+  if (!grouped_wgrad_operands_fit(dy, x, out, m, n)) {
+    throw std::invalid_argument("grouped_wgrad_cuda: m and n must be positive multiples of 8 below 2^31 (not " +
+                                std::to_string(m) + " and " + std::to_string(n) +
+                                ") and dy, x and out 16-byte aligned");
   }
-  if (!aligned(dy, 16) || !aligned(x, 16) || !aligned(out, 16) || !aligned(buffer, 128)) {
-    throw std::invalid_argument("grouped_wgrad_cuda: dy, x and out must be 16-byte aligned and the buffer 128-byte "
-                                "aligned (it holds TMA descriptors)");
+  if (!aligned_to(buffer, 128)) {
+    throw std::invalid_argument("grouped_wgrad_cuda: the buffer must be 128-byte aligned (it holds TMA descriptors)");
   }
   if (config.swizzle != 1 && config.swizzle != 2 && config.swizzle != 4 && config.swizzle != 8) {
     throw std::invalid_argument("grouped_wgrad_cuda: swizzle must be 1, 2, 4 or 8, not " +

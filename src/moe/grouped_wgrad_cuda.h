@@ -46,9 +46,14 @@ bool grouped_wgrad_supported();
 // arrays and CUTLASS's workspace (per-SM TMA descriptors), for the current device.
 size_t grouped_wgrad_buffer_bytes(int groups, const WgradConfig& config);
 
+// Whether the kernel's TMA loads take these operands: m and n positive multiples of 8 below 2^31,
+// dy, x and out 16-byte aligned. CUTLASS checks none of it when the problem shapes stay on the
+// device, and a TMA load off them faults.
+bool grouped_wgrad_operands_fit(const void* dy, const void* x, const float* out, int64_t m, int64_t n);
+
 // row_ends [groups] int32 on the device: expert g owns rows [row_ends[g-1], row_ends[g]) of dy and
-// x (row_ends[-1] = 0). m and n positive multiples of 8 below 2^31, dy, x and out 16-byte aligned,
-// `buffer` 128-byte aligned (torch's allocations are; else std::invalid_argument) and at least
+// x (row_ends[-1] = 0). The operands fit (grouped_wgrad_operands_fit) and `buffer` is 128-byte
+// aligned (torch's allocations are; else std::invalid_argument) and at least
 // grouped_wgrad_buffer_bytes(groups, config) bytes on the device, not used by anything else until
 // the stream reaches the end of the call. An expert without rows is left as it is, also when
 // writing: the caller zeroes it.
